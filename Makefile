@@ -1,0 +1,31 @@
+# Kachin rare-earth mining watch. `make help` lists the targets.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+AOI     ?= chipwe_pangwa
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test run monthly evaluate bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv/ from pyproject.toml (done by every other target)
+
+demo: $(STAMP) ## simulate the demo AOI, run the pipeline, score it -> outputs/demo/
+	$(PY) -m pipeline demo --out outputs/demo --scenes outputs/demo-scenes
+
+test: $(STAMP) ## run the test suite (a few minutes on 2 cores)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+run: $(STAMP) ## run one configured AOI: make run AOI=chipwe_pangwa -> outputs/$(AOI)/
+	$(PY) -m pipeline run --config configs/$(AOI).yaml
+
+clean: ## remove outputs (keeps .venv)
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,71 @@
+"""When did a feature appear, and did it stay? Persistence over monthly counts.
+
+A pixel's feature *starts* in the first month in which most of its clear views show it and after
+which, within a window, at least a ``persistence`` fraction of clear views still show it. A cloud
+edge that SCL missed shows up once and is gone; a swidden field is bare for one dry season and
+then green; a leaching site stays. Counts (not single images) make this insensitive to how many
+scenes a month had.
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+NONE = -1
+
+
+def _window_sum(counts: np.ndarray, window: int) -> np.ndarray:
+    """Sum over months m .. m+window-1 (truncated at the end) along the last axis."""
+    c = np.cumsum(counts, axis=-1, dtype=np.int32)
+    c = np.concatenate([np.zeros(c.shape[:-1] + (1,), np.int32), c], axis=-1)
+    n = counts.shape[-1]
+    hi = np.minimum(np.arange(n) + window, n)
+    return c[..., hi] - c[..., :n]
+
+
+def persistent_onset(valid: np.ndarray, hits: np.ndarray, window: int, persistence: float,
+                     min_obs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Onset month index, last month index and months seen, per pixel; months on the last axis.
+
+    Returns ``(onset, last, months_seen)``: onset is the first month whose clear views show the
+    feature in the majority and are followed, within ``window`` months, by >= ``min_obs`` clear views
+    of which >= ``persistence`` show it (NONE if never); last is the last month in which most clear
+    views showed it (NONE if never after onset); months_seen = last - onset + 1 (0 if none).
+    """
+    valid = valid.astype(np.int32)
+    hits = hits.astype(np.int32)
+    majority = (hits > 0) & (2 * hits >= valid)
+    vw, hw = _window_sum(valid, window), _window_sum(hits, window)
+    candidate = majority & (vw >= min_obs) & (hw >= persistence * vw)
+    has = candidate.any(axis=-1)
+    onset = np.where(has, candidate.argmax(axis=-1), NONE)
+    n = valid.shape[-1]
+    last_majority = n - 1 - majority[..., ::-1].argmax(axis=-1)
+    last = np.where(has, last_majority, NONE)
+    seen = np.where(has, last - onset + 1, 0)
+    return onset.astype(np.int16), last.astype(np.int16), seen.astype(np.int16)
+
+
+def onset_maps(valid: xr.DataArray, hits: xr.DataArray, window: int, persistence: float,
+               min_obs: int) -> xr.Dataset:
+    """``persistent_onset`` over (month, y, x) counts, lazily when they are dask-backed.
+
+    The month axis is brought into one chunk (per spatial chunk) since onset needs each pixel's
+    whole record; spatial chunks are left as they are.
+    """
+    if valid.chunks is not None:
+        valid, hits = valid.chunk({"month": -1}), hits.chunk({"month": -1})
+    onset, last, seen = xr.apply_ufunc(
+        persistent_onset, valid, hits,
+        input_core_dims=[["month"], ["month"]], output_core_dims=[[], [], []],
+        kwargs=dict(window=window, persistence=persistence, min_obs=min_obs),
+        dask="parallelized", output_dtypes=[np.int16, np.int16, np.int16],
+    )
+    return xr.Dataset({"onset": onset, "last": last, "months_seen": seen})
+
+
+def month_to_year(index: np.ndarray, months) -> np.ndarray:
+    """Calendar year of month indices into ``months`` (a DatetimeIndex); NONE stays NONE."""
+    years = np.asarray(months.year, dtype=np.int16)
+    idx = np.asarray(index)
+    return np.where(idx >= 0, years[np.clip(idx, 0, len(years) - 1)], NONE).astype(np.int16)

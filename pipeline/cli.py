@@ -1,0 +1,188 @@
+"""Command line: thin wrappers that build a config and call run.py, simulate.py or evaluate.py.
+
+Only this module configures logging and prints; errors the pipeline expects (PipelineError) become
+one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pipeline.errors import ConfigError, PipelineError
+
+REPO = Path(__file__).resolve().parents[1]
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.")
+log = logging.getLogger("pipeline")
+_state = {"verbose": False}
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    _state["verbose"] = verbose
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"--set {p!r} is not KEY=VALUE: write e.g. --set ponds.mndwi_min=0.1")
+        k, v = p.split("=", 1)
+        import yaml
+
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _print_table(table) -> None:
+    typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config (configs/*.yaml)"),
+    aoi: Optional[Path] = typer.Option(None, help="AOI GeoJSON polygon (lon/lat)"),
+    source: Optional[str] = typer.Option(None, help="scene source: local"),
+    catalog: Optional[Path] = typer.Option(None, help="local STAC catalog.json (contract 3)"),
+    start: Optional[str] = typer.Option(None, help="first day, YYYY-MM-DD"),
+    end: Optional[str] = typer.Option(None, help="last day, YYYY-MM-DD"),
+    out: Optional[Path] = typer.Option(None, help="run directory to write"),
+    workers: Optional[int] = typer.Option(None, help="dask threads (default: all cores)"),
+    set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Detect ponds, clearings and sites for one AOI and period; write a run directory.
+
+    Examples:\n
+      python -m pipeline run --config configs/chipwe_pangwa.yaml\n
+      python -m pipeline run --aoi aois/x.geojson --source local --catalog DIR/catalog.json --start 2018-01-01 --end 2024-12-31 --out DIR
+    """
+    from pipeline.config import load_config
+    from pipeline.run import run as run_pipeline
+
+    _setup_logging(verbose, quiet)
+    overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "period.start": start,
+                 "period.end": end, "out": out, "compute.workers": workers, **_overrides(set_)}
+    cfg = load_config(config, overrides)
+    result = run_pipeline(cfg)
+    if not quiet:
+        _print_table(result.summary)
+        typer.echo(f"wrote {result.out}")
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., help="directory to write catalog.json, truth.gpkg and aoi.geojson into"),
+    seed: int = typer.Option(0, help="random seed; 0 is the demo's window of the Pang War pond field"),
+    size_km: float = typer.Option(6.0, help="AOI edge in km"),
+    start_year: int = typer.Option(2020),
+    end_year: int = typer.Option(2024),
+    revisit_days: int = typer.Option(10, help="days between scenes"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Write a simulated AOI: a Sentinel-2-like local STAC catalog with known ground truth.
+
+    Example: python -m pipeline simulate --out outputs/sim --seed 3
+    """
+    from pipeline.simulate import simulate as simulate_aoi
+
+    _setup_logging(verbose, quiet)
+    sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days)
+    if not quiet:
+        typer.echo(f"wrote {sim.catalog}, {sim.truth}, {sim.aoi}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Option(..., "--run", help="a run directory"),
+    truth: Path = typer.Option(..., help="truth.gpkg (contract 5)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Score a run against ground truth; prints JSON.
+
+    Example: python -m pipeline evaluate --run outputs/demo --truth outputs/demo-scenes/truth.gpkg
+    """
+    from pipeline.evaluate import evaluate as evaluate_run
+
+    _setup_logging(verbose, True)
+    typer.echo(json.dumps(evaluate_run(run_dir, truth), indent=1))
+
+
+def demo_config_path() -> Path | None:
+    p = REPO / "configs" / "demo.yaml"
+    return p if p.is_file() else None
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("outputs/demo"), help="run directory"),
+    scenes: Path = typer.Option(Path("outputs/demo-scenes"), help="where the simulated catalog goes"),
+    seed: int = typer.Option(0),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Simulate the demo AOI (a 6 km window of the Pang War belt, 2020-2024), run, and score it.
+
+    The scenes are SIMULATED: no credentials or network needed.
+    """
+    from pipeline.config import load_config
+    from pipeline.evaluate import evaluate as evaluate_run, format_scores
+    from pipeline.run import run as run_pipeline
+    from pipeline.simulate import simulate as simulate_aoi
+
+    _setup_logging(verbose, quiet)
+    sim = simulate_aoi(scenes, seed)
+    cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
+                                           "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
+                                           "out": out})
+    result = run_pipeline(cfg)
+    scores = evaluate_run(result.out, sim.truth)
+    (result.out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
+    _print_table(result.summary)
+    typer.echo("")
+    typer.echo(format_scores(scores))
+    typer.echo(f"\nwrote {result.out} (simulated scenes in {scenes})")
+
+
+@app.command("aois")
+def list_aois():
+    """List the configured AOIs with their areas."""
+    from pipeline.aoi import load_aoi
+
+    for f in sorted((REPO / "aois").glob("*.geojson")):
+        a = load_aoi(f)
+        typer.echo(f"{f.stem:16s} {a.area_km2:8.1f} km2  {a.crs.to_string()}  grid {a.grid.shape.x}x{a.grid.shape.y} px")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except PipelineError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted; no output was replaced", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the CLI never shows a bare traceback unless asked
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.echo(f"error: unexpected {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
+                   "and report it)", err=True)
+        sys.exit(1)

@@ -1,0 +1,47 @@
+"""The whole pipeline on a tiny hand-built catalog whose answer is known exactly."""
+import json
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from conftest import run_checker
+from pipeline.config import load_config
+from pipeline.run import run
+
+
+@pytest.fixture
+def tiny_run(tiny_catalog):
+    f = tiny_catalog
+    cfg = load_config(None, {"aoi": f["aoi"], "source.catalog": f["catalog"], "period.start": "2021-01-01",
+                             "period.end": "2023-12-31", "out": f["root"] / "run"})
+    return run(cfg), f["root"] / "run"
+
+
+def test_tiny_run_meets_output_contract(tiny_run):
+    _, out = tiny_run
+    check = run_checker("check_run.py", out)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_tiny_run_finds_the_pond_and_clearing_with_their_years(tiny_run):
+    result, out = tiny_run
+    ponds = gpd.read_file(out / "footprints.gpkg", layer="ponds")
+    clearings = gpd.read_file(out / "footprints.gpkg", layer="clearings")
+    sites = gpd.read_file(out / "footprints.gpkg", layer="sites")
+    assert ponds.crs.to_epsg() == 32647
+    # a 40 m x 40 m pond dug in November 2022 belongs to 2022, not the next year
+    assert len(ponds) == 1 and ponds["first_year"].iloc[0] == 2022
+    assert ponds["area_m2"].iloc[0] == pytest.approx(1600.0)
+    # the clearing (300 m x 400 m less the pond) was cut in March 2022, on a ~17 degree slope
+    assert len(clearings) == 1 and clearings["first_year"].iloc[0] == 2022
+    assert clearings["area_m2"].iloc[0] == pytest.approx(120000 - 1600)
+    assert clearings["mean_slope_deg"].iloc[0] == pytest.approx(16.7, abs=1.0)
+    assert len(sites) == 1 and sites["n_ponds"].iloc[0] == 1
+    assert sites["footprint_m2"].iloc[0] == pytest.approx(120000)
+    table = pd.read_csv(out / "yearly_summary.csv")
+    assert table["sites_total"].tolist() == [0, 1, 1]
+    assert table["valid_observations"].tolist() == [12, 12, 12]
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["n_scenes_used"] == 36
+    assert set(manifest["outputs"]) == {"footprints.gpkg", "yearly_summary.csv"}
