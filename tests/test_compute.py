@@ -1,0 +1,116 @@
+"""Compute stages on small arrays built in the test, with values someone could get wrong."""
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from pipeline import classify, composite, indices, masking, terrain
+from pipeline.change import NONE, month_to_year, onset_maps, persistent_onset
+from pipeline.config import ClearingRules, PondRules
+
+
+def arr(values, dims=("y",)):
+    return xr.DataArray(np.asarray(values, np.float32), dims=dims)
+
+
+def test_ndvi_of_known_reflectances():
+    # forest: red 0.03, NIR 0.33 -> (0.33 - 0.03) / 0.36; the sign is NIR minus red
+    assert float(indices.ndvi(arr([0.03]), arr([0.33]))[0]) == pytest.approx(0.8333, abs=1e-4)
+    assert float(indices.ndvi(arr([0.2]), arr([0.1]))[0]) == pytest.approx(-1 / 3, abs=1e-4)
+
+
+def test_mndwi_separates_milky_water_from_laterite():
+    water = float(indices.mndwi(arr([0.16]), arr([0.015]))[0])
+    laterite = float(indices.mndwi(arr([0.11]), arr([0.33]))[0])
+    assert water == pytest.approx(0.8284, abs=1e-3) and laterite == pytest.approx(-0.5, abs=1e-3)
+
+
+def test_bsi_and_zero_sum_is_nan():
+    b = indices.bsi(arr([0.07]), arr([0.18]), arr([0.26]), arr([0.33]))
+    assert float(b[0]) == pytest.approx((0.51 - 0.33) / 0.84, abs=1e-4)
+    nd = indices.normalized_difference(arr([0.0]), arr([0.0]))
+    assert np.isnan(nd[0]) and nd.dtype == np.float32
+
+
+def test_scl_mask_buffers_clouds_but_not_nodata():
+    scl = np.full((1, 9, 9), 4, np.uint8)
+    scl[0, 4, 4] = 9  # one cloud pixel
+    scl[0, 0, 8] = 0  # one nodata pixel
+    valid = masking.scl_mask(xr.DataArray(scl, dims=("time", "y", "x")), [0, 1, 3, 8, 9, 10], 2).values[0]
+    assert not valid[2:7, 2:7].any()  # cloud grown by 2 px each way: a 5 x 5 hole
+    assert valid[1, 4] and valid[4, 1]
+    assert not valid[0, 8] and valid[0, 7] and valid[1, 8]  # nodata not grown
+
+
+def test_scl_mask_is_lazy_and_same_on_dask():
+    scl = np.random.default_rng(0).choice(np.array([4, 5, 9, 3], np.uint8), size=(3, 40, 40))
+    eager = masking.scl_mask(xr.DataArray(scl, dims=("time", "y", "x")), [3, 9], 3)
+    lazy = masking.scl_mask(xr.DataArray(da.from_array(scl, chunks=(1, 16, 16)), dims=("time", "y", "x")), [3, 9], 3)
+    assert isinstance(lazy.data, da.Array)
+    np.testing.assert_array_equal(eager.values, lazy.values)  # chunk edges do not cut the buffer
+
+
+def test_pond_and_bare_rules():
+    ind = xr.Dataset({"ndvi": arr([-0.5, 0.15, 0.8, -0.5]), "mndwi": arr([0.8, -0.5, -0.4, 0.3]),
+                      "bsi": arr([-0.02, 0.2, -0.4, 0.18])})
+    valid = xr.DataArray(np.array([True, True, True, False]), dims="y")
+    water = classify.pond_like(ind, valid, PondRules())
+    bare = classify.bare_like(ind, valid, ClearingRules(), water)
+    assert water.values.tolist() == [True, False, False, False]
+    assert bare.values.tolist() == [False, True, False, False]  # an invalid view is neither
+
+
+def test_monthly_counts_cover_every_month_of_the_period():
+    times = pd.to_datetime(["2021-01-05", "2021-01-25", "2021-03-10"])
+    flag = xr.DataArray(np.array([[[True]], [[False]], [[True]]]), dims=("time", "y", "x"), coords={"time": times})
+    m = composite.monthly_counts({"hit": flag}, pd.Timestamp("2021-01-01").date(), pd.Timestamp("2021-04-30").date())
+    assert m["hit"].values[:, 0, 0].tolist() == [1, 0, 1, 0]
+    assert composite.yearly_counts(m["hit"]).values[:, 0, 0].tolist() == [2]
+
+
+def test_onset_rejects_a_cloud_edge_and_a_swidden_but_dates_a_november_pond():
+    months = 36
+    valid = np.full((3, months), 3)
+    hits = np.zeros((3, months), int)
+    hits[0, 5] = 1                   # a cloud edge once in June of year 1
+    hits[1, 14:19] = 3               # swidden: bare Mar-Jul of year 2, then green
+    hits[2, 22:] = 3                 # a pond dug in November of year 2 that stays
+    onset, last, seen = persistent_onset(valid, hits, window=12, persistence=0.6, min_obs=3)
+    assert onset.tolist() == [NONE, NONE, 22]
+    assert last[2] == 35 and seen[2] == 14
+    years = month_to_year(onset, pd.date_range("2021-01-01", periods=months, freq="MS"))
+    assert years.tolist() == [NONE, NONE, 2022]
+
+
+def test_onset_keeps_an_abandoned_pond_that_lasted_a_year():
+    valid, hits = np.full((1, 48), 3), np.zeros((1, 48), int)
+    hits[0, 6:24] = 3  # a pond from July of year 1 to December of year 2, then dried
+    onset, last, seen = persistent_onset(valid, hits, window=12, persistence=0.6, min_obs=3)
+    assert (onset[0], last[0], seen[0]) == (6, 23, 18)
+
+
+def test_onset_waits_through_cloudy_months():
+    valid = np.array([[3, 0, 0, 0, 3, 3, 3]])
+    hits = np.array([[0, 0, 0, 0, 3, 3, 3]])
+    onset, _, _ = persistent_onset(valid, hits, window=3, persistence=0.6, min_obs=3)
+    assert onset[0] == 4  # months without a clear view can neither start nor stop a feature
+
+
+def test_onset_maps_lazy_equals_eager():
+    rng = np.random.default_rng(1)
+    valid = rng.integers(0, 4, size=(24, 10, 10)).astype(np.int16)
+    hits = np.minimum(valid, rng.integers(0, 4, size=(24, 10, 10))).astype(np.int16)
+    dims = ("month", "y", "x")
+    eager = onset_maps(xr.DataArray(valid, dims=dims), xr.DataArray(hits, dims=dims), 6, 0.6, 3)
+    lazy = onset_maps(xr.DataArray(da.from_array(valid, chunks=(1, 5, 5)), dims=dims),
+                      xr.DataArray(da.from_array(hits, chunks=(1, 5, 5)), dims=dims), 6, 0.6, 3)
+    assert isinstance(lazy["onset"].data, da.Array)
+    xr.testing.assert_equal(eager, lazy.compute())
+
+
+def test_slope_of_a_plane():
+    yy, xx = np.mgrid[0:20, 0:20]
+    dem = xr.DataArray((100 + 10.0 * xx).astype(np.float32), dims=("y", "x"))  # 10 m up per 10 m
+    assert np.allclose(terrain.slope_deg(dem, 10.0).values, 45.0, atol=1e-4)
