@@ -1,0 +1,112 @@
+"""Bad input: one line naming the problem and the fix, a non-zero exit, no complete-looking run dir."""
+import json
+import sys
+
+import pytest
+
+from pipeline.cli import main
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["pipeline", *map(str, args)])
+        with pytest.raises(SystemExit) as e:
+            main()
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+
+    return call
+
+
+def _run_args(f, **kw):
+    args = {"aoi": f["aoi"], "source": "local", "catalog": f["catalog"], "start": "2021-01-01",
+            "end": "2023-12-31", "out": f["root"] / "run", **kw}
+    return ["run", "-q", *[x for k, v in args.items() for x in (f"--{k}", v)]]
+
+
+def _one_line_error(code, err, *words):
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("content,words", [
+    (None, ["does not exist"]),
+    ("not json at all", ["not valid JSON"]),
+    ('{"a": 1}', ["not GeoJSON"]),
+    ('{"type": "FeatureCollection", "features": []}', ["no features"]),
+    ('{"type": "Point", "coordinates": [98.3, 25.7]}', ["not GeoJSON"]),
+    ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, '
+     '"geometry": {"type": "Point", "coordinates": [98.3, 25.7]}}]}', ["Point", "not a Polygon"]),
+    ('{"type": "Polygon", "coordinates": [[[436000, 2841000], [437000, 2841000], [437000, 2842000], '
+     '[436000, 2841000]]]}', ["WGS84 degrees"]),
+])
+def test_bad_aoi_files(cli, tiny_catalog, content, words):
+    bad = tiny_catalog["root"] / "bad.geojson"
+    if content is not None:
+        bad.write_text(content)
+    code, _, err = cli(*_run_args(tiny_catalog, aoi=bad))
+    _one_line_error(code, err, str(bad), *words)
+    assert not (tiny_catalog["root"] / "run").exists()
+
+
+def test_start_after_end(cli, tiny_catalog):
+    code, _, err = cli(*_run_args(tiny_catalog, start="2023-01-01", end="2021-01-01"))
+    _one_line_error(code, err, "after end")
+
+
+def test_no_scenes_in_the_period(cli, tiny_catalog):
+    code, _, err = cli(*_run_args(tiny_catalog, start="2015-01-01", end="2015-12-31"))
+    _one_line_error(code, err, "no scene", "widen the period")
+    assert code == 3
+
+
+def test_unknown_config_key(cli, tiny_catalog, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("aoi: x.geojson\nperiod: {start: 2021-01-01, end: 2021-12-31}\nponds: {mndwi_mni: 0.1}\n")
+    code, _, err = cli("run", "--config", cfg)
+    _one_line_error(code, err, "unknown setting 'ponds.mndwi_mni'")
+
+
+def test_missing_catalog(cli, tiny_catalog):
+    code, _, err = cli(*_run_args(tiny_catalog, catalog=tiny_catalog["root"] / "nope.json"))
+    _one_line_error(code, err, "does not exist")
+
+
+def test_output_dir_holding_something_else(cli, tiny_catalog):
+    out = tiny_catalog["root"] / "run"
+    out.mkdir()
+    (out / "thesis.docx").write_text("precious")
+    code, _, err = cli(*_run_args(tiny_catalog))
+    _one_line_error(code, err, "not a run dir")
+    assert (out / "thesis.docx").read_text() == "precious" and not (out / "run.json").exists()
+
+
+def test_every_scene_unreadable(cli, tiny_catalog):
+    for tif in (tiny_catalog["root"] / "cat").rglob("red.tif"):
+        tif.write_bytes(b"II*\x00garbage")
+    code, _, err = cli(*_run_args(tiny_catalog))
+    _one_line_error(code, err, "can be read", "red")
+    assert not (tiny_catalog["root"] / "run").exists()
+
+
+def test_a_truncated_scene_is_skipped_and_recorded(cli, tiny_catalog):
+    tif = sorted((tiny_catalog["root"] / "cat").rglob("nir.tif"))[3]
+    data = tif.read_bytes()
+    tif.write_bytes(data[: len(data) // 3])
+    code, _, err = cli(*_run_args(tiny_catalog))
+    assert code == 0, err
+    manifest = json.loads((tiny_catalog["root"] / "run" / "run.json").read_text())
+    assert manifest["n_scenes_used"] == 35
+    assert [s["id"] for s in manifest["scenes_skipped"]] == [tif.parent.name]
+
+
+def test_rerun_replaces_a_previous_run(cli, tiny_catalog):
+    assert cli(*_run_args(tiny_catalog))[0] == 0
+    first = (tiny_catalog["root"] / "run" / "yearly_summary.csv").read_text()
+    assert cli(*_run_args(tiny_catalog))[0] == 0
+    assert (tiny_catalog["root"] / "run" / "yearly_summary.csv").read_text() == first
+    assert [p.name for p in tiny_catalog["root"].iterdir() if p.name.startswith(".run")] == []

@@ -1,0 +1,76 @@
+"""Polygons of known area, site linkage, and the real Pang War pools."""
+from importlib import resources
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Point, box
+
+from pipeline.aoi import area_m2, snapped_grid
+from pipeline.vectorize import assign_sites, feature_table, label_features, link_sites, polygonize
+
+CRS = 32647
+
+
+def test_real_pools_cluster_into_283_sites_at_200m():
+    # the published "almost 300 locations" (Global Witness 2022) from 2,497 mapped pools
+    csv = resources.files("pipeline") / "data" / "pang_war_pools.csv"
+    pools = pd.read_csv(csv)
+    pts = gpd.GeoSeries.from_wkt(pools["geom"], crs=CRS)
+    assert len(pts) == 2497
+    assert link_sites(pts, 200).max() + 1 == 283
+    assert link_sites(pts, 150).max() + 1 == 318
+    assert link_sites(pts, 300).max() + 1 == 210
+
+
+def test_link_sites_uses_edge_distance_and_is_deterministic():
+    g = gpd.GeoSeries([box(0, 0, 10, 10), box(150, 0, 160, 10), box(400, 0, 410, 10)], crs=CRS)
+    assert link_sites(g, 200).tolist() == [0, 0, 1]
+    assert link_sites(g, 100).tolist() == [0, 1, 2]
+
+
+def test_a_pond_of_known_area_keeps_it_and_its_place():
+    grid = snapped_grid((436000, 2841000, 436200, 2841200), CRS)
+    mask = np.zeros(grid.shape.yx, bool)
+    mask[3:6, 4:8] = True  # 3 x 4 pixels = 1200 m2
+    labels = label_features(mask)
+    gdf = polygonize(labels, grid)
+    assert len(gdf) == 1 and gdf.crs.to_epsg() == CRS
+    assert area_m2(gdf).iloc[0] == pytest.approx(1200.0)
+    assert gdf.total_bounds.tolist() == [436040.0, 2841140.0, 436080.0, 2841170.0]
+
+
+def test_diagonal_pixels_are_separate_valid_polygons():
+    grid = snapped_grid((0, 0, 100, 100), CRS)
+    mask = np.zeros(grid.shape.yx, bool)
+    mask[2, 2] = mask[3, 3] = True
+    gdf = polygonize(label_features(mask), grid)
+    assert len(gdf) == 2 and gdf.is_valid.all() and (gdf.geom_type == "Polygon").all()
+
+
+def test_feature_year_is_the_median_of_its_pixels():
+    grid = snapped_grid((0, 0, 100, 100), CRS)
+    mask = np.zeros(grid.shape.yx, bool)
+    mask[1:4, 1:4] = True
+    first = np.full(grid.shape.yx, 2021, np.int16)
+    first[1, 1] = 2023  # one late edge pixel does not move the date
+    t = feature_table(label_features(mask), grid, first, first, np.full(grid.shape.yx, 12, np.int16))
+    assert t["first_year"].tolist() == [2021] and t["area_m2"].tolist() == [900.0]
+
+
+def _layer(boxes, years, **cols):
+    return gpd.GeoDataFrame({"first_year": years, "last_year": years, "area_m2": [b.area for b in boxes], **cols},
+                            geometry=boxes, crs=CRS)
+
+
+def test_a_site_needs_ponds_or_a_persistent_clearing():
+    ponds = _layer([box(0, 0, 20, 20)], [2021])
+    clearings = _layer([box(30, 0, 200, 100), box(2000, 0, 2200, 100), box(5000, 0, 5200, 100)],
+                       [2020, 2022, 2023], persistent=[False, True, False])
+    p, c, s = assign_sites(ponds, clearings, 200)
+    # pond + its clearing = site 1; the persistent clearing alone = site 2; the regrowing patch is dropped
+    assert len(s) == 2 and c["site_id"].tolist() == [1, 2] and p["site_id"].tolist() == [1]
+    assert s["first_year"].tolist() == [2020, 2022]
+    assert s.loc[0, "footprint_m2"] == pytest.approx(400 + 170 * 100)
+    assert s.loc[0, "n_ponds"] == 1 and s.loc[1, "n_ponds"] == 0
