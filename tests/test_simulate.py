@@ -1,0 +1,222 @@
+"""The simulated AOI: contract 3 catalog, contract 5 truth, determinism, and the physics tests rely on."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pystac
+import pytest
+import rasterio
+import shapely
+from scipy.spatial import cKDTree
+
+from pipeline.aoi import load_aoi
+from pipeline.errors import OutputError
+from pipeline.simulate import load_pools, simulate
+
+SMALL = dict(size_km=2, start_year=2021, end_year=2023, revisit_days=20)
+
+
+def _tools() -> Path:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "tools"
+    return shared if (shared / "check_catalog.py").is_file() else Path(__file__).parent / "contract_tools"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("sim") / "aoi", seed=0, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def scenes(sim):
+    cat = pystac.Catalog.from_file(str(sim.catalog))
+    items = [i for i in cat.get_items(recursive=True) if i.collection_id == "sentinel-2-l2a"]
+    return sorted(items, key=lambda i: i.datetime)
+
+
+def _reflectance(item: pystac.Item, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(DN, reflectance) of an asset, scaled with the asset's own raster:bands."""
+    asset = item.assets[key]
+    rb = asset.extra_fields["raster:bands"][0]
+    with rasterio.open(asset.get_absolute_href()) as src:
+        dn = src.read(1)
+    return dn, dn * rb["scale"] + rb["offset"]
+
+
+def _scl(item: pystac.Item) -> np.ndarray:
+    with rasterio.open(item.assets["scl"].get_absolute_href()) as src:
+        return src.read(1)
+
+
+def test_catalog_meets_contract_3(sim):
+    done = subprocess.run([sys.executable, str(_tools() / "check_catalog.py"), str(sim.catalog)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sim.start == date(2021, 1, 1) and sim.end == date(2023, 12, 31)
+
+
+def test_items_look_like_earth_search(scenes, sim):
+    item = scenes[0]
+    assert item.id == "S2B_47RQL_20210101_0_L2A" and scenes[1].id.startswith("S2A_")
+    assert len(scenes) == (date(2023, 12, 31) - date(2021, 1, 1)).days // 20 + 1
+    p = item.properties
+    assert p["constellation"] == "sentinel-2" and p["s2:mgrs_tile"] == "47RQL"
+    assert p.get("proj:code", f"EPSG:{p.get('proj:epsg')}") == "EPSG:32647"  # pystac migrates proj:epsg
+    assert Path(item.assets["blue"].href).name == "B02.tif" and not Path(item.assets["blue"].href).is_absolute()
+    assert item.assets["blue"].extra_fields["gsd"] == 10 and item.assets["swir16"].extra_fields["gsd"] == 20
+    with rasterio.open(item.assets["nir"].get_absolute_href()) as src:
+        assert src.profile["compress"].lower() == "deflate" and src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    params = json.loads(json.loads(sim.catalog.read_text())["simulation"])
+    assert params["seed"] == 0 and params["revisit_days"] == 20
+
+
+def test_dem_is_geographic_glo30(sim, scenes):
+    cat = pystac.Catalog.from_file(str(sim.catalog))
+    (dem,) = [i for i in cat.get_items(recursive=True) if i.collection_id == "cop-dem-glo-30"]
+    with rasterio.open(dem.assets["data"].get_absolute_href()) as src:
+        assert src.crs.to_epsg() == 4326 and src.dtypes[0] == "float32"
+        assert src.res == pytest.approx((1 / 3600, 1 / 3600))
+        z = src.read(1)
+        west, south, east, north = src.bounds
+    lon0, lat0, lon1, lat1 = scenes[0].bbox
+    assert west <= lon0 and south <= lat0 and east >= lon1 and north >= lat1
+    assert 800 <= z.min() and z.max() <= 2800 and z.max() - z.min() > 200
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    short = dict(size_km=2, start_year=2022, end_year=2022, revisit_days=90)
+    a, b = simulate(tmp_path / "a", 0, **short), simulate(tmp_path / "b", 0, **short)
+    c = simulate(tmp_path / "c", 1, **short)
+    asset = "sentinel-2-l2a/S2A_47RQL_20220401_0_L2A/B04.tif"
+    assert (a.catalog.parent / asset).read_bytes() == (b.catalog.parent / asset).read_bytes()
+    assert (a.catalog.parent / asset).read_bytes() != (c.catalog.parent / asset).read_bytes()
+    for layer in ("ponds", "clearings", "sites", "confounders"):
+        ta, tb = gpd.read_file(a.truth, layer=layer), gpd.read_file(b.truth, layer=layer)
+        assert ta.equals(tb), layer
+    assert not gpd.read_file(a.truth, layer="ponds").equals(gpd.read_file(c.truth, layer="ponds"))
+    assert a.aoi.read_text() == b.aoi.read_text() != c.aoi.read_text()
+
+
+def test_baseline_0400_adds_1000_dn_not_reflectance(scenes):
+    """Across 25 Jan 2022 the DN of the same forest jumps by ~1000 while its reflectance does not."""
+    clear = [i for i in scenes if i.properties["eo:cloud_cover"] < 5 and i.datetime.month in (11, 12, 1, 2, 3)]
+    before = max((i for i in clear if i.datetime.date() < date(2022, 1, 25)), key=lambda i: i.datetime)
+    after = min((i for i in clear if i.datetime.date() >= date(2022, 1, 25)), key=lambda i: i.datetime)
+    assert before.properties["s2:processing_baseline"] < "04.00" <= after.properties["s2:processing_baseline"]
+    assert before.assets["red"].extra_fields["raster:bands"][0]["offset"] == 0
+    assert after.assets["red"].extra_fields["raster:bands"][0]["offset"] == -0.1
+    dn0, r0 = _reflectance(before, "red")
+    dn1, r1 = _reflectance(after, "red")
+    forest = ((_scl(before) == 4) & (_scl(after) == 4)).repeat(2, 0).repeat(2, 1)
+    assert forest.mean() > 0.5
+    assert np.median(r1[forest]) == pytest.approx(np.median(r0[forest]), abs=0.003)
+    assert np.median(dn1[forest].astype(int)) - np.median(dn0[forest].astype(int)) == pytest.approx(1000, abs=30)
+
+
+def test_monsoon_is_cloudier_than_dry_season(scenes):
+    cover = {m: [i.properties["eo:cloud_cover"] for i in scenes if i.datetime.month in m]
+             for m in ((6, 7, 8, 9), (11, 12, 1, 2))}
+    assert np.mean(cover[(6, 7, 8, 9)]) > 60 > 30 > np.mean(cover[(11, 12, 1, 2)])
+    for i in scenes:  # eo:cloud_cover is the share of SCL cloud classes among valid pixels
+        scl = _scl(i)
+        if i.datetime.month == 8:
+            share = 100 * np.isin(scl[scl > 0], (8, 9, 10)).mean()
+            assert i.properties["eo:cloud_cover"] == pytest.approx(share, abs=0.01)
+            break
+
+
+def test_truth_layers_and_columns(sim):
+    layers = dict(pyogrio.list_layers(sim.truth))
+    assert {"ponds", "clearings", "sites", "confounders"} <= set(layers)
+    ponds = gpd.read_file(sim.truth, layer="ponds")
+    clearings = gpd.read_file(sim.truth, layer="clearings")
+    sites = gpd.read_file(sim.truth, layer="sites")
+    confounders = gpd.read_file(sim.truth, layer="confounders")
+    assert {"pond_id", "site_id", "first_year", "built", "abandoned", "shape", "colour", "covered", "detectable",
+            "area_m2", "geometry"} <= set(ponds.columns)
+    assert {"clearing_id", "site_id", "first_year", "cleared", "abandoned", "area_m2"} <= set(clearings.columns)
+    assert {"site_id", "first_year", "n_ponds"} <= set(sites.columns)
+    assert {"kind", "year", "area_m2"} <= set(confounders.columns)
+    for gdf in (ponds, clearings, sites, confounders):
+        assert gdf.crs.to_epsg() == 32647
+    for gdf in (ponds, clearings):
+        assert gdf["first_year"].between(2021, 2023).all()
+    # a pond that was there before the period counts in the period's first year
+    built_year = ponds["built"].str[:4].astype(int)
+    assert (ponds["first_year"] == np.maximum(built_year, 2021)).all()
+    assert set(ponds["colour"]) <= {"milky", "blue", "plastic_white", "plastic_black"}
+    assert (ponds["covered"] == ponds["colour"].str.startswith("plastic")).all()
+    assert (ponds["detectable"] == (~ponds["covered"] & (ponds["area_m2"] >= 300))).all()
+    assert set(confounders["kind"]) >= {"river", "paddy"}
+    assert (sites.set_index("site_id")["n_ponds"] == ponds.groupby("site_id").size()).all()
+
+
+def test_ponds_stand_on_real_pools_with_their_shape_area(sim):
+    ponds = gpd.read_file(sim.truth, layer="ponds")
+    pools = load_pools()
+    pools_xy = shapely.get_coordinates(pools.geometry.values)
+    centres = shapely.get_coordinates(ponds.geometry.centroid.values)
+    distance, nearest = cKDTree(pools_xy).query(centres)
+    assert distance.max() < 0.01
+    assert (np.where(pools["type"].to_numpy()[nearest] == "circular", "round", "square") == ponds["shape"]).all()
+    # size: the gap to the nearest neighbouring pool less a 4 m bund, 8-40 m
+    gap = cKDTree(pools_xy).query(pools_xy[nearest], 2)[0][:, 1]
+    size = np.clip(gap - 4, 8, 40)
+    want = np.where(ponds["shape"] == "square", size ** 2, np.pi * (size / 2) ** 2)
+    assert ponds["area_m2"].to_numpy() == pytest.approx(want, rel=0.005)
+    assert ponds["area_m2"].to_numpy() == pytest.approx(ponds.geometry.area.to_numpy())
+
+
+def test_a_built_pond_darkens_its_pixel_in_nir(sim, scenes):
+    """The largest open pond: NIR at its centre collapses once it holds water (milky or lined)."""
+    ponds = gpd.read_file(sim.truth, layer="ponds")
+    ponds = ponds[ponds["detectable"] & (ponds["abandoned"] == "") & (ponds["built"] > "2021-03-01")]
+    if ponds.empty:
+        pytest.skip("no open pond built inside this simulated period")
+    pond = ponds.loc[ponds["area_m2"].idxmax()]
+    built = date.fromisoformat(pond["built"])
+    x, y = pond.geometry.centroid.x, pond.geometry.centroid.y
+
+    def nir_at(item):
+        _, nir = _reflectance(item, "nir")
+        with rasterio.open(item.assets["nir"].get_absolute_href()) as src:
+            row, col = src.index(x, y)
+        scl = _scl(item)[row // 2, col // 2]
+        return nir[row, col] if scl in (4, 5, 6) else None
+
+    before = [v for i in scenes if i.datetime.date() < built and (v := nir_at(i)) is not None]
+    after = [v for i in scenes if i.datetime.date() > built and (v := nir_at(i)) is not None]
+    assert before and after
+    assert np.median(after) < np.median(before) - 0.1
+
+
+def test_aoi_lies_inside_the_images(sim, scenes):
+    aoi = load_aoi(sim.aoi)
+    assert aoi.properties["simulated"] is True and aoi.name == "simulated-seed0"
+    with rasterio.open(scenes[0].assets["blue"].get_absolute_href()) as src:
+        left, bottom, right, top = src.bounds
+    a_left, a_bottom, a_right, a_top = aoi.grid.boundingbox
+    assert left < a_left and bottom < a_bottom and right > a_right and top > a_top
+    assert aoi.area_km2 == pytest.approx(4.0, rel=0.01)
+
+
+def test_refuses_a_directory_that_is_not_a_simulation(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError):
+        simulate(tmp_path, 0, size_km=1, start_year=2022, end_year=2022, revisit_days=180)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_rewrites_its_own_output(tmp_path):
+    short = dict(size_km=1, start_year=2022, end_year=2022, revisit_days=180)
+    simulate(tmp_path, 0, **short)
+    calls = []
+    again = simulate(tmp_path, 0, **short, progress=lambda done, total: calls.append((done, total)))
+    assert again.catalog.is_file() and not list(tmp_path.glob(".partial-*"))
+    assert calls[-1] == (3, 3) and [d for d, _ in calls] == sorted(d for d, _ in calls)
