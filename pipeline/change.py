@@ -64,6 +64,28 @@ def onset_maps(valid: xr.DataArray, hits: xr.DataArray, window: int, persistence
     return xr.Dataset({"onset": onset, "last": last, "months_seen": seen})
 
 
+def share_while_active(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """Fraction of a pixel's clear views from its onset to its last month that show ``hits``; NaN
+    without onset. Months on the last axis; ``onset`` and ``last`` as from ``persistent_onset``.
+    Only the active span counts, so an abandoned mine greening afterwards still reads as never green.
+    """
+    m = np.arange(valid.shape[-1])
+    active = (m >= np.asarray(onset)[..., None]) & (m <= np.asarray(last)[..., None])
+    v = np.where(active, valid, 0).sum(axis=-1)
+    h = np.where(active, hits, 0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((onset >= 0) & (v > 0), h / v, np.nan).astype(np.float32)
+
+
+def share_while_active_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray) -> xr.DataArray:
+    """``share_while_active`` over (month, y, x) counts and ``onset_maps`` output, lazily when dask-backed."""
+    if valid.chunks is not None:
+        valid, hits = valid.chunk({"month": -1}), hits.chunk({"month": -1})
+    return xr.apply_ufunc(share_while_active, maps["onset"], maps["last"], valid, hits,
+                          input_core_dims=[[], [], ["month"], ["month"]],
+                          dask="parallelized", output_dtypes=[np.float32])
+
+
 def month_to_year(index: np.ndarray, months) -> np.ndarray:
     """Calendar year of month indices into ``months`` (a DatetimeIndex); NONE stays NONE."""
     years = np.asarray(months.year, dtype=np.int16)

@@ -22,13 +22,23 @@ def bare_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules, water:
     return (valid & ~water & (ind["ndvi"] < rules.ndvi_max) & (ind["bsi"] > rules.bsi_min)).rename("bare_like")
 
 
+def green_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules) -> xr.DataArray:
+    """Clear observations of green vegetation: rice on a paddy, regrowth on a swidden or a healing scar."""
+    return (valid & (ind["ndvi"] > rules.green_ndvi_min)).rename("green_like")
+
+
 def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules) -> gpd.GeoDataFrame:
-    """Bare patches large enough and on a hillside (flat bare land in valleys is paddy or river bar).
+    """Bare patches that are large enough, stay bare and never green while active; each gets
+    ``persistent``: whether it may make a site on its own, without a pond near it.
     Where the slope is unknown (no DEM) the slope rule cannot be applied and is skipped."""
     keep = clearings["area_m2"] >= rules.min_area_m2
-    slope = clearings["mean_slope_deg"]
-    keep &= slope.isna() | (slope >= rules.min_slope_deg)
-    return clearings[keep]
+    keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
+    out = clearings[keep].copy()
+    slope = out["mean_slope_deg"]
+    out["persistent"] = ((out["months_seen"] >= rules.alone_min_months)
+                         & (out["elongation"] <= rules.alone_max_elongation)
+                         & (slope.isna() | (slope >= rules.alone_min_slope_deg)))
+    return out
 
 
 def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: PondRules) -> gpd.GeoDataFrame:

@@ -65,9 +65,12 @@ class MaskConfig(_Model):
 
 class PondRules(_Model):
     # Leachate ponds are open water (milky with clay or blue-lined): MNDWI (green vs SWIR 1.6 um) is
-    # positive for water and strongly negative for soil and vegetation; a mixed 10 m pixel that is
-    # half pond, half laterite bund sits near -0.1.
-    mndwi_min: float = 0.0
+    # about +0.6 for them and -0.4 to -0.5 for laterite, forest and stubble. Most ponds are smaller
+    # than the 20 m SWIR pixel, so their pixels are mixtures: one half pond, half bank reads -0.1 to
+    # -0.2. -0.2 keeps those while staying well clear of dry land; a cloud edge that crosses it once
+    # is removed by persistence. (Tuned on simulator seeds 0-4: recall rises to -0.25, precision
+    # starts to fall at -0.3.)
+    mndwi_min: float = -0.2
     # Rejects vegetated pixels (flooded paddies with rice, wet forest) that MNDWI alone can let in.
     ndvi_max: float = 0.25
     # A pond is at least one 10 m pixel ...
@@ -83,10 +86,24 @@ class ClearingRules(_Model):
     ndvi_max: float = 0.3
     # BSI (bare soil index) is positive where SWIR+red dominate NIR+blue: soil, not vegetation.
     bsi_min: float = 0.05
-    # In-situ leaching clears hillsides; flat valley floors that are bare in the dry season are paddies.
-    min_slope_deg: float = 8.0
     # Smaller bare patches are tracks, single trees felled, or noise: 0.2 ha = 20 pixels.
     min_area_m2: float = 2000.0
+    # A view with NDVI above this is green vegetation (rice, regrowth); leached laterite never is.
+    green_ndvi_min: float = 0.5
+    # While active, a mine's clearing is bare in almost every clear view (simulated and
+    # observed: ~1.0); a paddy is bare through the dry season but flooded or green in between (~0.6).
+    min_bare_share: float = Field(0.8, ge=0, le=1)
+    # ... and it never greens, while paddies (rice) and swiddens (rice, regrowth) do in 15-30% of views.
+    max_green_share: float = Field(0.1, ge=0, le=1)
+    # A clearing with no pond near it counts as a site only when it has stayed bare for half a year
+    # (a swidden cut in the dry season carries rice by the monsoon's end) ...
+    alone_min_months: int = Field(6, ge=1)
+    # ... lies on a hillside, where in-situ leaching injects (flat bare land is a river bar, a
+    # threshing floor or a village; with ponds beside it, a flat clearing is a pond terrace and stays) ...
+    alone_min_slope_deg: float = 8.0
+    # ... and is not a landslide scar: those are long strips down the slope (length/width 2-6), while
+    # leaching clearings spread around their ponds (mostly under 2.5).
+    alone_max_elongation: float = Field(2.5, ge=1)
 
 
 class ChangeConfig(_Model):
@@ -99,9 +116,6 @@ class ChangeConfig(_Model):
     # season and then carries rice and regrowth, while a leaching site stays bare.
     pond_window_months: int = Field(12, ge=1)
     clearing_window_months: int = Field(24, ge=1)
-    # A clearing with no pond near it counts as a site only when it has stayed bare at least this
-    # long within the record (so a swidden cut in the last dry season is not a new mine).
-    clearing_alone_min_months: int = Field(18, ge=1)
 
 
 class SitesConfig(_Model):

@@ -21,7 +21,7 @@ import numpy as np
 import pipeline
 from pipeline import classify, composite, export, indices, masking, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
-from pipeline.change import month_to_year, onset_maps
+from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError
 from pipeline.sources import make_source
@@ -83,13 +83,16 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings) -> dic
         valid = masking.clear_mask(cube, cfg.mask.invalid_scl, cfg.mask.cloud_buffer_px, indices.BANDS)
         ind = indices.all_indices(cube)
         water = classify.pond_like(ind, valid, cfg.ponds)
-        flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, cfg.clearings, water)}
+        flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, cfg.clearings, water),
+                 "green": classify.green_like(ind, valid, cfg.clearings)}
         monthly = composite.monthly_counts(flags, start, end)
         ch = cfg.change
         ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,
                            ch.min_observations)
         bare = onset_maps(monthly["valid"], monthly["bare"], ch.clearing_window_months, ch.persistence,
                           ch.min_observations)
+        bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
+        bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
     with timings("compute"):
@@ -107,15 +110,15 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     if det["dem"] is not None:
         slope = terrain.slope_deg(det["dem"], cfg.resolution).values
 
-    def layer(maps, with_slope):
+    def layer(maps, with_slope, medians=()):
         onset = maps["onset"].values
         mask = (onset >= 0) & inside
         labels = label_features(mask)
         return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
-                             maps["months_seen"].values, slope if with_slope else None)
+                             maps["months_seen"].values, slope if with_slope else None,
+                             {k: maps[k].values for k in medians})
 
-    clearings = classify.select_clearings(layer(det["bare"], True), cfg.clearings)
-    clearings["persistent"] = clearings["months_seen"] >= cfg.change.clearing_alone_min_months
+    clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share")), cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False), clearings, cfg.ponds)
     ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m)
     ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", "geometry"]]

@@ -64,6 +64,10 @@ SEED0_CENTRE = (436000.0, 2842000.0)  # centre of the densest 6 km window of the
 POOLS_PER_4KM2 = 30  # a window of another seed must hold at least this many pools per 2 km x 2 km
 IMAGE_MARGIN_M = 300.0  # the AOI reprojected to lon/lat and back, snapped outward, still lies inside
 SITE_LINK_M = 200.0  # one pool cluster at this single-linkage distance is one mining site
+# Clearings stay this far from other sites. A 10 m sensor places an edge only to within a pixel or
+# so, so sites whose gap is within a few pixels of the linkage distance are a coin toss even for an
+# analyst; the simulator keeps its truth unambiguous with a 3-pixel margin.
+SITE_GAP_M = SITE_LINK_M + 30.0
 SNAP_M = 20.0
 RESOLUTION_M = 10.0
 
@@ -498,7 +502,7 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
     clearings = []
     # a clearing keeps farther than the linkage distance from other sites' ponds and clearings, so that
     # linking the truth's polygons gives back the same sites
-    zones = np.array([shapely.union_all(outlines.values[site == s]).buffer(SITE_LINK_M + 5, quad_segs=16)
+    zones = np.array([shapely.union_all(outlines.values[site == s]).buffer(SITE_GAP_M, quad_segs=16)
                       for s in range(n_sites)])
     zone_tree = shapely.STRtree(zones)
     keep_out = shapely.Polygon()
@@ -510,7 +514,7 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
         g = g.difference(shapely.union_all(zones[near])).difference(keep_out).intersection(image_box)
         parts = [p for p in getattr(g, "geoms", [g]) if p.intersects(shapely.multipoints(own))]
         clearings.append((s, shapely.union_all(parts)))
-        keep_out = keep_out.union(clearings[-1][1].buffer(SITE_LINK_M + 5, quad_segs=16))
+        keep_out = keep_out.union(clearings[-1][1].buffer(SITE_GAP_M, quad_segs=16))
     clearings.sort(key=lambda c: c[0])
 
     ponds = gpd.GeoDataFrame({

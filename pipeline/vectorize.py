@@ -63,38 +63,58 @@ def label_features(mask: np.ndarray) -> np.ndarray:
 
 
 def feature_table(labels: np.ndarray, grid, first_year: np.ndarray, last_year: np.ndarray,
-                  months_seen: np.ndarray, slope: np.ndarray | None = None) -> gpd.GeoDataFrame:
+                  months_seen: np.ndarray, slope: np.ndarray | None = None,
+                  medians: dict[str, np.ndarray] | None = None) -> gpd.GeoDataFrame:
     """Polygons of labelled features with their first and last year and months seen (medians over the
-    feature's pixels, so a mixed edge pixel confirmed late does not move the date), area and mean slope."""
+    feature's pixels, so a mixed edge pixel confirmed late does not move the date), area, mean slope,
+    elongation, and the median of any other per-pixel rasters in ``medians``."""
     import pandas as pd
 
     from pipeline.aoi import area_m2
 
     gdf = polygonize(labels, grid)
     if gdf.empty:
-        for col in ("first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg"):
+        for col in ("first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg", "elongation",
+                    *(medians or {})):
             gdf[col] = pd.Series(dtype="float64")
         return gdf
     sel = labels > 0
     px = pd.DataFrame({"label": labels[sel], "first": first_year[sel], "last": last_year[sel],
-                       "seen": months_seen[sel], "slope": slope[sel] if slope is not None else np.nan})
+                       "seen": months_seen[sel], "slope": slope[sel] if slope is not None else np.nan,
+                       **{k: v[sel] for k, v in (medians or {}).items()}})
     stats = px.groupby("label").agg(first=("first", "median"), last=("last", "median"),
-                                    seen=("seen", "median"), slope=("slope", "mean"))
+                                    seen=("seen", "median"), slope=("slope", "mean"),
+                                    **{k: (k, "median") for k in (medians or {})})
     stats = stats.reindex(gdf["label"].values)
     gdf["first_year"] = np.floor(stats["first"].values).astype(np.int32)
     gdf["last_year"] = np.floor(stats["last"].values).astype(np.int32)
     gdf["months_seen"] = np.floor(stats["seen"].values).astype(np.int32)
     gdf["area_m2"] = area_m2(gdf).values
     gdf["mean_slope_deg"] = stats["slope"].values.astype(np.float32)
+    gdf["elongation"] = elongation(gdf.geometry)
+    for k in medians or {}:
+        gdf[k] = stats[k].values.astype(np.float32)
     return gdf
+
+
+def elongation(geoms: gpd.GeoSeries) -> np.ndarray:
+    """Long side over short side of each geometry's minimum rotated rectangle (1 for a square)."""
+    import shapely
+
+    rect = shapely.minimum_rotated_rectangle(np.asarray(geoms.values))
+    xy = shapely.get_coordinates(shapely.get_exterior_ring(rect)).reshape(len(rect), 5, 2)
+    a = np.hypot(*(xy[:, 1] - xy[:, 0]).T)
+    b = np.hypot(*(xy[:, 2] - xy[:, 1]).T)
+    return (np.maximum(a, b) / np.maximum(np.minimum(a, b), 1e-9)).astype(np.float32)
 
 
 def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m: float):
     """Link ponds and clearings into sites and keep only the features of real sites.
 
-    A site needs at least one pond or one clearing flagged ``persistent`` (bare for long enough that
-    it is not a swidden field); features in clusters with neither are dropped. Returns
-    ``(ponds, clearings, sites)`` with ``site_id`` on the features.
+    Sites are chained from *anchors*: ponds, and clearings flagged ``persistent`` (bare long enough
+    that they are not a swidden field). Other clearings join the nearest site within the linkage
+    distance but never link two sites: a fallow field between two mines must not merge them into one.
+    Clearings near no site are dropped. Returns ``(ponds, clearings, sites)`` with ``site_id`` on the features.
     """
     import pandas as pd
     import shapely
@@ -102,21 +122,26 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     from pipeline.aoi import area_m2
 
     crs = ponds.crs or clearings.crs
-    feats = pd.concat([
-        gpd.GeoDataFrame({"kind": "pond", "idx": np.arange(len(ponds)), "persistent": True,
-                          "first_year": ponds["first_year"].values, "last_year": ponds["last_year"].values},
-                         geometry=ponds.geometry.values, crs=crs),
-        gpd.GeoDataFrame({"kind": "clearing", "idx": np.arange(len(clearings)),
-                          "persistent": clearings["persistent"].values.astype(bool),
-                          "first_year": clearings["first_year"].values, "last_year": clearings["last_year"].values},
-                         geometry=clearings.geometry.values, crs=crs),
-    ], ignore_index=True)
-    feats = gpd.GeoDataFrame(feats, geometry="geometry", crs=crs)
-    cluster = link_sites(feats.geometry, linkage_m)
+    feats = gpd.GeoDataFrame(pd.concat([
+        pd.DataFrame({"kind": "pond", "idx": np.arange(len(ponds)), "anchor": True,
+                      "first_year": ponds["first_year"].values, "last_year": ponds["last_year"].values,
+                      "geometry": ponds.geometry.values}),
+        pd.DataFrame({"kind": "clearing", "idx": np.arange(len(clearings)),
+                      "anchor": clearings["persistent"].values.astype(bool),
+                      "first_year": clearings["first_year"].values, "last_year": clearings["last_year"].values,
+                      "geometry": clearings.geometry.values}),
+    ], ignore_index=True), geometry="geometry", crs=crs)
+    anchors = feats[feats["anchor"]]
+    cluster = pd.Series(-1, index=feats.index)
+    cluster[anchors.index] = link_sites(anchors.geometry, linkage_m)
+    others = feats[~feats["anchor"]]
+    if len(others) and len(anchors):
+        near = gpd.sjoin_nearest(others[["geometry"]], anchors[["geometry"]], how="inner",
+                                 max_distance=linkage_m, distance_col="d")
+        near = near[~near.index.duplicated(keep="first")]
+        cluster[near.index] = cluster[near["index_right"].values].values
     feats["cluster"] = cluster
-    qualifies = feats.groupby("cluster")["persistent"].any() | feats.groupby("cluster")["kind"].apply(
-        lambda k: (k == "pond").any())
-    feats = feats[feats["cluster"].map(qualifies)]
+    feats = feats[feats["cluster"] >= 0]
     # site ids in order of first appearance of their cluster: deterministic for the same rasters
     order = {c: i + 1 for i, c in enumerate(pd.unique(feats["cluster"]))}
     feats["site_id"] = feats["cluster"].map(order).astype(np.int32)
