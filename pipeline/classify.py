@@ -42,8 +42,9 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules) -> gpd.G
 
 
 def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: PondRules) -> gpd.GeoDataFrame:
-    """Water bodies of pond size that lie next to a cleared hillside."""
+    """Water bodies of pond size, confirmed in more than one month, that lie next to a cleared hillside."""
     keep = (ponds["area_m2"] >= rules.min_area_m2) & (ponds["area_m2"] <= rules.max_area_m2)
+    keep &= ponds["months_seen"] >= rules.min_months_seen
     ponds = ponds[keep]
     if ponds.empty or clearings.empty:
         return ponds.iloc[:0]

@@ -79,6 +79,9 @@ class PondRules(_Model):
     max_area_m2: float = 20000.0
     # Leach ponds sit at the foot of the cleared hillside they drain; natural water does not.
     max_distance_to_clearing_m: float = 150.0
+    # Water seen in one month only is a flooded paddy or a puddle, even when the record ends too soon
+    # after it to prove otherwise; a pond is confirmed in a later month too.
+    min_months_seen: int = Field(2, ge=1)
 
 
 class ClearingRules(_Model):
@@ -95,9 +98,11 @@ class ClearingRules(_Model):
     min_bare_share: float = Field(0.8, ge=0, le=1)
     # ... and it never greens, while paddies (rice) and swiddens (rice, regrowth) do in 15-30% of views.
     max_green_share: float = Field(0.1, ge=0, le=1)
-    # A clearing with no pond near it counts as a site only when it has stayed bare for half a year
-    # (a swidden cut in the dry season carries rice by the monsoon's end) ...
-    alone_min_months: int = Field(6, ge=1)
+    # A clearing with no pond near it counts as a site only when it has stayed bare for a dry season
+    # and the monsoon after it: a swidden carries rice by then, and the bare core of a landslide
+    # scar rarely lasts that long (tuned on simulator seeds 0-4: 6 months let landslides in, 12
+    # loses young mines) ...
+    alone_min_months: int = Field(9, ge=1)
     # ... lies on a hillside, where in-situ leaching injects (flat bare land is a river bar, a
     # threshing floor or a village; with ponds beside it, a flat clearing is a pond terrace and stays) ...
     alone_min_slope_deg: float = 8.0
@@ -122,6 +127,10 @@ class SitesConfig(_Model):
     # Single-linkage distance: 200 m turns the 2,497 mapped Pang War pools into 283 sites,
     # matching the ~300 locations reported by Global Witness (150 m gives 318, 300 m gives 210).
     linkage_m: float = Field(200.0, gt=0)
+    # A clearing that cannot anchor a site (too young, too flat or landslide-shaped) joins one only
+    # when it touches it: a leaching site's clearing surrounds its ponds, while a landslide or a field
+    # 150 m away is a neighbour, not part of the mine.
+    attach_m: float = Field(50.0, ge=0)
 
 
 class RunConfig(_Model):

@@ -120,7 +120,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
 
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share")), cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False), clearings, cfg.ponds)
-    ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m)
+    ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m, cfg.sites.attach_m)
     ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", "geometry"]]
     clearings = clearings[["clearing_id", "first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg",
                            "persistent", "site_id", "geometry"]]

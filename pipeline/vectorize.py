@@ -108,12 +108,12 @@ def elongation(geoms: gpd.GeoSeries) -> np.ndarray:
     return (np.maximum(a, b) / np.maximum(np.minimum(a, b), 1e-9)).astype(np.float32)
 
 
-def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m: float):
+def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m: float, attach_m: float):
     """Link ponds and clearings into sites and keep only the features of real sites.
 
     Sites are chained from *anchors*: ponds, and clearings flagged ``persistent`` (bare long enough
-    that they are not a swidden field). Other clearings join the nearest site within the linkage
-    distance but never link two sites: a fallow field between two mines must not merge them into one.
+    that they are not a swidden field). Other clearings join the nearest anchor within ``attach_m``
+    but never link two sites: a fallow field between two mines must not merge them into one.
     Clearings near no site are dropped. Returns ``(ponds, clearings, sites)`` with ``site_id`` on the features.
     """
     import pandas as pd
@@ -137,7 +137,7 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     others = feats[~feats["anchor"]]
     if len(others) and len(anchors):
         near = gpd.sjoin_nearest(others[["geometry"]], anchors[["geometry"]], how="inner",
-                                 max_distance=linkage_m, distance_col="d")
+                                 max_distance=attach_m, distance_col="d")
         near = near[~near.index.duplicated(keep="first")]
         cluster[near.index] = cluster[near["index_right"].values].values
     feats["cluster"] = cluster

@@ -114,3 +114,40 @@ def test_slope_of_a_plane():
     yy, xx = np.mgrid[0:20, 0:20]
     dem = xr.DataArray((100 + 10.0 * xx).astype(np.float32), dims=("y", "x"))  # 10 m up per 10 m
     assert np.allclose(terrain.slope_deg(dem, 10.0).values, 45.0, atol=1e-4)
+
+
+def test_share_while_active_ignores_regrowth_after_abandonment():
+    from pipeline.change import share_while_active
+
+    valid = np.full((2, 10), 2)
+    green = np.zeros((2, 10), int)
+    green[0, 6:] = 2                 # abandoned mine greening after its last bare month (5)
+    green[1, [2, 5]] = 1             # a paddy: rice views inside its bare span
+    onset, last = np.array([1, 0]), np.array([5, 9])
+    share = share_while_active(onset, last, valid, green)
+    assert share[0] == 0.0 and share[1] == pytest.approx(2 / 20)
+    assert np.isnan(share_while_active(np.array([-1]), np.array([-1]), valid[:1], green[:1]))[0]
+
+
+def test_select_clearings_rejects_paddies_and_lone_landslide_strips():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    rows = {  # name: (bare_share, green_share, months_seen, slope, geometry)
+        "mine": (0.98, 0.0, 20, 18.0, box(0, 0, 150, 120)),
+        "paddy": (0.62, 0.16, 56, 0.6, box(1000, 0, 1200, 100)),
+        "landslide": (0.95, 0.0, 14, 25.0, box(2000, 0, 2040, 200)),
+        "terrace": (0.97, 0.02, 20, 1.5, box(3000, 0, 3100, 100)),
+    }
+    g = gpd.GeoDataFrame({"name": list(rows), "bare_share": [r[0] for r in rows.values()],
+                          "green_share": [r[1] for r in rows.values()], "months_seen": [r[2] for r in rows.values()],
+                          "mean_slope_deg": [r[3] for r in rows.values()]},
+                         geometry=[r[4] for r in rows.values()], crs=32647)
+    g["area_m2"] = g.area
+    from pipeline.vectorize import elongation
+
+    g["elongation"] = elongation(g.geometry)
+    assert g["elongation"].round(2).tolist() == [1.25, 2.0, 5.0, 1.0]
+    out = classify.select_clearings(g, ClearingRules())
+    assert out["name"].tolist() == ["mine", "landslide", "terrace"]      # the paddy greens
+    assert out["persistent"].tolist() == [True, False, False]           # strip and flat pad need ponds

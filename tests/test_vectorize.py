@@ -68,7 +68,7 @@ def test_a_site_needs_ponds_or_a_persistent_clearing():
     ponds = _layer([box(0, 0, 20, 20)], [2021])
     clearings = _layer([box(30, 0, 200, 100), box(2000, 0, 2200, 100), box(5000, 0, 5200, 100)],
                        [2020, 2022, 2023], persistent=[False, True, False])
-    p, c, s = assign_sites(ponds, clearings, 200)
+    p, c, s = assign_sites(ponds, clearings, 200, 50)
     # pond + its clearing = site 1; the persistent clearing alone = site 2; the regrowing patch is dropped
     assert len(s) == 2 and c["site_id"].tolist() == [1, 2] and p["site_id"].tolist() == [1]
     assert s["first_year"].tolist() == [2020, 2022]
