@@ -143,7 +143,7 @@ def demo(
     from pipeline.simulate import simulate as simulate_aoi
 
     _setup_logging(verbose, quiet)
-    sim = simulate_aoi(scenes, seed)
+    sim = simulate_aoi(scenes, seed, reuse=True)
     cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
                                            "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
                                            "out": out})

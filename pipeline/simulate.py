@@ -56,7 +56,7 @@ from pipeline.vectorize import link_sites
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = 1  # bump when the same parameters would give different output
+SIMULATOR_VERSION = 2  # bump when the same parameters would give different output
 
 # ------------------------------------------------------------------------------------------------ place
 
@@ -1204,9 +1204,11 @@ def _move_into_place(partial_dir: Path, out: Path) -> None:
 # ------------------------------------------------------------------------------------------------- API
 
 def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year: int = 2020, end_year: int = 2024,
-             revisit_days: int = 10, progress: Callable[[int, int], None] | None = None) -> SimulatedAOI:
+             revisit_days: int = 10, progress: Callable[[int, int], None] | None = None,
+             reuse: bool = False) -> SimulatedAOI:
     """Write a simulated AOI into ``out``: ``catalog.json`` (local STAC, contract 3), ``truth.gpkg``
-    (contract 5) and ``aoi.geojson``. Deterministic for a given seed and parameters.
+    (contract 5) and ``aoi.geojson``. Deterministic for a given seed and parameters; with ``reuse``,
+    a complete simulation already in ``out`` with the same parameters and simulator version is kept.
 
     Seed 0 is the demo: the densest 6 km of the Pang War pond field, 643 real pools.
     """
@@ -1228,6 +1230,9 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
               "revisit_days": revisit_days, "window": list(window), "crs": f"EPSG:{crs.to_epsg()}",
               "version": SIMULATOR_VERSION}
     _check_out(out, params)
+    if reuse and _previous_parameters(out) == params and (out / "truth.gpkg").is_file():
+        log.info("reusing the simulated AOI in %s (same parameters)", out)
+        return SimulatedAOI(out / "catalog.json", out / "truth.gpkg", out / "aoi.geojson", start, end)
     name = f"simulated-seed{seed}"
     land, truth, dem_padded, dem_grid = build_landscape(seed, window, crs, start, end, pools.to_crs(crs))
     log.info("landscape of %s ready in %.1f s: %d ponds, %d sites", name, time.perf_counter() - started,

@@ -220,3 +220,12 @@ def test_rewrites_its_own_output(tmp_path):
     again = simulate(tmp_path, 0, **short, progress=lambda done, total: calls.append((done, total)))
     assert again.catalog.is_file() and not list(tmp_path.glob(".partial-*"))
     assert calls[-1] == (3, 3) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_reuse_keeps_a_matching_simulation_and_redoes_a_different_one(tmp_path):
+    short = dict(size_km=1, start_year=2022, end_year=2022, revisit_days=180)
+    first = simulate(tmp_path, 0, **short)
+    stamp = first.catalog.stat().st_mtime_ns
+    assert simulate(tmp_path, 0, **short, reuse=True).catalog.stat().st_mtime_ns == stamp
+    simulate(tmp_path, 0, **{**short, "revisit_days": 120}, reuse=True)
+    assert first.catalog.stat().st_mtime_ns != stamp
