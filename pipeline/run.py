@@ -123,7 +123,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m, cfg.sites.attach_m)
     ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", "geometry"]]
     clearings = clearings[["clearing_id", "first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg",
-                           "persistent", "site_id", "geometry"]]
+                           "bare_share", "green_share", "elongation", "persistent", "site_id", "geometry"]]
     valid_per_year = {int(y): int(np.median(det["yearly_valid"].sel(year=y).values[inside]))
                       for y in det["yearly_valid"]["year"].values}
     return ponds, clearings, sites, valid_per_year

@@ -56,10 +56,9 @@ def polygonize(labels: np.ndarray, grid) -> gpd.GeoDataFrame:
 
 def label_features(mask: np.ndarray) -> np.ndarray:
     """4-connected components of a boolean raster, numbered 1..n in raster order."""
-    from scipy import ndimage
+    from skimage.measure import label
 
-    labels, _ = ndimage.label(mask)
-    return labels.astype(np.int32)
+    return label(mask, connectivity=1).astype(np.int32)
 
 
 def feature_table(labels: np.ndarray, grid, first_year: np.ndarray, last_year: np.ndarray,
