@@ -29,8 +29,10 @@ def monthly_counts(flags: dict[str, xr.DataArray], start: date, end: date) -> xr
     months = month_starts(start, end)
     out = {}
     for name, flag in flags.items():
-        counts = flag.astype(np.int16).resample(time="MS").sum(dtype=np.int16)
-        counts = counts.reindex(time=months, fill_value=0).astype(np.int16)
+        # resample leaves NaN in a month without scenes (e.g. a monsoon month under the cloud limit):
+        # fill before casting, since NaN has no integer value
+        counts = flag.astype(np.int16).resample(time="MS").sum()
+        counts = counts.reindex(time=months).fillna(0).astype(np.int16)
         out[name] = counts.rename(time="month")
     return xr.Dataset(out)
 
