@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 import traceback
-from datetime import date
 from pathlib import Path
 from typing import Optional
 

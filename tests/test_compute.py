@@ -1,5 +1,4 @@
 """Compute stages on small arrays built in the test, with values someone could get wrong."""
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd

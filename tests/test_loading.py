@@ -1,7 +1,6 @@
 """The local catalog source and loader, on catalogs written by the fixture builders."""
 from datetime import date, datetime
 
-import dask
 import numpy as np
 import pytest
 from dask.callbacks import Callback

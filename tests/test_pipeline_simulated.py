@@ -46,7 +46,7 @@ def test_scores_against_truth(simulated_run):
 
 def test_rerun_gives_byte_identical_table(simulated_run, tmp_path):
     _, cfg, result = simulated_run
-    again = run(cfg.model_copy(update={"out": tmp_path / "again"}))
+    run(cfg.model_copy(update={"out": tmp_path / "again"}))
     first = (cfg.out / "yearly_summary.csv").read_bytes()
     assert (tmp_path / "again" / "yearly_summary.csv").read_bytes() == first
     m1 = json.loads((cfg.out / "run.json").read_text())

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -17,15 +15,11 @@ import shapely
 from scipy.spatial import cKDTree
 
 from pipeline.aoi import load_aoi
+from conftest import run_checker
 from pipeline.errors import OutputError
 from pipeline.simulate import load_pools, simulate
 
 SMALL = dict(size_km=2, start_year=2021, end_year=2023, revisit_days=20)
-
-
-def _tools() -> Path:
-    shared = Path(__file__).resolve().parents[2] / "shared" / "tools"
-    return shared if (shared / "check_catalog.py").is_file() else Path(__file__).parent / "contract_tools"
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +49,7 @@ def _scl(item: pystac.Item) -> np.ndarray:
 
 
 def test_catalog_meets_contract_3(sim):
-    done = subprocess.run([sys.executable, str(_tools() / "check_catalog.py"), str(sim.catalog)],
-                          capture_output=True, text=True)
+    done = run_checker("check_catalog.py", sim.catalog)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sim.start == date(2021, 1, 1) and sim.end == date(2023, 12, 31)
 

@@ -5,7 +5,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from shapely.geometry import Point, box
+from shapely.geometry import box
 
 from pipeline.aoi import area_m2, snapped_grid
 from pipeline.vectorize import assign_sites, feature_table, label_features, link_sites, polygonize

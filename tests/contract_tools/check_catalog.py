@@ -6,7 +6,6 @@
 
 Prints one line per problem and exits 1 if there is any. Needs pystac and rasterio.
 """
-import os
 import sys
 
 import pystac
