@@ -57,6 +57,7 @@ def run(
     end: Optional[str] = typer.Option(None, help="last day, YYYY-MM-DD"),
     out: Optional[Path] = typer.Option(None, help="run directory to write"),
     workers: Optional[int] = typer.Option(None, help="dask threads (default: all cores)"),
+    scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler, e.g. tcp://10.0.0.5:8786"),
     set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -72,7 +73,8 @@ def run(
 
     _setup_logging(verbose, quiet)
     overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "period.start": start,
-                 "period.end": end, "out": out, "compute.workers": workers, **_overrides(set_)}
+                 "period.end": end, "out": out, "compute.workers": workers, "compute.scheduler": scheduler,
+                 **_overrides(set_)}
     cfg = load_config(config, overrides)
     result = run_pipeline(cfg)
     if not quiet:

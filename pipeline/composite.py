@@ -16,6 +16,9 @@ import pandas as pd
 import xarray as xr
 
 
+COUNTS = ("valid", "pond", "bare", "green")  # the monthly count layers a run keeps
+
+
 def month_starts(start: date, end: date) -> pd.DatetimeIndex:
     return pd.date_range(pd.Timestamp(start).to_period("M").to_timestamp(),
                          pd.Timestamp(end).to_period("M").to_timestamp(), freq="MS")
@@ -38,5 +41,6 @@ def monthly_counts(flags: dict[str, xr.DataArray], start: date, end: date) -> xr
 
 
 def yearly_counts(monthly: xr.DataArray) -> xr.DataArray:
-    """Sum a (month, y, x) count over each calendar year: dims (year, y, x)."""
-    return monthly.groupby(monthly["month"].dt.year).sum("month", dtype=np.int32)
+    """Sum a (month, y, x) count over each calendar year: dims (year, y, x), int16 (at most a few
+    hundred clear views a year even where orbits overlap)."""
+    return monthly.groupby(monthly["month"].dt.year).sum("month", dtype=np.int16)

@@ -50,6 +50,23 @@ class ComputeConfig(_Model):
     # across chunks on a 2-core machine.
     chunk_px: int = Field(1024, ge=64, le=8192)
     workers: int | None = Field(None, ge=1, description="dask threads; default: all cores")
+    # A dask.distributed scheduler address (tcp://host:8786) to send the work to an existing cluster;
+    # None: DASK_SCHEDULER_ADDRESS if set, else threads on this machine. Workers need this package
+    # installed and the output directory's disk (the yearly composites are written there).
+    scheduler: str | None = None
+    # Onsets need each pixel's whole monthly record in one chunk; their temporaries are int32 arrays
+    # of (pixels x months). This many cells per chunk (about 16 MB per temporary) keeps memory flat
+    # whatever the period: a longer period gets smaller spatial chunks.
+    onset_chunk_cells: int = Field(4_000_000, ge=10_000)
+    # Where each year's monthly composites are kept (Zarr) so a re-run or a monthly run reuses the
+    # years whose scenes and classification settings have not changed. None: a scratch directory
+    # beside the output, removed after the run.
+    composite_dir: Path | None = None
+
+
+    def onset_chunk_px(self, n_months: int) -> int:
+        """Spatial chunk edge (px) for the onset stage of a period of ``n_months``."""
+        return int(max(32, min(self.chunk_px, (self.onset_chunk_cells / max(n_months, 1)) ** 0.5)))
 
 
 class MaskConfig(_Model):
@@ -166,7 +183,7 @@ def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
 
 
 def _resolve_paths(doc: dict, base: Path) -> None:
-    for section, key in (("", "aoi"), ("", "out"), ("source", "catalog")):
+    for section, key in (("", "aoi"), ("", "out"), ("source", "catalog"), ("compute", "composite_dir")):
         node = doc.get(section, {}) if section else doc
         if isinstance(node, dict) and node.get(key) not in (None, ""):
             p = Path(os.path.expanduser(str(node[key])))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import platform
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,20 +17,24 @@ from importlib import metadata
 from pathlib import Path
 
 import dask
+import dask.array
 import numpy as np
+import xarray as xr
 
 import pipeline
 from pipeline import classify, composite, export, indices, masking, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
-from pipeline.errors import NoScenesError
+from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import make_source
-from pipeline.sources.loading import SCL, load_dem, load_reflectance, usable_scenes
+from pipeline.sources.loading import SCL, load_dem, load_reflectance, solar_day, usable_scenes
 from pipeline.summary import yearly_summary
 from pipeline.vectorize import assign_sites, feature_table, label_features
 
 log = logging.getLogger(__name__)
+
+SCHEDULER_TIMEOUT_S = 15  # how long to wait for a dask.distributed scheduler to answer
 
 PACKAGES = ["numpy", "xarray", "dask", "rasterio", "odc-stac", "odc-geo", "pystac", "geopandas", "shapely",
             "pyogrio", "pyproj", "scipy", "pydantic"]
@@ -75,17 +80,64 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings) -> dict:
-    """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy)."""
-    start, end = cfg.period.start, cfg.period.end
-    with timings("graph"):
-        cube = load_reflectance(scenes, aoi.grid, indices.BANDS, cfg.compute.chunk_px)
-        valid = masking.clear_mask(cube, cfg.mask.invalid_scl, cfg.mask.cloud_buffer_px, indices.BANDS)
-        ind = indices.all_indices(cube)
-        water = classify.pond_like(ind, valid, cfg.ponds)
-        flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, cfg.clearings, water),
-                 "green": classify.green_like(ind, valid, cfg.clearings)}
-        monthly = composite.monthly_counts(flags, start, end)
+def classification_settings(cfg: RunConfig) -> dict:
+    """The settings the monthly counts depend on (and nothing else), for the composite key."""
+    return {"mask": cfg.mask.model_dump(), "bands": indices.BANDS,
+            "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max")},
+            "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
+
+
+def monthly_counts_of(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date) -> xr.Dataset:
+    """Lazy monthly counts of clear, pond-like, bare and green views for ``scenes`` in [start, end]."""
+    cube = load_reflectance(scenes, aoi.grid, indices.BANDS, cfg.compute.chunk_px)
+    valid = masking.clear_mask(cube, cfg.mask.invalid_scl, cfg.mask.cloud_buffer_px, indices.BANDS)
+    ind = indices.all_indices(cube)
+    water = classify.pond_like(ind, valid, cfg.ponds)
+    flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, cfg.clearings, water),
+             "green": classify.green_like(ind, valid, cfg.clearings)}
+    counts = composite.monthly_counts(flags, start, end)
+    return counts.assign_coords(x=aoi.grid.coords["x"].values, y=aoi.grid.coords["y"].values)
+
+
+def empty_counts(aoi: AOI, start: date, end: date, chunk_px: int) -> xr.Dataset:
+    months = composite.month_starts(start, end)
+    shape = (len(months), *aoi.grid.shape.yx)
+    zeros = dask.array.zeros(shape, dtype=np.int16, chunks=(1, chunk_px, chunk_px))
+    return xr.Dataset({k: (("month", "y", "x"), zeros) for k in composite.COUNTS},
+                      coords={"month": months, "y": aoi.grid.coords["y"].values, "x": aoi.grid.coords["x"].values})
+
+
+def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path) -> dict:
+    """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy).
+
+    Year by year, so memory does not grow with the period: each year's scenes are counted into
+    monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
+    onsets are computed over all months from the stores, one spatial chunk at a time.
+    """
+    from pipeline.store import CompositeStore, composite_key
+
+    store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
+    settings = classification_settings(cfg)
+    per_year, reused = [], []
+    for year in range(cfg.period.start.year, cfg.period.end.year + 1):
+        y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
+        these = [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1]
+        if not these:
+            per_year.append(empty_counts(aoi, y0, y1, cfg.compute.chunk_px))
+            continue
+        key = composite_key(aoi.grid, [s.id for s in these], settings)
+        months = len(composite.month_starts(y0, y1))
+        counts = store.load(year, key, months, aoi.grid.shape.yx)
+        if counts is None:
+            with timings(f"count {year}"):
+                counts = store.save(year, key, monthly_counts_of(cfg, aoi, these, y0, y1))
+        else:
+            reused.append(year)
+        per_year.append(counts)
+    monthly = xr.concat(per_year, dim="month")
+    edge = cfg.compute.onset_chunk_px(monthly.sizes["month"])
+    monthly = monthly.chunk({"month": -1, "y": edge, "x": edge})
+    with timings("onsets"):
         ch = cfg.change
         ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,
                            ch.min_observations)
@@ -95,11 +147,11 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings) -> dic
         bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
-    with timings("compute"):
         ponds, bare, yearly_valid, dem = dask.compute(ponds, bare, yearly_valid, dem)
+    days = sorted({solar_day(s) for s in scenes})
     return {"months": monthly["month"].to_index(), "ponds": ponds, "bare": bare,
-            "yearly_valid": yearly_valid, "dem": dem, "n_days": int(cube.sizes["time"]),
-            "scene_ids": [s for ids in cube["scene_ids"].values for s in str(ids).split(",")]}
+            "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
+            "scene_ids": [s.id for s in scenes]}
 
 
 def features(cfg: RunConfig, aoi: AOI, det: dict):
@@ -129,6 +181,39 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     return ponds, clearings, sites, valid_per_year
 
 
+@contextmanager
+def dask_scheduler(compute):
+    """Threads on this machine, or the dask.distributed cluster at ``compute.scheduler`` (or
+    DASK_SCHEDULER_ADDRESS): everything computed inside goes there."""
+    import os
+
+    address = compute.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if not address:
+        with dask.config.set(scheduler="threads", num_workers=compute.workers):
+            yield None
+        return
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s", set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise PipelineError(f"cannot reach the dask scheduler at {address} ({type(e).__name__}): start it, "
+                            "or run without --scheduler / DASK_SCHEDULER_ADDRESS to use this machine") from None
+    log.info("dask cluster %s, dashboard %s", address, client.dashboard_link)
+    try:
+        with client.as_current(), dask.config.set(scheduler=client):
+            yield client
+    finally:
+        client.close()
+
+
+def _work_parent(out: Path) -> Path:
+    """Scratch space beside the output (same disk), made if needed."""
+    parent = Path(out).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
 def run(cfg: RunConfig, today: date | None = None) -> RunResult:
     timings = Timings()
     started = datetime.now(timezone.utc)
@@ -146,8 +231,9 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
                             f"(first: {unreadable[0]['id']}: {unreadable[0]['reason']}): check or re-fetch the catalog files")
     if not found.dem:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
-    with dask.config.set(scheduler="threads", num_workers=cfg.compute.workers):
-        det = detect(cfg, aoi, scenes, found.dem, timings)
+    with dask_scheduler(cfg.compute), \
+            tempfile.TemporaryDirectory(prefix=".work-", dir=_work_parent(cfg.out)) as work:
+        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work))
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
     years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
@@ -163,6 +249,7 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
         "grid": {"crs": str(aoi.grid.crs), "shape": list(aoi.grid.shape.yx), "transform": list(aoi.grid.affine)[:6]},
         "source": source.name,
         "scenes_used": det["scene_ids"], "n_scenes_used": len(det["scene_ids"]), "n_days": det["n_days"],
+        "composite_years_reused": det["years_reused"],
         "scenes_skipped": [*found.skipped, *unreadable], "dem_items": [it.id for it in found.dem],
         "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
         "warnings": warnings, "packages": package_versions(),

@@ -1,0 +1,67 @@
+"""Bounded memory by construction, the composite store, and the same outputs on a real dask cluster."""
+import json
+
+import geopandas as gpd
+import pytest
+
+from pipeline.config import ComputeConfig, load_config
+from pipeline.run import run
+
+
+def _cfg(f, out, **kw):
+    return load_config(None, {"aoi": f["aoi"], "source.catalog": f["catalog"], "period.start": "2021-01-01",
+                              "period.end": "2023-12-31", "out": out, **kw})
+
+
+def test_onset_chunks_shrink_as_the_period_grows():
+    c = ComputeConfig(chunk_px=1024, onset_chunk_cells=4_000_000)
+    assert c.onset_chunk_px(60) == 258 and c.onset_chunk_px(120) == 182
+    # memory per chunk (pixels x months) stays the same when the period doubles
+    assert abs(c.onset_chunk_px(120) ** 2 * 120 - c.onset_chunk_px(60) ** 2 * 60) / (258 ** 2 * 60) < 0.02
+
+
+def test_composites_are_reused_and_a_broken_store_is_recomputed(tiny_catalog, tmp_path):
+    store = tmp_path / "composites"
+    first = run(_cfg(tiny_catalog, tmp_path / "a", **{"compute.composite_dir": store}))
+    assert first.manifest["composite_years_reused"] == []
+    assert len(list(store.glob("monthly-*.zarr"))) == 3
+    again = run(_cfg(tiny_catalog, tmp_path / "b", **{"compute.composite_dir": store}))
+    assert again.manifest["composite_years_reused"] == [2021, 2022, 2023]
+    # a store damaged on disk (a chunk file cut short) is detected and recomputed, not trusted
+    victim = sorted(store.glob("monthly-2022-*.zarr"))[0]
+    for meta in victim.rglob("zarr.json"):
+        meta.write_text("{")
+        break
+    third = run(_cfg(tiny_catalog, tmp_path / "c", **{"compute.composite_dir": store}))
+    assert third.manifest["composite_years_reused"] == [2021, 2023]
+    # a different classification setting is a different composite
+    fourth = run(_cfg(tiny_catalog, tmp_path / "d", **{"compute.composite_dir": store, "ponds.mndwi_min": 0.1}))
+    assert fourth.manifest["composite_years_reused"] == []
+    for out in "abc":
+        assert (tmp_path / out / "yearly_summary.csv").read_bytes() == (tmp_path / "a" / "yearly_summary.csv").read_bytes()
+
+
+def test_local_cluster_over_tcp_gives_identical_outputs(tiny_catalog, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = run(_cfg(tiny_catalog, tmp_path / "threads"))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, protocol="tcp") as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        remote = run(_cfg(tiny_catalog, tmp_path / "cluster", **{"compute.scheduler": cluster.scheduler_address}))
+    a, b = tmp_path / "threads", tmp_path / "cluster"
+    assert (a / "yearly_summary.csv").read_bytes() == (b / "yearly_summary.csv").read_bytes()
+    for layer in ("ponds", "clearings", "sites"):
+        ga, gb = gpd.read_file(a / "footprints.gpkg", layer=layer), gpd.read_file(b / "footprints.gpkg", layer=layer)
+        assert ga.drop(columns="geometry").equals(gb.drop(columns="geometry"))
+        assert ga.geometry.geom_equals_exact(gb.geometry, tolerance=0).all()
+    assert local.manifest["scenes_used"] == remote.manifest["scenes_used"]
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, monkeypatch):
+    from pipeline import run as run_module
+    from pipeline.errors import PipelineError
+
+    monkeypatch.setattr(run_module, "SCHEDULER_TIMEOUT_S", 2)
+    with pytest.raises(PipelineError, match="cannot reach the dask scheduler"):
+        run(_cfg(tiny_catalog, tmp_path / "x", **{"compute.scheduler": "tcp://127.0.0.1:9"}))
+    assert not (tmp_path / "x").exists()
