@@ -118,22 +118,33 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
 
     store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
     settings = classification_settings(cfg)
-    per_year, reused = [], []
+    per_year, reused, used, unreadable = [], [], [], []
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
         y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
         these = [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1]
-        if not these:
-            per_year.append(empty_counts(aoi, y0, y1, cfg.compute.chunk_px))
-            continue
-        key = composite_key(aoi.grid, [s.id for s in these], settings)
-        months = len(composite.month_starts(y0, y1))
-        counts = store.load(year, key, months, aoi.grid.shape.yx)
-        if counts is None:
-            with timings(f"count {year}"):
-                counts = store.save(year, key, monthly_counts_of(cfg, aoi, these, y0, y1))
-        else:
-            reused.append(year)
-        per_year.append(counts)
+        counts = None
+        while these and counts is None:
+            key = composite_key(aoi.grid, [s.id for s in these], settings)
+            months = len(composite.month_starts(y0, y1))
+            counts = store.load(year, key, months, aoi.grid.shape.yx)
+            if counts is not None:
+                reused.append(year)
+                break
+            try:
+                with timings(f"count {year}"):
+                    counts = store.save(year, key, monthly_counts_of(cfg, aoi, these, y0, y1))
+            except (PipelineError, OSError) as e:
+                if isinstance(e, OSError) and e.errno is not None:
+                    raise  # the disk, not a scene: let the caller report it
+                these = _drop_unreadable(these, unreadable, e)
+            except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
+                these = _drop_unreadable(these, unreadable, e)
+        used.extend(these)
+        per_year.append(counts if counts is not None else empty_counts(aoi, y0, y1, cfg.compute.chunk_px))
+    if not used:
+        first = unreadable[0] if unreadable else {"id": "-", "reason": "no scene"}
+        raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
+                            f"{first['reason']}): check or re-fetch the catalog files")
     monthly = xr.concat(per_year, dim="month")
     edge = cfg.compute.onset_chunk_px(monthly.sizes["month"])
     monthly = monthly.chunk({"month": -1, "y": edge, "x": edge})
@@ -148,10 +159,20 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
         ponds, bare, yearly_valid, dem = dask.compute(ponds, bare, yearly_valid, dem)
-    days = sorted({solar_day(s) for s in scenes})
+    days = sorted({solar_day(s) for s in used})
     return {"months": monthly["month"].to_index(), "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
-            "scene_ids": [s.id for s in scenes]}
+            "scene_ids": [s.id for s in used], "unreadable": unreadable}
+
+
+def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
+    """After a failed load, probe each scene's files and keep those that read; re-raise if all do
+    (then the failure was not a scene's)."""
+    good, bad = usable_scenes(scenes, [*indices.BANDS, SCL], probe=True)
+    if not bad:
+        raise error
+    unreadable.extend(bad)
+    return good
 
 
 def features(cfg: RunConfig, aoi: AOI, det: dict):
@@ -224,11 +245,10 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
     source = make_source(cfg.source)
     with timings("search"):
         found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
-    with timings("probe"):
-        scenes, unreadable = usable_scenes(found.scenes, [*indices.BANDS, SCL])
+    scenes, incomplete = usable_scenes(found.scenes, [*indices.BANDS, SCL], probe=False)
     if not scenes:
-        raise NoScenesError(f"none of the {len(found.scenes)} scenes found can be read "
-                            f"(first: {unreadable[0]['id']}: {unreadable[0]['reason']}): check or re-fetch the catalog files")
+        raise NoScenesError(f"none of the {len(found.scenes)} scenes found has the assets needed "
+                            f"(first: {incomplete[0]['id']}: {incomplete[0]['reason']}): check the catalog")
     if not found.dem:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
     with dask_scheduler(cfg.compute), \
@@ -250,7 +270,7 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
         "source": source.name,
         "scenes_used": det["scene_ids"], "n_scenes_used": len(det["scene_ids"]), "n_days": det["n_days"],
         "composite_years_reused": det["years_reused"],
-        "scenes_skipped": [*found.skipped, *unreadable], "dem_items": [it.id for it in found.dem],
+        "scenes_skipped": [*found.skipped, *incomplete, *det["unreadable"]], "dem_items": [it.id for it in found.dem],
         "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
         "warnings": warnings, "packages": package_versions(),
     }

@@ -48,14 +48,16 @@ def probe_asset(href: str, want_dtype: str) -> str | None:
     return None
 
 
-def usable_scenes(items: list[pystac.Item], bands: list[str], workers: int = 8) -> tuple[list[pystac.Item], list[dict]]:
-    """Split items into those whose assets for ``bands`` all exist and read, and those skipped (with why)."""
+def usable_scenes(items: list[pystac.Item], bands: list[str], probe: bool = True,
+                  workers: int = 8) -> tuple[list[pystac.Item], list[dict]]:
+    """Split items into those whose assets for ``bands`` all exist (and, with ``probe``, read), and
+    those skipped (with why). Probing opens every file: worth it only once a load has failed."""
 
     def check(item):
         missing = [b for b in bands if b not in item.assets]
         if missing:
             return f"missing assets {missing}"
-        for b in bands:
+        for b in bands if probe else ():
             why = probe_asset(item.assets[b].get_absolute_href(), "uint8" if b == SCL else "uint16")
             if why:
                 return f"{b}: {why}"
