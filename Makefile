@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run clean
+.PHONY: help setup demo test run bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,3 +29,6 @@ run: $(STAMP) ## run one configured AOI: make run AOI=chipwe_pangwa -> outputs/$
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs .pytest_cache
+
+bench: $(STAMP) ## time and memory against a read floor and a notebook baseline -> reports/bench.md
+	$(PY) -m pipeline.bench

@@ -128,3 +128,22 @@ def test_dem_from_epsg4326_lands_on_the_grid(tmp_path):
     dem = load_dem(found.dem, aoi.grid).values
     assert dem.shape == aoi.grid.shape.yx and not np.isnan(dem).any()
     assert np.median(np.diff(dem[5:-5, 10])) == pytest.approx(2.0, abs=0.2)  # rises 2 m per row southward
+
+
+def test_upsample2_matches_gdal_bilinear_and_nearest():
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    from pipeline.sources.loading import upsample2
+
+    rng = np.random.default_rng(3)
+    src = rng.random((12, 12)).astype(np.float32)
+    gdal = np.zeros((24, 24), np.float32)
+    kw = dict(src_transform=Affine(20, 0, 0, 0, -20, 240), src_crs="EPSG:32647",
+              dst_transform=Affine(10, 0, 0, 0, -10, 240), dst_crs="EPSG:32647")
+    reproject(src, gdal, resampling=Resampling.bilinear, **kw)
+    ours = upsample2(np.pad(src, 1, mode="edge")[None], bilinear=True)[0]
+    np.testing.assert_allclose(ours[1:-1, 1:-1], gdal[1:-1, 1:-1], atol=1e-5)  # interior: same weights
+    classes = rng.integers(0, 12, (12, 12)).astype(np.uint8)
+    near = upsample2(np.pad(classes, 1, mode="edge")[None], bilinear=False)[0]
+    assert (near[::2, ::2] == classes).all() and (near[1::2, 1::2] == classes).all()

@@ -1,0 +1,288 @@
+"""``make bench``: how fast and how lean the pipeline is, measured against baselines in the same run.
+
+    python -m pipeline.bench            # builds the bench AOI once (cached), measures, writes reports/bench.md
+
+Everything is timed in a fresh subprocess while the process tree's resident memory is sampled, so
+every figure includes start-up and every number is comparable to the others of the same run:
+
+- read floor: just reading and decoding every band the pipeline uses, for the scenes it uses, with
+  as many threads as the pipeline (rasterio, windowed to the AOI);
+- pipeline: ``python -m pipeline run`` end to end on the same data (no composite reuse);
+- baseline: the notebook way on a size it can hold: the whole cube loaded into numpy with odc-stac,
+  masked yearly medians of the indices, thresholds, first year flagged, vectorised;
+- scaling: the pipeline on 4 AOI sizes x 2 period lengths.
+
+Machines are noisy, so the report gives ratios within one run (pipeline / read floor, baseline /
+pipeline) beside the raw seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+BENCH_DIR = Path(os.environ.get("KACHIN_BENCH_DIR", Path.home() / ".cache" / "kachin-watch" / "bench"))
+REPO = Path(__file__).resolve().parents[1]
+SIZES_KM = (3.75, 7.5, 11.25, 15.0)
+PERIODS = {"1 year": ("2023-01-01", "2023-12-31"), "2 years": ("2022-01-01", "2023-12-31")}
+BASELINE_KM = 6.0
+WORKERS = os.cpu_count() or 2
+
+
+# ------------------------------------------------------------------------------------------ set-up
+
+def bench_aoi():
+    """The bench AOI: simulated, 15 km x 15 km, 2022-2023, a scene every 10 days. Built once."""
+    from pipeline.simulate import simulate
+
+    return simulate(BENCH_DIR / "aoi-15km", seed=7, size_km=15.0, start_year=2022, end_year=2023,
+                    revisit_days=10, reuse=True)
+
+
+def sub_aoi(sim, size_km: float) -> Path:
+    """A centred square of ``size_km`` inside the bench AOI, as a GeoJSON file beside it."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from pipeline.aoi import write_aoi
+
+    path = BENCH_DIR / f"aoi-{size_km:g}km.geojson"
+    if not path.is_file():
+        utm = gpd.read_file(sim.aoi).to_crs(32647).geometry.iloc[0]
+        c, half = utm.centroid, size_km * 500.0
+        g = gpd.GeoSeries([box(c.x - half, c.y - half, c.x + half, c.y + half)], crs=32647).to_crs(4326).iloc[0]
+        write_aoi(path, g, name=f"bench-{size_km:g}km", simulated=True)
+    return path
+
+
+# ------------------------------------------------------------------------- workers (in subprocesses)
+
+def _scenes(aoi_path: Path, catalog: Path, start: str, end: str):
+    from pipeline.aoi import load_aoi
+    from pipeline.config import SourceConfig
+    from pipeline.sources.local_stac import LocalCatalogSource
+
+    aoi = load_aoi(aoi_path)
+    found = LocalCatalogSource(catalog).search(aoi.geometry, date.fromisoformat(start), date.fromisoformat(end),
+                                               SourceConfig().max_cloud_cover)
+    return aoi, found.scenes
+
+
+def work_read(aoi_path, catalog, start, end) -> dict:
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    from pipeline import indices
+
+    aoi, scenes = _scenes(aoi_path, catalog, start, end)
+    hrefs = [it.assets[b].get_absolute_href() for it in scenes for b in [*indices.BANDS, "scl"]]
+    bounds = aoi.grid.boundingbox
+
+    def read(href):
+        with rasterio.open(href) as src:
+            return src.read(1, window=from_bounds(*bounds, transform=src.transform)).nbytes
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        nbytes = sum(pool.map(read, hrefs))
+    return {"files": len(hrefs), "decoded_mb": round(nbytes / 1e6, 1), "scenes": len(scenes),
+            "pixels": int(aoi.grid.shape.x * aoi.grid.shape.y)}
+
+
+def work_pipeline(aoi_path, catalog, start, end) -> dict:
+    from pipeline.config import load_config
+    from pipeline.run import run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(None, {"aoi": aoi_path, "source.catalog": catalog, "period.start": start,
+                                 "period.end": end, "out": Path(tmp) / "run"})
+        result = run(cfg)
+    m = result.manifest
+    pixels = m["grid"]["shape"][0] * m["grid"]["shape"][1]
+    return {"scenes": m["n_scenes_used"], "pixels": pixels, "stages_s": m["timings_s"],
+            "sites": m["counts"]["sites"]}
+
+
+def work_baseline(aoi_path, catalog, start, end) -> dict:
+    """What a notebook does: the whole cube in memory, yearly masked medians, thresholds."""
+    import numpy as np
+    import odc.stac
+    import rasterio.features
+
+    from pipeline.sources.base import scale_offset
+
+    aoi, scenes = _scenes(aoi_path, catalog, start, end)
+    bands = ["blue", "green", "red", "nir", "swir16"]
+    ds = odc.stac.load(scenes, bands=[*bands, "scl"], geobox=aoi.grid, groupby="solar_day",
+                       resampling={"scl": "nearest", "*": "bilinear"}, pool=WORKERS)
+    offset = np.array([scale_offset(s, "red")[1] for s in scenes][: ds.sizes["time"]])[:, None, None]
+    r = {b: np.where(ds[b].values == 0, np.nan, ds[b].values * 0.0001 + offset) for b in bands}
+    valid = ~np.isin(ds["scl"].values, [0, 1, 3, 8, 9, 10])
+    nd = lambda a, b: (a - b) / (a + b)  # noqa: E731 - as a notebook would write it
+    ndvi = np.where(valid, nd(r["nir"], r["red"]), np.nan)
+    mndwi = np.where(valid, nd(r["green"], r["swir16"]), np.nan)
+    bsi = np.where(valid, nd(r["swir16"] + r["red"], r["nir"] + r["blue"]), np.nan)
+    years = ds.time.dt.year.values
+    first = {"pond": np.zeros(ndvi.shape[1:], np.int16), "bare": np.zeros(ndvi.shape[1:], np.int16)}
+    for y in np.unique(years):
+        sel = years == y
+        med = {k: np.nanmedian(v[sel], axis=0) for k, v in (("ndvi", ndvi), ("mndwi", mndwi), ("bsi", bsi))}
+        for name, mask in (("pond", (med["mndwi"] > -0.2) & (med["ndvi"] < 0.25)),
+                           ("bare", (med["ndvi"] < 0.3) & (med["bsi"] > 0.05))):
+            first[name][(first[name] == 0) & mask] = y
+    n = 0
+    for name, fy in first.items():
+        n += sum(1 for _ in rasterio.features.shapes(fy, mask=fy > 0, transform=aoi.grid.affine))
+    return {"scenes": len(scenes), "pixels": int(aoi.grid.shape.x * aoi.grid.shape.y), "polygons": n}
+
+
+WORK = {"read": work_read, "pipeline": work_pipeline, "baseline": work_baseline}
+
+
+# ------------------------------------------------------------------------------------ measurement
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+        todo.extend(children.get(p, []))
+    return total / 1024
+
+
+def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> dict:
+    """Run one worker in a fresh process; wall time and the tree's peak RSS, plus what it reports."""
+    args = json.dumps([kind, str(aoi_path), str(catalog), start, end])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.bench", "--worker", args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_mb(proc.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    done.set()
+    sampler.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"bench step {kind} failed (exit {proc.returncode}); run it alone to see why: "
+                         f"python -m pipeline.bench --worker '{args}'")
+    result = json.loads(out.strip().splitlines()[-1])
+    px_obs = result["pixels"] * result["scenes"]
+    return {"kind": kind, "seconds": round(seconds, 2), "peak_rss_mb": round(peak), "pixel_obs": px_obs,
+            "mpx_obs_per_s": round(px_obs / seconds / 1e6, 2), **result}
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def write_report(path: Path, head: dict, scaling: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for label in PERIODS:
+        rows = [r for r in scaling if r["period"] == label]
+        ax[0].plot([r["pixel_obs"] / 1e6 for r in rows], [r["seconds"] for r in rows], "o-", label=label)
+        ax[1].plot([r["pixel_obs"] / 1e6 for r in rows], [r["peak_rss_mb"] for r in rows], "o-", label=label)
+    ax[0].set(xlabel="pixel-observations (millions)", ylabel="wall time (s)", title="time")
+    ax[1].set(xlabel="pixel-observations (millions)", ylabel="peak RSS (MB)", title="memory")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=90)
+
+    r, p, b, ps = head["read"], head["pipeline"], head["baseline"], head["pipeline_small"]
+    lines = [
+        "# Benchmark", "",
+        f"Made by `make bench` on {head['machine']} ({WORKERS} cores), {head['when']}. Simulated bench AOI "
+        "15 km x 15 km, 2022-2023, a scene every 10 days (cached in `$KACHIN_BENCH_DIR`, default "
+        "`~/.cache/kachin-watch/bench`). Times include process start-up; memory is the peak resident set "
+        "of the process tree.", "",
+        "| step | AOI | scenes | pixel-obs (M) | s | M px-obs/s | peak RSS MB |", "|---|---|---|---|---|---|---|",
+    ]
+    for label, row, size in (("read floor", r, "15 km"), ("pipeline", p, "15 km"),
+                             ("notebook baseline", b, f"{BASELINE_KM:g} km"), ("pipeline", ps, f"{BASELINE_KM:g} km")):
+        lines.append(f"| {label} | {size} | {row['scenes']} | {row['pixel_obs'] / 1e6:.0f} | {row['seconds']} | "
+                     f"{row['mpx_obs_per_s']} | {row['peak_rss_mb']} |")
+    lines += [
+        "", f"- pipeline / read floor: **{p['seconds'] / r['seconds']:.2f}x** (target <= 2x)",
+        f"- baseline / pipeline, same {BASELINE_KM:g} km AOI: **{b['seconds'] / ps['seconds']:.2f}x** faster "
+        f"(target >= 3x); memory {b['peak_rss_mb']} MB vs {ps['peak_rss_mb']} MB",
+        f"- pipeline stages (s): {json.dumps(p['stages_s'])}", "",
+        "## Scaling", "", "| AOI | period | scenes | pixel-obs (M) | s | M px-obs/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in scaling:
+        lines.append(f"| {row['size_km']:g} km | {row['period']} | {row['scenes']} | {row['pixel_obs'] / 1e6:.0f} | "
+                     f"{row['seconds']} | {row['mpx_obs_per_s']} | {row['peak_rss_mb']} |")
+    lines += ["", f"![time and memory against pixel-observations]({path.with_suffix('.png').name})", ""]
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    import platform
+    from datetime import datetime
+
+    sim = bench_aoi()
+    full = sub_aoi(sim, 15.0)
+    start, end = PERIODS["2 years"]
+    print("bench AOI ready:", sim.catalog, flush=True)
+    head = {"machine": platform.machine(), "when": datetime.now().strftime("%Y-%m-%d %H:%M")}
+    head["read"] = measure("read", full, sim.catalog, start, end)
+    print("read floor", head["read"], flush=True)
+    head["pipeline"] = measure("pipeline", full, sim.catalog, start, end)
+    print("pipeline", head["pipeline"], flush=True)
+    small = sub_aoi(sim, BASELINE_KM)
+    head["baseline"] = measure("baseline", small, sim.catalog, start, end)
+    print("baseline", head["baseline"], flush=True)
+    head["pipeline_small"] = measure("pipeline", small, sim.catalog, start, end)
+    print("pipeline (baseline size)", head["pipeline_small"], flush=True)
+    scaling = []
+    for size in SIZES_KM:
+        for label, (s, e) in PERIODS.items():
+            row = {"size_km": size, "period": label, **measure("pipeline", sub_aoi(sim, size), sim.catalog, s, e)}
+            scaling.append(row)
+            print("scaling", size, label, row["seconds"], "s", row["peak_rss_mb"], "MB", flush=True)
+    out = REPO / "reports" / "bench.md"
+    out.parent.mkdir(exist_ok=True)
+    write_report(out, head, scaling)
+    (out.with_suffix(".json")).write_text(json.dumps({"head": head, "scaling": scaling}, indent=1))
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        kind, *args = json.loads(sys.argv[2])
+        print(json.dumps(WORK[kind](*args)))
+    else:
+        main()
