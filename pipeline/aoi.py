@@ -80,6 +80,10 @@ def _read_geojson(path: Path) -> gpd.GeoDataFrame:
         doc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": doc}]}
     elif doc["type"] == "Feature":
         doc = {"type": "FeatureCollection", "features": [doc]}
+    declared = ((doc.get("crs") or {}).get("properties") or {}).get("name", "")
+    if declared and not any(k in declared.upper() for k in ("CRS84", "4326")):
+        raise AOIError(f"AOI file {path} declares CRS {declared}: GeoJSON AOIs must be WGS84 lon/lat; "
+                       "reproject it to EPSG:4326 (QGIS: Export > Save Features As, CRS EPSG:4326)")
     features = doc.get("features") or []
     if not features:
         raise AOIError(f"AOI file {path} has no features: draw one Polygon around the area to watch")
@@ -103,12 +107,29 @@ def load_aoi(path: str | Path, resolution: float = 10.0) -> AOI:
         raise AOIError(f"AOI file {path} holds {', '.join(sorted(kinds))}, not a Polygon: "
                        "an AOI must be an area (Polygon or MultiPolygon)")
     lon0, lat0, lon1, lat1 = geoms.total_bounds
+    if -90 <= lon0 <= lon1 <= 90 and not (-90 <= lat0 <= lat1 <= 90) and -180 <= lat0 <= lat1 <= 180:
+        raise AOIError(f"AOI file {path} has latitudes up to {max(abs(lat0), abs(lat1)):.1f}: latitude and "
+                       "longitude look swapped; GeoJSON puts longitude first ([lon, lat])")
     if not (-180 <= lon0 <= lon1 <= 180 and -90 <= lat0 <= lat1 <= 90):
         raise AOIError(f"AOI file {path} has coordinates outside lon/lat ranges ({lon0:.1f}..{lon1:.1f}, "
                        f"{lat0:.1f}..{lat1:.1f}): GeoJSON must be in WGS84 degrees, longitude first")
-    geom = shapely.union_all(shapely.make_valid(np.asarray(geoms.values)))
+    invalid = ~geoms.is_valid
+    if invalid.any():
+        why = shapely.is_valid_reason(geoms[invalid].iloc[0])
+        raise AOIError(f"AOI file {path} has an invalid polygon ({why}): fix it (QGIS: Processing > Fix "
+                       "geometries) or redraw it without crossing edges")
+    geom = shapely.union_all(np.asarray(geoms.values))
     if geom.area == 0:
         raise AOIError(f"AOI file {path} encloses no area: draw one Polygon around the area to watch")
+    parts = len(getattr(geom, "geoms", [geom]))
+    if parts > 1:
+        raise AOIError(f"AOI file {path} holds {parts} separate polygons: the grid would cover the gaps "
+                       "between them; give each area its own AOI file")
+    zones = {utm_crs(x, (lat0 + lat1) / 2).to_epsg() for x in (lon0, lon1)}
+    if len(zones) > 1:
+        edge = (math.floor((lon1 + 180.0) / 6.0)) * 6.0 - 180.0
+        raise AOIError(f"AOI file {path} spans UTM zones {sorted(z % 100 for z in zones)} (lon {lon0:.2f}..{lon1:.2f}): "
+                       f"split it at {edge:g} E into one AOI per zone, so areas are measured in each zone's own CRS")
     c = geom.centroid
     crs = utm_crs(c.x, c.y)
     utm = gpd.GeoSeries([geom], crs=4326).to_crs(crs).iloc[0]

@@ -119,6 +119,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
     settings = classification_settings(cfg)
     per_year, reused, used, unreadable = [], [], [], []
+    # stores are chunked as the onset stage reads them: whole year in time, small in space
+    edge = cfg.compute.onset_chunk_px(len(composite.month_starts(cfg.period.start, cfg.period.end)))
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
         y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
         these = [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1]
@@ -132,7 +134,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                 break
             try:
                 with timings(f"count {year}"):
-                    counts = store.save(year, key, monthly_counts_of(cfg, aoi, these, y0, y1))
+                    counts = monthly_counts_of(cfg, aoi, these, y0, y1).chunk({"month": -1, "y": edge, "x": edge})
+                    counts = store.save(year, key, counts)
             except (PipelineError, OSError) as e:
                 if isinstance(e, OSError) and e.errno is not None:
                     raise  # the disk, not a scene: let the caller report it
@@ -145,9 +148,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         first = unreadable[0] if unreadable else {"id": "-", "reason": "no scene"}
         raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
                             f"{first['reason']}): check or re-fetch the catalog files")
-    monthly = xr.concat(per_year, dim="month")
-    edge = cfg.compute.onset_chunk_px(monthly.sizes["month"])
-    monthly = monthly.chunk({"month": -1, "y": edge, "x": edge})
+    monthly = xr.concat(per_year, dim="month").chunk({"month": -1, "y": edge, "x": edge})
     with timings("onsets"):
         ch = cfg.change
         ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,

@@ -43,6 +43,17 @@ def _one_line_error(code, err, *words):
      '"geometry": {"type": "Point", "coordinates": [98.3, 25.7]}}]}', ["Point", "not a Polygon"]),
     ('{"type": "Polygon", "coordinates": [[[436000, 2841000], [437000, 2841000], [437000, 2842000], '
      '[436000, 2841000]]]}', ["WGS84 degrees"]),
+    ('{"type": "Polygon", "coordinates": [[[25.70, 98.30], [25.70, 98.31], [25.71, 98.31], [25.70, 98.30]]]}',
+     ["look swapped"]),
+    ('{"type": "Polygon", "coordinates": [[[98.30, 25.70], [98.31, 25.71], [98.31, 25.70], [98.30, 25.71], '
+     '[98.30, 25.70]]]}', ["invalid polygon", "Self-intersection", "Fix"]),
+    ('{"type": "MultiPolygon", "coordinates": [[[[98.30, 25.70], [98.31, 25.70], [98.31, 25.71], [98.30, 25.70]]], '
+     '[[[98.40, 25.70], [98.41, 25.70], [98.41, 25.71], [98.40, 25.70]]]]}', ["2 separate polygons"]),
+    ('{"type": "Polygon", "coordinates": [[[95.9, 25.70], [96.1, 25.70], [96.1, 25.71], [95.9, 25.70]]]}',
+     ["spans UTM zones [46, 47]", "split it at 96 E"]),
+    ('{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32647"}}, '
+     '"features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
+     '[[[436000, 2841000], [437000, 2841000], [437000, 2842000], [436000, 2841000]]]}}]}', ["declares CRS", "EPSG:4326"]),
 ])
 def test_bad_aoi_files(cli, tiny_catalog, content, words):
     bad = tiny_catalog["root"] / "bad.geojson"
