@@ -134,8 +134,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                 break
             try:
                 with timings(f"count {year}"):
-                    counts = monthly_counts_of(cfg, aoi, these, y0, y1).chunk({"month": -1, "y": edge, "x": edge})
-                    counts = store.save(year, key, counts)
+                    lazy = monthly_counts_of(cfg, aoi, these, y0, y1).chunk({"month": -1, "y": edge, "x": edge})
+                    counts = store.save(year, key, lazy)
             except (PipelineError, OSError) as e:
                 if isinstance(e, OSError) and e.errno is not None:
                     raise  # the disk, not a scene: let the caller report it
