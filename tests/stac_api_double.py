@@ -46,6 +46,7 @@ class StacApiDouble:
         self.base = base_url.rstrip("/")
         self.flavour = flavour
         self.faults: dict[str, list[str]] = {}
+        self.file_delay_s = 0.0  # slows asset requests, so a test can kill a fetch halfway
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, range)
         self._lock = threading.Lock()
         cat = pystac.read_file(str(self.root / "catalog.json"))
@@ -84,6 +85,10 @@ class StacApiDouble:
         if fault in ("429", "503"):
             return Response("slow down", status=int(fault), headers={"Retry-After": "0"})
         if path.startswith("/files/"):
+            if self.file_delay_s:
+                import time
+
+                time.sleep(self.file_delay_s)
             return self._file(request, path[len("/files/"):], fault == "drop")
         if path in ("", "/"):
             return self._json(self.landing())

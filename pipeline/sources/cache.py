@@ -255,6 +255,7 @@ class SceneCache:
               progress: Progress | None = None) -> FetchReport:
         """Fetch what is not cached yet; a scene that keeps failing is skipped and reported."""
         progress = progress or NoProgress()
+        self.remove_orphans()
         report = FetchReport(catalog=self.dir / "catalog.json")
         jobs = [(it, bands) for it in found.scenes] + [(it, ["data"]) for it in found.dem]
         progress.set_scenes(len(jobs))
@@ -285,11 +286,33 @@ class SceneCache:
         report.http = http.stats.as_dict()
         return report
 
+    def remove_orphans(self) -> int:
+        """Delete temporary files left by a fetch that was killed (their process is gone)."""
+        n = 0
+        if not self.dir.is_dir():
+            return 0
+        for tmp in self.dir.rglob(".*.partial-*"):
+            pid = tmp.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                n += 1
+        return n
+
     def catalog_for_offline(self) -> Path:
         if not self.dir.is_dir() or self.n_scenes() == 0:
             raise NoScenesError(f"the cache {self.dir} holds no scenes for this AOI grid: run "
                                 "`python -m pipeline fetch` (online) first, or drop --offline")
         return self.write_catalog()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _atomic_write(path: Path, text: str) -> None:
