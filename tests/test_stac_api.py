@@ -207,3 +207,22 @@ def test_killed_fetch_leaves_a_consistent_cache_and_the_cli_run_completes(sim, a
     assert not list(cache.rglob(".*partial*"))  # the killed fetch's temporary files are gone
     refetched = {p for _, p, _ in api.requests_for("/files/")}
     assert len(refetched) == 6 * (total - 1) + 1 - n_records  # what the killed fetch finished was kept
+
+
+def test_a_catalog_made_elsewhere_gives_the_same_outputs_through_the_api(tiny_catalog, tmp_path):
+    """conftest's catalog (plain tiled GTiff, proj:code, DEM in lon/lat, no orbit): not our simulator."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    try:
+        url = server.url_for("/").rstrip("/")
+        server.expect_request(re.compile(".*")).respond_with_handler(StacApiDouble(tiny_catalog["catalog"], url))
+        base = {"aoi": tiny_catalog["aoi"], "period.start": "2021-01-01", "period.end": "2023-12-31",
+                "compute.workers": 2}
+        local = run(load_config(None, {**base, "out": tmp_path / "l", "source.kind": "local",
+                                       "source.catalog": tiny_catalog["catalog"]}))
+        es = run(load_config(None, {**base, "out": tmp_path / "e", "source.kind": "earth-search",
+                                    "source.stac_url": url, "cache.dir": tmp_path / "cache"}))
+        same_outputs(local.out, es.out)
+        assert len(local.manifest["scenes_used"]) == len(es.manifest["scenes_used"]) == 36
+    finally:
+        server.stop()
