@@ -51,8 +51,11 @@ def _print_table(table) -> None:
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config (configs/*.yaml)"),
     aoi: Optional[Path] = typer.Option(None, help="AOI GeoJSON polygon (lon/lat)"),
-    source: Optional[str] = typer.Option(None, help="scene source: local"),
+    source: Optional[str] = typer.Option(None, help="scene source: local, earth-search, planetary-computer"),
     catalog: Optional[Path] = typer.Option(None, help="local STAC catalog.json (contract 3)"),
+    stac_url: Optional[str] = typer.Option(None, help="STAC API root (default: the source's public endpoint)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="scene cache (default ~/.cache/kachin-ree-watch)"),
+    offline: Optional[bool] = typer.Option(None, "--offline", help="use the scene cache only: no search, no download"),
     start: Optional[str] = typer.Option(None, help="first day, YYYY-MM-DD"),
     end: Optional[str] = typer.Option(None, help="last day, YYYY-MM-DD"),
     out: Optional[Path] = typer.Option(None, help="run directory to write"),
@@ -72,14 +75,90 @@ def run(
     from pipeline.run import run as run_pipeline
 
     _setup_logging(verbose, quiet)
-    overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "period.start": start,
+    overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "source.stac_url": stac_url,
+                 "cache.dir": cache_dir, "cache.offline": offline, "period.start": start,
                  "period.end": end, "out": out, "compute.workers": workers, "compute.scheduler": scheduler,
                  **_overrides(set_)}
     cfg = load_config(config, overrides)
-    result = run_pipeline(cfg)
+    with _progress(quiet) as progress:
+        result = run_pipeline(cfg, progress=progress)
     if not quiet:
         _print_table(result.summary)
         typer.echo(f"wrote {result.out}")
+
+
+class _TqdmProgress:
+    """Scenes and bytes of the scene cache's downloads, on stderr (created here, passed in)."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.scenes = tqdm(desc="scenes", unit="scene", total=0, position=0, leave=False)
+        self.bytes = tqdm(desc="download", unit="B", unit_scale=True, unit_divisor=1024, position=1, leave=False)
+
+    def set_scenes(self, total: int) -> None:
+        self.scenes.reset(total=total)
+
+    def scene_done(self) -> None:
+        self.scenes.update(1)
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes.update(n)
+
+    def close(self) -> None:
+        self.scenes.close()
+        self.bytes.close()
+
+
+class _progress:
+    def __init__(self, quiet: bool):
+        self.p = None if quiet or not sys.stderr.isatty() else _TqdmProgress()
+
+    def __enter__(self):
+        return self.p
+
+    def __exit__(self, *exc):
+        if self.p is not None:
+            self.p.close()
+
+
+@app.command()
+def fetch(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config (configs/*.yaml)"),
+    aoi: Optional[Path] = typer.Option(None, help="AOI GeoJSON polygon (lon/lat)"),
+    source: Optional[str] = typer.Option(None, help="earth-search or planetary-computer"),
+    stac_url: Optional[str] = typer.Option(None, help="STAC API root (default: the source's public endpoint)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="scene cache (default ~/.cache/kachin-ree-watch)"),
+    start: Optional[str] = typer.Option(None, help="first day, YYYY-MM-DD"),
+    end: Optional[str] = typer.Option(None, help="last day, YYYY-MM-DD"),
+    verify: bool = typer.Option(False, "--verify", help="re-hash every cached entry against its checksum"),
+    set_: list[str] = typer.Option([], "--set", help="override any setting"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Pre-fetch the scenes of an AOI and period into the scene cache (clipped to the AOI grid).
+
+    Only what the cache lacks is downloaded; corrupt or partial entries are fetched again. Prints
+    the cache's report as JSON. Example:
+
+      python -m pipeline fetch --config configs/chipwe_pangwa.yaml --start 2024-01-01
+    """
+    from pipeline.aoi import load_aoi
+    from pipeline.config import load_config
+    from pipeline.indices import BANDS
+    from pipeline.sources import find_scenes
+    from pipeline.sources.loading import SCL
+
+    _setup_logging(verbose, quiet)
+    overrides = {"aoi": aoi, "source.kind": source, "source.stac_url": stac_url, "cache.dir": cache_dir,
+                 "cache.verify": "checksum" if verify else None, "period.start": start, "period.end": end,
+                 **_overrides(set_)}
+    cfg = load_config(config, overrides)
+    if cfg.source.kind == "local":
+        raise ConfigError("fetch needs an online source: pass --source earth-search (or planetary-computer)")
+    with _progress(quiet) as progress:
+        found = find_scenes(cfg, load_aoi(cfg.aoi, cfg.resolution), [*BANDS, SCL], progress)
+    typer.echo(json.dumps(found.fetch, indent=1))
 
 
 @app.command()

@@ -38,10 +38,35 @@ class PeriodConfig(_Model):
 class SourceConfig(_Model):
     kind: SourceKind = "local"
     catalog: Path | None = Field(None, description="local STAC catalog.json (kind=local)")
-    stac_url: str | None = Field(None, description="STAC API root (kind=earth-search / planetary-computer)")
+    stac_url: str | None = Field(None, description="STAC API root (kind=earth-search / planetary-computer); "
+                                                    "default: the public endpoint of that kind")
+    collection: str = "sentinel-2-l2a"
+    dem_collection: str = "cop-dem-glo-30"
     # Scenes whose tile-level cloud cover is above this add almost no clear pixels but cost a full read.
     # Kept high because a tile can be 90% cloudy while the (much smaller) AOI is clear.
     max_cloud_cover: float = Field(90.0, ge=0, le=100)
+
+
+class CacheConfig(_Model):
+    # Where the clipped scenes of the online sources are kept, one folder per AOI grid. Default:
+    # $XDG_CACHE_HOME/kachin-ree-watch (~/.cache/kachin-ree-watch).
+    dir: Path | None = None
+    # Run from the cache alone: no search, no download (a field laptop, an outage).
+    offline: bool = False
+    # "size": an entry is trusted when its size and modification time match what was recorded when
+    # it was written (catches partial, truncated and overwritten files in seconds, whatever the
+    # cache's size); "checksum": re-hash every entry against its recorded SHA-256 (also catches bit rot).
+    verify: Literal["size", "checksum"] = "size"
+
+
+class DownloadConfig(_Model):
+    timeout_s: float = Field(60.0, gt=0, description="per request")
+    retries: int = Field(5, ge=0, description="after the first try, on 429/5xx/dropped connections")
+    backoff_s: float = Field(2.0, ge=0, description="first wait; doubles each retry, with jitter")
+    max_backoff_s: float = Field(120.0, ge=0)
+    # Parallel scene downloads. Earth Search and Planetary Computer throttle (429) above a few dozen
+    # requests per second; 4 keeps 2 cores busy writing GeoTIFFs without provoking them.
+    concurrency: int = Field(4, ge=1, le=32)
 
 
 class ComputeConfig(_Model):
@@ -155,6 +180,8 @@ class RunConfig(_Model):
     name: str | None = None
     period: PeriodConfig
     source: SourceConfig = SourceConfig()
+    cache: CacheConfig = CacheConfig()
+    download: DownloadConfig = DownloadConfig()
     out: Path = Path("outputs/run")
     resolution: float = Field(10.0, gt=0)
     compute: ComputeConfig = ComputeConfig()
@@ -183,7 +210,8 @@ def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
 
 
 def _resolve_paths(doc: dict, base: Path) -> None:
-    for section, key in (("", "aoi"), ("", "out"), ("source", "catalog"), ("compute", "composite_dir")):
+    for section, key in (("", "aoi"), ("", "out"), ("source", "catalog"), ("compute", "composite_dir"),
+                         ("cache", "dir")):
         node = doc.get(section, {}) if section else doc
         if isinstance(node, dict) and node.get(key) not in (None, ""):
             p = Path(os.path.expanduser(str(node[key])))

@@ -27,7 +27,7 @@ from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
-from pipeline.sources import make_source
+from pipeline.sources import find_scenes
 from pipeline.sources.loading import SCL, load_dem, load_reflectance, solar_day, usable_scenes
 from pipeline.summary import yearly_summary
 from pipeline.vectorize import assign_sites, feature_table, label_features
@@ -236,16 +236,16 @@ def _work_parent(out: Path) -> Path:
     return parent
 
 
-def run(cfg: RunConfig, today: date | None = None) -> RunResult:
+def run(cfg: RunConfig, today: date | None = None, progress=None) -> RunResult:
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
     with timings("aoi"):
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
-    source = make_source(cfg.source)
     with timings("search"):
-        found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
+        got = find_scenes(cfg, aoi, [*indices.BANDS, SCL], progress)
+    found = got.search
     scenes, incomplete = usable_scenes(found.scenes, [*indices.BANDS, SCL], probe=False)
     if not scenes:
         raise NoScenesError(f"none of the {len(found.scenes)} scenes found has the assets needed "
@@ -268,7 +268,7 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
         "aoi": name, "created": started.isoformat(timespec="seconds"), "code_version": code_version(),
         "config": cfg.model_dump(mode="json"),
         "grid": {"crs": str(aoi.grid.crs), "shape": list(aoi.grid.shape.yx), "transform": list(aoi.grid.affine)[:6]},
-        "source": source.name,
+        "source": got.source, **({"fetch": got.fetch} if got.fetch is not None else {}),
         "scenes_used": det["scene_ids"], "n_scenes_used": len(det["scene_ids"]), "n_days": det["n_days"],
         "composite_years_reused": det["years_reused"],
         "scenes_skipped": [*found.skipped, *incomplete, *det["unreadable"]], "dem_items": [it.id for it in found.dem],

@@ -156,3 +156,17 @@ def tiny_catalog(tmp_path):
     cat = write_catalog(tmp_path / "cat", scenes, bounds=bounds, dem=dem)
     aoi = write_aoi_file(tmp_path / "aoi.geojson", bounds)
     return {"catalog": cat, "aoi": aoi, "bounds": bounds, "root": tmp_path}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--live", action="store_true", default=False,
+                     help="also run tests marked live, which reach Earth Search and Planetary Computer")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--live"):
+        return
+    skip = pytest.mark.skip(reason="reaches real services: run with --live")
+    for item in items:
+        if "live" in item.keywords:
+            item.add_marker(skip)

@@ -1,5 +1,4 @@
 """Bounded memory by construction, the composite store, and the same outputs on a real dask cluster."""
-import json
 
 import geopandas as gpd
 import pytest

@@ -9,7 +9,7 @@ import pystac
 import shapely
 
 from pipeline.errors import NoScenesError, SourceError
-from pipeline.sources.base import DEM_COLLECTION, SceneSearch, item_datetime, period_bounds
+from pipeline.sources.base import DEM_COLLECTION, SceneSearch, deduplicate, item_datetime, period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class LocalCatalogSource:
                                     "use an AOI inside the catalog or a catalog of that area")
             raise NoScenesError(f"no scene in {self.path} for {start}..{end} under {max_cloud_cover:.0f}% cloud: "
                                 "widen the period or raise source.max_cloud_cover")
-        s2.sort(key=lambda it: (item_datetime(it), it.id))
+        s2, duplicates = deduplicate(s2, aoi_wgs84)
+        skipped += duplicates
         log.info("local catalog: %d scenes, %d DEM items, %d skipped", len(s2), len(dem), len(skipped))
         return SceneSearch(scenes=s2, dem=dem, skipped=skipped)

@@ -1,0 +1,66 @@
+"""Item handling of the online sources on recorded-style items (tests/data, made by make_items.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pystac
+import shapely
+
+from pipeline.sources.base import deduplicate, item_orbit, item_tile, scale_offset
+from pipeline.sources.http import redact, retry_after_s
+from pipeline.sources.stac_api import is_loopback, to_earth_search_keys
+
+DATA = Path(__file__).parent / "data"
+
+
+def es_items():
+    return [pystac.Item.from_dict(f) for f in json.loads((DATA / "earth_search_items.json").read_text())["features"]]
+
+
+def test_reprocessed_granule_keeps_the_newest_baseline():
+    items = es_items()
+    aoi = shapely.box(98.2, 25.6, 98.3, 25.7)  # inside 47RQL only
+    kept, dropped = deduplicate(items, aoi)
+    assert [it.id for it in kept] == ["S2B_47RQL_20230105_1_L2A"]
+    reasons = {d["id"]: d["reason"] for d in dropped}
+    assert "superseded by S2B_47RQL_20230105_1_L2A" in reasons["S2B_47RQL_20230105_0_L2A"]
+    assert "covers the whole AOI" in reasons["S2B_47RQM_20230105_0_L2A"]
+
+
+def test_overlapping_tiles_are_both_kept_when_neither_covers_the_aoi():
+    aoi = shapely.box(98.2, 26.1, 98.3, 26.4)  # straddles the 47RQL/47RQM edge
+    kept, _ = deduplicate(es_items(), aoi)
+    assert sorted(it.id for it in kept) == ["S2B_47RQL_20230105_1_L2A", "S2B_47RQM_20230105_0_L2A"]
+
+
+def test_orbit_and_tile_from_either_archive():
+    es = es_items()[0]
+    pc = pystac.Item.from_dict(json.loads((DATA / "planetary_computer_item.json").read_text()))
+    assert (item_orbit(es), item_tile(es)) == ("4", "47RQL")
+    assert (item_orbit(pc), item_tile(pc)) == ("4", "47RQL")
+
+
+def test_planetary_computer_keys_and_the_0400_offset_from_the_baseline():
+    pc = to_earth_search_keys(pystac.Item.from_dict(json.loads((DATA / "planetary_computer_item.json").read_text())))
+    assert {"blue", "red", "nir", "swir16", "scl", "visual"} <= set(pc.assets)
+    assert "B04" not in pc.assets
+    assert scale_offset(pc, "red") == (0.0001, -0.1)  # no raster:bands: baseline 05.09 >= 04.00
+    pc.properties["s2:processing_baseline"] = "03.01"
+    assert scale_offset(pc, "red") == (0.0001, 0.0)
+    es = es_items()[0]
+    es.assets["red"].extra_fields["raster:bands"][0]["offset"] = 0.0  # the asset's own word wins
+    assert scale_offset(es, "red") == (0.0001, 0.0)
+
+
+def test_secrets_are_cut_from_urls_and_retry_after_is_read():
+    signed = "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?st=2023&se=2023&sig=SECRET%3D"
+    assert "SECRET" not in redact(signed) and redact(signed).endswith("B04.tif")
+    assert "pw" not in redact("https://user:pw@host/a")
+
+    class R:
+        headers = {"Retry-After": "7"}
+
+    assert retry_after_s(R()) == 7.0
+    assert is_loopback("http://127.0.0.1:8080/") and is_loopback("http://localhost/")
+    assert not is_loopback("https://planetarycomputer.microsoft.com/api/stac/v1")
