@@ -119,6 +119,37 @@ def evaluate(
     typer.echo(json.dumps(evaluate_run(run_dir, truth), indent=1))
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    fmt: str = typer.Option("gpkg", "--format", "-f",
+                            help="gpkg | geojson (WGS84, RFC 7946) | fgb (FlatGeobuf) | kml | kmz (Google Earth, "
+                                 "with time stamps) | parquet (GeoParquet) | shp (Shapefile)"),
+    year: Optional[int] = typer.Option(None, help="keep only features first seen in or before this year"),
+    layer: list[str] = typer.Option([], "--layer", "-l", help="sites, ponds or clearings (repeatable; default all)"),
+    out: Optional[Path] = typer.Option(None, help="file (with the format's extension) or directory; "
+                                                  "default RUN/exports/"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Write a run's sites, ponds and clearings for QGIS, ArcGIS, Google Earth or a web map.
+
+    GeoJSON and KML are in WGS84 lon/lat; the other formats keep the AOI's UTM zone (areas in m2).
+    Single-layer formats (geojson, fgb, parquet, shp) write one file per layer.
+
+    Examples:\n
+      python -m pipeline export --run outputs/demo --format kmz                 # Google Earth, time slider\n
+      python -m pipeline export --run outputs/demo --format geojson --layer sites --year 2022\n
+      python -m pipeline export --run outputs/demo --format shp --out ~/arcgis/kachin/
+    """
+    from pipeline.export import export_layers
+
+    _setup_logging(False, quiet)
+    paths = export_layers(run_dir, fmt, out, layer or None, year)
+    if not quiet:
+        for p in paths:
+            typer.echo(f"wrote {p}")
+
+
 def demo_config_path() -> Path | None:
     p = REPO / "configs" / "demo.yaml"
     return p if p.is_file() else None

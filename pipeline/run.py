@@ -27,7 +27,7 @@ from pipeline.errors import NoScenesError
 from pipeline.sources import make_source
 from pipeline.sources.loading import SCL, load_dem, load_reflectance, usable_scenes
 from pipeline.summary import yearly_summary
-from pipeline.vectorize import assign_sites, feature_table, label_features
+from pipeline.vectorize import assign_sites, class_map, feature_table, label_features
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,19 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     return ponds, clearings, sites, valid_per_year
 
 
+def feature_rasters(aoi: AOI, det: dict, ponds, clearings) -> dict:
+    """The per-pixel view of the final features: class map, each pixel's own first year, and the
+    clear-observation count per year (what an analyst checks before trusting a year)."""
+    classes = class_map(aoi.grid, ponds, clearings)
+    months = det["months"]
+    pond_year = month_to_year(det["ponds"]["onset"].values, months)
+    clear_year = month_to_year(det["bare"]["onset"].values, months)
+    first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
+    yv = det["yearly_valid"]
+    return {"classes": classes, "first_year": np.clip(first_year, 0, None).astype(np.uint16),
+            "valid_per_year": yv.values.astype(np.uint16), "years": [int(y) for y in yv["year"].values]}
+
+
 def run(cfg: RunConfig, today: date | None = None) -> RunResult:
     timings = Timings()
     started = datetime.now(timezone.utc)
@@ -150,6 +163,7 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
         det = detect(cfg, aoi, scenes, found.dem, timings)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
+        rasters = feature_rasters(aoi, det, ponds, clearings)
     years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
     gaps = [y for y in years if valid_per_year.get(y, 0) == 0]
     if gaps:
@@ -170,7 +184,11 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
+        export.write_layer_styles(gpkg, years)
+        export.write_sld(tmp / export.STYLES_SLD, years)
         export.write_summary(csv, table)
+        tifs = export.write_rasters(tmp, aoi.grid, rasters["first_year"], rasters["classes"],
+                                    rasters["valid_per_year"], rasters["years"])
         manifest["timings_s"] = timings.seconds
-        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv])
+        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
