@@ -27,7 +27,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     _state["verbose"] = verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio"):
+    for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -147,6 +147,25 @@ def export_cmd(
     paths = export_layers(run_dir, fmt, out, layer or None, year)
     if not quiet:
         for p in paths:
+            typer.echo(f"wrote {p}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """(Re)write a run's report.html and chart PNGs, e.g. after an update of the report code.
+
+    Every run writes its report already; this refreshes it and the checksums in run.json.
+
+    Example: python -m pipeline report --run outputs/demo
+    """
+    from pipeline.report import refresh_report
+
+    _setup_logging(False, quiet)
+    for p in refresh_report(run_dir):
+        if not quiet:
             typer.echo(f"wrote {p}")
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import dask
 import numpy as np
+import shapely
 
 import pipeline
-from pipeline import classify, composite, export, indices, masking, terrain
+from pipeline import classify, composite, export, indices, masking, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
@@ -173,6 +174,7 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
         log.warning(w)
     manifest = {
         "aoi": name, "created": started.isoformat(timespec="seconds"), "code_version": code_version(),
+        "aoi_geometry": shapely.geometry.mapping(aoi.geometry),
         "config": cfg.model_dump(mode="json"),
         "grid": {"crs": str(aoi.grid.crs), "shape": list(aoi.grid.shape.yx), "transform": list(aoi.grid.affine)[:6]},
         "source": source.name,
@@ -190,5 +192,6 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
         tifs = export.write_rasters(tmp, aoi.grid, rasters["first_year"], rasters["classes"],
                                     rasters["valid_per_year"], rasters["years"])
         manifest["timings_s"] = timings.seconds
-        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs])
+        pages = report.write_report(tmp, manifest)
+        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
