@@ -337,6 +337,9 @@ can hide new activity until the next dry season. Pond counts are detected water 
     }}
     document.body.dataset.year = y;
   }}
+  // report.html#year=2022 opens the map at that year (a link for a briefing note)
+  const wanted = location.hash.match(/year=(\\d{{4}})/);
+  if (wanted) slider.value = wanted[1];
   slider.addEventListener('input', function () {{ showYear(+slider.value); }});
   showYear(+slider.value);
   document.body.dataset.mapReady = '1';
