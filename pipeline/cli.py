@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -23,10 +25,17 @@ log = logging.getLogger("pipeline")
 _state = {"verbose": False}
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     _state["verbose"] = verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # the root logger lets INFO through for the run's log file; the console shows what was asked for
+    logging.basicConfig(level=min(level, logging.INFO), format=LOG_FORMAT, datefmt="%H:%M:%S")
+    for h in logging.getLogger().handlers:
+        if type(h) is logging.StreamHandler:
+            h.setLevel(level)
     for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
@@ -41,6 +50,75 @@ def _overrides(pairs: list[str]) -> dict:
 
         out[k.strip()] = yaml.safe_load(v)
     return out
+
+
+def _progress(quiet: bool):
+    """Progress bars for the run (tqdm, on stderr; off with --quiet and when stderr is not a terminal)."""
+    if quiet:
+        return None
+    from functools import partial
+
+    from tqdm import tqdm
+
+    return partial(tqdm, file=sys.stderr, disable=None, dynamic_ncols=True, leave=False)
+
+
+@contextmanager
+def _run_log(out: Path):
+    """Log the run (INFO and up, whatever the console shows) to ``out/run.log``. The run dir appears
+    only when complete, so the log is written beside it and moved in at the end; a failed run leaves
+    it as ``<out>.failed.log`` next to where the run dir would be."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.log-{os.getpid()}"
+    handler = logging.FileHandler(tmp, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    logging.getLogger("pipeline").info("command: %s", " ".join(sys.argv))
+    ok = False
+    try:
+        yield
+        ok = True
+    except BaseException as e:
+        logging.getLogger("pipeline").error("failed: %s", e)
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        if ok and out.is_dir():
+            os.replace(tmp, out / "run.log")
+        else:
+            failed = out.parent / f"{out.name}.failed.log"
+            os.replace(tmp, failed)
+            typer.echo(f"log of the failed run: {failed}", err=True)
+
+
+def _print_plan(plan: dict, verbose: bool) -> None:
+    from collections import Counter
+
+    mb = 1e6
+    typer.echo(f"dry run: {plan['aoi']}, {plan['area_km2']} km2, grid {plan['grid']} ({plan['crs']}), "
+               f"{plan['period'][0]} to {plan['period'][1]}, source {plan['source']}")
+    found = Counter(s["datetime"][:4] for s in plan["scenes"])
+    typer.echo(f"{'year':>6} {'scenes':>7}")
+    for y in sorted(found):
+        typer.echo(f"{y:>6} {found[y]:>7}")
+    typer.echo(f"scenes found: {len(plan['scenes'])}; set aside: {len(plan['skipped'])} "
+               f"(e.g. over the cloud limit); DEM tiles: {len(plan['dem_items'])}")
+    typer.echo(f"to fetch: {len(plan['bands'])} bands ({', '.join(plan['bands'])}) x {len(plan['scenes'])} scenes x "
+               f"{plan['bytes_per_scene'] / mb:.1f} MB = {plan['bytes_total'] / mb:,.0f} MB of pixels "
+               "(the AOI window, uncompressed)")
+    typer.echo(f"would write: {plan['out']}")
+    typer.echo("scenes:")
+    for sc in plan["scenes"]:
+        cc = sc["cloud_cover"]
+        typer.echo(f"  {sc['datetime'][:10]}  {sc['id']}  cloud {cc if cc is not None else '?'}%")
+    if verbose:
+        for sk in plan["skipped"]:
+            typer.echo(f"  set aside {sk.get('id')}: {sk.get('reason')}")
 
 
 def _print_table(table) -> None:
@@ -58,26 +136,38 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory to write"),
     workers: Optional[int] = typer.Option(None, help="dask threads (default: all cores)"),
     set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="search only: list the scenes found and the data "
+                                                          "volume to fetch; read no pixels, write nothing"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
-    """Detect ponds, clearings and sites for one AOI and period; write a run directory.
+    """Detect ponds, clearings and sites for one AOI and period; write a run directory
+    (footprints.gpkg, yearly_summary.csv, rasters, report.html, run.json, run.log).
 
     Examples:\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml\n
+      python -m pipeline run --config configs/chipwe_pangwa.yaml --dry-run      # what would be read\n
+      python -m pipeline run --config configs/chipwe_pangwa.yaml --start 2023-01-01 --set ponds.mndwi_min=0.05\n
       python -m pipeline run --aoi aois/x.geojson --source local --catalog DIR/catalog.json --start 2018-01-01 --end 2024-12-31 --out DIR
     """
     from pipeline.config import load_config
+    from pipeline.run import plan
     from pipeline.run import run as run_pipeline
 
     _setup_logging(verbose, quiet)
     overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "period.start": start,
                  "period.end": end, "out": out, "compute.workers": workers, **_overrides(set_)}
     cfg = load_config(config, overrides)
-    result = run_pipeline(cfg)
+    if dry_run:
+        _print_plan(plan(cfg), verbose)
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with _run_log(cfg.out), logging_redirect_tqdm():
+        result = run_pipeline(cfg, progress=_progress(quiet))
     if not quiet:
         _print_table(result.summary)
-        typer.echo(f"wrote {result.out}")
+        typer.echo(f"wrote {result.out} (open {result.out}/report.html in a browser)")
 
 
 @app.command()
@@ -184,7 +274,12 @@ def demo(
 ):
     """Simulate the demo AOI (a 6 km window of the Pang War belt, 2020-2024), run, and score it.
 
-    The scenes are SIMULATED: no credentials or network needed.
+    The scenes are SIMULATED: no credentials or network needed. The simulation (about 30 s) is reused
+    when its parameters have not changed.
+
+    Examples:\n
+      python -m pipeline demo                      # -> outputs/demo/report.html\n
+      python -m pipeline demo --seed 100 --out outputs/seed100 --scenes outputs/seed100-scenes
     """
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate as evaluate_run, format_scores
@@ -196,7 +291,10 @@ def demo(
     cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
                                            "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
                                            "out": out})
-    result = run_pipeline(cfg)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with _run_log(cfg.out), logging_redirect_tqdm():
+        result = run_pipeline(cfg, progress=_progress(quiet))
     scores = evaluate_run(result.out, sim.truth)
     (result.out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
     _print_table(result.summary)
@@ -207,7 +305,10 @@ def demo(
 
 @app.command("aois")
 def list_aois():
-    """List the configured AOIs with their areas."""
+    """List the configured AOIs (aois/*.geojson) with their areas and analysis grids.
+
+    Example: python -m pipeline aois     # then: make run AOI=<name>
+    """
     from pipeline.aoi import load_aoi
 
     for f in sorted((REPO / "aois").glob("*.geojson")):

@@ -11,6 +11,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Callable
 from datetime import date, datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +51,55 @@ class Timings:
             self.seconds[stage] = round(time.perf_counter() - t0, 3)
 
 
+# A progress factory, tqdm-like: ``progress(total=n, desc=..., unit=...)`` returns an object with
+# ``update(n)`` and ``close()``. The CLI creates it (tqdm); library code only ticks it.
+Progress = Callable[..., Any]
+NATIVE_20M = {"rededge1", "rededge2", "rededge3", "nir08", "swir16", "swir22", SCL}
+
+
+@contextmanager
+def dask_progress(progress: Progress | None, desc: str):
+    """Tick ``progress`` once per dask task finished by the local (threaded) scheduler."""
+    if progress is None:
+        yield
+        return
+    from dask.callbacks import Callback
+
+    bar = progress(total=0, desc=desc, unit="task")
+
+    class Ticks(Callback):
+        def _start_state(self, dsk, state):
+            bar.total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished") if k in state)
+            if hasattr(bar, "refresh"):
+                bar.refresh()
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            bar.update(1)
+
+    try:
+        with Ticks():
+            yield
+    finally:
+        bar.close()
+
+
+def probe_scenes(scenes, bands, progress: Progress | None = None, batch: int = 16):
+    """``usable_scenes`` in batches, so a progress bar can follow the probing of thousands of files."""
+    good, bad = [], []
+    bar = progress(total=len(scenes), desc="probe", unit="scene") if progress else None
+    try:
+        for i in range(0, len(scenes), batch):
+            g, b = usable_scenes(scenes[i:i + batch], bands)
+            good += g
+            bad += b
+            if bar:
+                bar.update(len(scenes[i:i + batch]))
+    finally:
+        if bar:
+            bar.close()
+    return good, bad
+
+
 @dataclass
 class RunResult:
     out: Path
@@ -76,7 +126,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings) -> dict:
+def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, progress: Progress | None = None) -> dict:
     """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy)."""
     start, end = cfg.period.start, cfg.period.end
     with timings("graph"):
@@ -96,7 +146,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings) -> dic
         bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
-    with timings("compute"):
+    with timings("compute"), dask_progress(progress, "compute"):
         ponds, bare, yearly_valid, dem = dask.compute(ponds, bare, yearly_valid, dem)
     return {"months": monthly["month"].to_index(), "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": int(cube.sizes["time"]),
@@ -143,7 +193,28 @@ def feature_rasters(aoi: AOI, det: dict, ponds, clearings) -> dict:
             "valid_per_year": yv.values.astype(np.uint16), "years": [int(y) for y in yv["year"].values]}
 
 
-def run(cfg: RunConfig, today: date | None = None) -> RunResult:
+def plan(cfg: RunConfig) -> dict:
+    """What a run would read, without reading pixels: the scenes found (and set aside by the cloud
+    limit) and the volume of pixels to fetch for the AOI window (uncompressed; COG range reads fetch
+    about that, compressed)."""
+    aoi = load_aoi(cfg.aoi, cfg.resolution)
+    source = make_source(cfg.source)
+    found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
+    h, w = aoi.grid.shape.yx
+    per_scene = 0
+    for b in [*indices.BANDS, SCL]:
+        px = (h // 2) * (w // 2) if b in NATIVE_20M else h * w
+        per_scene += px * (1 if b == SCL else 2)  # uint8 SCL, uint16 reflectance DN
+    scenes = [{"id": it.id, "datetime": str(it.datetime)[:19],
+               "cloud_cover": it.properties.get("eo:cloud_cover")} for it in found.scenes]
+    return {"aoi": cfg.name or aoi.name, "area_km2": round(aoi.area_km2, 2), "grid": f"{w} x {h} px",
+            "crs": str(aoi.grid.crs), "period": [cfg.period.start.isoformat(), cfg.period.end.isoformat()],
+            "source": source.name, "scenes": scenes, "skipped": found.skipped,
+            "dem_items": [it.id for it in found.dem], "bands": [*indices.BANDS, SCL],
+            "bytes_per_scene": per_scene, "bytes_total": per_scene * len(scenes), "out": str(cfg.out)}
+
+
+def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = None) -> RunResult:
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
@@ -154,14 +225,14 @@ def run(cfg: RunConfig, today: date | None = None) -> RunResult:
     with timings("search"):
         found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
     with timings("probe"):
-        scenes, unreadable = usable_scenes(found.scenes, [*indices.BANDS, SCL])
+        scenes, unreadable = probe_scenes(found.scenes, [*indices.BANDS, SCL], progress)
     if not scenes:
         raise NoScenesError(f"none of the {len(found.scenes)} scenes found can be read "
                             f"(first: {unreadable[0]['id']}: {unreadable[0]['reason']}): check or re-fetch the catalog files")
     if not found.dem:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
     with dask.config.set(scheduler="threads", num_workers=cfg.compute.workers):
-        det = detect(cfg, aoi, scenes, found.dem, timings)
+        det = detect(cfg, aoi, scenes, found.dem, timings, progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
         rasters = feature_rasters(aoi, det, ponds, clearings)
