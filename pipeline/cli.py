@@ -141,8 +141,9 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
-    """Detect ponds, clearings and sites for one AOI and period; write a run directory
-    (footprints.gpkg, yearly_summary.csv, rasters, report.html, run.json, run.log).
+    """Detect ponds, clearings and sites for one AOI and period; write a run directory.
+
+    The run dir holds footprints.gpkg, yearly_summary.csv, rasters, report.html, run.json and run.log.
 
     Examples:\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml\n
