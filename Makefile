@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench clean
+.PHONY: help setup demo test run bench report clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ test: $(STAMP) ## run the test suite (a few minutes on 2 cores)
 
 run: $(STAMP) ## run one configured AOI: make run AOI=chipwe_pangwa -> outputs/$(AOI)/
 	$(PY) -m pipeline run --config configs/$(AOI).yaml
+
+report: $(STAMP) ## (re)write a run's report.html and chart PNGs: make report AOI=demo (runs the AOI first if needed)
+	@test -f outputs/$(AOI)/run.json || $(MAKE) --no-print-directory $(if $(filter demo,$(AOI)),demo,run AOI=$(AOI))
+	$(PY) -m pipeline report --run outputs/$(AOI)
+	@echo "open outputs/$(AOI)/report.html in a browser (works offline)"
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs .pytest_cache

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -23,11 +25,18 @@ log = logging.getLogger("pipeline")
 _state = {"verbose": False}
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     _state["verbose"] = verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio"):
+    # the root logger lets INFO through for the run's log file; the console shows what was asked for
+    logging.basicConfig(level=min(level, logging.INFO), format=LOG_FORMAT, datefmt="%H:%M:%S")
+    for h in logging.getLogger().handlers:
+        if type(h) is logging.StreamHandler:
+            h.setLevel(level)
+    for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -41,6 +50,75 @@ def _overrides(pairs: list[str]) -> dict:
 
         out[k.strip()] = yaml.safe_load(v)
     return out
+
+
+def _progress(quiet: bool):
+    """Progress bars for the run (tqdm, on stderr; off with --quiet and when stderr is not a terminal)."""
+    if quiet:
+        return None
+    from functools import partial
+
+    from tqdm import tqdm
+
+    return partial(tqdm, file=sys.stderr, disable=None, dynamic_ncols=True, leave=False)
+
+
+@contextmanager
+def _run_log(out: Path):
+    """Log the run (INFO and up, whatever the console shows) to ``out/run.log``. The run dir appears
+    only when complete, so the log is written beside it and moved in at the end; a failed run leaves
+    it as ``<out>.failed.log`` next to where the run dir would be."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.log-{os.getpid()}"
+    handler = logging.FileHandler(tmp, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    logging.getLogger("pipeline").info("command: %s", " ".join(sys.argv))
+    ok = False
+    try:
+        yield
+        ok = True
+    except BaseException as e:
+        logging.getLogger("pipeline").error("failed: %s", e)
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        if ok and out.is_dir():
+            os.replace(tmp, out / "run.log")
+        else:
+            failed = out.parent / f"{out.name}.failed.log"
+            os.replace(tmp, failed)
+            typer.echo(f"log of the failed run: {failed}", err=True)
+
+
+def _print_plan(plan: dict, verbose: bool) -> None:
+    from collections import Counter
+
+    mb = 1e6
+    typer.echo(f"dry run: {plan['aoi']}, {plan['area_km2']} km2, grid {plan['grid']} ({plan['crs']}), "
+               f"{plan['period'][0]} to {plan['period'][1]}, source {plan['source']}")
+    found = Counter(s["datetime"][:4] for s in plan["scenes"])
+    typer.echo(f"{'year':>6} {'scenes':>7}")
+    for y in sorted(found):
+        typer.echo(f"{y:>6} {found[y]:>7}")
+    typer.echo(f"scenes found: {len(plan['scenes'])}; set aside: {len(plan['skipped'])} "
+               f"(e.g. over the cloud limit); DEM tiles: {len(plan['dem_items'])}")
+    typer.echo(f"to fetch: {len(plan['bands'])} bands ({', '.join(plan['bands'])}) x {len(plan['scenes'])} scenes x "
+               f"{plan['bytes_per_scene'] / mb:.1f} MB = {plan['bytes_total'] / mb:,.0f} MB of pixels "
+               "(the AOI window, uncompressed)")
+    typer.echo(f"would write: {plan['out']}")
+    typer.echo("scenes:")
+    for sc in plan["scenes"]:
+        cc = sc["cloud_cover"]
+        typer.echo(f"  {sc['datetime'][:10]}  {sc['id']}  cloud {cc if cc is not None else '?'}%")
+    if verbose:
+        for sk in plan["skipped"]:
+            typer.echo(f"  set aside {sk.get('id')}: {sk.get('reason')}")
 
 
 def _print_table(table) -> None:
@@ -62,16 +140,23 @@ def run(
     workers: Optional[int] = typer.Option(None, help="dask threads (default: all cores)"),
     scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler, e.g. tcp://10.0.0.5:8786"),
     set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="search only: list the scenes found and the data "
+                                                          "volume to fetch; read no pixels, write nothing"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
     """Detect ponds, clearings and sites for one AOI and period; write a run directory.
 
+    The run dir holds footprints.gpkg, yearly_summary.csv, rasters, report.html, run.json and run.log.
+
     Examples:\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml\n
+      python -m pipeline run --config configs/chipwe_pangwa.yaml --dry-run      # what would be read\n
+      python -m pipeline run --config configs/chipwe_pangwa.yaml --start 2023-01-01 --set ponds.mndwi_min=0.05\n
       python -m pipeline run --aoi aois/x.geojson --source local --catalog DIR/catalog.json --start 2018-01-01 --end 2024-12-31 --out DIR
     """
     from pipeline.config import load_config
+    from pipeline.run import plan
     from pipeline.run import run as run_pipeline
 
     _setup_logging(verbose, quiet)
@@ -80,11 +165,16 @@ def run(
                  "period.end": end, "out": out, "compute.workers": workers, "compute.scheduler": scheduler,
                  **_overrides(set_)}
     cfg = load_config(config, overrides)
-    with _progress(quiet) as progress:
-        result = run_pipeline(cfg, progress=progress)
+    if dry_run:
+        _print_plan(plan(cfg), verbose)
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with _run_log(cfg.out), logging_redirect_tqdm(), _fetch_progress(quiet) as fetch_progress:
+        result = run_pipeline(cfg, progress=_progress(quiet), fetch_progress=fetch_progress)
     if not quiet:
         _print_table(result.summary)
-        typer.echo(f"wrote {result.out}")
+        typer.echo(f"wrote {result.out} (open {result.out}/report.html in a browser)")
 
 
 class _TqdmProgress:
@@ -110,7 +200,7 @@ class _TqdmProgress:
         self.bytes.close()
 
 
-class _progress:
+class _fetch_progress:
     def __init__(self, quiet: bool):
         self.p = None if quiet or not sys.stderr.isatty() else _TqdmProgress()
 
@@ -156,7 +246,7 @@ def fetch(
     cfg = load_config(config, overrides)
     if cfg.source.kind == "local":
         raise ConfigError("fetch needs an online source: pass --source earth-search (or planetary-computer)")
-    with _progress(quiet) as progress:
+    with _fetch_progress(quiet) as progress:
         found = find_scenes(cfg, load_aoi(cfg.aoi, cfg.resolution), [*BANDS, SCL], progress)
     typer.echo(json.dumps(found.fetch, indent=1))
 
@@ -200,6 +290,56 @@ def evaluate(
     typer.echo(json.dumps(evaluate_run(run_dir, truth), indent=1))
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    fmt: str = typer.Option("gpkg", "--format", "-f",
+                            help="gpkg | geojson (WGS84, RFC 7946) | fgb (FlatGeobuf) | kml | kmz (Google Earth, "
+                                 "with time stamps) | parquet (GeoParquet) | shp (Shapefile)"),
+    year: Optional[int] = typer.Option(None, help="keep only features first seen in or before this year"),
+    layer: list[str] = typer.Option([], "--layer", "-l", help="sites, ponds or clearings (repeatable; default all)"),
+    out: Optional[Path] = typer.Option(None, help="file (with the format's extension) or directory; "
+                                                  "default RUN/exports/"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Write a run's sites, ponds and clearings for QGIS, ArcGIS, Google Earth or a web map.
+
+    GeoJSON and KML are in WGS84 lon/lat; the other formats keep the AOI's UTM zone (areas in m2).
+    Single-layer formats (geojson, fgb, parquet, shp) write one file per layer.
+
+    Examples:\n
+      python -m pipeline export --run outputs/demo --format kmz                 # Google Earth, time slider\n
+      python -m pipeline export --run outputs/demo --format geojson --layer sites --year 2022\n
+      python -m pipeline export --run outputs/demo --format shp --out ~/arcgis/kachin/
+    """
+    from pipeline.export import export_layers
+
+    _setup_logging(False, quiet)
+    paths = export_layers(run_dir, fmt, out, layer or None, year)
+    if not quiet:
+        for p in paths:
+            typer.echo(f"wrote {p}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """(Re)write a run's report.html and chart PNGs, e.g. after an update of the report code.
+
+    Every run writes its report already; this refreshes it and the checksums in run.json.
+
+    Example: python -m pipeline report --run outputs/demo
+    """
+    from pipeline.report import refresh_report
+
+    _setup_logging(False, quiet)
+    for p in refresh_report(run_dir):
+        if not quiet:
+            typer.echo(f"wrote {p}")
+
+
 def demo_config_path() -> Path | None:
     p = REPO / "configs" / "demo.yaml"
     return p if p.is_file() else None
@@ -215,7 +355,12 @@ def demo(
 ):
     """Simulate the demo AOI (a 6 km window of the Pang War belt, 2020-2024), run, and score it.
 
-    The scenes are SIMULATED: no credentials or network needed.
+    The scenes are SIMULATED: no credentials or network needed. The simulation (about 30 s) is reused
+    when its parameters have not changed.
+
+    Examples:\n
+      python -m pipeline demo                      # -> outputs/demo/report.html\n
+      python -m pipeline demo --seed 100 --out outputs/seed100 --scenes outputs/seed100-scenes
     """
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate as evaluate_run, format_scores
@@ -227,7 +372,10 @@ def demo(
     cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
                                            "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
                                            "out": out})
-    result = run_pipeline(cfg)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with _run_log(cfg.out), logging_redirect_tqdm():
+        result = run_pipeline(cfg, progress=_progress(quiet))
     scores = evaluate_run(result.out, sim.truth)
     (result.out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
     _print_table(result.summary)
@@ -238,7 +386,10 @@ def demo(
 
 @app.command("aois")
 def list_aois():
-    """List the configured AOIs with their areas."""
+    """List the configured AOIs (aois/*.geojson) with their areas and analysis grids.
+
+    Example: python -m pipeline aois     # then: make run AOI=<name>
+    """
     from pipeline.aoi import load_aoi
 
     for f in sorted((REPO / "aois").glob("*.geojson")):

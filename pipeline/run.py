@@ -12,6 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Callable
 from datetime import date, datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -19,18 +20,19 @@ from pathlib import Path
 import dask
 import dask.array
 import numpy as np
+import shapely
 import xarray as xr
 
 import pipeline
-from pipeline import classify, composite, export, indices, masking, terrain
+from pipeline import classify, composite, export, indices, masking, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
-from pipeline.sources import find_scenes
-from pipeline.sources.loading import SCL, load_dem, load_reflectance, solar_day, usable_scenes
+from pipeline.sources import find_scenes, make_source
+from pipeline.sources.loading import BANDS_20M, SCL, load_dem, load_reflectance, solar_day, usable_scenes
 from pipeline.summary import yearly_summary
-from pipeline.vectorize import assign_sites, feature_table, label_features
+from pipeline.vectorize import assign_sites, class_map, feature_table, label_features
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,37 @@ class Timings:
             yield
         finally:
             self.seconds[stage] = round(time.perf_counter() - t0, 3)
+
+
+# A progress factory, tqdm-like: ``progress(total=n, desc=..., unit=...)`` returns an object with
+# ``update(n)`` and ``close()``. The CLI creates it (tqdm); library code only ticks it.
+Progress = Callable[..., Any]
+
+
+@contextmanager
+def dask_progress(progress: Progress | None, desc: str):
+    """Tick ``progress`` once per dask task finished by the local (threaded) scheduler."""
+    if progress is None:
+        yield
+        return
+    from dask.callbacks import Callback
+
+    bar = progress(total=0, desc=desc, unit="task")
+
+    class Ticks(Callback):
+        def _start_state(self, dsk, state):
+            bar.total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished") if k in state)
+            if hasattr(bar, "refresh"):
+                bar.refresh()
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            bar.update(1)
+
+    try:
+        with Ticks():
+            yield
+    finally:
+        bar.close()
 
 
 @dataclass
@@ -107,7 +140,8 @@ def empty_counts(aoi: AOI, start: date, end: date, chunk_px: int) -> xr.Dataset:
                       coords={"month": months, "y": aoi.grid.coords["y"].values, "x": aoi.grid.coords["x"].values})
 
 
-def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path) -> dict:
+def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
+           progress: Progress | None = None) -> dict:
     """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
@@ -133,7 +167,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                 reused.append(year)
                 break
             try:
-                with timings(f"count {year}"):
+                with timings(f"count {year}"), dask_progress(progress, f"count {year}"):
                     lazy = monthly_counts_of(cfg, aoi, these, y0, y1).chunk({"month": -1, "y": edge, "x": edge})
                     counts = store.save(year, key, lazy)
             except (PipelineError, OSError) as e:
@@ -149,7 +183,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
                             f"{first['reason']}): check or re-fetch the catalog files")
     monthly = xr.concat(per_year, dim="month").chunk({"month": -1, "y": edge, "x": edge})
-    with timings("onsets"):
+    with timings("onsets"), dask_progress(progress, "onsets"):
         ch = cfg.change
         ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,
                            ch.min_observations)
@@ -229,6 +263,40 @@ def dask_scheduler(compute):
         client.close()
 
 
+def feature_rasters(aoi: AOI, det: dict, ponds, clearings) -> dict:
+    """The per-pixel view of the final features: class map, each pixel's own first year, and the
+    clear-observation count per year (what an analyst checks before trusting a year)."""
+    classes = class_map(aoi.grid, ponds, clearings)
+    months = det["months"]
+    pond_year = month_to_year(det["ponds"]["onset"].values, months)
+    clear_year = month_to_year(det["bare"]["onset"].values, months)
+    first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
+    yv = det["yearly_valid"]
+    return {"classes": classes, "first_year": np.clip(first_year, 0, None).astype(np.uint16),
+            "valid_per_year": yv.values.astype(np.uint16), "years": [int(y) for y in yv["year"].values]}
+
+
+def plan(cfg: RunConfig) -> dict:
+    """What a run would read, without reading pixels: the scenes found (and set aside by the cloud
+    limit) and the volume of pixels to fetch for the AOI window (uncompressed; COG range reads fetch
+    about that, compressed)."""
+    aoi = load_aoi(cfg.aoi, cfg.resolution)
+    source = make_source(cfg.source)
+    found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
+    h, w = aoi.grid.shape.yx
+    per_scene = 0
+    for b in [*indices.BANDS, SCL]:
+        px = (h // 2) * (w // 2) if b in BANDS_20M else h * w
+        per_scene += px * (1 if b == SCL else 2)  # uint8 SCL, uint16 reflectance DN
+    scenes = [{"id": it.id, "datetime": str(it.datetime)[:19],
+               "cloud_cover": it.properties.get("eo:cloud_cover")} for it in found.scenes]
+    return {"aoi": cfg.name or aoi.name, "area_km2": round(aoi.area_km2, 2), "grid": f"{w} x {h} px",
+            "crs": str(aoi.grid.crs), "period": [cfg.period.start.isoformat(), cfg.period.end.isoformat()],
+            "source": source.name, "scenes": scenes, "skipped": found.skipped,
+            "dem_items": [it.id for it in found.dem], "bands": [*indices.BANDS, SCL],
+            "bytes_per_scene": per_scene, "bytes_total": per_scene * len(scenes), "out": str(cfg.out)}
+
+
 def _work_parent(out: Path) -> Path:
     """Scratch space beside the output (same disk), made if needed."""
     parent = Path(out).resolve().parent
@@ -236,7 +304,10 @@ def _work_parent(out: Path) -> Path:
     return parent
 
 
-def run(cfg: RunConfig, today: date | None = None, progress=None) -> RunResult:
+def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = None,
+        fetch_progress=None) -> RunResult:
+    """One configured run, end to end. ``progress`` is a tqdm-like factory for compute bars,
+    ``fetch_progress`` the scene cache's download progress (both created by the CLI)."""
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
@@ -244,7 +315,7 @@ def run(cfg: RunConfig, today: date | None = None, progress=None) -> RunResult:
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
     with timings("search"):
-        got = find_scenes(cfg, aoi, [*indices.BANDS, SCL], progress)
+        got = find_scenes(cfg, aoi, [*indices.BANDS, SCL], fetch_progress)
     found = got.search
     scenes, incomplete = usable_scenes(found.scenes, [*indices.BANDS, SCL], probe=False)
     if not scenes:
@@ -254,9 +325,10 @@ def run(cfg: RunConfig, today: date | None = None, progress=None) -> RunResult:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
     with dask_scheduler(cfg.compute), \
             tempfile.TemporaryDirectory(prefix=".work-", dir=_work_parent(cfg.out)) as work:
-        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work))
+        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
+        rasters = feature_rasters(aoi, det, ponds, clearings)
     years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
     gaps = [y for y in years if valid_per_year.get(y, 0) == 0]
     if gaps:
@@ -266,6 +338,7 @@ def run(cfg: RunConfig, today: date | None = None, progress=None) -> RunResult:
         log.warning(w)
     manifest = {
         "aoi": name, "created": started.isoformat(timespec="seconds"), "code_version": code_version(),
+        "aoi_geometry": shapely.geometry.mapping(aoi.geometry),
         "config": cfg.model_dump(mode="json"),
         "grid": {"crs": str(aoi.grid.crs), "shape": list(aoi.grid.shape.yx), "transform": list(aoi.grid.affine)[:6]},
         "source": got.source, **({"fetch": got.fetch} if got.fetch is not None else {}),
@@ -278,7 +351,12 @@ def run(cfg: RunConfig, today: date | None = None, progress=None) -> RunResult:
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
+        export.write_layer_styles(gpkg, years)
+        export.write_sld(tmp / export.STYLES_SLD, years)
         export.write_summary(csv, table)
+        tifs = export.write_rasters(tmp, aoi.grid, rasters["first_year"], rasters["classes"],
+                                    rasters["valid_per_year"], rasters["years"])
         manifest["timings_s"] = timings.seconds
-        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv])
+        pages = report.write_report(tmp, manifest)
+        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)

@@ -170,3 +170,15 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     sites["envelope_m2"] = area_m2(sites).values if rows else []
     sites = sites.drop(columns="union")
     return ponds_out, clear_out, sites
+
+
+def class_map(grid, ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame) -> np.ndarray:
+    """uint8 (y, x) raster of the final features on ``grid``: 0 none, 1 cleared slope, 2 pond (over a
+    clearing where both). The polygons follow pixel edges, so each covers exactly its own pixels."""
+    from rasterio.features import rasterize
+
+    out = np.zeros(grid.shape.yx, np.uint8)
+    for gdf, value in ((clearings, 1), (ponds, 2)):
+        if len(gdf):
+            rasterize(((g, value) for g in gdf.geometry.values), out=out, transform=grid.affine)
+    return out

@@ -170,3 +170,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "live" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def simulated_run(tmp_path_factory):
+    """A 2 km simulated AOI over 2021-2023 (9 sites), run once for the whole session: the pipeline,
+    export and report tests all read the same run dir."""
+    from pipeline.config import load_config
+    from pipeline.run import run
+    from pipeline.simulate import simulate
+
+    root = tmp_path_factory.mktemp("sim")
+    sim = simulate(root / "scenes", seed=1, size_km=2.0, start_year=2021, end_year=2023, revisit_days=10)
+    cfg = load_config(None, {"aoi": sim.aoi, "source.catalog": sim.catalog, "period.start": sim.start.isoformat(),
+                             "period.end": sim.end.isoformat(), "out": root / "run"})
+    result = run(cfg)
+    return sim, cfg, result

@@ -1,23 +1,10 @@
 """The whole pipeline on a small simulated AOI, scored against its truth, and the contracts checked."""
 import json
 
-import pytest
 
 from conftest import run_checker
-from pipeline.config import load_config
 from pipeline.evaluate import evaluate
 from pipeline.run import run
-from pipeline.simulate import simulate
-
-
-@pytest.fixture(scope="module")
-def simulated_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim")
-    sim = simulate(root / "scenes", seed=1, size_km=2.0, start_year=2021, end_year=2023, revisit_days=10)
-    cfg = load_config(None, {"aoi": sim.aoi, "source.catalog": sim.catalog, "period.start": sim.start.isoformat(),
-                             "period.end": sim.end.isoformat(), "out": root / "run"})
-    result = run(cfg)
-    return sim, cfg, result
 
 
 def test_simulated_catalog_meets_input_contract(simulated_run):

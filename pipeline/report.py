@@ -1,0 +1,378 @@
+"""The run report: one self-contained ``report.html`` an analyst can open offline, and the charts as PNG
+for a briefing paper.
+
+Everything the page needs is inside it: Leaflet (vendored in ``pipeline/data/leaflet``, BSD-2-Clause),
+the features as GeoJSON, the charts as inline SVG. Nothing is fetched from a CDN, so it opens the same on
+a laptop in the field as on the desk; the optional satellite and OpenStreetMap backgrounds are the only
+things that need a network, and they are off until switched on.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from pipeline import export, styles
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.html"
+SITES_PNG = "sites_per_year.png"
+FOOTPRINT_PNG = "footprint_per_year.png"
+LEAFLET = Path(__file__).parent / "data" / "leaflet"
+MAP_DECIMALS = 6  # ~10 cm: plenty for a screen, keeps the page small
+
+
+# --- charts ---------------------------------------------------------------------------------------
+
+def _figure(table: pd.DataFrame, column: str, scale: float, ylabel: str, title: str, prefix: str, colours,
+            new_column: str | None = None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
+    years = table["year"].astype(int).tolist()
+    values = (table[column].astype(float) / scale).tolist()
+    fig, ax = plt.subplots(figsize=(6.0, 3.2), dpi=100)
+    x = np.arange(len(years))
+    bars = ax.bar(x, values, color=[colours[y] for y in years], edgecolor="#444444", linewidth=0.6)
+    ax.set_xticks(x, [str(y) for y in years])
+    new = (table[new_column].astype(float) / scale).tolist() if new_column else [None] * len(years)
+    for bar, y, v, n, prov in zip(bars, years, values, new, table["provisional"].astype(bool)):
+        bar.set_gid(f"{prefix}-bar-{y}")  # the browser test counts these in the page's DOM
+        if prov:
+            bar.set_hatch("//")
+        text = f"{v:,.0f}" if scale == 1 else f"{v:,.1f}"
+        if n is not None:
+            text += f" (+{n:,.0f})" if scale == 1 else f" (+{n:,.1f})"
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v),
+                    ha="center", va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_ylim(0, max(values + [1]) * 1.15)
+    if table["provisional"].astype(bool).any():
+        ax.text(1, -0.18, "hatched: provisional (year not over)", transform=ax.transAxes, ha="right", fontsize=8,
+                color="#555555")
+    fig.tight_layout()
+    return fig
+
+
+def charts(table: pd.DataFrame, aoi: str, out_dir: Path) -> dict[str, str]:
+    """Draw the two charts; write them as PNG into ``out_dir``; return them as inline SVG."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    colours = styles.year_colours(table["year"])
+    specs = {
+        "sites": (SITES_PNG, "sites_total", 1.0, "sites (cumulative)",
+                  f"{aoi}: mining sites by the end of each year (+ new)", "sites_new"),
+        "footprint": (FOOTPRINT_PNG, "footprint_total_m2", 1e4, "hectares (cumulative)",
+                      f"{aoi}: disturbed area, ponds and cleared slopes", None),
+    }
+    svgs = {}
+    for key, (png, column, scale, ylabel, title, new_column) in specs.items():
+        fig = _figure(table, column, scale, ylabel, title, key, colours, new_column)
+        fig.savefig(out_dir / png, dpi=150, metadata={"Software": None})
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+        plt.close(fig)
+        svg = buf.getvalue()
+        svgs[key] = svg[svg.index("<svg"):]
+    return svgs
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+def _leaflet() -> tuple[str, str]:
+    js = (LEAFLET / "leaflet.js").read_text(encoding="utf-8")
+    css = (LEAFLET / "leaflet.css").read_text(encoding="utf-8")
+    for name in ("layers.png", "layers-2x.png"):
+        data = base64.b64encode((LEAFLET / "images" / name).read_bytes()).decode()
+        css = css.replace(f"url(images/{name})", f"url(data:image/png;base64,{data})")
+    css = css.replace("url(images/marker-icon.png)", "none")  # no markers on this map
+    return js, css
+
+
+def _geojson(gdf: gpd.GeoDataFrame) -> dict:
+    if gdf.crs is not None and gdf.crs.to_epsg() != 4326:
+        gdf = gdf.to_crs(4326)
+    gdf = gdf.copy()
+    gdf["geometry"] = gdf.geometry.set_precision(10 ** -MAP_DECIMALS)
+    for c in gdf.columns:
+        if c != "geometry" and gdf[c].dtype.kind == "f":
+            gdf[c] = gdf[c].round(3)
+        elif gdf[c].dtype == bool:
+            gdf[c] = gdf[c].astype(int)
+    return json.loads(gdf.to_json(na="null", drop_id=True))
+
+
+def _aoi_outline(manifest: dict) -> dict:
+    """The AOI polygon (WGS84) from the manifest, else the grid's box."""
+    if manifest.get("aoi_geometry"):
+        return manifest["aoi_geometry"]
+    import shapely
+    from pyproj import Transformer
+
+    a, b, c, d, e, f = manifest["grid"]["transform"]
+    h, w = manifest["grid"]["shape"]
+    t = Transformer.from_crs(manifest["grid"]["crs"], 4326, always_xy=True)
+    return shapely.geometry.mapping(shapely.box(*t.transform_bounds(c, f + e * h, c + a * w, f)))
+
+
+def _coverage(run_dir: Path, years: list[int]) -> dict[int, dict]:
+    """Per year: share of grid pixels with at least one and at least five clear views."""
+    import rasterio
+
+    p = run_dir / export.VALID_TIF
+    if not p.is_file():
+        return {}
+    with rasterio.open(p) as ds:
+        v = ds.read()
+    return {y: {"any": float((v[i] > 0).mean()), "five": float((v[i] >= 5).mean()),
+                "min": int(v[i].min()), "max": int(v[i].max())} for i, y in enumerate(years[: len(v)])}
+
+
+def _table_html(table: pd.DataFrame, coverage: dict) -> str:
+    heads = ["year", "sites new", "sites total", "ponds new", "ponds total", "pond area (ha)",
+             "cleared new (ha)", "footprint total (ha)", "clear views (median)", "pixels with ≥ 5 clear views", ""]
+    rows = []
+    for r in table.itertuples():
+        cov = coverage.get(int(r.year))
+        rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in [
+            r.year, r.sites_new, r.sites_total, r.ponds_new, r.ponds_total, f"{r.pond_area_m2 / 1e4:,.2f}",
+            f"{r.cleared_area_new_m2 / 1e4:,.1f}", f"{r.footprint_total_m2 / 1e4:,.1f}", r.valid_observations,
+            f"{cov['five']:.0%}" if cov else "n/a",
+            "provisional" if r.provisional else ""]) + "</tr>")
+    return ('<table class="yearly"><thead><tr>' + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _skipped_summary(skipped: list) -> str:
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        r = str(s.get("reason", "?")) if isinstance(s, dict) else str(s)
+        # group "eo:cloud_cover 94% above 90%" and the like by their words, not their numbers
+        r = re.sub(r"\s+", " ", re.sub(r"[\d.]+%?", "N", r)).strip()[:80]
+        reasons[r] = reasons.get(r, 0) + 1
+    return ", ".join(f"{n} {html.escape(r)}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])) or "none"
+
+
+def _provenance_html(manifest: dict) -> str:
+    cfg = manifest.get("config", {})
+    rows = [
+        ("AOI", manifest.get("aoi")),
+        ("period", f"{cfg.get('period', {}).get('start')} to {cfg.get('period', {}).get('end')}"),
+        ("source", f"{manifest.get('source')} ({cfg.get('source', {}).get('catalog') or ''})"),
+        ("scenes used", f"{manifest.get('n_scenes_used')} scenes on {manifest.get('n_days')} days"),
+        ("scenes skipped", f"{len(manifest.get('scenes_skipped', []))}: {_skipped_summary(manifest.get('scenes_skipped', []))}"),
+        ("DEM", ", ".join(manifest.get("dem_items", [])) or "none (slope rule not applied)"),
+        ("grid", f"{manifest.get('grid', {}).get('crs')}, {' x '.join(map(str, manifest.get('grid', {}).get('shape', [])))} px"),
+        ("run created", manifest.get("created")),
+        ("code version", manifest.get("code_version")),
+        ("site linkage", f"{cfg.get('sites', {}).get('linkage_m')} m"),
+        ("timings (s)", ", ".join(f"{k} {v}" for k, v in manifest.get("timings_s", {}).items())),
+        ("packages", ", ".join(f"{k} {v}" for k, v in manifest.get("packages", {}).items())),
+    ]
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in manifest.get("warnings", []))
+    scenes = "<br>".join(html.escape(s) for s in manifest.get("scenes_used", []))
+    return (f'<table class="prov">{body}</table>'
+            + (f'<h3>Warnings</h3><ul class="warnings">{warn}</ul>' if warn else "")
+            + f"<details><summary>Scene ids used ({len(manifest.get('scenes_used', []))})</summary>"
+              f'<p class="ids">{scenes}</p></details>'
+            + "<details><summary>Configuration as run</summary><pre>"
+            + html.escape(json.dumps(cfg, indent=1)) + "</pre></details>")
+
+
+def build_html(manifest: dict, layers: dict[str, gpd.GeoDataFrame], table: pd.DataFrame, svgs: dict[str, str],
+               coverage: dict) -> str:
+    years = [int(y) for y in table["year"]]
+    colours = styles.year_colours(years)
+    data = {name: _geojson(layers[name]) for name in export.LAYERS}
+    page_data = {"layers": data, "aoi": _aoi_outline(manifest), "years": years,
+                 "colours": {str(k): v for k, v in colours.items()},
+                 "symbols": {k: styles.SYMBOLS[k] for k in export.LAYERS},
+                 "titles": styles.LAYER_TITLES}
+    js, css = _leaflet()
+    aoi = html.escape(str(manifest.get("aoi", "")))
+    p = manifest.get("config", {}).get("period", {})
+    last = table.iloc[-1]
+    counts = {k: len(v) for k, v in layers.items()}
+    summary = (f"By the end of {int(last['year'])}: <b>{int(last['sites_total'])} mining sites</b>, "
+               f"{int(last['ponds_total'])} pond water bodies, {last['footprint_total_m2'] / 1e4:,.1f} ha disturbed"
+               + (" (provisional: the year is not over or the period stops before its end)." if last["provisional"] else "."))
+    warn = manifest.get("warnings", [])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{aoi}: rare-earth mining watch, {html.escape(str(p.get('start')))} to {html.escape(str(p.get('end')))}</title>
+<style>{css}</style>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1180px;
+  padding: 0 16px 40px; color: #222; }}
+h1 {{ font-size: 1.5em; margin: 18px 0 4px; }} h2 {{ font-size: 1.15em; margin: 26px 0 8px; border-bottom: 1px solid #ddd; }}
+.sub {{ color: #555; margin: 0 0 10px; }} .lead {{ font-size: 1.05em; }}
+#map {{ height: 560px; border: 1px solid #bbb; background: #eef0ea; }}
+.bar {{ display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin: 8px 0; }}
+#year {{ width: 260px; }} #year-label {{ font-weight: bold; min-width: 3em; display: inline-block; }}
+.legend span.sw {{ display: inline-block; width: 14px; height: 14px; margin: 0 3px -2px 8px; border: 1px solid #666; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 12px; }} .charts figure {{ margin: 0; flex: 1 1 480px; }}
+.charts svg {{ width: 100%; height: auto; }}
+table {{ border-collapse: collapse; font-size: 0.92em; }} td, th {{ padding: 3px 8px; border-bottom: 1px solid #e3e3e3; text-align: right; }}
+table.prov th, table.prov td {{ text-align: left; vertical-align: top; }} table.prov th {{ white-space: nowrap; color: #444; }}
+.warnings li {{ color: #8a4b00; }} .ids {{ font-family: monospace; font-size: 0.8em; column-width: 24em; }}
+.popup table td, .popup table th {{ font-size: 0.85em; padding: 1px 6px; }}
+.note {{ color: #555; font-size: 0.9em; }}
+</style></head>
+<body data-aoi="{aoi}" data-sites="{counts['sites']}" data-ponds="{counts['ponds']}" data-clearings="{counts['clearings']}">
+<h1>{aoi}: rare-earth mining sites from Sentinel-2</h1>
+<p class="sub">Period {html.escape(str(p.get('start')))} to {html.escape(str(p.get('end')))} ·
+{manifest.get('n_scenes_used')} scenes · run {html.escape(str(manifest.get('created')))} · code {html.escape(str(manifest.get('code_version')))}</p>
+<p class="lead">{summary}</p>
+{"<p class='note'>" + " ".join(html.escape(w) for w in warn) + "</p>" if warn else ""}
+
+<h2>Map</h2>
+<div class="bar"><label for="year">Show features first seen by the end of</label>
+<input type="range" id="year" min="{years[0]}" max="{years[-1]}" step="1" value="{years[-1]}">
+<span id="year-label">{years[-1]}</span>
+<span class="legend">{"".join(f'<span class="sw" style="background:{c}"></span>{y}' for y, c in colours.items())}</span></div>
+<div id="map"></div>
+<p class="note">Colour = first year (the same in QGIS, Google Earth and the charts). Clearings: translucent fill;
+ponds: solid with a blue outline; sites: outlines. Click a polygon for its attributes. The satellite and
+OpenStreetMap backgrounds (layer control, top right) need a network connection; everything else works offline.</p>
+
+<h2>Sites and footprint per year</h2>
+<div class="charts"><figure id="chart-sites">{svgs['sites']}</figure><figure id="chart-footprint">{svgs['footprint']}</figure></div>
+<p class="note">Also in the run directory as {SITES_PNG} and {FOOTPRINT_PNG} (150 dpi) for briefing papers.</p>
+
+<h2>Yearly table</h2>
+{_table_html(table, coverage)}
+<p class="note">Totals are cumulative to the end of each year. "Clear views" is the median number of cloud-free
+Sentinel-2 observations per pixel in the year (the monsoon, June-September, leaves few); a year with few clear views
+can hide new activity until the next dry season. Pond counts are detected water bodies, not individual pools.</p>
+
+<h2>Provenance</h2>
+{_provenance_html(manifest)}
+
+<script>{js}</script>
+<script>const RUN = {json.dumps(page_data, separators=(",", ":"))};</script>
+<script>
+(function () {{
+  const map = L.map('map', {{preferCanvas: false, zoomSnap: 0.25}});
+  const none = L.layerGroup();
+  const bases = {{
+    'No background (offline)': none,
+    'Satellite, Esri World Imagery (online)': L.tileLayer(
+      'https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{{z}}/{{y}}/{{x}}',
+      {{maxZoom: 19, attribution: 'Imagery &copy; Esri, Maxar, Earthstar Geographics'}}),
+    'OpenStreetMap (online)': L.tileLayer('https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png',
+      {{maxZoom: 19, attribution: '&copy; OpenStreetMap contributors'}})
+  }};
+  none.addTo(map);
+  const aoi = L.geoJSON(RUN.aoi, {{style: {{color: '#333', weight: 1.5, dashArray: '4 4', fill: false}},
+    interactive: false}}).addTo(map);
+  function style(name) {{
+    const s = RUN.symbols[name];
+    return function (f) {{
+      const c = RUN.colours[String(f.properties.first_year)] || '#999';
+      return {{className: 'kw-' + name, color: s.outline || c, weight: s.width_mm > 0 ? s.width_mm * 3.78 : 0,
+        opacity: s.width_mm > 0 ? 1 : 0, fillColor: c, fillOpacity: s.fill_opacity, fill: s.fill_opacity > 0}};
+    }};
+  }}
+  const LABELS = {{first_year: 'first year', last_year: 'last year', months_seen: 'months seen', area_m2: 'area (m²)',
+    mean_slope_deg: 'mean slope (°)', bare_share: 'bare share of clear views', green_share: 'green share of clear views',
+    n_ponds: 'ponds', n_clearings: 'clearings', pond_area_m2: 'pond area (m²)', cleared_area_m2: 'cleared area (m²)',
+    footprint_m2: 'footprint (m²)', envelope_m2: 'envelope (m²)'}};
+  function evidence(name, p) {{
+    if (name === 'ponds') return 'water confirmed over ' + p.months_seen + ' months';
+    if (name === 'clearings') return 'bare in ' + Math.round(100 * p.bare_share) + '% and green in ' +
+      Math.round(100 * p.green_share) + '% of clear views while active, over ' + p.months_seen + ' months';
+    return p.n_ponds + ' ponds and ' + p.n_clearings + ' clearings linked within the site distance';
+  }}
+  function popup(name) {{
+    return function (f, layer) {{
+      const p = f.properties;
+      let rows = '';
+      for (const k in p) {{
+        let v = p[k];
+        if (v === null) v = 'n/a';
+        else if (typeof v === 'number' && !Number.isInteger(v)) v = v.toLocaleString(undefined, {{maximumFractionDigits: 2}});
+        else if (typeof v === 'number' && k.endsWith('_m2')) v = v.toLocaleString();
+        rows += '<tr><th>' + (LABELS[k] || k.replace(/_/g, ' ')) + '</th><td>' + v + '</td></tr>';
+      }}
+      layer.bindPopup('<div class="popup"><b>' + RUN.titles[name].split(' (')[0] + '</b><br><i>evidence: ' +
+        evidence(name, p) + '</i><table>' + rows + '</table></div>');
+    }};
+  }}
+  const groups = {{}}, overlays = {{}};
+  for (const name of ['clearings', 'ponds', 'sites']) {{
+    const fc = RUN.layers[name];
+    groups[name] = L.geoJSON(fc, {{style: style(name), onEachFeature: popup(name)}}).addTo(map);
+    overlays[RUN.titles[name] + ' (' + fc.features.length + ')'] = groups[name];
+  }}
+  overlays['AOI outline'] = aoi;
+  L.control.layers(bases, overlays, {{collapsed: false}}).addTo(map);
+  L.control.scale({{imperial: false}}).addTo(map);
+  map.fitBounds(aoi.getBounds(), {{padding: [10, 10]}});
+  const slider = document.getElementById('year'), label = document.getElementById('year-label');
+  function showYear(y) {{
+    label.textContent = y;
+    for (const name in groups) {{
+      groups[name].eachLayer(function (l) {{
+        const on = l.feature.properties.first_year <= y;
+        l.setStyle(on ? style(name)(l.feature) : {{opacity: 0, fillOpacity: 0}});
+        if (l.getElement()) l.getElement().style.pointerEvents = on ? '' : 'none';
+      }});
+    }}
+    document.body.dataset.year = y;
+  }}
+  // report.html#year=2022 opens the map at that year (a link for a briefing note)
+  const wanted = location.hash.match(/year=(\\d{{4}})/);
+  if (wanted) slider.value = wanted[1];
+  slider.addEventListener('input', function () {{ showYear(+slider.value); }});
+  showYear(+slider.value);
+  document.body.dataset.mapReady = '1';
+}})();
+</script>
+</body></html>
+"""
+
+
+def write_report(run_dir: Path, manifest: dict | None = None) -> list[Path]:
+    """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
+    files already there; returns the files written."""
+    run_dir = Path(run_dir)
+    manifest = manifest if manifest is not None else export.read_manifest(run_dir)
+    layers = export.read_layers(run_dir)
+    table = pd.read_csv(run_dir / export.SUMMARY)
+    years = [int(y) for y in table["year"]]
+    svgs = charts(table, str(manifest.get("aoi", "")), run_dir)
+    page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years))
+    (run_dir / REPORT).write_text(page, encoding="utf-8")
+    log.info("report: %s (%d kB)", run_dir / REPORT, (run_dir / REPORT).stat().st_size // 1024)
+    return [run_dir / REPORT, run_dir / SITES_PNG, run_dir / FOOTPRINT_PNG]
+
+
+def refresh_report(run_dir: Path) -> list[Path]:
+    """Rewrite the report of an existing run dir and update the checksums in its run.json."""
+    run_dir = Path(run_dir)
+    manifest = export.read_manifest(run_dir)
+    written = write_report(run_dir, manifest)
+    outputs = manifest.pop("outputs", {})
+    files = [run_dir / n for n in outputs if (run_dir / n).is_file()]
+    files += [p for p in written if p not in files]
+    tmp = run_dir / (export.MANIFEST + ".tmp")
+    export.write_manifest(tmp, manifest, files)
+    tmp.replace(run_dir / export.MANIFEST)
+    return written
