@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench report clean
+.PHONY: help setup demo test run bench report clean monthly
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: $(STAMP) ## run the test suite (a few minutes on 2 cores)
 
 run: $(STAMP) ## run one configured AOI: make run AOI=chipwe_pangwa -> outputs/$(AOI)/
 	$(PY) -m pipeline run --config configs/$(AOI).yaml
+
+monthly: $(STAMP) ## what a scheduler calls: fetch new scenes, update outputs/$(AOI)/ (exit 0 also when nothing is new)
+	@$(PY) -m pipeline monthly --config configs/$(AOI).yaml; rc=$$?; test $$rc -eq 10 && exit 0; exit $$rc
 
 report: $(STAMP) ## (re)write a run's report.html and chart PNGs: make report AOI=demo (runs the AOI first if needed)
 	@test -f outputs/$(AOI)/run.json || $(MAKE) --no-print-directory $(if $(filter demo,$(AOI)),demo,run AOI=$(AOI))

@@ -397,6 +397,83 @@ def list_aois():
         typer.echo(f"{f.stem:16s} {a.area_km2:8.1f} km2  {a.crs.to_string()}  grid {a.grid.shape.x}x{a.grid.shape.y} px")
 
 
+@app.command()
+def monthly(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config (configs/*.yaml)"),
+    aoi: Optional[Path] = typer.Option(None, help="AOI GeoJSON polygon (lon/lat)"),
+    source: Optional[str] = typer.Option(None, help="scene source: local, earth-search, planetary-computer, sentinelhub"),
+    catalog: Optional[Path] = typer.Option(None, help="local STAC catalog.json (contract 3)"),
+    stac_url: Optional[str] = typer.Option(None, help="STAC API root (default: the source's public endpoint)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="scene cache (default ~/.cache/kachin-ree-watch)"),
+    start: Optional[str] = typer.Option(None, help="first day, YYYY-MM-DD (the period ends today)"),
+    out: Optional[Path] = typer.Option(None, help="run directory to keep up to date"),
+    lookback_days: int = typer.Option(30, help="search this many days before the last run's end too (late ingestion)"),
+    today: Optional[str] = typer.Option(None, hidden=True, help="pretend today is YYYY-MM-DD (tests, backfills)"),
+    set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set compute.workers=2"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
+):
+    """Scheduled run: fetch the scenes since the last successful run, update the outputs.
+
+    Exit codes: 0 new scenes, outputs replaced; 10 nothing new, outputs untouched; 75 another run of
+    this AOI holds the lock; 1/2/3 failure (source or output / config / no scenes). Each run appends a
+    row to runs.csv beside the run dir; the state is kept in <out>.state.json.
+
+    Examples:\n
+      python -m pipeline monthly --config configs/chipwe_pangwa.yaml\n
+      make monthly AOI=chipwe_pangwa
+    """
+    from datetime import date
+
+    from pipeline.config import load_config
+    from pipeline.monthly import monthly as monthly_run
+
+    _setup_logging(verbose, quiet)
+    overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "source.stac_url": stac_url,
+                 "cache.dir": cache_dir, "period.start": start, "out": out, **_overrides(set_)}
+    if config is None and start is None:
+        raise ConfigError("monthly needs --config, or --start with --aoi and --out: the period runs from start to today")
+    if config is None:
+        overrides["period.end"] = start  # replaced by today; the period must validate first
+    cfg = load_config(config, overrides)
+    day = date.fromisoformat(today) if today else None
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with _monthly_log(cfg.out), logging_redirect_tqdm(), _fetch_progress(quiet) as fetch_progress:
+        result = monthly_run(cfg, day, lookback_days, progress=_progress(quiet), fetch_progress=fetch_progress)
+    if not quiet:
+        if result.exit_code == 0:
+            typer.echo(f"updated {result.out}: {len(result.scenes_new)} new scenes, {result.sites_new} new sites "
+                       f"({result.sites_total} in all), {result.duration_s:.1f} s")
+        else:
+            typer.echo(f"nothing new since the last run: {cfg.out} left as it was ({result.duration_s:.1f} s)")
+    raise SystemExit(result.exit_code)
+
+
+@contextmanager
+def _monthly_log(out: Path):
+    """Scheduled runs log to ``<out>.monthly.log`` (appended): a run that finds nothing new must not
+    touch the run dir, not even its run.log."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out.parent / f"{out.name}.monthly.log", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logging.getLogger("pipeline").info("command: %s", " ".join(sys.argv))
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, SystemExit):  # into the file only: main() prints the one line on the console
+            handler.handle(logging.makeLogRecord({"name": "pipeline", "levelno": logging.ERROR, "levelname": "ERROR",
+                                                  "msg": "failed: %s", "args": (e,)}))
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

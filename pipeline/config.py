@@ -45,6 +45,10 @@ class SourceConfig(_Model):
     # Scenes whose tile-level cloud cover is above this add almost no clear pixels but cost a full read.
     # Kept high because a tile can be 90% cloudy while the (much smaller) AOI is clear.
     max_cloud_cover: float = Field(90.0, ge=0, le=100)
+    # kind=sentinelhub: service root and OAuth token URL; default the Copernicus Data Space Ecosystem
+    # (or what the sentinelhub config profile sets). Credentials never go here: SH_CLIENT_ID/SH_CLIENT_SECRET.
+    sh_base_url: str | None = None
+    sh_token_url: str | None = None
 
 
 class CacheConfig(_Model):

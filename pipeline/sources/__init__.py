@@ -28,8 +28,13 @@ def make_source(cfg: SourceConfig, timeout_s: float = 60.0, retries: int = 5, ba
         from pipeline.sources.stac_api import StacApiSource
 
         return StacApiSource(cfg.kind, cfg.stac_url, cfg.collection, cfg.dem_collection, timeout_s, retries, backoff_s)
+    if cfg.kind == "sentinelhub":
+        from pipeline.sources.sentinelhub import SentinelHubSource
+
+        return SentinelHubSource(cfg.sh_base_url, cfg.sh_token_url, cfg.collection, bool(cfg.dem_collection),
+                                 timeout_s, retries, backoff_s)
     raise ConfigError(f"source '{cfg.kind}' is not available in this version: use --source earth-search, "
-                      "planetary-computer or local")
+                      "planetary-computer, sentinelhub or local")
 
 
 @dataclass
@@ -59,9 +64,12 @@ def find_scenes(cfg: RunConfig, aoi, bands: list[str], progress=None, start: dat
         return Found(found, f"{cfg.source.kind} (offline, cache)", {"catalog": str(catalog), "offline": True})
     d = cfg.download
     src = make_source(cfg.source, d.timeout_s, d.retries, d.backoff_s)
+    if hasattr(src, "render"):
+        src.grid = aoi.grid  # Sentinel Hub renders onto the AOI grid rather than serving files
     remote = src.search(aoi.geometry, start, end, cc)
     http = Http(d.timeout_s, d.retries, d.backoff_s, d.max_backoff_s, progress=progress)
-    report = cache.fetch(remote, bands, http, d.concurrency, getattr(src, "sign", None), progress)
+    report = cache.fetch(remote, bands, http, d.concurrency, getattr(src, "sign", None), progress,
+                         getattr(src, "render", None))
     local = LocalCatalogSource(report.catalog).search(aoi.geometry, start, end, cc)
     # only what this search found: the cache may hold scenes of other periods or of older searches
     wanted = {it.id for it in remote.scenes}

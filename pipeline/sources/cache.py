@@ -202,8 +202,13 @@ class SceneCache:
         return sum(1 for d in base.iterdir() if (d / "item.json").is_file()) if base.is_dir() else 0
 
     # ------------------------------------------------------------------ fetching
-    def fetch_item(self, item: pystac.Item, assets: list[str], http: Http, sign=None) -> tuple[bool, list[str]]:
-        """Bring one item's ``assets`` into the cache. Returns (downloaded anything, entries repaired)."""
+    def fetch_item(self, item: pystac.Item, assets: list[str], http: Http, sign=None,
+                   render=None) -> tuple[bool, list[str]]:
+        """Bring one item's ``assets`` into the cache. Returns (downloaded anything, entries repaired).
+
+        ``render(item, assets, http)``, for sources that make rasters rather than serve files (Sentinel
+        Hub's Process API), returns ``{asset: (array, crs, transform, nodata, source)}`` already on
+        the AOI grid; they are written as entries like the clips."""
         d = self.item_dir(item)
         missing = [a for a in assets if a not in item.assets]
         if missing:
@@ -218,9 +223,16 @@ class SceneCache:
                     log.warning("cache entry %s/%s: %s; fetching it again", item.id, a, why)
         if not todo and (d / "item.json").is_file():
             return False, []
+        clips = {}
+        if render is not None:
+            for a, (data, crs, transform, nodata, source) in render(item, todo, http).items():
+                meta = self._write_entry(d / f"{a}.tif", data, {"crs": crs, "transform": transform, "nodata": nodata},
+                                         source, Window(0, 0, data.shape[1], data.shape[0]))
+                clips[a] = {"shape": list(data.shape), "transform": list(transform)[:6], "meta": meta}
+            self._write_item(item, assets, d, clips)
+            return bool(todo), repaired
         signed = sign(item) if (sign and todo) else item
         opener = HttpOpener(http)
-        clips = {}
         for a in todo:
             clips[a] = self.clip(signed.assets[a].href, d / f"{a}.tif", opener)
         self._write_item(item, assets, d, clips)
@@ -252,7 +264,7 @@ class SceneCache:
         _atomic_write(d / "item.json", json.dumps(doc, indent=1))
 
     def fetch(self, found: SceneSearch, bands: list[str], http: Http, concurrency: int = 4, sign=None,
-              progress: Progress | None = None) -> FetchReport:
+              progress: Progress | None = None, render=None) -> FetchReport:
         """Fetch what is not cached yet; a scene that keeps failing is skipped and reported."""
         progress = progress or NoProgress()
         self.remove_orphans()
@@ -263,7 +275,7 @@ class SceneCache:
         def one(job):
             item, assets = job
             try:
-                got, repaired = self.fetch_item(item, assets, http, sign)
+                got, repaired = self.fetch_item(item, assets, http, sign, render)
                 return item, got, repaired, None
             except CacheMiss as e:
                 return item, False, [], str(e)

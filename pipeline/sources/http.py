@@ -141,8 +141,10 @@ class Http:
                 if resp.status_code in RETRY_STATUS:
                     last = f"HTTP {resp.status_code}"
                 elif resp.status_code >= 400:
-                    raise DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
+                    err = DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
                                         f"{_hint(resp.status_code)}")
+                    err.status = resp.status_code  # e.g. 401: a token to refresh
+                    raise err
                 else:
                     if expect is not None:
                         expect(resp)

@@ -1,0 +1,379 @@
+"""Sentinel Hub source: Catalog API search, Process API rendering onto the AOI grid, into the scene cache.
+
+Default service: the Copernicus Data Space Ecosystem (free with an account); commercial Sentinel Hub
+with ``source.sh_base_url`` / ``source.sh_token_url`` (or a sentinelhub config profile that sets them).
+
+How a scene is made. The Catalog API lists granules (MGRS tiles); one overpass over the AOI is one
+scene here (same platform, same day: the tiles of one datatake), because the Process API mosaics the
+tiles of a time range itself. For each scene the Process API renders, on the AOI's own UTM grid
+plus a margin of ``MARGIN_PX`` 20 m pixels (what the STAC clips keep for the bilinear kernel):
+
+* ``blue green red nir`` at 10 m, one request, uint16 DN;
+* ``swir16`` and ``scl`` at 20 m, one request (uint16; SCL cast to uint8 here);
+* the Copernicus DEM (GLO-30) at 10 m, float32 metres, once per AOI grid.
+
+Requests larger than ``MAX_PX`` (the API's 2500 x 2500 px limit) are split into tiles on the grid's
+lattice and mosaicked. The results are written into the same ``SceneCache`` layout as the STAC
+sources' clips (COG, record with SHA-256, ``item.json`` last), so every later stage is unchanged.
+
+Values: Sentinel Hub *harmonises* Sentinel-2 L2A by default (``harmonizeValues: true``): the +1000 DN
+offset of processing baseline 04.00 is removed on the server, so every scene, before or after
+25 Jan 2022, reads reflectance = DN x 0.0001 with offset 0. The cached items say so in
+``raster:bands`` (scale 0.0001, offset 0), which the loader reads before any baseline. Valid pixels
+are at least DN 1 (a harmonised reflectance clamped at 0 would otherwise read as nodata); nodata is 0.
+
+Credentials: ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` in the environment, else the sentinelhub config
+profile (``SH_PROFILE`` or the default profile of ``~/.config/sentinelhub/config.toml``). The secret is
+sent only in the token request's form body; it is never logged, never in an error and never in
+``run.json`` (the config records neither). Tokens are refreshed before they expire, and once more
+when the service answers 401 (a token revoked early).
+
+HTTP goes through ``Http`` (timeouts, retries with backoff and jitter on 429/5xx honouring
+Retry-After, byte counts), the same policy as the STAC sources; sentinelhub-py's own downloader is
+not used because it has its own retry policy and its OAuth client (oauthlib) refuses the plain-http
+token endpoint of the loopback test double.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pystac
+import rasterio
+import shapely
+from odc.geo.geobox import GeoBox
+
+from pipeline.errors import ConfigError, NoScenesError, SourceError
+from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch, period_bounds
+from pipeline.sources.http import DownloadError, Http
+
+log = logging.getLogger(__name__)
+
+CDSE_URL = "https://sh.dataspace.copernicus.eu"
+CDSE_TOKEN_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+CATALOG_PATH = "/api/v1/catalog/1.0.0/search"
+PROCESS_PATH = "/api/v1/process"
+MAX_PX = 2500           # Process API: at most 2500 x 2500 px per request
+MARGIN_PX = 4           # 20 m pixels around the AOI grid, as the STAC clips keep
+PAGE_SIZE = 100         # Catalog API maximum
+TOKEN_MARGIN_S = 60     # refresh a token this long before it expires
+PASS_WINDOW = timedelta(minutes=5)  # a datatake's tiles over one AOI are sensed within seconds
+MISSING_CREDENTIALS = ("source sentinelhub needs credentials: set SH_CLIENT_ID and SH_CLIENT_SECRET (an OAuth "
+                       "client of your Copernicus Data Space or Sentinel Hub account), or save them in a "
+                       "sentinelhub config profile (sentinelhub.config --sh_client_id ... --sh_client_secret ...)")
+
+# what each rendered product holds: asset -> (Sentinel Hub band, 10/20 m)
+PRODUCTS = {
+    "10m": {"res": 10, "bands": {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}},
+    "20m": {"res": 20, "bands": {"swir16": "B11", "scl": "SCL"}},
+}
+ASSET_PRODUCT = {a: p for p, spec in PRODUCTS.items() for a in spec["bands"]}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    client_secret: str = field(repr=False)
+    origin: str = "environment"
+
+
+def load_credentials() -> tuple[Credentials, str | None, str | None]:
+    """(credentials, base URL, token URL) from the environment, else the sentinelhub profile; the URLs
+    are None unless the profile sets non-default ones."""
+    cid, secret = os.environ.get("SH_CLIENT_ID", "").strip(), os.environ.get("SH_CLIENT_SECRET", "").strip()
+    if cid and secret:
+        return Credentials(cid, secret), None, None
+    try:
+        from sentinelhub import SHConfig
+
+        profile = os.environ.get("SH_PROFILE") or None
+        cfg = SHConfig(profile) if profile else SHConfig()
+        default = SHConfig(use_defaults=True)
+    except Exception as e:  # noqa: BLE001 - a broken or absent profile file: same advice
+        log.debug("sentinelhub profile unreadable: %s", type(e).__name__)
+        raise ConfigError(MISSING_CREDENTIALS) from None
+    if not (cfg.sh_client_id and cfg.sh_client_secret):
+        raise ConfigError(MISSING_CREDENTIALS)
+    base = cfg.sh_base_url if cfg.sh_base_url != default.sh_base_url else None
+    token = cfg.sh_token_url if cfg.sh_token_url != default.sh_token_url else None
+    return Credentials(cfg.sh_client_id, cfg.sh_client_secret, "sentinelhub profile"), base, token
+
+
+class TokenSession:
+    """OAuth2 client-credentials tokens, fetched when needed and refreshed before they expire."""
+
+    def __init__(self, http: Http, token_url: str, creds: Credentials, clock=time.time):
+        self.http, self.token_url, self.creds, self.clock = http, token_url, creds, clock
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+        self.fetched = 0
+
+    def header(self) -> dict:
+        with self._lock:
+            if self._token is None or self.clock() >= self._expires - TOKEN_MARGIN_S:
+                self._fetch()
+            return {"Authorization": f"Bearer {self._token}"}
+
+    def invalidate(self, token_header: dict) -> None:
+        with self._lock:
+            if token_header.get("Authorization") == f"Bearer {self._token}":
+                self._token = None
+
+    def _fetch(self) -> None:
+        try:
+            resp = self.http.request("POST", self.token_url, data={
+                "grant_type": "client_credentials", "client_id": self.creds.client_id,
+                "client_secret": self.creds.client_secret})
+            doc = resp.json()
+            self._token = doc["access_token"]
+        except DownloadError as e:
+            hint = " (check SH_CLIENT_ID / SH_CLIENT_SECRET, or the profile)" if getattr(e, "status", None) in (400, 401, 403) else ""
+            raise SourceError(f"Sentinel Hub token request failed: {e}{hint}") from None
+        except (ValueError, KeyError):
+            raise SourceError(f"the token endpoint {self.token_url} did not return an access token: check "
+                              "source.sh_token_url") from None
+        self._expires = self.clock() + float(doc.get("expires_in", 300))
+        self.fetched += 1
+        log.info("sentinelhub: new access token (valid %s s)", doc.get("expires_in", "?"))
+
+
+class SentinelHubSource:
+    name = "sentinelhub"
+
+    def __init__(self, base_url: str | None = None, token_url: str | None = None, collection: str = S2_COLLECTION,
+                 dem: bool = True, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 2.0,
+                 max_backoff_s: float = 120.0, max_px: int | None = None, creds: Credentials | None = None, grid=None):
+        if creds is None:
+            creds, prof_base, prof_token = load_credentials()
+            base_url, token_url = base_url or prof_base, token_url or prof_token
+        self.base = (base_url or CDSE_URL).rstrip("/")
+        self.token_url = token_url or (CDSE_TOKEN_URL if self.base == CDSE_URL else
+                                       f"{self.base}/auth/realms/main/protocol/openid-connect/token")
+        self.collection, self.dem, self.max_px = collection, dem, max_px or MAX_PX
+        self.http = Http(timeout_s, retries, backoff_s, max_backoff_s)
+        self.tokens = TokenSession(self.http, self.token_url, creds)
+        self.grid: GeoBox | None = grid  # the AOI grid to render onto; set by find_scenes
+
+    # ------------------------------------------------------------------ HTTP with a bearer token
+    def _post(self, path: str, body: dict, accept: str) -> "requests.Response":  # noqa: F821
+        for attempt in (0, 1):
+            auth = self.tokens.header()
+            try:
+                return self.http.request("POST", self.base + path, json=body,
+                                         headers={**auth, "Accept": accept})
+            except DownloadError as e:
+                if getattr(e, "status", None) == 401 and attempt == 0:
+                    log.info("sentinelhub: token refused (expired or revoked): fetching a new one")
+                    self.tokens.invalidate(auth)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ Catalog API
+    def search(self, aoi_wgs84, start: date, end: date, max_cloud_cover: float) -> SceneSearch:
+        t0, t1 = period_bounds(start, end)
+        body = {"collections": [self.collection], "intersects": shapely.geometry.mapping(aoi_wgs84),
+                "datetime": f"{_iso(t0)}/{_iso(t1)}", "limit": PAGE_SIZE,
+                "filter": f"eo:cloud_cover <= {max_cloud_cover:g}", "filter-lang": "cql2-text"}
+        features, pages = [], 0
+        while True:
+            try:
+                doc = self._post(CATALOG_PATH, body, "application/geo+json").json()
+            except ValueError:
+                raise SourceError(f"the Sentinel Hub Catalog at {self.base} did not return JSON: check "
+                                  "source.sh_base_url") from None
+            except DownloadError as e:
+                raise SourceError(f"Sentinel Hub Catalog search failed: {e}") from None
+            pages += 1
+            features += doc.get("features", [])
+            nxt = (doc.get("context") or {}).get("next")
+            if nxt is None or not doc.get("features"):
+                break
+            body = {**body, "next": nxt}
+        scenes, skipped = self._overpasses(features, max_cloud_cover)
+        if not scenes:
+            raise NoScenesError(f"sentinelhub at {self.base} has no {self.collection} scene over the AOI for "
+                                f"{start}..{end} under {max_cloud_cover:.0f}% cloud: widen the period or raise "
+                                "source.max_cloud_cover")
+        dem = [self._dem_item(aoi_wgs84)] if self.dem else []
+        log.info("sentinelhub: %d granules in %d pages -> %d overpasses", len(features), pages, len(scenes))
+        return SceneSearch(scenes=scenes, dem=dem, skipped=skipped)
+
+    def _overpasses(self, features: list[dict], max_cloud_cover: float) -> tuple[list[pystac.Item], list[dict]]:
+        groups: dict[tuple, list[dict]] = {}
+        skipped = []
+        for f in features:
+            p = f.get("properties", {})
+            cc = p.get("eo:cloud_cover")
+            if cc is not None and cc > max_cloud_cover:
+                skipped.append({"id": f["id"], "reason": f"eo:cloud_cover {cc:.0f}% above {max_cloud_cover:.0f}%"})
+                continue
+            when = _dt(p["datetime"])
+            groups.setdefault((_platform(f), when.date()), []).append(f)
+        items = []
+        for (platform, _), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            times = sorted(_dt(f["properties"]["datetime"]) for f in group)
+            first = min(group, key=lambda f: f["properties"]["datetime"])
+            geom = shapely.union_all([shapely.geometry.shape(f["geometry"]) for f in group])
+            orbit = _product_field(first["id"], "R")
+            sid = f"{platform.upper()}_{times[0]:%Y%m%dT%H%M%S}_{('R' + orbit) if orbit else 'R000'}_SH"
+            baseline = _product_field(first["id"], "N")
+            props = {"datetime": _iso(times[0]), "platform": platform,
+                     "eo:cloud_cover": max(float(f["properties"].get("eo:cloud_cover") or 0) for f in group),
+                     "sentinelhub:granules": sorted(f["id"] for f in group),
+                     "sentinelhub:time_range": [_iso(times[0] - PASS_WINDOW), _iso(times[-1] + PASS_WINDOW)],
+                     "sentinelhub:harmonized": True}
+            if baseline:
+                props["s2:processing_baseline"] = f"{baseline[:2]}.{baseline[2:]}"
+            if orbit:
+                props["sat:relative_orbit"] = int(orbit)
+            if self.grid is not None and self.grid.crs.epsg:
+                props["proj:epsg"] = self.grid.crs.epsg
+            item = pystac.Item(sid, shapely.geometry.mapping(geom), list(geom.bounds), times[0], props,
+                               collection=S2_COLLECTION)
+            for asset, product in ASSET_PRODUCT.items():
+                rb = {"nodata": 0, "data_type": "uint8"} if asset == "scl" else \
+                    {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": 0.0}  # harmonised: see above
+                item.add_asset(asset, pystac.Asset(f"{self.base}{PROCESS_PATH}#{sid}/{asset}",
+                                                   media_type=pystac.MediaType.GEOTIFF, roles=["data"],
+                                                   extra_fields={"raster:bands": [rb],
+                                                                 "gsd": PRODUCTS[product]["res"]}))
+            items.append(item)
+        return items, skipped
+
+    def _dem_item(self, aoi_wgs84) -> pystac.Item:
+        it = pystac.Item("COPERNICUS_30_SH", shapely.geometry.mapping(aoi_wgs84), list(aoi_wgs84.bounds),
+                         datetime(2021, 1, 1, tzinfo=timezone.utc), {"sentinelhub:dem_instance": "COPERNICUS_30"},
+                         collection=DEM_COLLECTION)
+        it.add_asset("data", pystac.Asset(f"{self.base}{PROCESS_PATH}#dem/COPERNICUS_30",
+                                          media_type=pystac.MediaType.GEOTIFF, roles=["data"]))
+        return it
+
+    # ------------------------------------------------------------------ Process API
+    def render(self, item: pystac.Item, assets: list[str], http: Http | None = None) -> dict[str, tuple]:
+        """Render ``assets`` of ``item`` on the padded AOI grid: {asset: (array, crs, transform, nodata, href)}.
+
+        ``http``: the fetch's Http, so bytes and retries count in the run's fetch report."""
+        if self.grid is None:
+            raise SourceError("the sentinelhub source needs the AOI grid before rendering (internal error)")
+        if http is not None:
+            self.http = self.tokens.http = http
+        out = {}
+        if item.collection_id == DEM_COLLECTION:
+            data, transform = self._render(_dem_spec(), 10, "float32", 1)
+            return {"data": (data[0], self.grid.crs, transform, None, item.assets["data"].href)}
+        tr = item.properties["sentinelhub:time_range"]
+        for product in sorted({ASSET_PRODUCT[a] for a in assets}):
+            spec = PRODUCTS[product]
+            bands = list(spec["bands"].items())
+            data, transform = self._render(_s2_spec(self.collection, tr, [b for _, b in bands]), spec["res"],
+                                           "uint16", len(bands))
+            for i, (asset, _) in enumerate(bands):
+                if asset in assets:
+                    arr = data[i].astype(np.uint8) if asset == "scl" else data[i]
+                    out[asset] = (arr, self.grid.crs, transform, 0, item.assets[asset].href)
+        return out
+
+    def _render(self, spec: dict, res: int, dtype: str, nbands: int) -> tuple[np.ndarray, rasterio.Affine]:
+        left, bottom, right, top = self.grid.boundingbox
+        pad = MARGIN_PX * 20
+        left, bottom, right, top = left - pad, bottom - pad, right + pad, top + pad
+        width, height = round((right - left) / res), round((top - bottom) / res)
+        mosaic = np.zeros((nbands, height, width), dtype)
+        step = self.max_px
+        for r0 in range(0, height, step):
+            for c0 in range(0, width, step):
+                h, w = min(step, height - r0), min(step, width - c0)
+                bbox = [left + c0 * res, top - (r0 + h) * res, left + (c0 + w) * res, top - r0 * res]
+                mosaic[:, r0:r0 + h, c0:c0 + w] = self._request(spec, bbox, w, h, dtype, nbands)
+        return mosaic, rasterio.Affine(res, 0, left, 0, -res, top)
+
+    def _request(self, spec: dict, bbox: list[float], w: int, h: int, dtype: str, nbands: int) -> np.ndarray:
+        epsg = self.grid.crs.epsg
+        body = {"input": {"bounds": {"bbox": bbox, "properties": {"crs": f"http://www.opengis.net/def/crs/EPSG/0/{epsg}"}},
+                          "data": [spec["data"]]},
+                "output": {"width": w, "height": h,
+                           "responses": [{"identifier": "default", "format": {"type": "image/tiff"}}]},
+                "evalscript": spec["evalscript"]}
+        try:
+            resp = self._post(PROCESS_PATH, body, "image/tiff")
+        except DownloadError as e:
+            raise SourceError(f"Sentinel Hub Process request failed: {e}") from None
+        self.http.stats.add(nbytes=len(resp.content))
+        self.http.progress.add_bytes(len(resp.content))
+        try:
+            with rasterio.MemoryFile(io.BytesIO(resp.content)) as mem, mem.open() as src:
+                data = src.read()
+        except rasterio.RasterioIOError:
+            raise SourceError(f"the Process API returned no readable GeoTIFF ({resp.headers.get('Content-Type')}, "
+                              f"{len(resp.content)} bytes)") from None
+        if data.shape != (nbands, h, w):
+            raise SourceError(f"the Process API returned {data.shape} for a {nbands} x {h} x {w} request")
+        return data.astype(dtype, copy=False)
+
+
+def _s2_spec(collection: str, time_range: list[str], bands: list[str]) -> dict:
+    outs = ", ".join(f"s.{b}" if b == "SCL" else f"Math.max(1, s.{b})" for b in bands)
+    script = f"""//VERSION=3
+function setup() {{
+  return {{input: [{{bands: {[*bands, "dataMask"]!r}, units: "DN"}}],
+          output: {{bands: {len(bands)}, sampleType: "UINT16"}}}};
+}}
+function evaluatePixel(s) {{
+  if (s.dataMask == 0) return {[0] * len(bands)!r};
+  return [{outs}];
+}}
+""".replace("'", '"')
+    return {"data": {"type": collection, "dataFilter": {"timeRange": {"from": time_range[0], "to": time_range[1]},
+                                                        "mosaickingOrder": "mostRecent", "maxCloudCoverage": 100},
+                     "processing": {"harmonizeValues": True, "upsampling": "NEAREST", "downsampling": "NEAREST"}},
+            "evalscript": script}
+
+
+def _dem_spec() -> dict:
+    script = """//VERSION=3
+function setup() {
+  return {input: ["DEM"], output: {bands: 1, sampleType: "FLOAT32"}};
+}
+function evaluatePixel(s) {
+  return [s.DEM];
+}
+"""
+    return {"data": {"type": "dem", "dataFilter": {"demInstance": "COPERNICUS_30"},
+                     "processing": {"upsampling": "BILINEAR", "downsampling": "BILINEAR"}}, "evalscript": script}
+
+
+def _platform(f: dict) -> str:
+    p = str(f.get("properties", {}).get("platform") or "").lower()
+    if p:
+        return p
+    return {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c"}.get(f["id"][:3].upper(), f["id"][:3].lower())
+
+
+def _product_field(product_id: str, letter: str) -> str:
+    """``N0400`` -> "0400", ``R047`` -> "047" from an ESA product name (the Catalog's item ids)."""
+    for part in product_id.split("_"):
+        if len(part) in (4, 5) and part[0] == letter and part[1:].isdigit():
+            return part[1:]
+    return ""
+
+
+def _dt(s: str) -> datetime:
+    d = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def _iso(d: datetime) -> str:
+    return d.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tiles_needed(width: int, height: int, max_px: int = MAX_PX) -> int:
+    return math.ceil(width / max_px) * math.ceil(height / max_px)
