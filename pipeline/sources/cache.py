@@ -42,6 +42,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.errors import NoScenesError, SourceError
+from pipeline.export import sha256
 from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch
 from pipeline.sources.http import DownloadError, Http, HttpOpener, NoProgress, Progress, redact
 
@@ -62,14 +63,6 @@ def grid_key(grid: GeoBox) -> str:
     desc = json.dumps({"crs": grid.crs.to_wkt(), "affine": list(grid.affine)[:6], "shape": list(grid.shape.yx)})
     res = abs(grid.affine.a)
     return f"epsg{grid.crs.epsg or 'x'}-{res:g}m-{hashlib.sha256(desc.encode()).hexdigest()[:12]}"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CacheMiss(Exception):
