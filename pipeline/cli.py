@@ -340,6 +340,28 @@ def report_cmd(
             typer.echo(f"wrote {p}")
 
 
+@app.command("verify")
+def verify_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Check a run dir's files against the checksums in its run.json; exit 1 if any differs.
+
+    Example: python -m pipeline verify --run outputs/chipwe_pangwa
+    """
+    from pipeline.errors import OutputError
+    from pipeline.export import verify_run
+
+    _setup_logging(False, quiet)
+    result = verify_run(run_dir)
+    if result["problems"]:
+        more = f" (and {len(result['problems']) - 1} more)" if len(result["problems"]) > 1 else ""
+        raise OutputError(f"{run_dir} does not match its run.json: {result['problems'][0]}{more}: "
+                          "rerun the pipeline for this AOI (or restore the files from a backup)")
+    if not quiet:
+        typer.echo(f"ok: {len(result['ok'])} outputs of {run_dir} match run.json")
+
+
 def demo_config_path() -> Path | None:
     p = REPO / "configs" / "demo.yaml"
     return p if p.is_file() else None

@@ -6,6 +6,7 @@ handful of 2-D rasters, and the rest (vectorising, sites, the table, export) wor
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 import tempfile
@@ -324,7 +325,8 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     if not found.dem:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
     with dask_scheduler(cfg.compute), \
-            tempfile.TemporaryDirectory(prefix=".work-", dir=_work_parent(cfg.out)) as work:
+            tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
+                                        dir=_work_parent(cfg.out)) as work:
         det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
