@@ -48,7 +48,13 @@ def _overrides(pairs: list[str]) -> dict:
         k, v = p.split("=", 1)
         import yaml
 
-        out[k.strip()] = yaml.safe_load(v)
+        from pipeline.config import yaml_value
+
+        try:
+            out[k.strip()] = yaml_value(v)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}): "
+                              "quote it, e.g. --set 'name=\"x: y\"'") from None
     return out
 
 
