@@ -440,6 +440,12 @@ def main() -> None:
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             sys.exit(e.exit_code)
+        from pipeline.export import disk_full
+
+        if isinstance(e, OSError) and disk_full(e):
+            typer.echo(f"error: disk full writing {e.filename or 'a file'} ({e.strerror}): free disk space (or put "
+                       "--out / compute.composite_dir on a larger disk) and run again; no output was replaced", err=True)
+            sys.exit(1)
         if _state["verbose"]:
             traceback.print_exc()
         typer.echo(f"error: unexpected {type(e).__name__}: {e} (rerun with --verbose for the traceback, "

@@ -18,7 +18,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,40 @@ def staged_run_dir(out: str | Path):
         _fsync_dir(out.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        hint = "free disk space" if e.errno == errno.ENOSPC else "check the path and permissions"
+        hint = "free disk space" if disk_full(e) else "check the path and permissions"
         raise OutputError(f"could not write the run to {out} ({e.strerror or e}): {hint}; the previous run is untouched") from None
+    except PipelineError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:
+        full = disk_full(e, tmp)  # before the cleanup frees the space again
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:  # GDAL/SQLite writers report a full disk in their own words, or as a missing table
+            raise OutputError(f"could not write the run to {out} (disk full, in {type(e).__name__}): "
+                              "free disk space; the previous run is untouched") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+FULL_BELOW_BYTES = 1 << 20  # a write that failed with less free than this failed for want of space
+
+
+def disk_full(e: BaseException, where: Path | None = None) -> bool:
+    """A full disk or quota, however the writer reported it (OSError, GDAL, SQLite: SQLite can fail
+    to create its tables on a full disk and GDAL then reports only the missing table)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e).lower()
+    if any(s in text for s in ("no space left", "disk is full", "disk full", "quota exceeded")):
+        return True
+    if where is not None:
+        try:
+            return shutil.disk_usage(where).free < FULL_BELOW_BYTES
+        except OSError:
+            return False
+    return False
 
 
 def _fsync_dir(path: Path) -> None:

@@ -260,6 +260,14 @@ def dask_scheduler(compute):
     try:
         with client.as_current(), dask.config.set(scheduler=client):
             yield client
+    except PipelineError:
+        raise
+    except Exception as e:
+        lost = {"CancelledError", "FutureCancelledError", "CommClosedError", "StreamClosedError"}
+        if client.status != "running" or lost & {t.__name__ for t in type(e).__mro__}:
+            raise PipelineError(f"the dask scheduler at {address} stopped answering mid-run ({type(e).__name__}): "
+                                "restart it and its workers, then run again; no output was replaced") from None
+        raise
     finally:
         client.close()
 
