@@ -54,8 +54,10 @@ def full_run(f, out: Path, composites: Path) -> float:
     return time.perf_counter() - t0
 
 
-def kill_run(f, out: Path, composites: Path, *, marker: str | None = None, after_s: float | None = None) -> str:
-    """Start a run, SIGKILL it when its log shows ``marker`` (or after ``after_s``); returns the stage it was in."""
+def kill_run(f, out: Path, composites: Path, *, marker: str | None = None, after_s: float | None = None,
+             then_s: float = 0.0) -> str:
+    """Start a run, SIGKILL it ``then_s`` after its log shows ``marker`` (or after ``after_s``); returns the
+    stage it was in."""
     p = subprocess.Popen(_argv(f, out, composites), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=_env())
     log = out.parent / f".{out.name}.log-{p.pid}"
@@ -64,6 +66,7 @@ def kill_run(f, out: Path, composites: Path, *, marker: str | None = None, after
         while p.poll() is None:
             text = log.read_text() if log.exists() else ""
             if (marker is not None and marker in text) or (after_s is not None and time.perf_counter() - t0 >= after_s):
+                time.sleep(then_s)
                 break
             if time.perf_counter() - t0 > 240:
                 pytest.fail(f"run never reached {marker!r}")
@@ -79,6 +82,10 @@ def kill_run(f, out: Path, composites: Path, *, marker: str | None = None, after
     if "report:" in text.splitlines()[-1] if text else False:
         return "export (report written)"
     return stages[-1] if stages else "start-up"
+
+
+KILL_MARKERS = ["stage search", "stage count 2021", "stage count 2023", "stage onsets", "stage vectorise",
+                "stage export", "report:"]
 
 
 def assert_intact(out: Path, expected: dict):
@@ -134,8 +141,14 @@ def test_kill_campaign_at_random_times(tiny_catalog):
     stages, failures = [], 0
     for i in range(trials):
         drop_stores(composites, rng, years=(2021, 2022, 2023))
-        at = rng.uniform(0.05, 0.98) * t_full
-        stage = kill_run(f, out, composites, after_s=at)
+        # half the trials at a random time over a whole run, half at a random moment after a random
+        # stage begins (a plain random time mostly lands in the counting, the longest stage)
+        if i % 2 == 0:
+            at = rng.uniform(0.05, 0.98) * t_full
+            stage = kill_run(f, out, composites, after_s=at)
+        else:
+            marker, at = rng.choice(KILL_MARKERS), rng.uniform(0.0, 0.6)
+            stage = kill_run(f, out, composites, marker=marker, then_s=at)
         stages.append(stage)
         try:
             assert_intact(out, expected)
