@@ -113,7 +113,6 @@ def test_scenes_in_two_utm_zones_are_reprojected(tiny_catalog):
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     f = tiny_catalog
-    base = run(_cfg(f, f["root"] / "base"))
     for i in range(0, 36, 3):
         p = _item_json(f, i)
         doc = json.loads(p.read_text())
@@ -134,7 +133,7 @@ def test_scenes_in_two_utm_zones_are_reprojected(tiny_catalog):
     mixed = run(_cfg(f, f["root"] / "mixed"))
     assert mixed.manifest["n_scenes_used"] == 36 and mixed.manifest["scenes_skipped"] == []
     assert mixed.manifest["grid"]["crs"] == "EPSG:32647"
-    assert mixed.manifest["counts"] == base.manifest["counts"]
+    assert mixed.manifest["counts"] == {"sites": 1, "ponds": 1, "clearings": 1}  # as with one zone
 
 
 def test_a_year_without_a_clear_view_is_a_gap_not_zero_mining(tmp_path):
