@@ -48,7 +48,13 @@ def _overrides(pairs: list[str]) -> dict:
         k, v = p.split("=", 1)
         import yaml
 
-        out[k.strip()] = yaml.safe_load(v)
+        from pipeline.config import yaml_value
+
+        try:
+            out[k.strip()] = yaml_value(v)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}): "
+                              "quote it, e.g. --set 'name=\"x: y\"'") from None
     return out
 
 
@@ -340,6 +346,28 @@ def report_cmd(
             typer.echo(f"wrote {p}")
 
 
+@app.command("verify")
+def verify_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Check a run dir's files against the checksums in its run.json; exit 1 if any differs.
+
+    Example: python -m pipeline verify --run outputs/chipwe_pangwa
+    """
+    from pipeline.errors import OutputError
+    from pipeline.export import verify_run
+
+    _setup_logging(False, quiet)
+    result = verify_run(run_dir)
+    if result["problems"]:
+        more = f" (and {len(result['problems']) - 1} more)" if len(result["problems"]) > 1 else ""
+        raise OutputError(f"{run_dir} does not match its run.json: {result['problems'][0]}{more}: "
+                          "rerun the pipeline for this AOI (or restore the files from a backup)")
+    if not quiet:
+        typer.echo(f"ok: {len(result['ok'])} outputs of {run_dir} match run.json")
+
+
 def demo_config_path() -> Path | None:
     p = REPO / "configs" / "demo.yaml"
     return p if p.is_file() else None
@@ -489,6 +517,12 @@ def main() -> None:
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             sys.exit(e.exit_code)
+        from pipeline.export import disk_full
+
+        if isinstance(e, OSError) and disk_full(e):
+            typer.echo(f"error: disk full writing {e.filename or 'a file'} ({e.strerror}): free disk space (or put "
+                       "--out / compute.composite_dir on a larger disk) and run again; no output was replaced", err=True)
+            sys.exit(1)
         if _state["verbose"]:
             traceback.print_exc()
         typer.echo(f"error: unexpected {type(e).__name__}: {e} (rerun with --verbose for the traceback, "

@@ -203,6 +203,21 @@ class RunConfig(_Model):
         return v
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: a date stays text until pydantic checks it, so an impossible
+    day (2021-02-30) is a ConfigError naming the setting, not a ValueError from inside the YAML parser."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def yaml_value(text: str) -> Any:
+    """One YAML value (a --set VALUE, or a whole file), dates kept as text."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = doc
@@ -233,9 +248,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist: pass one of configs/*.yaml or omit --config")
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
+            doc = yaml_value(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}): fix its syntax") from None
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"config file {path} is not UTF-8 YAML text ({type(e).__name__}): "
+                              "save it as UTF-8 (or pass one of configs/*.yaml)") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"config file {path} must be a YAML mapping of settings")
         _resolve_paths(doc, path.parent.resolve())
@@ -268,4 +286,19 @@ def _one_line(e: ValidationError, path) -> str:
         return f"{src}: '{where}' is required: set it in the YAML file or on the command line"
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
-    return f"{src}: '{where}': {msg}{more}"
+    return f"{src}: '{where}': {msg}{more}{_fix(err, where, src)}"
+
+
+def _fix(err: dict, where: str, src: str) -> str:
+    """How to fix one validation error, unless its message says so already."""
+    if err["type"] == "value_error":
+        return ""  # our own validators name the fix
+    kind = err["type"]
+    how = f"set it in the YAML file or with --set {where}=VALUE" if src.startswith("config") else \
+        f"correct it on the command line (its option, or --set {where}=VALUE)"
+    if kind.startswith("date") or kind.startswith("datetime"):
+        return f": write a real calendar day as YYYY-MM-DD; {how}"
+    if kind.startswith(("int", "float", "bool", "greater", "less", "literal", "string", "list", "dict",
+                        "model", "path", "too_", "finite")):
+        return f": {how} (see configs/demo.yaml for the type of each setting)"
+    return f": {how}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,82 @@ def is_run_dir(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+PREVIOUS_SUFFIX = ".previous"  # ``<out>.previous``: the last good run, while a new one is moved in
+# Files a finished run dir may hold that run.json does not checksum: the log (moved in after the run
+# dir is in place), evaluate's scores (written after the run), and what ``export`` adds on request.
+UNLISTED = ("run.log", "scores.json", "exports")
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE): a reader of either name sees
+    the old or the new directory, never neither. False where the kernel or filesystem cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(out: Path) -> None:
+    """Undo what a killed run left beside ``out``: put back a previous run caught between its two
+    renames, and remove the partial run dirs, logs and scratch of processes no longer alive."""
+    out = Path(out)
+    prev = out.parent / f".{out.name}{PREVIOUS_SUFFIX}"
+    if prev.is_dir():
+        if not out.exists() and is_run_dir(prev):
+            log.warning("restoring the previous run %s (a run was stopped while replacing it)", out)
+            os.replace(prev, out)
+        else:
+            shutil.rmtree(prev, ignore_errors=True)
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            log.info("removing %s, left by a stopped run", p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_run_dir(out: str | Path):
-    """Yield a temporary directory beside ``out``; on success it replaces ``out`` atomically."""
+    """Yield a temporary directory beside ``out``; on success it replaces ``out`` atomically.
+
+    The swap is one renameat2(RENAME_EXCHANGE) where the kernel has it: ``out`` is the old run or
+    the new one at every instant. Elsewhere the old run is first renamed to ``.<out>.previous``,
+    which ``recover`` (run at the start of every run) puts back if the process dies in between.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} is a file: pass a directory path with --out")
+    try:
+        recover(out)
+    except OSError as e:
+        raise OutputError(f"cannot tidy up beside {out} ({e.strerror}): check the path and permissions") from None
     if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
         raise OutputError(f"output dir {out} holds other files and is not a run dir: choose an empty or new --out")
     try:
@@ -48,18 +118,105 @@ def staged_run_dir(out: str | Path):
         raise OutputError(f"cannot create the output dir beside {out} ({e.strerror}): check the path and permissions") from None
     try:
         yield tmp
-        old = out.parent / f".{out.name}.previous-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        _fsync_tree(tmp)
+        if out.exists() and _rename_exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous run
+        else:
+            old = out.parent / f".{out.name}{PREVIOUS_SUFFIX}"
+            if out.exists():
+                os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(out.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        hint = "free disk space" if e.errno == errno.ENOSPC else "check the path and permissions"
+        hint = "free disk space" if disk_full(e) else "check the path and permissions"
         raise OutputError(f"could not write the run to {out} ({e.strerror or e}): {hint}; the previous run is untouched") from None
+    except PipelineError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:
+        full = disk_full(e, tmp)  # before the cleanup frees the space again
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:  # GDAL/SQLite writers report a full disk in their own words, or as a missing table
+            raise OutputError(f"could not write the run to {out} (disk full, in {type(e).__name__}): "
+                              "free disk space; the previous run is untouched") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+FULL_BELOW_BYTES = 1 << 20  # a write that failed with less free than this failed for want of space
+
+
+def disk_full(e: BaseException, where: Path | None = None) -> bool:
+    """A full disk or quota, however the writer reported it (OSError, GDAL, SQLite: SQLite can fail
+    to create its tables on a full disk and GDAL then reports only the missing table)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e).lower()
+    if any(s in text for s in ("no space left", "disk is full", "disk full", "quota exceeded")):
+        return True
+    if where is not None:
+        try:
+            return shutil.disk_usage(where).free < FULL_BELOW_BYTES
+        except OSError:
+            return False
+    return False
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a finished run's files to disk before it is renamed into place, so a power cut after
+    the rename cannot leave a run dir whose files are empty."""
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def verify_run(run_dir: str | Path) -> dict:
+    """Check a run dir against the checksums in its run.json. Returns ``{"ok": [...], "problems": [...]}``;
+    each problem names a file and what is wrong with it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise OutputError(f"{run_dir} does not exist: pass the --out of a finished run")
+    manifest = read_manifest(run_dir)
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        raise OutputError(f"{run_dir}/{MANIFEST} lists no output checksums: rerun the pipeline for this AOI")
+    ok, problems = [], []
+    for name in (GPKG, SUMMARY):
+        if name not in outputs:
+            problems.append(f"{name}: not listed in {MANIFEST}")
+    for name, rec in outputs.items():
+        p = run_dir / name
+        if not p.is_file():
+            problems.append(f"{name}: missing")
+        elif p.stat().st_size != rec.get("bytes"):
+            problems.append(f"{name}: {p.stat().st_size} bytes, run.json says {rec.get('bytes')}")
+        elif sha256(p) != rec.get("sha256"):
+            problems.append(f"{name}: sha256 differs from run.json")
+        else:
+            ok.append(name)
+    for p in sorted(run_dir.iterdir()):
+        if p.name not in outputs and p.name != MANIFEST and p.name not in UNLISTED:
+            problems.append(f"{p.name}: not listed in {MANIFEST}")
+    return {"ok": ok, "problems": problems}
 
 
 def sha256(path: Path) -> str:

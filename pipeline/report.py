@@ -52,7 +52,9 @@ def _figure(table: pd.DataFrame, column: str, scale: float, ylabel: str, title: 
         if prov:
             bar.set_hatch("//")
         text = f"{v:,.0f}" if scale == 1 else f"{v:,.1f}"
-        if n is not None:
+        if n is not None and np.isnan(n):
+            text += " (gap)"  # no clear view that year: new is unknown, not zero
+        elif n is not None:
             text += f" (+{n:,.0f})" if scale == 1 else f" (+{n:,.1f})"
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v),
                     ha="center", va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
@@ -143,6 +145,11 @@ def _coverage(run_dir: Path, years: list[int]) -> dict[int, dict]:
                 "min": int(v[i].min()), "max": int(v[i].max())} for i, y in enumerate(years[: len(v)])}
 
 
+def _or_gap(v, fmt=lambda v: f"{int(v)}") -> str:
+    """A year's new count, or 'gap' where no clear view left it unknown."""
+    return "gap" if pd.isna(v) else fmt(v)
+
+
 def _table_html(table: pd.DataFrame, coverage: dict) -> str:
     heads = ["year", "sites new", "sites total", "ponds new", "ponds total", "pond area (ha)",
              "cleared new (ha)", "footprint total (ha)", "clear views (median)", "pixels with ≥ 5 clear views", ""]
@@ -150,8 +157,8 @@ def _table_html(table: pd.DataFrame, coverage: dict) -> str:
     for r in table.itertuples():
         cov = coverage.get(int(r.year))
         rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in [
-            r.year, r.sites_new, r.sites_total, r.ponds_new, r.ponds_total, f"{r.pond_area_m2 / 1e4:,.2f}",
-            f"{r.cleared_area_new_m2 / 1e4:,.1f}", f"{r.footprint_total_m2 / 1e4:,.1f}", r.valid_observations,
+            r.year, _or_gap(r.sites_new), r.sites_total, _or_gap(r.ponds_new), r.ponds_total,
+            f"{r.pond_area_m2 / 1e4:,.2f}", _or_gap(r.cleared_area_new_m2, lambda v: f"{v / 1e4:,.1f}"), f"{r.footprint_total_m2 / 1e4:,.1f}", r.valid_observations,
             f"{cov['five']:.0%}" if cov else "n/a",
             "provisional" if r.provisional else ""]) + "</tr>")
     return ('<table class="yearly"><thead><tr>' + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"

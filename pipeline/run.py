@@ -6,6 +6,7 @@ handful of 2-D rasters, and the rest (vectorising, sites, the table, export) wor
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 import tempfile
@@ -259,6 +260,14 @@ def dask_scheduler(compute):
     try:
         with client.as_current(), dask.config.set(scheduler=client):
             yield client
+    except PipelineError:
+        raise
+    except Exception as e:
+        lost = {"CancelledError", "FutureCancelledError", "CommClosedError", "StreamClosedError"}
+        if client.status != "running" or lost & {t.__name__ for t in type(e).__mro__}:
+            raise PipelineError(f"the dask scheduler at {address} stopped answering mid-run ({type(e).__name__}): "
+                                "restart it and its workers, then run again; no output was replaced") from None
+        raise
     finally:
         client.close()
 
@@ -297,6 +306,18 @@ def plan(cfg: RunConfig) -> dict:
             "bytes_per_scene": per_scene, "bytes_total": per_scene * len(scenes), "out": str(cfg.out)}
 
 
+# Above this many bytes of pixels to read, a run is more than a monthly job should take on: warn
+# (the configured Chipwe/Pangwa AOI, ~1,700 km2, reads ~190 MB a scene, ~100 GB over 7 years).
+HUGE_VOLUME_BYTES = 250e9
+
+
+def pixel_bytes_per_scene(grid) -> int:
+    """Bytes of pixels one scene contributes on ``grid``: uint16 reflectance, uint8 SCL, 20 m bands at 20 m."""
+    h, w = grid.shape.yx
+    return sum((h // 2) * (w // 2) * (1 if b == SCL else 2) if b in BANDS_20M else h * w * 2
+               for b in [*indices.BANDS, SCL])
+
+
 def _work_parent(out: Path) -> Path:
     """Scratch space beside the output (same disk), made if needed."""
     parent = Path(out).resolve().parent
@@ -321,10 +342,16 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     if not scenes:
         raise NoScenesError(f"none of the {len(found.scenes)} scenes found has the assets needed "
                             f"(first: {incomplete[0]['id']}: {incomplete[0]['reason']}): check the catalog")
+    volume = pixel_bytes_per_scene(aoi.grid) * len(scenes)
+    if volume > HUGE_VOLUME_BYTES:
+        warnings.append(f"huge AOI: {aoi.area_km2:,.0f} km2 x {len(scenes)} scenes is about {volume / 1e9:,.3g} GB of "
+                        "pixels to read: expect a long run; a smaller AOI or a shorter period reads less")
+        log.warning(warnings[-1])
     if not found.dem:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
     with dask_scheduler(cfg.compute), \
-            tempfile.TemporaryDirectory(prefix=".work-", dir=_work_parent(cfg.out)) as work:
+            tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
+                                        dir=_work_parent(cfg.out)) as work:
         det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)

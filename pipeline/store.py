@@ -3,9 +3,10 @@
 Counting a year of scenes is the expensive part of a run; the result is small (four int16 layers
 per month). Keeping it on disk bounds memory (a run never holds more than one year's counts) and
 lets a re-run, or a monthly run, reuse every year whose scenes and classification settings have
-not changed. A store is valid only if its recorded key matches and it reads back whole: a store
-from an interrupted write (written to a temporary name, renamed at the end) or from other settings
-is recomputed, never trusted.
+not changed. A store is valid only if its recorded key matches, it reads back whole, and every
+file matches the checksum in its completion marker (``<store>.complete.json`` beside it, written
+only once the store is renamed into place): a store from an interrupted write, one damaged on disk since, or one
+from other settings is recomputed, never trusted.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +23,35 @@ import xarray as xr
 log = logging.getLogger(__name__)
 
 COMPOSITE_VERSION = 1  # bump when the counting logic changes
+MARKER = ".complete.json"  # suffix of the marker file beside each store
+ORPHAN_AGE_S = 3600
+
+
+def _file_digests(root: Path) -> dict[str, str]:
+    out = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            out[f.relative_to(root).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def marker_path(p: Path) -> Path:
+    return p.with_name(p.name + MARKER)
+
+
+def _complete(p: Path, key: str) -> str | None:
+    """Why the store at ``p`` cannot be trusted, or None."""
+    try:
+        marker = json.loads(marker_path(p).read_text())
+    except FileNotFoundError:
+        return "no completion marker (an interrupted write)"
+    except ValueError:
+        return "completion marker unreadable"
+    if marker.get("key") != key:
+        return "completion marker of another key"
+    if marker.get("files") != _file_digests(p):
+        return "files differ from their checksums"
+    return None
 
 
 def composite_key(grid, scene_ids: list[str], settings: dict) -> str:
@@ -41,6 +72,12 @@ class CompositeStore:
         """The stored counts for ``year`` if they exist, match ``key`` and have the expected shape."""
         p = self.path(year, key)
         if not p.is_dir():
+            return None
+        why = _complete(p, key)
+        if why:
+            log.warning("composite store %s not trusted (%s): recomputing", p, why)
+            shutil.rmtree(p, ignore_errors=True)
+            marker_path(p).unlink(missing_ok=True)
             return None
         try:
             ds = xr.open_zarr(p, consolidated=False)
@@ -63,9 +100,20 @@ class CompositeStore:
         for v in counts.data_vars.values():
             v.encoding.clear()
         counts.to_zarr(tmp, mode="w", consolidated=False)
+        files = _file_digests(tmp)
+        marker_path(final).unlink(missing_ok=True)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        # the marker last, itself renamed into place: a kill before this leaves a store never trusted
+        part = marker_path(tmp)
+        part.write_text(json.dumps({"key": key, "year": year, "files": files}))
+        part.replace(marker_path(final))
         for stale in self.root.glob(f"monthly-{year}-*.zarr"):
             if stale != final:
                 shutil.rmtree(stale, ignore_errors=True)
+                marker_path(stale).unlink(missing_ok=True)
+        # half-written stores of killed runs (an hour old: not another run's write in progress)
+        for orphan in self.root.glob(f".monthly-{year}-*.tmp*"):
+            if time.time() - orphan.stat().st_mtime > ORPHAN_AGE_S:
+                shutil.rmtree(orphan, ignore_errors=True) if orphan.is_dir() else orphan.unlink(missing_ok=True)
         return xr.open_zarr(final, consolidated=False)

@@ -48,15 +48,49 @@ def probe_asset(href: str, want_dtype: str) -> str | None:
     return None
 
 
+def declared_problem(asset: pystac.Asset, want_dtype: str) -> str | None:
+    """What the asset's ``raster:bands`` says that we cannot read as contract-3 DN: another data type
+    (a float32 reflectance product read as uint16 DN would be silently wrong), or a NaN nodata."""
+    bands = asset.extra_fields.get("raster:bands") or [{}]
+    rb = bands[0] if isinstance(bands[0], dict) else {}
+    dt = rb.get("data_type")
+    if dt is not None and str(dt) != want_dtype:
+        return f"raster:bands data_type {dt}, want {want_dtype} (not Sentinel-2 L2A DN)"
+    nodata = rb.get("nodata")
+    if isinstance(nodata, float) and np.isnan(nodata):
+        return f"raster:bands nodata NaN on a {want_dtype} band (contract 3: nodata DN is 0)"
+    return None
+
+
+def header_problem(href: str, want_dtype: str) -> str | None:
+    """The file's data type from its header only (one small read): cheap enough for every asset."""
+    try:
+        with rasterio.open(href) as src:
+            if src.dtypes[0] != want_dtype:
+                return f"file dtype {src.dtypes[0]}, want {want_dtype}"
+            if src.nodata is not None and np.isnan(src.nodata):
+                return f"file nodata NaN on a {want_dtype} band (contract 3: nodata DN is 0)"
+    except Exception:  # noqa: BLE001 - unreadable files are found by the full probe after a failed load
+        return None
+    return None
+
+
 def usable_scenes(items: list[pystac.Item], bands: list[str], probe: bool = True,
                   workers: int = 8) -> tuple[list[pystac.Item], list[dict]]:
-    """Split items into those whose assets for ``bands`` all exist (and, with ``probe``, read), and
-    those skipped (with why). Probing opens every file: worth it only once a load has failed."""
+    """Split items into those whose assets for ``bands`` all exist with the right data type (and,
+    with ``probe``, read), and those skipped (with why). The data type is checked from the metadata
+    and each file's header; probing reads blocks of every file: worth it only once a load has failed."""
 
     def check(item):
         missing = [b for b in bands if b not in item.assets]
         if missing:
             return f"missing assets {missing}"
+        for b in bands:
+            want = "uint8" if b == SCL else "uint16"
+            why = declared_problem(item.assets[b], want) or \
+                header_problem(item.assets[b].get_absolute_href(), want)
+            if why:
+                return f"{b}: {why}"
         for b in bands if probe else ():
             why = probe_asset(item.assets[b].get_absolute_href(), "uint8" if b == SCL else "uint16")
             if why:

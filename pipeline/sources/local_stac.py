@@ -47,7 +47,14 @@ class LocalCatalogSource:
         t0, t1 = period_bounds(start, end)
         s2, dem, skipped = [], [], []
         footprints = []
+        seen: set[str] = set()
         for it in items:
+            # an id names one acquisition: a catalog that holds it twice (a merge of two mirrors) would
+            # count that view twice, so the first one listed is kept
+            if it.id in seen:
+                skipped.append({"id": it.id, "reason": "duplicate item id: the first one in the catalog is used"})
+                continue
+            seen.add(it.id)
             if it.geometry is None:
                 skipped.append({"id": it.id, "reason": "item has no geometry"})
                 continue
