@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench report clean
+.PHONY: help setup demo test run bench report clean evaluate
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,3 +37,8 @@ clean: ## remove outputs (keeps .venv)
 
 bench: $(STAMP) ## time and memory against a read floor and a notebook baseline -> reports/bench.md
 	$(PY) -m pipeline.bench
+
+EVAL_SEEDS ?= 100-119
+EVAL_KM    ?= 6
+evaluate: $(STAMP) ## accuracy on held-out simulated seeds (EVAL_SEEDS, EVAL_KM) -> reports/accuracy.md + .json (~20 min)
+	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --workdir outputs/evaluate --report reports/accuracy.md
