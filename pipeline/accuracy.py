@@ -34,6 +34,7 @@ TUNING_SEEDS = range(0, 10)
 REPORTING_SEEDS = range(100, 120)
 BOOTSTRAP = 2000
 POND_SIZE_BINS = (0, 100, 300, 600, 1000, np.inf)  # m2: below one pixel, 1-3 pixels, ...
+CONFIDENCE_BANDS = (0.0, 0.5, 0.7, 0.9, 1.0001)
 TARGETS = {  # issue 4, "What it must show"
     "site_f1": (">=", 0.95), "pond_detectable_f1": (">=", 0.90), "clearing_iou": (">=", 0.75),
     "site_first_year_exact": (">=", 0.90), "max_abs_rel_error_sites": ("<=", 0.10),
@@ -67,9 +68,18 @@ def seed_record(run_dir: Path, truth: Path, seed: int) -> dict:
                           "n_members": t_sites["n_members"].to_numpy(),
                           "area_m2": ev.area_m2(t_sites.geometry).to_numpy(),
                           "found": np.isin(np.arange(len(t_sites)), hit)})
+    tb = shapely.buffer(ev._geoms(t_sites), half)
+    site_ok = np.isin(np.arange(len(pred_sites)), shapely.STRtree(tb).query(
+        shapely.buffer(ev._geoms(pred_sites), half), predicate="intersects")[0] if len(t_sites) else [])
+    predicted = pd.concat([
+        pd.DataFrame({"seed": seed, "layer": "ponds", "correct": np.isin(np.arange(len(pred_ponds)), pairs["pred"]),
+                      "confidence": pred_ponds["confidence"] if "confidence" in pred_ponds else np.nan}),
+        pd.DataFrame({"seed": seed, "layer": "sites", "correct": site_ok,
+                      "confidence": pred_sites["confidence"] if "confidence" in pred_sites else np.nan})])
     summary = pd.read_csv(Path(run_dir) / "yearly_summary.csv")
     clear_views = float(summary["valid_observations"].median()) if "valid_observations" in summary else np.nan
-    return {"seed": seed, "scores": scores, "ponds": ponds, "sites": sites, "clear_views_per_year": clear_views}
+    return {"seed": seed, "scores": scores, "ponds": ponds, "sites": sites, "predicted": predicted,
+            "clear_views_per_year": clear_views}
 
 
 # ---------------------------------------------------------------------------------------- pooling
@@ -167,6 +177,13 @@ def breakdowns(records: list[dict]) -> dict:
     out["site_recall_by_members"] = _rates(sites, pd.cut(sites["n_members"], (0, 1, 3, 10, np.inf),
                                                                    labels=["1", "2-3", "4-10", "> 10"]))
     out["site_recall_by_first_year"] = _rates(sites, sites["first_year"])
+    pred = pd.concat([r["predicted"] for r in records], ignore_index=True).dropna(subset=["confidence"])
+    bands = pd.cut(pred["confidence"], CONFIDENCE_BANDS, right=False, include_lowest=True,
+                   labels=[f"{a:g}-{b:g}" for a, b in zip(CONFIDENCE_BANDS[:-1], CONFIDENCE_BANDS[1:])])
+    out["precision_by_confidence"] = {
+        layer: {str(k): {"n": int(v.size), "precision": float(v.mean())}
+                for k, v in pred[pred["layer"] == layer].groupby(bands[pred["layer"] == layer], observed=True)["correct"]}
+        for layer in ("ponds", "sites")}
     cloud = pd.DataFrame([{"seed": r["seed"], "clear": r["clear_views_per_year"]} for r in records])
     groups = ["cloudiest third", "middle third", "clearest third"]
     rank = cloud["clear"].rank(method="first").to_numpy().astype(int) - 1  # 0 = fewest clear views
@@ -293,6 +310,11 @@ def markdown(results: list[dict], config: dict) -> str:
     for k, v in b["by_cloudiness"].items():
         lines.append(f"| {k} | {v['seeds']} | {v['clear_views_per_year']} | {_fmt(v['site_f1'])} | "
                      f"{_fmt(v['pond_detectable_recall'])} | {_fmt(v['clearing_iou'])} | {_fmt(v['site_first_year_exact'])} |")
+    lines += ["", "### Precision by confidence band (does the confidence rank polygons?)", "",
+              "| layer | confidence | polygons | precision |", "|---|---|---|---|"]
+    for layer, rows_ in b.get("precision_by_confidence", {}).items():
+        for k, v in rows_.items():
+            lines.append(f"| {layer} | {k} | {v['n']} | {_fmt(v['precision'])} |")
     lines += ["", "### Confounders: share of their area mapped as mining", "", "| kind | " + " | ".join(r["label"] for r in results) + " |",
               "|---|" + "---|" * len(results)]
     for kind in ("swidden", "landslide", "paddy", "river"):

@@ -20,7 +20,7 @@ import xarray as xr
 
 log = logging.getLogger(__name__)
 
-COMPOSITE_VERSION = 1  # bump when the counting logic changes
+COMPOSITE_VERSION = 2  # bump when the counting logic changes (2: monthly index sums)
 
 
 def composite_key(grid, scene_ids: list[str], settings: dict) -> str:
