@@ -261,6 +261,8 @@ def simulate(
     revisit_days: int = typer.Option(10, help="days between scenes"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    scenario: str = typer.Option("standard", help="harder variant: single_pixel_ponds, wet, haze, villages, "
+                                                  "regrowth, pre_period or all"),
 ):
     """Write a simulated AOI: a Sentinel-2-like local STAC catalog with known ground truth.
 
@@ -269,7 +271,8 @@ def simulate(
     from pipeline.simulate import simulate as simulate_aoi
 
     _setup_logging(verbose, quiet)
-    sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days)
+    sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days,
+                       scenario=scenario)
     if not quiet:
         typer.echo(f"wrote {sim.catalog}, {sim.truth}, {sim.aoi}")
 
