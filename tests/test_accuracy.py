@@ -11,7 +11,7 @@ def _counts(site_truth, site_found, site_pred, site_correct, **more):
                             "pond_year_n", "pond_year_exact", "clear_truth", "clear_pred", "clear_found", "clear_correct",
                             "clear_a_truth", "clear_a_pred", "clear_a_inter", "clear_year_n", "clear_year_exact",
                             "site_year_n", "site_year_exact", "site_year_within1",
-                            *(f"conf_{k}_{w}" for k in ("swidden", "landslide", "all", "paddy", "river") for w in ("area", "hit")))}
+                            *(f"conf_{k}_{w}" for k in accuracy.CONFOUNDER_KINDS for w in ("area", "hit")))}
     row.update(site_truth=site_truth, site_found=site_found, site_pred=site_pred, site_correct=site_correct, **more)
     return row
 
