@@ -227,9 +227,16 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     if det["dem"] is not None:
         slope = terrain.slope_deg(det["dem"], cfg.resolution).values
 
-    def layer(maps, with_slope, medians=()):
+    keep = {"ponds": True, "bare": True}
+    if cfg.classifier == "model":  # the trained pixel classifier filters the onset candidates
+        from pipeline import train
+
+        keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),
+                                                          train.pixel_features(det, slope, cfg.resolution))
+
+    def layer(maps, with_slope, medians=(), only=True):
         onset = maps["onset"].values
-        mask = (onset >= 0) & inside
+        mask = (onset >= 0) & inside & only
         labels = label_features(mask)
         return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
                              maps["months_seen"].values, slope if with_slope else None,
@@ -237,9 +244,11 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
                               "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)})
 
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
-                                                                    *confidence.CLEARING_EVIDENCE)), cfg.clearings)
+                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"]),
+                                          cfg.clearings)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
-    ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE), clearings, cfg.ponds)
+    ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
+                                  cfg.ponds)
     ponds = confidence.pond_confidence(ponds, months, cfg.ponds)
     ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m, cfg.sites.attach_m)
     sites = confidence.site_confidence(sites, ponds, clearings)
