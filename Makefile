@@ -40,5 +40,6 @@ bench: $(STAMP) ## time and memory against a read floor and a notebook baseline 
 
 EVAL_SEEDS ?= 100-119
 EVAL_KM    ?= 4
+TRAIN_SEEDS ?= 0-5
 evaluate: $(STAMP) ## accuracy on held-out simulated seeds (EVAL_SEEDS, EVAL_KM) -> reports/accuracy.md + .json (~15 min; EVAL_KM=6 is the full size)
-	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --workdir outputs/evaluate --report reports/accuracy.md
+	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --workdir outputs/evaluate --report reports/accuracy.md

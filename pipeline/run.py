@@ -374,6 +374,12 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
         "warnings": warnings, "packages": package_versions(),
     }
+    if cfg.classifier == "model":  # which model decided, exactly (its training data's hash)
+        from pipeline import train
+
+        b = train.load(cfg.model_path)
+        manifest["model"] = {k: b[k] for k in ("path", "version", "sklearn", "training_data_sha256", "n_pixels",
+                                               "features")}
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
