@@ -419,7 +419,7 @@ NOTES = [
     "(>= 60% of clear views within 12 months for ponds, 24 for bare ground) the rules demand. What would meet it: "
     "report young candidates as provisional polygons with a low confidence instead of dropping them, and judge "
     "persistence over the months the record still has.",
-    "- Cleared area is underestimated, not overestimated (area precision ~0.99, area recall ~0.7): edge pixels "
+    "- Cleared area is underestimated, not overestimated (area precision ~0.99, area recall ~0.75): edge pixels "
     "mixed with forest or regrowth fall below the 0.8 bare share, and a 4 km window cuts more clearings at its "
     "edge. What would meet it: grow clearings into neighbouring pixels with a weaker bare share (hysteresis), or "
     "unmix edge pixels.",
