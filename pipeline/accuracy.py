@@ -237,6 +237,8 @@ def _fmt(x, pct=False):
 
 def _ci(s: dict, key: str, pct=False) -> str:
     lo, hi = s["ci95"].get(key, [None, None])
+    if s["pooled"].get(key) is None:
+        return "-"
     return f"{_fmt(s['pooled'].get(key), pct)} ({_fmt(lo, pct)}-{_fmt(hi, pct)})"
 
 
@@ -327,33 +329,25 @@ def markdown(results: list[dict], config: dict) -> str:
     return "\n".join(lines)
 
 
-def scenario_table(folder: Path, standard: Path | None = None) -> str:
-    """One table of the headline numbers of every scenario report (``folder/*.json``), beside the standard one."""
-    docs = {}
-    if standard is not None and standard.is_file():
-        docs["standard"] = json.loads(standard.read_text())
-    for f in sorted(folder.glob("*.json")):
-        docs[f.stem] = json.loads(f.read_text())
-    keys = [("site_f1", False), ("site_recall", False), ("pond_detectable_f1", False), ("pond_recall", False),
+def scenario_table(folder: Path) -> str:
+    """One table of the headline numbers of every report in ``folder`` (``*.json``; ``standard.json`` first:
+    the standard landscape on the same seeds, the baseline each scenario is compared with)."""
+    files = sorted(folder.glob("*.json"), key=lambda f: (f.stem != "standard", f.stem))
+    keys = [("site_f1", False), ("site_recall", False), ("pond_detectable_f1", False), ("pond_precision", False),
             ("clearing_iou", False), ("site_first_year_exact", False), ("max_abs_rel_error_sites", True),
             ("max_abs_rel_error_footprint", True), ("confounder_fraction_as_clearing", True),
-            ("confounder_village_as_mining", True), ("confounder_road_as_mining", True)]
+            ("confounder_village_as_mining", True)]
     lines = ["# Rule-based scores on the harder simulated scenarios", "",
              "Each scenario (`pipeline.simulate.SCENARIOS`) changes one thing about the standard landscape; "
-             "`python -m pipeline.accuracy --scenario NAME` made each report in this folder (seeds and window size "
-             "in each). Values pooled over seeds, 95% cluster-bootstrap interval in brackets.", "",
+             "`python -m pipeline.accuracy --scenario NAME` made each report in this folder (seeds, window size and "
+             "breakdowns in each). `standard` is the unchanged landscape on the same seeds. Pooled over seeds, 95% "
+             "cluster-bootstrap interval in brackets (3 seeds: wide).", "",
              "| scenario | seeds | " + " | ".join(k for k, _ in keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for name, d in docs.items():
-        r = d["results"][0]
-        if name == "standard":
-            pick = [i for i, sd in enumerate(r["seeds"]) if sd in SCENARIO_SEEDS]
-            name = "standard (all reporting seeds)" if not pick else name
-        seeds = f"{min(r['seeds'])}-{max(r['seeds'])}"
-        lines.append(f"| {name} | {seeds} | " + " | ".join(_ci(r, k, pct) for k, pct in keys) + " |")
+    for f in files:
+        r = json.loads(f.read_text())["results"][0]
+        lines.append(f"| {f.stem} | {min(r['seeds'])}-{max(r['seeds'])} | "
+                     + " | ".join(_ci(r, k, pct) for k, pct in keys) + " |")
     return "\n".join(lines) + "\n"
-
-
-SCENARIO_SEEDS = range(100, 103)
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -444,10 +438,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-seeds", default=None, help="train the pixel classifier on these tuning seeds first "
                                                          "(e.g. 0-5) and score it beside the rules")
     ap.add_argument("--scenario-table", type=Path, default=None,
-                    help="only write FOLDER/README.md: the headline numbers of FOLDER/*.json beside --report's json")
+                    help="only write FOLDER/README.md: the headline numbers of the reports FOLDER/*.json")
     args = ap.parse_args(argv)
     if args.scenario_table is not None:
-        (args.scenario_table / "README.md").write_text(scenario_table(args.scenario_table, args.report.with_suffix(".json")))
+        (args.scenario_table / "README.md").write_text(scenario_table(args.scenario_table))
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     seeds = parse_seeds(args.seeds)
