@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench report clean monthly
+.PHONY: help setup demo test run bench report clean monthly evaluate evaluate-scenarios
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,3 +40,15 @@ clean: ## remove outputs (keeps .venv)
 
 bench: $(STAMP) ## time and memory against a read floor and a notebook baseline -> reports/bench.md
 	$(PY) -m pipeline.bench
+
+EVAL_SEEDS ?= 100-119
+EVAL_KM    ?= 4
+TRAIN_SEEDS ?= 0-5
+evaluate: $(STAMP) ## accuracy on held-out simulated seeds (EVAL_SEEDS, EVAL_KM) -> reports/accuracy.md + .json (~15 min; EVAL_KM=6 is the full size)
+	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --workdir outputs/evaluate --report reports/accuracy.md
+
+SCENARIOS ?= standard single_pixel_ponds wet haze villages regrowth pre_period
+evaluate-scenarios: $(STAMP) ## rule-based scores on the harder simulated scenarios (seeds 100-102) -> reports/scenarios/
+	for s in $(SCENARIOS); do $(PY) -m pipeline.accuracy --seeds 100-102 --size-km $(EVAL_KM) --scenario $$s \
+		--bootstrap 1000 --workdir outputs/evaluate --report reports/scenarios/$$s.md || exit 1; done
+	$(PY) -m pipeline.accuracy --scenario-table reports/scenarios

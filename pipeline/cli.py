@@ -267,6 +267,8 @@ def simulate(
     revisit_days: int = typer.Option(10, help="days between scenes"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    scenario: str = typer.Option("standard", help="harder variant: single_pixel_ponds, wet, haze, villages, "
+                                                  "regrowth, pre_period or all"),
 ):
     """Write a simulated AOI: a Sentinel-2-like local STAC catalog with known ground truth.
 
@@ -275,7 +277,8 @@ def simulate(
     from pipeline.simulate import simulate as simulate_aoi
 
     _setup_logging(verbose, quiet)
-    sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days)
+    sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days,
+                       scenario=scenario)
     if not quiet:
         typer.echo(f"wrote {sim.catalog}, {sim.truth}, {sim.aoi}")
 
@@ -410,6 +413,39 @@ def demo(
     typer.echo("")
     typer.echo(format_scores(scores))
     typer.echo(f"\nwrote {result.out} (simulated scenes in {scenes})")
+
+
+@app.command("train")
+def train_cmd(
+    labels: list[Path] = typer.Option(..., help="labelled polygons (contract 5: layers ponds, clearings); repeat "
+                                               "once per catalog"),
+    catalog: list[Path] = typer.Option(..., help="local catalog.json the labels belong to; repeat, same order"),
+    aoi: Optional[list[Path]] = typer.Option(None, help="AOI of each catalog (default: aoi.geojson beside it)"),
+    start: str = typer.Option("2020-01-01"),
+    end: str = typer.Option("2024-12-31"),
+    out: Path = typer.Option(Path("models/pixel-hgb.joblib"), help="where to save the model"),
+    config: Optional[Path] = typer.Option(None, help="settings the detection runs with (default configs/demo.yaml)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Train the pixel classifier (scikit-learn HistGradientBoosting) on labelled polygons; use it with
+    `classifier: model` and `model_path:` in a config.
+
+    Example: python -m pipeline train --labels sim0/truth.gpkg --catalog sim0/catalog.json --out models/m.joblib
+    """
+    from pipeline.config import load_config
+    from pipeline.train import train_from_catalogs
+
+    _setup_logging(verbose, False)
+    if len(labels) != len(catalog) or (aoi and len(aoi) != len(catalog)):
+        raise ConfigError("give one --labels (and --aoi, if any) per --catalog, in the same order")
+    aois = aoi or [c.parent / "aoi.geojson" for c in catalog]
+    cfgs = [load_config(config or demo_config_path(), {
+        "aoi": a, "source.kind": "local", "source.catalog": c, "period.start": start, "period.end": end,
+        "out": out.parent / ".train-run", "compute.composite_dir": c.parent / ".composites"})
+        for a, c in zip(aois, catalog)]
+    bundle = train_from_catalogs(cfgs, labels, out)
+    typer.echo(f"wrote {out}: {bundle['n_pixels']} training pixels, {len(bundle['features'])} features, "
+               f"training data sha256 {bundle['training_data_sha256'][:16]}...")
 
 
 @app.command("aois")

@@ -44,3 +44,20 @@ def yearly_counts(monthly: xr.DataArray) -> xr.DataArray:
     """Sum a (month, y, x) count over each calendar year: dims (year, y, x), int16 (at most a few
     hundred clear views a year even where orbits overlap)."""
     return monthly.groupby(monthly["month"].dt.year).sum("month", dtype=np.int16)
+
+
+INDEX_SUMS = ("mndwi_sum", "ndvi_sum", "bsi_sum")  # monthly sums of each index over clear views
+
+
+def monthly_sums(values: dict[str, xr.DataArray], valid: xr.DataArray, start: date, end: date) -> xr.Dataset:
+    """Per-month float32 sums (dims month, y, x) of each (time, y, x) index over clear views only.
+
+    With the ``valid`` count they give the mean index of any span of months, e.g. while a pond is
+    active: the evidence a polygon carries, without keeping the scenes.
+    """
+    months = month_starts(start, end)
+    out = {}
+    for name, v in values.items():
+        s = v.where(valid & v.notnull(), 0).astype(np.float32).resample(time="MS").sum()
+        out[name] = s.reindex(time=months).fillna(0).astype(np.float32).rename(time="month")
+    return xr.Dataset(out)

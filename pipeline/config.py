@@ -194,6 +194,19 @@ class RunConfig(_Model):
     clearings: ClearingRules = ClearingRules()
     change: ChangeConfig = ChangeConfig()
     sites: SitesConfig = SitesConfig()
+    # Which pixel classifier decides ponds and clearings among the candidates the onset logic finds:
+    # the rules above (default: every threshold explained), or a model trained with
+    # `python -m pipeline train` (file in model_path); the object rules (size, pond near a clearing,
+    # sites) apply after either. See reports/accuracy.md for how the two compare.
+    classifier: Literal["rules", "model"] = "rules"
+    model_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _model_given(self):
+        if self.classifier == "model" and self.model_path is None:
+            raise ValueError("classifier is 'model' but no model_path is set: train one with "
+                             "`python -m pipeline train` and set model_path, or use classifier: rules")
+        return self
 
     @field_validator("resolution")
     @classmethod
@@ -230,7 +243,7 @@ def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
 
 def _resolve_paths(doc: dict, base: Path) -> None:
     for section, key in (("", "aoi"), ("", "out"), ("source", "catalog"), ("compute", "composite_dir"),
-                         ("cache", "dir")):
+                         ("cache", "dir"), ("", "model_path")):
         node = doc.get(section, {}) if section else doc
         if isinstance(node, dict) and node.get(key) not in (None, ""):
             p = Path(os.path.expanduser(str(node[key])))

@@ -65,6 +65,7 @@ SUMMARY_COLUMNS = ["year", "sites_total", "footprint_total_m2"]
 TRUTH_LAYERS = ("ponds", "clearings")
 CLEARING_CONFOUNDERS = ("swidden", "landslide")
 WATER_CONFOUNDERS = ("paddy", "river")
+BUILT_CONFOUNDERS = ("village", "road")  # scored only where the truth has them (simulated "villages" scenario)
 
 
 # --------------------------------------------------------------------------------------------- entry point
@@ -466,12 +467,13 @@ def score_confounders(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFram
     kinds = confounders["kind"].to_numpy()
     groups = {k: kinds == k for k in (*CLEARING_CONFOUNDERS, *WATER_CONFOUNDERS)}
     groups["all"] = np.isin(kinds, CLEARING_CONFOUNDERS)
+    groups.update({k: kinds == k for k in BUILT_CONFOUNDERS if (kinds == k).any()})
     out = {}
     for name, mask in groups.items():
-        against = mining if name in WATER_CONFOUNDERS else clearings
+        against = mining if name in (*WATER_CONFOUNDERS, *BUILT_CONFOUNDERS) else clearings
         area = shapely.union_all(_geoms(confounders)[mask])
         a_conf, a_hit = _areas([area, shapely.intersection(area, against)], crs)
-        out[name] = {"n": int(mask.sum()), "compared_with": "ponds+clearings" if name in WATER_CONFOUNDERS
+        out[name] = {"n": int(mask.sum()), "compared_with": "ponds+clearings" if name in (*WATER_CONFOUNDERS, *BUILT_CONFOUNDERS)
                      else "clearings", "area_m2": _r(a_conf, 1), "predicted_m2": _r(a_hit, 1),
                      "fraction": _r(_ratio(a_hit, a_conf))}
     return out

@@ -25,7 +25,7 @@ import shapely
 import xarray as xr
 
 import pipeline
-from pipeline import classify, composite, export, indices, masking, report, terrain
+from pipeline import classify, composite, confidence, export, indices, masking, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
@@ -130,6 +130,9 @@ def monthly_counts_of(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date) 
     flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, cfg.clearings, water),
              "green": classify.green_like(ind, valid, cfg.clearings)}
     counts = composite.monthly_counts(flags, start, end)
+    # index sums over clear views: the evidence (mean MNDWI/NDVI/BSI while active) each polygon carries
+    sums = composite.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
+    counts = counts.assign(sums.data_vars)
     return counts.assign_coords(x=aoi.grid.coords["x"].values, y=aoi.grid.coords["y"].values)
 
 
@@ -137,7 +140,9 @@ def empty_counts(aoi: AOI, start: date, end: date, chunk_px: int) -> xr.Dataset:
     months = composite.month_starts(start, end)
     shape = (len(months), *aoi.grid.shape.yx)
     zeros = dask.array.zeros(shape, dtype=np.int16, chunks=(1, chunk_px, chunk_px))
-    return xr.Dataset({k: (("month", "y", "x"), zeros) for k in composite.COUNTS},
+    fzeros = dask.array.zeros(shape, dtype=np.float32, chunks=(1, chunk_px, chunk_px))
+    return xr.Dataset({**{k: (("month", "y", "x"), zeros) for k in composite.COUNTS},
+                       **{k: (("month", "y", "x"), fzeros) for k in composite.INDEX_SUMS}},
                       coords={"month": months, "y": aoi.grid.coords["y"].values, "x": aoi.grid.coords["x"].values})
 
 
@@ -192,6 +197,10 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                           ch.min_observations)
         bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
         bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
+        ponds = ponds.merge(confidence.evidence_maps(ponds, monthly["valid"], monthly["pond"], {
+            "mndwi": monthly["mndwi_sum"], "ndvi": monthly["ndvi_sum"]}))
+        bare = bare.merge(confidence.evidence_maps(bare, monthly["valid"], None, {
+            "bsi": monthly["bsi_sum"], "ndvi": monthly["ndvi_sum"]}))
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
         ponds, bare, yearly_valid, dem = dask.compute(ponds, bare, yearly_valid, dem)
@@ -219,20 +228,37 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     if det["dem"] is not None:
         slope = terrain.slope_deg(det["dem"], cfg.resolution).values
 
-    def layer(maps, with_slope, medians=()):
+    keep = {"ponds": True, "bare": True}
+    if cfg.classifier == "model":  # the trained pixel classifier filters the onset candidates
+        from pipeline import train
+
+        keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),
+                                                          train.pixel_features(det, slope, cfg.resolution))
+
+    def layer(maps, with_slope, medians=(), only=True):
         onset = maps["onset"].values
-        mask = (onset >= 0) & inside
+        mask = (onset >= 0) & inside & only
         labels = label_features(mask)
         return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
                              maps["months_seen"].values, slope if with_slope else None,
-                             {k: maps[k].values for k in medians})
+                             {**{k: maps[k].values for k in medians},
+                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)})
 
-    clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share")), cfg.clearings)
-    ponds = classify.select_ponds(layer(det["ponds"], False), clearings, cfg.ponds)
+    clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
+                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"]),
+                                          cfg.clearings)
+    clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
+    ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
+                                  cfg.ponds)
+    ponds = confidence.pond_confidence(ponds, months, cfg.ponds)
     ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m, cfg.sites.attach_m)
-    ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", "geometry"]]
+    sites = confidence.site_confidence(sites, ponds, clearings)
+    evidence = list(confidence.COLUMNS)
+    ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", *evidence,
+                   "water_share", "mndwi_mean", "ndvi_mean", "geometry"]]
     clearings = clearings[["clearing_id", "first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg",
-                           "bare_share", "green_share", "elongation", "persistent", "site_id", "geometry"]]
+                           "bare_share", "green_share", "elongation", "persistent", "site_id", *evidence,
+                           "bsi_mean", "ndvi_mean", "geometry"]]
     valid_per_year = {int(y): int(np.median(det["yearly_valid"].sel(year=y).values[inside]))
                       for y in det["yearly_valid"]["year"].values}
     return ponds, clearings, sites, valid_per_year
@@ -375,6 +401,12 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
         "warnings": warnings, "packages": package_versions(),
     }
+    if cfg.classifier == "model":  # which model decided, exactly (its training data's hash)
+        from pipeline import train
+
+        b = train.load(cfg.model_path)
+        manifest["model"] = {k: b[k] for k in ("path", "version", "sklearn", "training_data_sha256", "n_pixels",
+                                               "features")}
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})

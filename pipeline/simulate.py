@@ -171,9 +171,40 @@ PRE_PERIOD_SHARE = 0.15
 ABANDON_SHARE = 0.15
 NEVER = 1e9  # a day (since 1970) that never comes
 
+
+@dataclass(frozen=True)
+class Scenario:
+    """Harder variants of the simulated AOI (issue 4). Every field's default is the standard landscape,
+    which stays byte-identical: a scenario only changes thresholds of draws the standard one makes
+    anyway, or adds draws from streams of its own."""
+    pond_max_m: float | None = None  # cap a pond's edge: 10 m makes single-pixel (or smaller) pools
+    wetter: float = 0.0  # added to each month's chance of a cloudy scene: 0.35 is a very wet year
+    haze: float = 0.0  # smoke/haze (0-1, the burning season's peak is ~1) added to every scene
+    village_share: float = 0.0  # share of sites with a village and its road built beside the mine
+    abandon_share: float = ABANDON_SHARE  # sites abandoned after 1-3 years, then regrowing
+    pre_period_share: float = PRE_PERIOD_SHARE  # sites already working before the period starts
+
+    def changed(self) -> dict:
+        """The fields that differ from the standard landscape (what goes into the catalog's parameters)."""
+        base = Scenario()
+        return {k: v for k, v in self.__dict__.items() if v != getattr(base, k)}
+
+
+SCENARIOS = {
+    "standard": Scenario(),
+    "single_pixel_ponds": Scenario(pond_max_m=10.0),
+    "wet": Scenario(wetter=0.35),
+    "haze": Scenario(haze=0.6),
+    "villages": Scenario(village_share=0.5),
+    "regrowth": Scenario(abandon_share=0.6),
+    "pre_period": Scenario(pre_period_share=0.6),
+}
+SCENARIOS["all"] = Scenario(pond_max_m=10.0, wetter=0.35, haze=0.6, village_share=0.5, abandon_share=0.6,
+                            pre_period_share=0.6)
+
 # separate random streams, so that e.g. more landslides do not move the clouds
 STREAM = {name: i for i, name in enumerate(
-    ["window", "river", "terrain", "background", "sites", "swidden", "landslide", "paddy", "noise", "scene"])}
+    ["window", "river", "terrain", "background", "sites", "swidden", "landslide", "paddy", "noise", "scene", "village"])}
 
 
 @dataclass(frozen=True)
@@ -453,14 +484,15 @@ def _upslope(dem_smooth: np.ndarray, grid: GeoBox, x: float, y: float) -> np.nda
     return g / n if n > 1e-3 else np.array([1.0, 0.0])
 
 
-def _site_starts(rng: np.random.Generator, n: int, start: float, end: float) -> np.ndarray:
+def _site_starts(rng: np.random.Generator, n: int, start: float, end: float,
+                 pre_period_share: float = PRE_PERIOD_SHARE) -> np.ndarray:
     """Start days: ~15% before the period (up to 3 years), the rest spread over it with the rate of new
     sites tripling after the February 2021 coup."""
     coup = min(max(_day(COUP), start), end)
     before, after = coup - start, (end - coup) * AFTER_COUP_RATE
     u = rng.uniform(0, before + after, n)
     in_period = np.where(u < before, start + u, coup + (u - before) / AFTER_COUP_RATE)
-    pre = rng.random(n) < PRE_PERIOD_SHARE
+    pre = rng.random(n) < pre_period_share
     return np.where(pre, start - rng.uniform(1, 3 * 365.25, n), in_period)
 
 
@@ -471,7 +503,8 @@ class Mining:
 
 
 def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy: np.ndarray, grid: GeoBox,
-                 dem_smooth: np.ndarray, image_box: shapely.Polygon, start: float, end: float) -> Mining:
+                 dem_smooth: np.ndarray, image_box: shapely.Polygon, start: float, end: float,
+                 scenario: Scenario = Scenario()) -> Mining:
     """One site per pool cluster: a start date, a laterite clearing, ponds built over 0-18 months on the
     real pool points, and for ~15% of sites abandonment after 1-3 years.
 
@@ -482,6 +515,8 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
     # ponds fill the terrace between neighbours, less a 4 m bund (real pools are ~15 m apart)
     nearest = cKDTree(all_pools_xy).query(xy, 2)[0][:, 1] if len(xy) else np.zeros(0)
     size = np.clip(nearest - 4.0, 8.0, 40.0)
+    if scenario.pond_max_m is not None:
+        size = np.minimum(size, scenario.pond_max_m)
     shape = np.where(pools["type"].to_numpy() == "circular", "round", "square")
     # square ponds are dug along the contour of their terrace
     angle = [math.atan2(*_upslope(dem_smooth, grid, x, y)[::-1]) for x, y in xy]
@@ -489,11 +524,11 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
                              crs=grid.crs)
     site = link_sites(outlines, SITE_LINK_M)
     n_sites = int(site.max()) + 1 if len(site) else 0
-    starts = _site_starts(rng, n_sites, start, end)
+    starts = _site_starts(rng, n_sites, start, end, scenario.pre_period_share)
     span = rng.uniform(0, 548, n_sites)
     built = starts[site] + 15 + rng.uniform(0, 1, len(xy)) * span[site]
     last_built = np.array([built[site == s].max() for s in range(n_sites)])
-    abandoned = np.where(rng.random(n_sites) < ABANDON_SHARE,
+    abandoned = np.where(rng.random(n_sites) < scenario.abandon_share,
                          np.maximum(starts + rng.uniform(365, 3 * 365.25, n_sites), last_built + 60), NEVER)
     heal = rng.uniform(730, 1460, n_sites)
     colour = np.array(POND_COLOURS)[rng.choice(len(POND_COLOURS), len(xy), p=POND_COLOUR_SHARES)]
@@ -600,6 +635,38 @@ def landslide_scars(rng: np.random.Generator, window, slope_deg, grid, upslope_o
                             geometry="geometry", crs=grid.crs)
 
 
+def villages_beside_mines(rng: np.random.Generator, clearings: gpd.GeoDataFrame, share: float, window: shapely.Polygon,
+                          avoid: shapely.Geometry, end: float) -> gpd.GeoDataFrame:
+    """Villages (packed-earth yards, tin roofs, gardens; 0.3-1.5 ha) and the dirt road to the mine, built
+    beside ``share`` of the sites 2-24 months after they start: bare and permanent like a leaching
+    clearing, 60-160 m from it, on whatever slope is there. The worker camps and access roads that grow
+    up beside real mines; the pipeline must not count them as mining or merge them into its footprint."""
+    rows = []
+    for geom, start in zip(clearings.geometry.values, clearings["cleared_day"].to_numpy()):
+        if geom.is_empty or rng.random() >= share:
+            continue
+        area, built = rng.uniform(3e3, 1.5e4), start + rng.uniform(60, 730)
+        bare, roof = rng.uniform(0.5, 0.8), rng.uniform(0.1, 0.2)
+        c, radius = geom.centroid, math.sqrt(geom.area / math.pi)
+        for _ in range(20):
+            a, d = rng.uniform(0, 2 * math.pi), radius + rng.uniform(60, 160) + math.sqrt(area / math.pi)
+            village = _blob(rng, c.x + d * math.cos(a), c.y + d * math.sin(a), area, rng.uniform(1.0, 2.0),
+                            rng.uniform(0, math.pi))
+            if window.contains(village) and village.distance(avoid) >= 40:
+                break
+        else:
+            continue
+        road = shapely.shortest_line(village, geom).buffer(3.0, cap_style="flat")
+        road = road.difference(village).difference(geom)
+        rows.append({"kind": "village", "built_day": built, "bare": bare, "roof": roof, "geometry": village})
+        if not road.is_empty:
+            rows.append({"kind": "road", "built_day": built, "bare": 1.0, "roof": 0.0, "geometry": road})
+        avoid = avoid.union(village.buffer(30))
+    out = gpd.GeoDataFrame(rows, columns=["kind", "built_day", "bare", "roof", "geometry"], geometry="geometry",
+                           crs=clearings.crs)
+    return out[out["built_day"] <= end].reset_index(drop=True)
+
+
 def paddy_fields(rng: np.random.Generator, floor: shapely.Geometry, keep_out, crs) -> gpd.GeoDataFrame:
     """Wet-rice fields of ~0.6 ha on the flat valley floor, three quarters of it farmed."""
     floor = floor.difference(keep_out)
@@ -684,6 +751,17 @@ def pond_cover(day: float, day_of_year: float, built_day, abandoned_day, heal_da
     return w
 
 
+def village_cover(day: float, day_of_year: float, built_day, bare, roof) -> np.ndarray:
+    """Yards and roads of laterite, tin roofs, gardens green in the monsoon, from the day they are built."""
+    w = np.zeros((len(built_day), len(COVERS)), dtype=np.float32)
+    shown = (day >= built_day).astype(np.float32)
+    wet = _ramp(day_of_year, 160, 200) * (1 - _ramp(day_of_year, 290, 330))
+    garden = (1 - bare - roof) * shown
+    w[:, COVER["laterite"]], w[:, COVER["plastic_white"]] = bare * shown, roof * shown
+    w[:, COVER["shrub"]], w[:, COVER["stubble"]] = garden * (0.4 + 0.6 * wet), garden * 0.6 * (1 - wet)
+    return w
+
+
 def river_cover(day: float, day_of_year: float, n: int = 1) -> np.ndarray:
     """A bit turbid all year, muddier with the monsoon floods."""
     silt = 0.1 + 0.3 * _ramp(day_of_year, 150, 190) * (1 - _ramp(day_of_year, 260, 300))
@@ -737,6 +815,7 @@ class Landscape:
     dz_dy: np.ndarray
     dem20: np.ndarray
     _illumination: dict = field(default_factory=dict)
+    scenario: Scenario = Scenario()
 
     def illumination(self, day_of_year: float) -> np.ndarray:
         """Terrain illumination at the overpass, cached per 8-day step of the sun's yearly course."""
@@ -765,7 +844,7 @@ class Truth:
 
 
 def build_landscape(seed: int, window: tuple[float, float, float, float], crs: CRS, start: date, end: date,
-                    pools: gpd.GeoDataFrame) -> tuple[Landscape, Truth, np.ndarray, GeoBox]:
+                    pools: gpd.GeoDataFrame, scenario: Scenario = Scenario()) -> tuple[Landscape, Truth, np.ndarray, GeoBox]:
     """The DEM, land cover and mining of the simulated AOI, and its truth.
 
     Returns the landscape, the truth, and the DEM on a 10 m UTM grid padded beyond the image (so that its
@@ -797,7 +876,7 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
 
     t0, t1 = _day(start), _day(end)
     mining = mining_sites(_rng(seed, "sites"), inside, shapely.get_coordinates(pools.geometry.values), grid,
-                          dem_smooth, image_box, t0, t1)
+                          dem_smooth, image_box, t0, t1, scenario)
     mining_zone = shapely.union(shapely.union_all(mining.clearings.geometry.values),
                                 shapely.multipoints(inside_xy)).buffer(120, quad_segs=4)
     floor = centreline.buffer(floor_m).intersection(image_box)
@@ -810,6 +889,11 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     paddies = paddy_fields(_rng(seed, "paddy"), floor.difference(channel.buffer(5)),
                            mining_zone.buffer(-60), crs)
     river = gpd.GeoDataFrame(geometry=[channel.intersection(image_box)], crs=crs)
+    villages = None
+    if scenario.village_share > 0:
+        avoid = shapely.union_all([*mining.clearings.geometry.values, *mining.ponds.geometry.values, channel])
+        villages = villages_beside_mines(_rng(seed, "village"), mining.clearings, scenario.village_share,
+                                         window_box, avoid, t1)
 
     ponds = mining.ponds
     layers = [
@@ -818,6 +902,8 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
                     plant_day="plant_day", harvest_day="harvest_day", regrow_days="regrow_days"),
         cover_layer("landslide", landslides, grid, landslide_cover, slide_day="slide_day", heal_days="heal_days",
                     redness="redness"),
+        *([cover_layer("village", villages, grid, village_cover, built_day="built_day", bare="bare", roof="roof")]
+          if villages is not None and len(villages) else []),
         cover_layer("clearing", mining.clearings, grid, clearing_cover, cleared_day="cleared_day",
                     abandoned_day="abandoned_day", heal_days="heal_days", greyness="greyness"),
         cover_layer("river", river, grid, river_cover),
@@ -826,12 +912,13 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     ]
     lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform((left + right) / 2, (bottom + top) / 2)
     landscape = Landscape(grid, grid20, lat, forest_background(_rng(seed, "background"), grid.shape.yx), layers,
-                          dz_dx.astype(np.float32), dz_dy.astype(np.float32), dem20)
-    truth = ground_truth(mining, swiddens, landslides, paddies, river, window_box, start, end)
+                          dz_dx.astype(np.float32), dz_dy.astype(np.float32), dem20, scenario=scenario)
+    truth = ground_truth(mining, swiddens, landslides, paddies, river, window_box, start, end, villages)
     return landscape, truth, dem_padded, dem_grid
 
 
-def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_box, start: date, end: date) -> Truth:
+def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_box, start: date, end: date,
+                 villages: gpd.GeoDataFrame | None = None) -> Truth:
     """Contract 5 layers: what exists by the end of the period, clipped to the AOI window; first_year is
     never before start_year (mining older than the period counts in its first year)."""
     t1, y0 = _day(end), start.year
@@ -870,6 +957,10 @@ def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_bo
 
     kinds = [("swidden", swiddens, swiddens["year"].to_numpy()), ("landslide", landslides, landslides["year"].to_numpy()),
              ("paddy", paddies, np.full(len(paddies), y0)), ("river", river, np.full(len(river), y0))]
+    if villages is not None:
+        for k in ("village", "road"):
+            part = villages[villages["kind"] == k]
+            kinds.append((k, part, first_year(part["built_day"]) if len(part) else np.zeros(0, int)))
     geoms = np.concatenate([shapely.intersection(g.geometry.values, window_box) for _, g, _ in kinds])
     confounders = gpd.GeoDataFrame({
         "kind": np.concatenate([[k] * len(g) for k, g, _ in kinds]),
@@ -935,17 +1026,17 @@ def cloud_shadow(cloud: np.ndarray, elevation_deg: float, azimuth_deg: float, he
     return np.roll(cloud, (round(reach * math.cos(az)), round(-reach * math.sin(az))), axis=(0, 1))
 
 
-def sky_conditions(rng: np.random.Generator, month: int) -> dict:
+def sky_conditions(rng: np.random.Generator, month: int, scenario: Scenario = Scenario()) -> dict:
     """Per scene: cloud cover aimed at, haze from burning, cirrus."""
     cover = rng.uniform(0.0, 0.03)  # even a clear day has a few puffs of cumulus
-    if rng.random() < CLOUDY_CHANCE[month]:
+    if rng.random() < CLOUDY_CHANCE[month] + scenario.wetter:
         if month in MONSOON:
             cover = rng.uniform(0.7, 1.0) if rng.random() < 0.85 else rng.uniform(0.3, 0.7)
         else:
-            cover = min(rng.beta(1.2, 3.5), 0.9)
+            cover = min(rng.beta(1.2, 3.5) + scenario.wetter, 0.9)  # a wet year's dry season is cloudier too
     haze = rng.uniform(0.4, 1.0) if month in (3, 4) else rng.uniform(0.0, 0.3) if month in (2, 5) else 0.0
     cirrus = rng.uniform(0.04, 0.15) if rng.random() < 0.12 else 0.0
-    return {"cover": cover, "haze": haze, "cirrus": cirrus, "cloud_height_m": rng.uniform(800, 3000),
+    return {"cover": cover, "haze": haze + scenario.haze, "cirrus": cirrus, "cloud_height_m": rng.uniform(800, 3000),
             "cloud_brightness": rng.uniform(0.45, 0.8)}
 
 
@@ -1010,7 +1101,7 @@ def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) ->
         layer.paint(flat, day, doy)
 
     sun = solar_position(doy, land.lat)
-    sky = sky_conditions(rng, scene.date.month)
+    sky = sky_conditions(rng, scene.date.month, land.scenario)
     illum = land.illumination(doy)
     cloud = cloud_field(rng, shape, sky["cover"]) if sky["cover"] > 0 else np.zeros(shape, np.float32)
     shadow = cloud_shadow(cloud, *sun, sky["cloud_height_m"])
@@ -1205,13 +1296,18 @@ def _move_into_place(partial_dir: Path, out: Path) -> None:
 
 def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year: int = 2020, end_year: int = 2024,
              revisit_days: int = 10, progress: Callable[[int, int], None] | None = None,
-             reuse: bool = False) -> SimulatedAOI:
+             reuse: bool = False, scenario: Scenario | str = "standard") -> SimulatedAOI:
     """Write a simulated AOI into ``out``: ``catalog.json`` (local STAC, contract 3), ``truth.gpkg``
     (contract 5) and ``aoi.geojson``. Deterministic for a given seed and parameters; with ``reuse``,
     a complete simulation already in ``out`` with the same parameters and simulator version is kept.
 
-    Seed 0 is the demo: the densest 6 km of the Pang War pond field, 643 real pools.
+    Seed 0 is the demo: the densest 6 km of the Pang War pond field, 643 real pools. ``scenario`` (a
+    :class:`Scenario` or a name in ``SCENARIOS``) makes it harder; "standard" is the landscape as it always was.
     """
+    if isinstance(scenario, str):
+        if scenario not in SCENARIOS:
+            raise ConfigError(f"unknown scenario '{scenario}': use one of {', '.join(SCENARIOS)}")
+        scenario = SCENARIOS[scenario]
     size_m = round(size_km * 1000.0 / SNAP_M) * SNAP_M
     if size_m < 500:
         raise ConfigError(f"size_km={size_km} is too small: simulate at least 0.5 km")
@@ -1228,13 +1324,13 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
         (window[0] + window[2]) / 2, (window[1] + window[3]) / 2))
     params = {"seed": seed, "size_km": size_m / 1000.0, "start_year": start_year, "end_year": end_year,
               "revisit_days": revisit_days, "window": list(window), "crs": f"EPSG:{crs.to_epsg()}",
-              "version": SIMULATOR_VERSION}
+              "version": SIMULATOR_VERSION, **({"scenario": scenario.changed()} if scenario.changed() else {})}
     _check_out(out, params)
     if reuse and _previous_parameters(out) == params and (out / "truth.gpkg").is_file():
         log.info("reusing the simulated AOI in %s (same parameters)", out)
         return SimulatedAOI(out / "catalog.json", out / "truth.gpkg", out / "aoi.geojson", start, end)
-    name = f"simulated-seed{seed}"
-    land, truth, dem_padded, dem_grid = build_landscape(seed, window, crs, start, end, pools.to_crs(crs))
+    name = f"simulated-seed{seed}" + ("-" + "-".join(sorted(scenario.changed())) if scenario.changed() else "")
+    land, truth, dem_padded, dem_grid = build_landscape(seed, window, crs, start, end, pools.to_crs(crs), scenario)
     log.info("landscape of %s ready in %.1f s: %d ponds, %d sites", name, time.perf_counter() - started,
              len(truth.ponds), len(truth.sites))
 

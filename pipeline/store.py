@@ -22,7 +22,7 @@ import xarray as xr
 
 log = logging.getLogger(__name__)
 
-COMPOSITE_VERSION = 1  # bump when the counting logic changes
+COMPOSITE_VERSION = 2  # bump when the counting logic changes (2: monthly index sums)
 MARKER = ".complete.json"  # suffix of the marker file beside each store
 ORPHAN_AGE_S = 3600
 

@@ -46,3 +46,15 @@ def test_tiny_run_finds_the_pond_and_clearing_with_their_years(tiny_run):
     assert manifest["n_scenes_used"] == 36
     assert {"footprints.gpkg", "yearly_summary.csv", "first_year.tif", "class.tif",
             "valid_observations.tif"} <= set(manifest["outputs"])
+    # evidence: one clear view a month; the pond from November 2022 to the end, the clearing from March 2022
+    # (MNDWI of pure milky water (0.16 - 0.015) / 0.175 = 0.83, but the 20 m SWIR resampled to 10 m mixes the
+    # 40 m pond with its laterite bank, so its pixels read well above the -0.2 threshold and below that;
+    # BSI of laterite 0.18 / 0.84 = 0.21)
+    pond, clearing, site = ponds.iloc[0], clearings.iloc[0], sites.iloc[0]
+    assert (pond["first_seen"], pond["last_seen"], pond["n_clear_obs"]) == ("2022-11", "2023-12", 14)
+    assert 0.1 < pond["mndwi_mean"] < 0.83 and pond["water_share"] == pytest.approx(1.0)
+    assert (clearing["first_seen"], clearing["n_clear_obs"]) == ("2022-03", 22)
+    assert clearing["bsi_mean"] == pytest.approx(0.214, abs=0.01)
+    assert 0.9 < pond["confidence"] <= 1 and 0.9 < clearing["confidence"] <= 1
+    assert site["confidence"] >= max(pond["confidence"], clearing["confidence"])
+    assert (site["first_seen"], site["last_seen"]) == ("2022-03", "2023-12")

@@ -62,6 +62,7 @@ def sh_config(sim, sh, out, **over):
 
 def test_a_run_via_sentinelhub_gives_the_local_outputs_and_never_shows_the_secret(sim, sh, tmp_path, monkeypatch, caplog):
     import geopandas as gpd
+    import numpy as np
 
     monkeypatch.setattr(shmod, "MAX_PX", 64)  # the 1 km AOI (+ margin) becomes 2 x 2 requests at 10 m
     caplog.set_level(logging.DEBUG)
@@ -85,7 +86,12 @@ def test_a_run_via_sentinelhub_gives_the_local_outputs_and_never_shows_the_secre
         a, b = gpd.read_file(local.out / "footprints.gpkg", layer=layer), gpd.read_file(res.out / "footprints.gpkg", layer=layer)
         assert a.geometry.geom_equals_exact(b.geometry, 1e-6).all(), layer
         cols = [c for c in a.columns if c not in ("geometry", "mean_slope_deg")]
-        assert a[cols].equals(b[cols]), layer
+        exact = [c for c in cols if a[c].dtype.kind not in "f"]
+        assert a[exact].equals(b[exact]), layer
+        # evidence means and confidence are float sums over the same pixels, and confidence weighs
+        # the slope: equal to rounding
+        floats = [c for c in cols if c not in exact]
+        assert np.allclose(a[floats].to_numpy(float), b[floats].to_numpy(float), atol=0.05, equal_nan=True), layer
         if layer == "clearings":
             assert (a.mean_slope_deg - b.mean_slope_deg).abs().max() < 1.0
     # tiles under the limit, mosaicked on the AOI lattice

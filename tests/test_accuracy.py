@@ -1,0 +1,48 @@
+"""The accuracy report's pooling and bootstrap (the long runs are `make evaluate`, not the suite)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import accuracy
+
+
+def _counts(site_truth, site_found, site_pred, site_correct, **more):
+    row = {k: 0.0 for k in ("pond_truth", "pond_pred", "pond_found", "pond_correct", "pond_truth_det", "pond_found_det",
+                            "pond_year_n", "pond_year_exact", "clear_truth", "clear_pred", "clear_found", "clear_correct",
+                            "clear_a_truth", "clear_a_pred", "clear_a_inter", "clear_year_n", "clear_year_exact",
+                            "site_year_n", "site_year_exact", "site_year_within1",
+                            *(f"conf_{k}_{w}" for k in accuracy.CONFOUNDER_KINDS for w in ("area", "hit")))}
+    row.update(site_truth=site_truth, site_found=site_found, site_pred=site_pred, site_correct=site_correct, **more)
+    return row
+
+
+def test_pooled_metrics_weigh_seeds_by_their_features():
+    # a 40-site window found perfectly and a 4-site window found half: pooled recall 42/44, not the mean 0.75
+    c = pd.DataFrame([_counts(40, 40, 40, 40, y2024_sites_truth=40, y2024_sites_run=40, y2024_area_truth=1e5,
+                              y2024_area_run=9e4),
+                      _counts(4, 2, 2, 2, y2024_sites_truth=4, y2024_sites_run=2, y2024_area_truth=1e5,
+                              y2024_area_run=1e5)])
+    m = accuracy.metrics(c.sum())
+    assert m["site_recall"] == pytest.approx(42 / 44)
+    assert m["site_precision"] == 1.0
+    assert m["rel_error_sites_2024"] == pytest.approx(-2 / 44)
+    assert m["max_abs_rel_error_footprint"] == pytest.approx(0.05)
+    assert np.isnan(m["pond_recall"])  # no truth ponds: undefined, not perfect
+
+
+def test_clearing_iou_pools_areas():
+    c = pd.Series(_counts(1, 1, 1, 1, clear_a_truth=100.0, clear_a_pred=80.0, clear_a_inter=60.0))
+    assert accuracy.metrics(c)["clearing_iou"] == pytest.approx(60 / 120)
+
+
+def test_bootstrap_interval_brackets_the_pooled_value_and_is_degenerate_for_identical_seeds():
+    same = pd.DataFrame([_counts(10, 9, 10, 10)] * 5)
+    lo, hi = accuracy.bootstrap(same, n=50)["site_recall"]
+    assert lo == hi == pytest.approx(0.9)
+    mixed = pd.DataFrame([_counts(10, 10, 10, 10), _counts(10, 5, 5, 5), _counts(10, 8, 8, 8)])
+    lo, hi = accuracy.bootstrap(mixed, n=300)["site_recall"]
+    assert lo < accuracy.metrics(mixed.sum())["site_recall"] < hi
+
+
+def test_parse_seeds():
+    assert accuracy.parse_seeds("100-103,110") == [100, 101, 102, 103, 110]
