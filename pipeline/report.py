@@ -85,7 +85,8 @@ def charts(table: pd.DataFrame, aoi: str, out_dir: Path) -> dict[str, str]:
     svgs = {}
     for key, (png, column, scale, ylabel, title, new_column) in specs.items():
         fig = _figure(table, column, scale, ylabel, title, key, colours, new_column)
-        fig.savefig(out_dir / png, dpi=150, metadata={"Software": None})
+        fig.savefig(out_dir / (png + ".tmp"), dpi=150, metadata={"Software": None}, format="png")
+        (out_dir / (png + ".tmp")).replace(out_dir / png)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
         plt.close(fig)
@@ -366,7 +367,9 @@ def write_report(run_dir: Path, manifest: dict | None = None) -> list[Path]:
     years = [int(y) for y in table["year"]]
     svgs = charts(table, str(manifest.get("aoi", "")), run_dir)
     page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years))
-    (run_dir / REPORT).write_text(page, encoding="utf-8")
+    tmp = run_dir / (REPORT + ".tmp")  # refresh_report rewrites a finished run: never half a page
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(run_dir / REPORT)
     log.info("report: %s (%d kB)", run_dir / REPORT, (run_dir / REPORT).stat().st_size // 1024)
     return [run_dir / REPORT, run_dir / SITES_PNG, run_dir / FOOTPRINT_PNG]
 
