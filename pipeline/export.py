@@ -59,7 +59,8 @@ def _rename_exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id exists (whoever owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,7 +85,7 @@ def recover(out: Path) -> None:
         return
     for p in out.parent.glob(f".{out.name}.*-*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             log.info("removing %s, left by a stopped run", p)
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

@@ -186,3 +186,19 @@ def simulated_run(tmp_path_factory):
                              "period.end": sim.end.isoformat(), "out": root / "run"})
     result = run(cfg)
     return sim, cfg, result
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Call the command line in-process: returns (exit code, stdout, stderr)."""
+    from pipeline.cli import main
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["pipeline", *map(str, args)])
+        with pytest.raises(SystemExit) as e:
+            main()
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+
+    return call

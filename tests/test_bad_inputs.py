@@ -14,7 +14,7 @@ from conftest import FOREST, LATERITE, run_checker, uniform, write_aoi_file, wri
 from pipeline import run as run_module
 from pipeline.config import load_config
 from pipeline.run import run
-from test_cli_errors import _one_line_error, _run_args, cli  # noqa: F401 - the cli fixture
+from test_cli_errors import _one_line_error, _run_args
 
 
 def _cfg(f, out, **kw):

@@ -1,23 +1,8 @@
 """Bad input: one line naming the problem and the fix, a non-zero exit, no complete-looking run dir."""
 import json
-import sys
 
 import pytest
 
-from pipeline.cli import main
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def call(*args):
-        monkeypatch.setattr(sys, "argv", ["pipeline", *map(str, args)])
-        with pytest.raises(SystemExit) as e:
-            main()
-            raise SystemExit(0)
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return call
 
 
 def _run_args(f, **kw):

@@ -2,12 +2,10 @@
 half-written."""
 import json
 import os
-import sys
 
 import pytest
 
 from pipeline import export
-from pipeline.cli import main
 from pipeline.errors import OutputError
 
 
@@ -17,19 +15,6 @@ def _fake_run(d, text="a"):
     (d / export.SUMMARY).write_text(f"csv {text}")
     export.write_manifest(d / export.MANIFEST, {"aoi": text}, [d / export.GPKG, d / export.SUMMARY])
     return d
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def call(*args):
-        monkeypatch.setattr(sys, "argv", ["pipeline", *map(str, args)])
-        with pytest.raises(SystemExit) as e:
-            main()
-            raise SystemExit(0)
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return call
 
 
 def test_verify_passes_a_good_run_and_names_each_kind_of_damage(tmp_path, cli):

@@ -42,7 +42,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.errors import NoScenesError, SourceError
-from pipeline.export import sha256
+from pipeline.export import pid_alive, sha256
 from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch
 from pipeline.sources.http import DownloadError, Http, HttpOpener, NoProgress, Progress, redact
 
@@ -298,7 +298,7 @@ class SceneCache:
             return 0
         for tmp in self.dir.rglob(".*.partial-*"):
             pid = tmp.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
                 n += 1
         return n
@@ -309,15 +309,6 @@ class SceneCache:
                                 "`python -m pipeline fetch` (online) first, or drop --offline")
         return self.write_catalog()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _atomic_write(path: Path, text: str) -> None:
