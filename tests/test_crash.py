@@ -120,7 +120,8 @@ def test_killed_at_each_stage_previous_run_survives_and_rerun_is_identical(tiny_
     # each kill lands at or just after its marker (how far after depends on the machine's load); the
     # first three stages are long enough that none may let the run finish
     assert "finished" not in seen[:3] and "start-up" not in seen, seen
-    assert leftovers(out), "the kills should have left debris for the rerun to clear"
+    if seen[-1] != "finished":  # a run that finished has already cleared the earlier kills' debris
+        assert leftovers(out), "the kills should have left debris for the rerun to clear"
     full_run(f, out, composites)
     assert_intact(out, expected)
     assert leftovers(out) == []
