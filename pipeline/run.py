@@ -159,7 +159,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
     settings = classification_settings(cfg)
     per_year, reused, used, unreadable = [], [], [], []
-    # stores are chunked as the onset stage reads them: whole year in time, small in space
+    # the onset stage reads the stores in blocks of all months x a small area; stores keep the count
+    # stage's own chunks (rechunking a year of counts before writing held it all in memory)
     edge = cfg.compute.onset_chunk_px(len(composite.month_starts(cfg.period.start, cfg.period.end)))
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
         y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
@@ -174,7 +175,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                 break
             try:
                 with timings(f"count {year}"), dask_progress(progress, f"count {year}"):
-                    lazy = monthly_counts_of(cfg, aoi, these, y0, y1).chunk({"month": -1, "y": edge, "x": edge})
+                    lazy = monthly_counts_of(cfg, aoi, these, y0, y1)
                     counts = store.save(year, key, lazy)
             except (PipelineError, OSError) as e:
                 if isinstance(e, OSError) and e.errno is not None:
