@@ -8,19 +8,46 @@ scenes a month had.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import xarray as xr
 
 NONE = -1
 
 
-def _window_sum(counts: np.ndarray, window: int) -> np.ndarray:
-    """Sum over months m .. m+window-1 (truncated at the end) along the last axis."""
-    c = np.cumsum(counts, axis=-1, dtype=np.int32)
-    c = np.concatenate([np.zeros(c.shape[:-1] + (1,), np.int32), c], axis=-1)
-    n = counts.shape[-1]
-    hi = np.minimum(np.arange(n) + window, n)
-    return c[..., hi] - c[..., :n]
+def _as3d(a) -> np.ndarray:
+    """A view of ``a`` with months last and two pixel axes before them (never a copy: month records
+    arrive month-first from the stores, and transposing them was the onset stage's main cost)."""
+    a = np.asarray(a)
+    return a.reshape((1,) * (3 - a.ndim) + a.shape)
+
+
+@numba.njit(nogil=True, cache=True)
+def _onset_kernel(valid, hits, window, persistence, min_obs, onset, last):
+    n = valid.shape[2]
+    cv = np.zeros(n + 1, np.int64)  # prefix sums of one pixel's record
+    ch = np.zeros(n + 1, np.int64)
+    for y in range(valid.shape[0]):
+        for x in range(valid.shape[1]):
+            for m in range(n):
+                cv[m + 1] = cv[m] + valid[y, x, m]
+                ch[m + 1] = ch[m] + hits[y, x, m]
+            onset[y, x] = NONE
+            last[y, x] = NONE
+            for m in range(n):
+                h, v = hits[y, x, m], valid[y, x, m]
+                if h > 0 and 2 * h >= v:
+                    hi = min(m + window, n)
+                    vw, hw = cv[hi] - cv[m], ch[hi] - ch[m]
+                    if vw >= min_obs and hw >= persistence * vw:
+                        onset[y, x] = m
+                        break
+            if onset[y, x] != NONE:
+                for m in range(n - 1, -1, -1):
+                    h, v = hits[y, x, m], valid[y, x, m]
+                    if h > 0 and 2 * h >= v:
+                        last[y, x] = m
+                        break
 
 
 def persistent_onset(valid: np.ndarray, hits: np.ndarray, window: int, persistence: float,
@@ -31,36 +58,67 @@ def persistent_onset(valid: np.ndarray, hits: np.ndarray, window: int, persisten
     feature in the majority and are followed, within ``window`` months, by >= ``min_obs`` clear views
     of which >= ``persistence`` show it (NONE if never); last is the last month in which most clear
     views showed it (NONE if never after onset); months_seen = last - onset + 1 (0 if none).
+    One compiled pass per pixel: the month records of a large AOI are billions of values.
     """
-    valid = valid.astype(np.int32)
-    hits = hits.astype(np.int32)
-    majority = (hits > 0) & (2 * hits >= valid)
-    vw, hw = _window_sum(valid, window), _window_sum(hits, window)
-    candidate = majority & (vw >= min_obs) & (hw >= persistence * vw)
-    has = candidate.any(axis=-1)
-    onset = np.where(has, candidate.argmax(axis=-1), NONE)
-    n = valid.shape[-1]
-    last_majority = n - 1 - majority[..., ::-1].argmax(axis=-1)
-    last = np.where(has, last_majority, NONE)
-    seen = np.where(has, last - onset + 1, 0)
-    return onset.astype(np.int16), last.astype(np.int16), seen.astype(np.int16)
+    v3, h3 = _as3d(valid), _as3d(hits)
+    onset, last = np.empty(v3.shape[:2], np.int16), np.empty(v3.shape[:2], np.int16)
+    _onset_kernel(v3, h3, int(window), float(persistence), int(min_obs), onset, last)
+    shape = np.shape(valid)[:-1]
+    onset, last = onset.reshape(shape), last.reshape(shape)
+    seen = np.where(onset >= 0, last - onset + 1, 0).astype(np.int16)
+    return onset, last, seen
+
+
+@numba.njit(nogil=True, cache=True)
+def _span_kernel(onset, last, values, out):
+    for y in range(values.shape[0]):
+        for x in range(values.shape[1]):
+            total = 0.0
+            for m in range(max(onset[y, x], 0), last[y, x] + 1):
+                total += values[y, x, m]
+            out[y, x] = total
+
+
+def active_sum(onset: np.ndarray, last: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Sum (float64) of ``values`` (months on the last axis) from each pixel's onset to its last
+    month, both included; 0 without onset (``last`` is NONE then)."""
+    v3 = _as3d(values)
+    out = np.empty(v3.shape[:2], np.float64)
+    _span_kernel(np.asarray(onset).reshape(v3.shape[:2]), np.asarray(last).reshape(v3.shape[:2]), v3, out)
+    return out.reshape(np.shape(values)[:-1])
+
+
+def per_pixel(func, maps: list[xr.DataArray], records: list[xr.DataArray], n_out: int = 1, **kwargs):
+    """``func(*maps, *records, **kwargs)`` for (y, x) ``maps`` and (month, y, x) ``records``, which
+    ``func`` sees with months on the last axis (a view); returns ``n_out`` (y, x) DataArrays (a tuple
+    if more than one). Lazy, block by block, when the records are dask-backed: each block holds one
+    area's whole record, so the month axis is brought into one chunk first."""
+    k = len(maps)
+
+    def block(*arrays):
+        out = func(*arrays[:k], *[np.moveaxis(r, 0, -1) for r in arrays[k:]], **kwargs)
+        return np.stack(out) if n_out > 1 else out[None]
+
+    template = records[0].isel(month=0, drop=True)
+    if records[0].chunks is None:
+        stacked = block(*[m.values for m in maps], *[r.values for r in records])
+    else:
+        import dask.array as da
+
+        recs = [r.chunk({"month": -1}).data for r in records]
+        spatial = recs[0].chunks[1:]
+        args = [m.chunk(dict(zip(m.dims, spatial))).data for m in maps] + recs
+        dtype = np.result_type(*[block(*[np.zeros((1,) * a.ndim, a.dtype) for a in args])])
+        stacked = da.map_blocks(block, *args, dtype=dtype, chunks=((n_out,), *spatial))
+    outs = [template.copy(data=stacked[i]) for i in range(n_out)]
+    return tuple(outs) if n_out > 1 else outs[0]
 
 
 def onset_maps(valid: xr.DataArray, hits: xr.DataArray, window: int, persistence: float,
                min_obs: int) -> xr.Dataset:
-    """``persistent_onset`` over (month, y, x) counts, lazily when they are dask-backed.
-
-    The month axis is brought into one chunk (per spatial chunk) since onset needs each pixel's
-    whole record; spatial chunks are left as they are.
-    """
-    if valid.chunks is not None:
-        valid, hits = valid.chunk({"month": -1}), hits.chunk({"month": -1})
-    onset, last, seen = xr.apply_ufunc(
-        persistent_onset, valid, hits,
-        input_core_dims=[["month"], ["month"]], output_core_dims=[[], [], []],
-        kwargs=dict(window=window, persistence=persistence, min_obs=min_obs),
-        dask="parallelized", output_dtypes=[np.int16, np.int16, np.int16],
-    )
+    """``persistent_onset`` over (month, y, x) counts, lazily when they are dask-backed."""
+    onset, last, seen = per_pixel(persistent_onset, [], [valid, hits], n_out=3, window=window,
+                                  persistence=persistence, min_obs=min_obs)
     return xr.Dataset({"onset": onset, "last": last, "months_seen": seen})
 
 
@@ -69,21 +127,14 @@ def share_while_active(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, h
     without onset. Months on the last axis; ``onset`` and ``last`` as from ``persistent_onset``.
     Only the active span counts, so an abandoned mine greening afterwards still reads as never green.
     """
-    m = np.arange(valid.shape[-1])
-    active = (m >= np.asarray(onset)[..., None]) & (m <= np.asarray(last)[..., None])
-    v = np.where(active, valid, 0).sum(axis=-1)
-    h = np.where(active, hits, 0).sum(axis=-1)
+    v, h = active_sum(onset, last, valid), active_sum(onset, last, hits)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((onset >= 0) & (v > 0), h / v, np.nan).astype(np.float32)
+        return np.where((np.asarray(onset) >= 0) & (v > 0), h / v, np.nan).astype(np.float32)
 
 
 def share_while_active_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray) -> xr.DataArray:
     """``share_while_active`` over (month, y, x) counts and ``onset_maps`` output, lazily when dask-backed."""
-    if valid.chunks is not None:
-        valid, hits = valid.chunk({"month": -1}), hits.chunk({"month": -1})
-    return xr.apply_ufunc(share_while_active, maps["onset"], maps["last"], valid, hits,
-                          input_core_dims=[[], [], ["month"], ["month"]],
-                          dask="parallelized", output_dtypes=[np.float32])
+    return per_pixel(share_while_active, [maps["onset"], maps["last"]], [valid, hits])
 
 
 def month_to_year(index: np.ndarray, months) -> np.ndarray:

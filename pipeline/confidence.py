@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pipeline.change import share_while_active
+from pipeline.change import active_sum, per_pixel, share_while_active
 from pipeline.config import ClearingRules, PondRules
 
 OBS_SCALE = 8.0  # clear views while active at which the evidence term reaches 1 - 1/e
@@ -43,10 +43,7 @@ COLUMNS = ("confidence", "n_clear_obs", "first_seen", "last_seen")  # on every l
 
 def active_total(onset: np.ndarray, last: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sum of ``counts`` (months on the last axis) from each pixel's onset to its last month; 0 without onset."""
-    m = np.arange(counts.shape[-1])
-    active = (m >= np.asarray(onset)[..., None]) & (m <= np.asarray(last)[..., None])
-    total = np.where(active, counts, 0).sum(axis=-1)
-    return np.where(np.asarray(onset) >= 0, total, 0).astype(np.int32)
+    return active_sum(onset, last, counts).astype(np.int32)
 
 
 def evidence_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | None,
@@ -54,15 +51,8 @@ def evidence_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | No
     """Per-pixel evidence over each pixel's active span (from ``change.onset_maps`` output): clear views
     (``n_clear_obs``), the share showing ``hits`` (``water_share``, when given) and the mean of each
     index in ``sums`` (``<name>_mean``, from monthly sums over clear views). Lazy when dask-backed."""
-    if valid.chunks is not None:
-        valid = valid.chunk({"month": -1})
-        hits = hits.chunk({"month": -1}) if hits is not None else None
-        sums = {k: v.chunk({"month": -1}) for k, v in sums.items()}
-
-    def over(func, *arrays, dtype):
-        return xr.apply_ufunc(func, maps["onset"], maps["last"], *arrays,
-                              input_core_dims=[[], [], *[["month"]] * len(arrays)],
-                              dask="parallelized", output_dtypes=[dtype])
+    def over(func, *records, dtype):
+        return per_pixel(func, [maps["onset"], maps["last"]], list(records)).astype(dtype)
 
     out = {"n_clear_obs": over(active_total, valid, dtype=np.int32)}
     if hits is not None:

@@ -150,3 +150,27 @@ def test_select_clearings_rejects_paddies_and_lone_landslide_strips():
     out = classify.select_clearings(g, ClearingRules())
     assert out["name"].tolist() == ["mine", "landslide", "terrace"]      # the paddy greens
     assert out["persistent"].tolist() == [True, False, False]           # strip and flat pad need ponds
+
+
+def test_evidence_maps_lazy_equal_eager():
+    from pipeline.change import share_while_active_maps
+    from pipeline.confidence import evidence_maps
+
+    rng = np.random.default_rng(2)
+    valid = rng.integers(0, 4, size=(24, 10, 12)).astype(np.int16)
+    hits = np.minimum(valid, rng.integers(0, 4, size=(24, 10, 12))).astype(np.int16)
+    sums = rng.normal(size=(24, 10, 12)).astype(np.float32)
+    dims = ("month", "y", "x")
+
+    def maps(lazy):
+        wrap = (lambda a: xr.DataArray(da.from_array(a, chunks=(1, 5, 6)), dims=dims)) if lazy else \
+            (lambda a: xr.DataArray(a, dims=dims))
+        m = onset_maps(wrap(valid), wrap(hits), 6, 0.6, 3)
+        m["share"] = share_while_active_maps(m, wrap(valid), wrap(hits))
+        return m.merge(evidence_maps(m, wrap(valid), wrap(hits), {"mndwi": wrap(sums)}))
+
+    eager, lazy = maps(False), maps(True)
+    assert isinstance(lazy["mndwi_mean"].data, da.Array) and (eager["onset"] >= 0).any()
+    xr.testing.assert_allclose(eager, lazy.compute())
+    assert eager["n_clear_obs"].dtype == np.int32 and eager["share"].dtype == np.float32
+    assert eager["share"].dims == ("y", "x")
