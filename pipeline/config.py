@@ -74,28 +74,45 @@ class DownloadConfig(_Model):
 
 
 class ComputeConfig(_Model):
-    # The one place chunk sizes come from: spatial chunk edge in pixels; one scene per time chunk.
-    # 1024 px keeps a 10 km AOI in one read per band and scene, which matters more than parallelism
-    # across chunks on a 2-core machine.
-    chunk_px: int = Field(1024, ge=64, le=8192)
+    # The one place chunk sizes come from: spatial block edge in pixels of the count stage (one task
+    # reads one month of scenes on one block). 2048 px keeps a 20 km AOI in one read per band and
+    # scene: blocks that cut a COG's internal tiles decode those tiles twice, which costs more than
+    # parallelism across blocks gains on a 2-core machine (months run in parallel). Even: 20 m bands
+    # are read on the half-resolution grid.
+    chunk_px: int = Field(2048, ge=64, le=8192, multiple_of=2)
     workers: int | None = Field(None, ge=1, description="dask threads; default: all cores")
     # A dask.distributed scheduler address (tcp://host:8786) to send the work to an existing cluster;
     # None: DASK_SCHEDULER_ADDRESS if set, else threads on this machine. Workers need this package
     # installed and the output directory's disk (the yearly composites are written there).
     scheduler: str | None = None
-    # Onsets need each pixel's whole monthly record in one chunk; their temporaries are int32 arrays
-    # of (pixels x months). This many cells per chunk (about 16 MB per temporary) keeps memory flat
-    # whatever the period: a longer period gets smaller spatial chunks.
-    onset_chunk_cells: int = Field(4_000_000, ge=10_000)
+    # Onsets need each pixel's whole monthly record in one block; a block's inputs are 20 bytes per
+    # cell (pixels x months). This many cells per block (~300 MB) keeps memory flat whatever the
+    # period: a longer period gets smaller spatial blocks.
+    onset_chunk_cells: int = Field(16_000_000, ge=10_000)
     # Where each year's monthly composites are kept (Zarr) so a re-run or a monthly run reuses the
     # years whose scenes and classification settings have not changed. None: a scratch directory
     # beside the output, removed after the run.
     composite_dir: Path | None = None
 
 
+    @property
+    def store_chunk_px(self) -> int:
+        """Spatial chunk edge of the persisted monthly composites: 512 px (or the count block, if that
+        is smaller or not a multiple), so the onset stage reads each stored chunk once, not a whole
+        count block for every small onset block (zarr reads whole chunks)."""
+        edge = min(512, self.chunk_px)
+        return edge if self.chunk_px % edge == 0 else self.chunk_px
+
     def onset_chunk_px(self, n_months: int) -> int:
-        """Spatial chunk edge (px) for the onset stage of a period of ``n_months``."""
-        return int(max(32, min(self.chunk_px, (self.onset_chunk_cells / max(n_months, 1)) ** 0.5)))
+        """Spatial block edge (px) of the onset stage for a period of ``n_months``: the store's chunk
+        edge times or divided by a power of two, the largest whose block holds at most
+        ``onset_chunk_cells`` cells (so blocks line up with stored chunks)."""
+        edge = self.store_chunk_px
+        while edge * 2 <= self.chunk_px and (2 * edge) ** 2 * n_months <= self.onset_chunk_cells:
+            edge *= 2
+        while edge > 32 and edge ** 2 * max(n_months, 1) > self.onset_chunk_cells:
+            edge //= 2
+        return edge
 
 
 class MaskConfig(_Model):

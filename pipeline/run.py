@@ -25,13 +25,13 @@ import shapely
 import xarray as xr
 
 import pipeline
-from pipeline import classify, composite, confidence, export, indices, masking, report, terrain
+from pipeline import classify, composite, confidence, export, indices, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import find_scenes, make_source
-from pipeline.sources.loading import BANDS_20M, SCL, load_dem, load_reflectance, solar_day, usable_scenes
+from pipeline.sources.loading import BANDS_20M, SCL, load_dem, overpasses, solar_day, usable_scenes
 from pipeline.summary import yearly_summary
 from pipeline.vectorize import assign_sites, class_map, feature_table, label_features
 
@@ -123,24 +123,15 @@ def classification_settings(cfg: RunConfig) -> dict:
 
 def monthly_counts_of(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date) -> xr.Dataset:
     """Lazy monthly counts of clear, pond-like, bare and green views for ``scenes`` in [start, end]."""
-    cube = load_reflectance(scenes, aoi.grid, indices.BANDS, cfg.compute.chunk_px)
-    valid = masking.clear_mask(cube, cfg.mask.invalid_scl, cfg.mask.cloud_buffer_px, indices.BANDS)
-    ind = indices.all_indices(cube)
-    water = classify.pond_like(ind, valid, cfg.ponds)
-    flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, cfg.clearings, water),
-             "green": classify.green_like(ind, valid, cfg.clearings)}
-    counts = composite.monthly_counts(flags, start, end)
-    # index sums over clear views: the evidence (mean MNDWI/NDVI/BSI while active) each polygon carries
-    sums = composite.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
-    counts = counts.assign(sums.data_vars)
-    return counts.assign_coords(x=aoi.grid.coords["x"].values, y=aoi.grid.coords["y"].values)
+    rules = composite.observation_rules(cfg.mask.invalid_scl, cfg.mask.cloud_buffer_px, cfg.ponds, cfg.clearings)
+    return composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules)
 
 
 def empty_counts(aoi: AOI, start: date, end: date, chunk_px: int) -> xr.Dataset:
     months = composite.month_starts(start, end)
     shape = (len(months), *aoi.grid.shape.yx)
-    zeros = dask.array.zeros(shape, dtype=np.int16, chunks=(1, chunk_px, chunk_px))
-    fzeros = dask.array.zeros(shape, dtype=np.float32, chunks=(1, chunk_px, chunk_px))
+    zeros = dask.array.zeros(shape, dtype=np.int16, chunks=(-1, chunk_px, chunk_px))
+    fzeros = dask.array.zeros(shape, dtype=np.float32, chunks=(-1, chunk_px, chunk_px))
     return xr.Dataset({**{k: (("month", "y", "x"), zeros) for k in composite.COUNTS},
                        **{k: (("month", "y", "x"), fzeros) for k in composite.INDEX_SUMS}},
                       coords={"month": months, "y": aoi.grid.coords["y"].values, "x": aoi.grid.coords["x"].values})
@@ -159,8 +150,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
     settings = classification_settings(cfg)
     per_year, reused, used, unreadable = [], [], [], []
-    # the onset stage reads the stores in blocks of all months x a small area; stores keep the count
-    # stage's own chunks (rechunking a year of counts before writing held it all in memory)
+    # the onset stage reads the stores in blocks of all months x a small area that line up with the
+    # stored chunks, so each is read once and nothing is rechunked in memory
     edge = cfg.compute.onset_chunk_px(len(composite.month_starts(cfg.period.start, cfg.period.end)))
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
         y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
@@ -169,14 +160,14 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         while these and counts is None:
             key = composite_key(aoi.grid, [s.id for s in these], settings)
             months = len(composite.month_starts(y0, y1))
-            counts = store.load(year, key, months, aoi.grid.shape.yx)
+            counts = store.load(year, key, months, aoi.grid.shape.yx, edge)
             if counts is not None:
                 reused.append(year)
                 break
             try:
                 with timings(f"count {year}"), dask_progress(progress, f"count {year}"):
                     lazy = monthly_counts_of(cfg, aoi, these, y0, y1)
-                    counts = store.save(year, key, lazy)
+                    counts = store.save(year, key, lazy, cfg.compute.store_chunk_px, edge)
             except (PipelineError, OSError) as e:
                 if isinstance(e, OSError) and e.errno is not None:
                     raise  # the disk, not a scene: let the caller report it
@@ -184,12 +175,12 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
                 these = _drop_unreadable(these, unreadable, e)
         used.extend(these)
-        per_year.append(counts if counts is not None else empty_counts(aoi, y0, y1, cfg.compute.chunk_px))
+        per_year.append(counts if counts is not None else empty_counts(aoi, y0, y1, edge))
     if not used:
         first = unreadable[0] if unreadable else {"id": "-", "reason": "no scene"}
         raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
                             f"{first['reason']}): check or re-fetch the catalog files")
-    monthly = xr.concat(per_year, dim="month").chunk({"month": -1, "y": edge, "x": edge})
+    monthly = xr.concat(per_year, dim="month").chunk({"month": -1})
     with timings("onsets"), dask_progress(progress, "onsets"):
         ch = cfg.change
         ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,

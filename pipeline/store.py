@@ -19,10 +19,11 @@ import uuid
 from pathlib import Path
 
 import xarray as xr
+from zarr.codecs import BloscCodec
 
 log = logging.getLogger(__name__)
 
-COMPOSITE_VERSION = 2  # bump when the counting logic changes (2: monthly index sums)
+COMPOSITE_VERSION = 3  # bump when the counting logic or layout changes (2: index sums; 3: 512 px LZ4 chunks)
 MARKER = ".complete.json"  # suffix of the marker file beside each store
 ORPHAN_AGE_S = 3600
 
@@ -68,8 +69,9 @@ class CompositeStore:
     def path(self, year: int, key: str) -> Path:
         return self.root / f"monthly-{year}-{key}.zarr"
 
-    def load(self, year: int, key: str, months: int, shape: tuple[int, int]) -> xr.Dataset | None:
-        """The stored counts for ``year`` if they exist, match ``key`` and have the expected shape."""
+    def load(self, year: int, key: str, months: int, shape: tuple[int, int], edge: int) -> xr.Dataset | None:
+        """The stored counts for ``year`` if they exist, match ``key`` and have the expected shape,
+        opened lazily in blocks of all months x ``edge`` x ``edge`` pixels."""
         p = self.path(year, key)
         if not p.is_dir():
             return None
@@ -80,7 +82,7 @@ class CompositeStore:
             marker_path(p).unlink(missing_ok=True)
             return None
         try:
-            ds = xr.open_zarr(p, consolidated=False)
+            ds = _open(p, edge)
             ok = ds.attrs.get("key") == key and ds.sizes.get("month") == months and \
                 (ds.sizes.get("y"), ds.sizes.get("x")) == tuple(shape)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
@@ -91,15 +93,20 @@ class CompositeStore:
             return None
         return ds
 
-    def save(self, year: int, key: str, counts: xr.Dataset) -> xr.Dataset:
-        """Compute ``counts`` into the store (atomically) and return it opened lazily from disk."""
+    def save(self, year: int, key: str, counts: xr.Dataset, chunk_px: int, edge: int) -> xr.Dataset:
+        """Compute ``counts`` into the store (atomically) in chunks of one month x ``chunk_px`` x
+        ``chunk_px`` and return it opened lazily from disk as ``load`` does."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.path(year, key)
         tmp = self.root / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
         counts = counts.assign_attrs(key=key, year=year)
         for v in counts.data_vars.values():
             v.encoding.clear()
-        counts.to_zarr(tmp, mode="w", consolidated=False)
+        # LZ4 with bit-shuffling: counts are small integers and compress 2-3x; this reads and writes
+        # 2-3x faster than zarr's default zstd, which made reading the stores the onset stage's cost
+        codec = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+        encoding = {k: {"compressors": [codec], "chunks": (1, chunk_px, chunk_px)} for k in counts.data_vars}
+        counts.to_zarr(tmp, mode="w", consolidated=False, encoding=encoding)
         files = _file_digests(tmp)
         marker_path(final).unlink(missing_ok=True)
         shutil.rmtree(final, ignore_errors=True)
@@ -116,4 +123,8 @@ class CompositeStore:
         for orphan in self.root.glob(f".monthly-{year}-*.tmp*"):
             if time.time() - orphan.stat().st_mtime > ORPHAN_AGE_S:
                 shutil.rmtree(orphan, ignore_errors=True) if orphan.is_dir() else orphan.unlink(missing_ok=True)
-        return xr.open_zarr(final, consolidated=False)
+        return _open(final, edge)
+
+
+def _open(p: Path, edge: int) -> xr.Dataset:
+    return xr.open_zarr(p, consolidated=False, chunks={"month": -1, "y": edge, "x": edge})

@@ -12,11 +12,15 @@ def _cfg(f, out, **kw):
                               "period.end": "2023-12-31", "out": out, **kw})
 
 
-def test_onset_chunks_shrink_as_the_period_grows():
-    c = ComputeConfig(chunk_px=1024, onset_chunk_cells=4_000_000)
-    assert c.onset_chunk_px(60) == 258 and c.onset_chunk_px(120) == 182
-    # memory per chunk (pixels x months) stays the same when the period doubles
-    assert abs(c.onset_chunk_px(120) ** 2 * 120 - c.onset_chunk_px(60) ** 2 * 60) / (258 ** 2 * 60) < 0.02
+def test_onset_blocks_line_up_with_stored_chunks_and_shrink_as_the_period_grows():
+    c = ComputeConfig(chunk_px=2048, onset_chunk_cells=16_000_000)
+    assert c.store_chunk_px == 512
+    assert [c.onset_chunk_px(n) for n in (12, 24, 60, 120, 240)] == [1024, 512, 512, 256, 256]
+    for n in (12, 24, 60, 120, 240, 480):
+        edge = c.onset_chunk_px(n)
+        assert edge ** 2 * n <= 16_000_000  # memory per block does not grow with the period
+        assert edge % 512 == 0 or 512 % edge == 0  # whole stored chunks, or whole fractions of one
+    assert ComputeConfig(chunk_px=1000).store_chunk_px == 1000 and ComputeConfig(chunk_px=256).store_chunk_px == 256
 
 
 def test_composites_are_reused_and_a_broken_store_is_recomputed(tiny_catalog, tmp_path):

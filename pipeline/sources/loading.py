@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import NamedTuple
 
 import numpy as np
 import odc.stac
@@ -116,6 +117,15 @@ def solar_day(item: pystac.Item) -> str:
 BANDS_20M = {"rededge1", "rededge2", "rededge3", "nir08", "swir16", "swir22", SCL}
 
 
+def day_scale_offset(tiles: list[pystac.Item], band: str) -> tuple[float, float]:
+    """The scale and offset of ``band`` for one overpass: its first tile's (a warning if tiles differ,
+    since the tiles are fused as DN before scaling)."""
+    pairs = [scale_offset(it, band) for it in tiles]
+    if len(set(pairs)) > 1:
+        log.warning("tiles of %s disagree on %s scale/offset %s; using the first", solar_day(tiles[0]), band, pairs)
+    return pairs[0]
+
+
 def upsample2(block: np.ndarray, bilinear: bool) -> np.ndarray:
     """Double the resolution of a (time, y, x) block that carries a 1-pixel halo in y and x.
 
@@ -175,12 +185,8 @@ def load_reflectance(items: list[pystac.Item], grid: GeoBox, bands: list[str], c
     times = loaded[wanted[0]].time
     out = {}
     for b in bands:
-        so = [[scale_offset(it, b) for it in by_day[d]] for d in days]
-        for d, pairs in zip(days, so):
-            if len(set(pairs)) > 1:
-                log.warning("tiles of %s disagree on %s scale/offset %s; using the first", d, b, pairs)
-        scale = xr.DataArray(np.array([p[0][0] for p in so], np.float32), dims="time")
-        offset = xr.DataArray(np.array([p[0][1] for p in so], np.float32), dims="time")
+        so = np.array([day_scale_offset(by_day[d], b) for d in days], np.float32)
+        scale, offset = xr.DataArray(so[:, 0], dims="time"), xr.DataArray(so[:, 1], dims="time")
         dn = loaded[b].assign_coords(time=times)
         refl = (dn.astype(np.float32) * scale + offset).where(dn != 0).astype(np.float32)
         out[b] = _to_10m(refl, grid, bilinear=True) if b in BANDS_20M else refl
@@ -202,3 +208,89 @@ def load_dem(items: list[pystac.Item], grid: GeoBox) -> xr.DataArray | None:
     if nodata is not None and not np.isnan(nodata):
         dem = dem.where(dem != nodata)
     return dem.astype(np.float32)
+
+
+# ------------------------------------------------------- block reads for the fused count stage
+
+def _aligned(src, grid: GeoBox) -> tuple[int, int] | None:
+    """(row, col) offset of ``grid``'s origin in the file's pixels, if the file is on the same lattice
+    (same CRS and pixel size, origin a whole number of pixels away): then a window read is exact."""
+    a, g = src.transform, grid.affine
+    if src.crs != rasterio.crs.CRS.from_user_input(str(grid.crs)):
+        return None
+    if (a.a, a.b, a.d, a.e) != (g.a, g.b, g.d, g.e):
+        return None
+    dx, dy = (g.c - a.c) / a.a, (g.f - a.f) / a.e
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return round(dy), round(dx)
+
+
+def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], nearest: bool) -> np.ndarray:
+    """DN of band 1 of ``href`` on ``rows`` x ``cols`` of ``grid`` (0 where the file has no pixel).
+
+    On the file's own lattice (the AOI grid is snapped to it) this is a plain window read; otherwise
+    (another UTM zone, another pixel size) GDAL warps just this window, bilinear (nearest for classes).
+    """
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    (r0, r1), (c0, c1) = rows, cols
+    with rasterio.open(href) as src:
+        if src.crs is None:  # a file cut short loses its georeferencing tags before its pixels
+            raise SourceError(f"{href} has no CRS: truncated or not a georeferenced image")
+        out = np.zeros((r1 - r0, c1 - c0), src.dtypes[0])
+        off = _aligned(src, grid)
+        if off is None:
+            with WarpedVRT(src, crs=str(grid.crs), transform=grid.affine, width=grid.shape.x,
+                           height=grid.shape.y, nodata=0,
+                           resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt:
+                return vrt.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=out)
+        fr0, fc0 = max(r0 + off[0], 0), max(c0 + off[1], 0)
+        fr1, fc1 = min(r1 + off[0], src.height), min(c1 + off[1], src.width)
+        if fr1 > fr0 and fc1 > fc0:
+            src.read(1, window=Window(fc0, fr0, fc1 - fc0, fr1 - fr0),
+                     out=out[fr0 - off[0] - r0:fr1 - off[0] - r0, fc0 - off[1] - c0:fc1 - off[1] - c0])
+        return out
+
+
+def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int],
+                  nearest: bool = False, halo: int = 0) -> np.ndarray:
+    """One band of one overpass (the tiles of a solar day, first valid pixel wins, as odc-stac fuses)
+    on a block of ``grid``, with ``halo`` pixels more on each side; beyond the grid's edge the edge
+    pixels repeat (as the reference upsampling's ``boundary="nearest"``)."""
+    (r0, r1), (c0, c1) = rows, cols
+    h, w = grid.shape.y, grid.shape.x
+    rr = (max(r0 - halo, 0), min(r1 + halo, h))
+    cc = (max(c0 - halo, 0), min(c1 + halo, w))
+    out = None
+    for href in hrefs:
+        dn = read_tile(href, grid, rr, cc, nearest)
+        if out is None:
+            out = dn
+        else:
+            np.copyto(out, dn, where=out == 0)
+        if out.all():
+            break
+    pad = ((rr[0] - (r0 - halo), (r1 + halo) - rr[1]), (cc[0] - (c0 - halo), (c1 + halo) - cc[1]))
+    return np.pad(out, pad, mode="edge") if any(pad[0] + pad[1]) else out
+
+
+class Overpass(NamedTuple):
+    """One solar day's tiles as the fused count stage reads them: plain, picklable values."""
+    day: str                                # local solar date, ISO
+    hrefs: dict[str, list[str]]             # band -> the tiles' files, in search order
+    scale_offset: np.ndarray                # float32 [len(bands), 2], in ``bands`` order
+
+
+def overpasses(items: list[pystac.Item], bands: list[str]) -> list[Overpass]:
+    """Group ``items`` by solar day (as odc-stac's ``groupby="solar_day"``), sorted by day."""
+    if not items:
+        raise NoScenesError("no usable scene left to load: see the skipped scenes in run.json")
+    by_day: dict[str, list[pystac.Item]] = {}
+    for it in items:
+        by_day.setdefault(solar_day(it), []).append(it)
+    return [Overpass(d, {b: [it.assets[b].get_absolute_href() for it in tiles] for b in [*bands, SCL]},
+                     np.array([day_scale_offset(tiles, b) for b in bands], np.float32))
+            for d, tiles in sorted(by_day.items())]

@@ -1,0 +1,151 @@
+"""The fused count stage against its reference: the xarray formulation (clear_mask -> all_indices ->
+pond_like / bare_like / green_like -> monthly_counts / monthly_sums) on the same scenes."""
+from datetime import date, datetime
+
+import dask
+import numpy as np
+import pytest
+
+from conftest import FOREST, uniform, write_aoi_file, write_catalog
+from pipeline import classify, composite, indices, masking
+from pipeline.aoi import load_aoi
+from pipeline.config import ClearingRules, PondRules
+from pipeline.simulate import simulate
+from pipeline.sources.local_stac import LocalCatalogSource
+from pipeline.sources.loading import load_reflectance, overpasses
+
+INVALID = [0, 1, 3, 8, 9, 10]
+
+
+def reference_counts(scenes, grid, start, end, buffer_px=3):
+    cube = load_reflectance(scenes, grid, indices.BANDS, 128)
+    valid = masking.clear_mask(cube, INVALID, buffer_px, indices.BANDS)
+    ind = indices.all_indices(cube)
+    water = classify.pond_like(ind, valid, PondRules())
+    flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, ClearingRules(), water),
+             "green": classify.green_like(ind, valid, ClearingRules())}
+    out = composite.monthly_counts(flags, start, end)
+    sums = composite.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
+    return out.assign(sums.data_vars).compute()
+
+
+def fused_counts(scenes, grid, start, end, chunk_px, buffer_px=3):
+    rules = composite.observation_rules(INVALID, buffer_px, PondRules(), ClearingRules())
+    return composite.count_stage(overpasses(scenes, indices.BANDS), grid, start, end, chunk_px, rules).compute()
+
+
+def assert_same(fused, ref):
+    for name in composite.COUNTS:
+        assert fused[name].dtype == np.int16
+        np.testing.assert_array_equal(fused[name].values, ref[name].values, err_msg=name)
+    for name in composite.INDEX_SUMS:
+        np.testing.assert_allclose(fused[name].values, ref[name].values, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """A small simulated AOI: clouds, shadows, haze, nodata edges, ponds, clearings, swidden."""
+    sim = simulate(tmp_path_factory.mktemp("sim") / "aoi", seed=3, size_km=1.2, start_year=2021, end_year=2021,
+                   revisit_days=10)
+    aoi = load_aoi(sim.aoi)
+    found = LocalCatalogSource(sim.catalog).search(aoi.geometry, date(2021, 1, 1), date(2021, 12, 31), 100)
+    return aoi, found.scenes
+
+
+@pytest.mark.parametrize("chunk_px", [64, 1024])
+def test_fused_counts_equal_the_reference_on_simulated_scenes(simulated, chunk_px):
+    # 64 px blocks put cloud buffers and the 20 m halo across block edges; 1024 is one block
+    aoi, scenes = simulated
+    with dask.config.set(scheduler="threads", num_workers=2):
+        ref = reference_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31))
+        fused = fused_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), chunk_px)
+    assert fused["valid"].values.sum() > 0 and fused["pond"].values.sum() > 0 and fused["bare"].values.sum() > 0
+    assert (fused["valid"].values < fused["valid"].values.max()).any()  # clouds were masked somewhere
+    assert_same(fused, ref)
+
+
+@pytest.mark.parametrize("buffer_px", [0, 1, 4])
+def test_cloud_buffer_matches_the_reference_at_any_width(simulated, buffer_px):
+    aoi, scenes = simulated
+    scenes = scenes[:12]
+    ref = reference_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), buffer_px)
+    fused = fused_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64, buffer_px)
+    assert_same(fused, ref)
+
+
+BOUNDS = (436000.0, 2841000.0, 436400.0, 2841400.0)
+
+
+def _catalog_scenes(tmp_path, scenes, bounds=BOUNDS, epsg=32647):
+    cat = write_catalog(tmp_path / "cat", scenes, bounds=bounds, epsg=epsg)
+    aoi = load_aoi(write_aoi_file(tmp_path / "aoi.geojson", BOUNDS, inset=40.0))
+    return aoi, LocalCatalogSource(cat).search(aoi.geometry, date(2020, 1, 1), date(2023, 12, 31), 100).scenes
+
+
+def test_a_cloud_at_a_block_edge_is_buffered_into_the_next_block(tmp_path):
+    scl = np.full((20, 20), 4, np.uint8)
+    scl[8, 9] = 9  # one 20 m cloud pixel
+    aoi, scenes = _catalog_scenes(tmp_path, [{"datetime": datetime(2021, 5, 1), "refl": uniform(FOREST, (40, 40)),
+                                              "scl": scl}])
+    for chunk_px in (8, 16, 64):
+        valid = fused_counts(scenes, aoi.grid, date(2021, 5, 1), date(2021, 5, 31), chunk_px)["valid"].values[0]
+        clouded = np.argwhere(valid == 0)
+        # 2 x 2 pixels of cloud grown by 3 on each side: an 8 x 8 square, whichever blocks it spans
+        assert len(clouded) == 64, chunk_px
+        assert (clouded.max(axis=0) - clouded.min(axis=0)).tolist() == [7, 7]
+
+
+def test_scenes_from_another_utm_zone_are_warped_onto_the_grid(tmp_path):
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(32647, 32646, always_xy=True)
+    x0, y0 = t.transform(BOUNDS[0] - 200, BOUNDS[1] - 200)
+    x0, y0 = round(x0 / 20) * 20, round(y0 / 20) * 20
+    scenes = [{"datetime": datetime(2021, 5, 1), "refl": uniform(FOREST, (88, 88))}]
+    aoi, found = _catalog_scenes(tmp_path, scenes, bounds=(x0, y0, x0 + 880, y0 + 880), epsg=32646)
+    out = fused_counts(found, aoi.grid, date(2021, 5, 1), date(2021, 5, 31), 16)
+    assert (out["valid"].values == 1).all() and (out["green"].values == 1).all()  # forest, seen once, everywhere
+    ndvi = out["ndvi_sum"].values[0]
+    want = (FOREST["nir"] - FOREST["red"]) / (FOREST["nir"] + FOREST["red"])
+    np.testing.assert_allclose(ndvi, want, atol=2e-3)
+
+
+def test_two_tiles_of_one_overpass_are_fused_first_valid(tmp_path):
+    left = uniform(FOREST, (40, 40))
+    for b in left:
+        left[b][:, 20:] = np.nan  # the first tile covers the west half only
+    import pystac
+
+    when = datetime(2021, 5, 1, 4, 0)
+    cat = write_catalog(tmp_path / "cat", [{"datetime": when, "refl": left},
+                                           {"datetime": when, "refl": uniform(FOREST, (40, 40))}], bounds=BOUNDS)
+    aoi = load_aoi(write_aoi_file(tmp_path / "aoi.geojson", BOUNDS, inset=40.0))
+    scenes = sorted(pystac.Catalog.from_file(cat).get_items(recursive=True), key=lambda it: it.id)
+    days = overpasses(scenes, indices.BANDS)
+    assert len(days) == 1 and len(days[0].hrefs["red"]) == 2
+    out = fused_counts(scenes, aoi.grid, date(2021, 5, 1), date(2021, 5, 31), 16)
+    assert (out["valid"].values == 1).all()
+
+
+def test_months_without_a_scene_are_zero_and_the_stage_is_lazy(tmp_path):
+    aoi, scenes = _catalog_scenes(tmp_path, [{"datetime": datetime(2021, 3, 5), "refl": uniform(FOREST, (40, 40))}])
+    rules = composite.observation_rules(INVALID, 3, PondRules(), ClearingRules())
+    lazy = composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, date(2021, 1, 1),
+                                 date(2021, 6, 30), 16, rules)
+    assert lazy["valid"].chunks is not None and lazy.sizes["month"] == 6
+    valid = lazy["valid"].values
+    assert valid[2].all() and not valid[[0, 1, 3, 4, 5]].any()
+
+
+@pytest.mark.parametrize("keep", [1 / 3, 0.9])
+def test_a_truncated_file_fails_loudly_not_as_missing_pixels(tmp_path, keep):
+    import rasterio
+
+    from pipeline.errors import SourceError
+
+    aoi, scenes = _catalog_scenes(tmp_path, [{"datetime": datetime(2021, 3, 5), "refl": uniform(FOREST, (40, 40))}])
+    nir = scenes[0].assets["nir"].get_absolute_href()
+    data = open(nir, "rb").read()
+    open(nir, "wb").write(data[: int(len(data) * keep)])
+    with pytest.raises((SourceError, rasterio.RasterioIOError)):
+        fused_counts(scenes, aoi.grid, date(2021, 3, 1), date(2021, 3, 31), 16)
