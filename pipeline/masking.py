@@ -1,4 +1,4 @@
-"""Valid-pixel masks from the Sentinel-2 scene classification (SCL)."""
+"""Valid-pixel masks from the Sentinel-2 scene classification (SCL), and an optional spectral haze screen."""
 from __future__ import annotations
 
 import dask.array as da
@@ -45,3 +45,34 @@ def clear_mask(scene: xr.Dataset, invalid_classes: list[int], buffer_px: int, ba
     for b in bands:
         valid = valid & scene[b].notnull()
     return valid
+
+
+# The clear-sky line of the haze-optimised transform (Zhang, Guindon & Cihlar 2002, Remote Sens.
+# Environ. 82: 173-187), with the slope and offset Fmask uses on top-of-atmosphere reflectance
+# (Zhu & Woodcock 2012, Remote Sens. Environ. 118: 83-94, eq. 5): on clear land blue and red rise
+# together along it; haze and thin cloud scatter blue far more than red and lift a pixel above it.
+HOT_SLOPE = 0.5
+HOT_OFFSET = 0.08
+
+
+def hot(blue, red):
+    """Haze-optimised transform ``blue - 0.5 red - 0.08``: about 0 or below on clear land, above 0 in
+    haze and cloud. Works on numpy arrays and DataArrays alike (float32 in, float32 out)."""
+    return blue - HOT_SLOPE * red - HOT_OFFSET
+
+
+def haze_mask(blue, red, hot_max: float | None = None, blue_max: float | None = None):
+    """True where a pixel looks like haze or cloud: HOT above ``hot_max`` or blue reflectance above
+    ``blue_max``; a test whose threshold is None is off (with both off, nothing is flagged).
+
+    Pure spectral and per pixel, so it needs no SCL. NaN (no data) is never flagged: the clear-view
+    mask removes it anyway. Bright surfaces (white plastic over a pond, fresh concrete) are flagged too.
+    """
+    flagged = xr.zeros_like(blue, dtype=bool) if isinstance(blue, xr.DataArray) else np.zeros(np.shape(blue), bool)
+    if hot_max is not None:
+        flagged = flagged | (hot(blue, red) > hot_max)
+    if blue_max is not None:
+        flagged = flagged | (blue > blue_max)
+    if isinstance(flagged, xr.DataArray):
+        flagged = flagged.rename("haze")
+    return flagged
