@@ -75,6 +75,8 @@ def monthly_sums(values: dict[str, xr.DataArray], valid: xr.DataArray, start: da
 
 import numba  # noqa: E402 - kept beside the kernel it compiles
 
+from pipeline.masking import CLOUD_CLASSES, HOT_OFFSET, HOT_SLOPE  # noqa: E402
+
 COUNT_LAYERS = ("valid", "pond", "bare", "green", "mndwi_sum", "ndvi_sum", "bsi_sum")
 
 
@@ -83,18 +85,20 @@ class ObservationRules(NamedTuple):
     cloud: np.ndarray        # bool[256]: SCL classes that are cloud-born (grown by buffer_px)
     other: np.ndarray        # bool[256]: other invalid SCL classes (nodata, saturated...)
     buffer_px: int
-    thresholds: np.ndarray   # float32[5]: pond mndwi_min, pond ndvi_max, bare ndvi_max, bsi_min, green ndvi_min
+    thresholds: np.ndarray   # float32[7]: pond mndwi_min, pond ndvi_max, bare ndvi_max, bsi_min, green ndvi_min,
+    #                          haze screen hot_max, blue_max (NaN: off)
 
 
-def observation_rules(invalid_scl, buffer_px: int, ponds, clearings) -> ObservationRules:
-    from pipeline.masking import CLOUD_CLASSES
-
+def observation_rules(mask, ponds, clearings) -> ObservationRules:
+    """From the config's ``mask``, ``ponds`` and ``clearings`` sections."""
     cloud, other = np.zeros(256, bool), np.zeros(256, bool)
-    for c in invalid_scl:
+    for c in mask.invalid_scl:
         (cloud if c in CLOUD_CLASSES else other)[c] = True
+    off = lambda v: np.nan if v is None else v  # noqa: E731
     thresholds = np.array([ponds.mndwi_min, ponds.ndvi_max, clearings.ndvi_max, clearings.bsi_min,
-                           clearings.green_ndvi_min], np.float32)  # compared in float32, as numpy does
-    return ObservationRules(cloud, other, int(buffer_px), thresholds)
+                           clearings.green_ndvi_min, off(mask.hot_max), off(mask.blue_max)],
+                          np.float32)  # compared in float32, as numpy does
+    return ObservationRules(cloud, other, int(mask.cloud_buffer_px), thresholds)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -115,6 +119,7 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     pixels with ``halo`` more on every side (edge pixels repeated beyond the grid). The 20 m bands are
     doubled as ``loading.upsample2`` does (bilinear, NaN spreading; nearest for SCL) and cloud-born
     SCL classes grown by ``buffer_px`` (a square, as ``masking.grow_mask``): ``halo`` >= (buffer_px+1)//2.
+    Views the optional haze screen flags (``masking.haze_mask``) are not clear views.
     """
     h, w = dn10.shape[1], dn10.shape[2]
     q3, q1 = np.float32(0.75), np.float32(0.25)
@@ -146,6 +151,8 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             hm[a, j] = hit
     t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green = thresholds[0], thresholds[1], thresholds[2], \
         thresholds[3], thresholds[4]
+    hot_max, blue_max = thresholds[5], thresholds[6]
+    hot_slope, hot_offset = np.float32(HOT_SLOPE), np.float32(HOT_OFFSET)
     for i in range(h):
         p = i // 2 + halo
         for j in range(w):
@@ -166,6 +173,8 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             green = np.float32(d1) * scale_offset[1, 0] + scale_offset[1, 1]
             red = np.float32(d2) * scale_offset[2, 0] + scale_offset[2, 1]
             nir = np.float32(d3) * scale_offset[3, 0] + scale_offset[3, 1]
+            if blue - hot_slope * red - hot_offset > hot_max or blue > blue_max:  # haze screen (False if off)
+                continue
             ndvi = _nd(nir, red)
             mndwi = _nd(green, sw)
             bsi = _nd(sw + red, nir + blue)

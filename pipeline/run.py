@@ -123,7 +123,7 @@ def classification_settings(cfg: RunConfig) -> dict:
 
 def monthly_counts_of(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date) -> xr.Dataset:
     """Lazy monthly counts of clear, pond-like, bare and green views for ``scenes`` in [start, end]."""
-    rules = composite.observation_rules(cfg.mask.invalid_scl, cfg.mask.cloud_buffer_px, cfg.ponds, cfg.clearings)
+    rules = composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
     return composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules)
 
 

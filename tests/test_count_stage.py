@@ -9,7 +9,7 @@ import pytest
 from conftest import FOREST, uniform, write_aoi_file, write_catalog
 from pipeline import classify, composite, indices, masking
 from pipeline.aoi import load_aoi
-from pipeline.config import ClearingRules, PondRules
+from pipeline.config import ClearingRules, MaskConfig, PondRules
 from pipeline.simulate import simulate
 from pipeline.sources.local_stac import LocalCatalogSource
 from pipeline.sources.loading import load_reflectance, overpasses
@@ -17,9 +17,10 @@ from pipeline.sources.loading import load_reflectance, overpasses
 INVALID = [0, 1, 3, 8, 9, 10]
 
 
-def reference_counts(scenes, grid, start, end, buffer_px=3):
+def reference_counts(scenes, grid, start, end, buffer_px=3, hot_max=None, blue_max=None):
     cube = load_reflectance(scenes, grid, indices.BANDS, 128)
     valid = masking.clear_mask(cube, INVALID, buffer_px, indices.BANDS)
+    valid = valid & ~masking.haze_mask(cube["blue"], cube["red"], hot_max, blue_max)
     ind = indices.all_indices(cube)
     water = classify.pond_like(ind, valid, PondRules())
     flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, ClearingRules(), water),
@@ -29,8 +30,9 @@ def reference_counts(scenes, grid, start, end, buffer_px=3):
     return out.assign(sums.data_vars).compute()
 
 
-def fused_counts(scenes, grid, start, end, chunk_px, buffer_px=3):
-    rules = composite.observation_rules(INVALID, buffer_px, PondRules(), ClearingRules())
+def fused_counts(scenes, grid, start, end, chunk_px, buffer_px=3, hot_max=None, blue_max=None):
+    mask = MaskConfig(invalid_scl=INVALID, cloud_buffer_px=buffer_px, hot_max=hot_max, blue_max=blue_max)
+    rules = composite.observation_rules(mask, PondRules(), ClearingRules())
     return composite.count_stage(overpasses(scenes, indices.BANDS), grid, start, end, chunk_px, rules).compute()
 
 
@@ -70,6 +72,17 @@ def test_cloud_buffer_matches_the_reference_at_any_width(simulated, buffer_px):
     scenes = scenes[:12]
     ref = reference_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), buffer_px)
     fused = fused_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64, buffer_px)
+    assert_same(fused, ref)
+
+
+@pytest.mark.parametrize("screen", [{"hot_max": 0.0}, {"blue_max": 0.08}])
+def test_the_haze_screen_matches_the_reference(simulated, screen):
+    aoi, scenes = simulated
+    scenes = scenes[:12]
+    ref = reference_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), **screen)
+    fused = fused_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64, **screen)
+    plain = fused_counts(scenes, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64)
+    assert fused["valid"].values.sum() < plain["valid"].values.sum()  # the screen removed views
     assert_same(fused, ref)
 
 
@@ -129,7 +142,7 @@ def test_two_tiles_of_one_overpass_are_fused_first_valid(tmp_path):
 
 def test_months_without_a_scene_are_zero_and_the_stage_is_lazy(tmp_path):
     aoi, scenes = _catalog_scenes(tmp_path, [{"datetime": datetime(2021, 3, 5), "refl": uniform(FOREST, (40, 40))}])
-    rules = composite.observation_rules(INVALID, 3, PondRules(), ClearingRules())
+    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
     lazy = composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, date(2021, 1, 1),
                                  date(2021, 6, 30), 16, rules)
     assert lazy["valid"].chunks is not None and lazy.sizes["month"] == 6
