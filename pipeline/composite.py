@@ -197,9 +197,10 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
 FINE = ("blue", "green", "red", "nir")  # the 10 m bands of ``accumulate_scene``, in its order; then swir16
 
 
-def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int], rules: ObservationRules) -> np.ndarray:
-    """The counts and sums (float32 [7, 1, h, w], layers as ``COUNT_LAYERS``) of one month's overpasses
-    on one block of ``grid``: the whole count stage for that block in one task."""
+def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
+                rules: ObservationRules) -> tuple[np.ndarray, np.ndarray]:
+    """The counts (int16 [4, 1, h, w]) and sums (float32 [3, 1, h, w]), layers as ``COUNT_LAYERS``, of
+    one month's overpasses on one block of ``grid``: the whole count stage for that block in one task."""
     from pipeline.sources.loading import SCL, read_overpass
 
     h, w = rows[1] - rows[0], cols[1] - cols[0]
@@ -211,9 +212,9 @@ def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int], rules:
         dn10 = np.stack([read_overpass(day.hrefs[b], grid, rows, cols) for b in FINE])
         swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo)
         scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, nearest=True, halo=halo)
-        accumulate_scene(dn10, day.scale_offset, swir, scl.astype(np.uint8), halo, rules.cloud, rules.other,
-                         rules.buffer_px, rules.thresholds, counts, sums)
-    return np.concatenate([counts.astype(np.float32), sums])[:, None]
+        accumulate_scene(dn10, day.scale_offset, swir, scl.astype(np.uint8, copy=False), halo, rules.cloud,
+                         rules.other, rules.buffer_px, rules.thresholds, counts, sums)
+    return counts[:, None], sums[:, None]
 
 
 def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules) -> xr.Dataset:
@@ -229,23 +230,24 @@ def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: Observ
     month_of = pd.DatetimeIndex([d.day for d in days]).to_period("M").to_timestamp()
     ny, nx = grid.shape.y, grid.shape.x
     spans = lambda n: [(a, min(a + chunk_px, n)) for a in range(0, n, chunk_px)]  # noqa: E731
-    blocks = []
+    blocks: dict[type, list] = {np.int16: [], np.float32: []}
     for m in months:
         these = [d for d, mo in zip(days, month_of) if mo == m]
-        row = []
+        rows_of = {np.int16: [], np.float32: []}
         for rows in spans(ny):
-            cells = []
+            cells = {np.int16: [], np.float32: []}
             for cols in spans(nx):
-                shape = (len(COUNT_LAYERS), 1, rows[1] - rows[0], cols[1] - cols[0])
-                if these:
-                    task = dask.delayed(count_month, pure=True)(these, grid, rows, cols, rules)
-                    cells.append(da.from_delayed(task, shape=shape, dtype=np.float32))
-                else:
-                    cells.append(da.zeros(shape, dtype=np.float32, chunks=shape))
-            row.append(cells)
-        blocks.append(row)
-    stack = da.block([blocks])
+                hw = (1, rows[1] - rows[0], cols[1] - cols[0])
+                task = dask.delayed(count_month, pure=True, nout=2)(these, grid, rows, cols, rules) if these else None
+                for out, (dtype, n) in enumerate(((np.int16, 4), (np.float32, 3))):
+                    cells[dtype].append(da.from_delayed(task[out], shape=(n, *hw), dtype=dtype) if these
+                                        else da.zeros((n, *hw), dtype=dtype, chunks=(n, *hw)))
+            for dtype in cells:
+                rows_of[dtype].append(cells[dtype])
+        for dtype in rows_of:
+            blocks[dtype].append(rows_of[dtype])
+    counts, sums = da.block([blocks[np.int16]]), da.block([blocks[np.float32]])
     coords = {"month": months, "y": grid.coords["y"].values, "x": grid.coords["x"].values}
     dims = ("month", "y", "x")
-    return xr.Dataset({name: (dims, stack[k].astype(np.int16) if k < 4 else stack[k])
-                       for k, name in enumerate(COUNT_LAYERS)}, coords=coords)
+    return xr.Dataset({name: (dims, counts[k] if k < 4 else sums[k - 4]) for k, name in enumerate(COUNT_LAYERS)},
+                      coords=coords)

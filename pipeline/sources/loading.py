@@ -265,13 +265,13 @@ def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: t
     rr = (max(r0 - halo, 0), min(r1 + halo, h))
     cc = (max(c0 - halo, 0), min(c1 + halo, w))
     out = None
-    for href in hrefs:
+    for i, href in enumerate(hrefs):
         dn = read_tile(href, grid, rr, cc, nearest)
         if out is None:
             out = dn
         else:
             np.copyto(out, dn, where=out == 0)
-        if out.all():
+        if i + 1 < len(hrefs) and out.all():
             break
     pad = ((rr[0] - (r0 - halo), (r1 + halo) - rr[1]), (cc[0] - (c0 - halo), (c1 + halo) - cc[1]))
     return np.pad(out, pad, mode="edge") if any(pad[0] + pad[1]) else out
