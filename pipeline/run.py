@@ -311,10 +311,7 @@ def plan(cfg: RunConfig) -> dict:
     source = make_source(cfg.source)
     found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
     h, w = aoi.grid.shape.yx
-    per_scene = 0
-    for b in [*indices.BANDS, SCL]:
-        px = (h // 2) * (w // 2) if b in BANDS_20M else h * w
-        per_scene += px * (1 if b == SCL else 2)  # uint8 SCL, uint16 reflectance DN
+    per_scene = pixel_bytes_per_scene(aoi.grid)
     scenes = [{"id": it.id, "datetime": str(it.datetime)[:19],
                "cloud_cover": it.properties.get("eo:cloud_cover")} for it in found.scenes]
     return {"aoi": cfg.name or aoi.name, "area_km2": round(aoi.area_km2, 2), "grid": f"{w} x {h} px",
