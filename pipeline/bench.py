@@ -208,32 +208,49 @@ def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> d
             "mpx_obs_per_s": round(px_obs / seconds / 1e6, 2), **result}
 
 
-def profile_pipeline(aoi_path: Path, catalog: Path, start: str, end: str, out: Path) -> list[tuple[str, float]]:
-    """Where the pipeline's time goes: py-spy samples the pipeline step (every thread, 100 Hz) into a
-    flame graph (``out``, SVG) and collapsed stacks; returns the functions with the most samples at the
-    top of the stack (self time) and their share. Empty if py-spy is not installed."""
+# frames on top of a stack that mean a thread is waiting (a pool worker blocked on its queue, a lock,
+# the event loop of zarr's I/O threads), not working: left out of the shares
+WAITING = {"_worker", "wait", "select", "_write_to_self", "acquire", "get", "sleep", "_wait_for_tstate_lock",
+           "run_forever", "_run_once", "result", "join"}
+
+
+def _frame(f: str) -> str:
+    """'function (path/file.py:line)' -> 'function (file path)', the repository's prefix dropped."""
+    name, _, where = f.partition(" (")
+    return f"{name} ({where.split(':')[0].replace(str(REPO) + '/', '')})"
+
+
+def profile_pipeline(aoi_path: Path, catalog: Path, start: str, end: str, out: Path) -> dict:
+    """Where the pipeline's time goes: py-spy samples every thread of the pipeline step at 100 Hz into
+    a flame graph (``out``, SVG) and collapsed stacks. Returns, over the samples of threads that were
+    working (not waiting), the functions most often on top of the stack (``self``) and the pipeline's
+    own functions by share of samples below them (``inclusive``). Empty if py-spy is not installed."""
     import shutil
+    from collections import Counter
 
     spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if spy is None:
         print("py-spy not installed: no profile (pip install py-spy)", flush=True)
-        return []
+        return {}
     cmd = [sys.executable, "-m", "pipeline.bench", "--worker", json.dumps(["pipeline", str(aoi_path), str(catalog),
                                                                          start, end])]
+    self_time, inclusive, total = Counter(), Counter(), 0
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "stacks.txt"
         for fmt, dest in (("flamegraph", out), ("raw", raw)):
-            subprocess.run([spy, "record", "--idle", "--threads", "-r", "100", "--format", fmt, "-o", str(dest),
+            subprocess.run([spy, "record", "--threads", "-r", "100", "--format", fmt, "-o", str(dest),
                             "--", *cmd], check=True, cwd=REPO, capture_output=True)
-        self_time: dict[str, int] = {}
-        total = 0
         for line in raw.read_text().splitlines():
             stack, _, n = line.rpartition(" ")
-            leaf = stack.rsplit(";", 1)[-1].split(" (")[0] + " (" + stack.rsplit(";", 1)[-1].split(" (")[-1].split(":")[0]
-            self_time[leaf] = self_time.get(leaf, 0) + int(n)
+            frames = [_frame(f) for f in stack.split(";") if " (" in f]
+            if not frames or frames[-1].split(" (")[0].split(".")[-1] in WAITING:
+                continue
             total += int(n)
-    top = sorted(self_time.items(), key=lambda kv: -kv[1])[:12]
-    return [(f.replace(str(REPO) + "/", ""), round(n / max(total, 1), 3)) for f, n in top]
+            self_time[frames[-1]] += int(n)
+            for f in {f for f in frames if "(pipeline/" in f}:
+                inclusive[f] += int(n)
+    share = lambda c: [(f, round(k / max(total, 1), 3)) for f, k in c.most_common(12)]  # noqa: E731
+    return {"self": share(self_time), "inclusive": share(inclusive), "samples": total}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -283,13 +300,17 @@ def write_report(path: Path, head: dict, scaling: list[dict]) -> None:
         lines.append(f"| {row['size_km']:g} km | {row['period']} | {row['scenes']} | {row['pixel_obs'] / 1e6:.0f} | "
                      f"{row['seconds']} | {row['mpx_obs_per_s']} | {row['peak_rss_mb']} |")
     lines += ["", f"![time and memory against pixel-observations]({path.with_suffix('.png').name})", ""]
-    if head.get("profile"):
+    prof = head.get("profile") or {}
+    if prof.get("samples"):
         lines += ["## Where the time goes", "",
-                  "py-spy, sampling every thread of the 15 km pipeline step at 100 Hz (idle threads included, "
-                  "so waiting shows as `wait`/`acquire`): the functions on top of the stack, by share of "
-                  "samples. Flame graph: [bench-flame.svg](bench-flame.svg).", "",
-                  "| function (file) | share |", "|---|---|"]
-        lines += [f"| `{f}` | {share:.1%} |" for f, share in head["profile"]]
+                  f"py-spy sampled every thread of the 15 km pipeline step at 100 Hz ({prof['samples']} samples of "
+                  "threads at work; threads waiting on a queue or lock are left out). Numba kernels and GDAL "
+                  "decoding show as the Python function that called them. Flame graph: "
+                  "[bench-flame.svg](bench-flame.svg).", "",
+                  "| on top of the stack (self) | share | pipeline function, with all it calls | share |",
+                  "|---|---|---|---|"]
+        for (f, a), (g, b) in zip(prof["self"], prof["inclusive"] + [("", 0.0)] * 12):
+            lines.append(f"| `{f}` | {a:.1%} | {'`' + g + '`' if g else ''} | {f'{b:.1%}' if g else ''} |")
         lines.append("")
     path.write_text("\n".join(lines))
 

@@ -211,7 +211,7 @@ def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
     for day in days:
         dn10 = np.stack([read_overpass(day.hrefs[b], grid, rows, cols) for b in FINE])
         swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo)
-        scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, nearest=True, halo=halo)
+        scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo)
         accumulate_scene(dn10, day.scale_offset, swir, scl.astype(np.uint8, copy=False), halo, rules.cloud,
                          rules.other, rules.buffer_px, rules.thresholds, counts, sums)
     return counts[:, None], sums[:, None]

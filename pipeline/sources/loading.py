@@ -78,9 +78,10 @@ def header_problem(href: str, want_dtype: str) -> str | None:
 
 def usable_scenes(items: list[pystac.Item], bands: list[str], probe: bool = True,
                   workers: int = 8) -> tuple[list[pystac.Item], list[dict]]:
-    """Split items into those whose assets for ``bands`` all exist with the right data type (and,
-    with ``probe``, read), and those skipped (with why). The data type is checked from the metadata
-    and each file's header; probing reads blocks of every file: worth it only once a load has failed."""
+    """Split items into those whose assets for ``bands`` all exist with the right declared data type
+    (and, with ``probe``, whose files have it and read), and those skipped (with why). Probing opens
+    every file and reads blocks of it: worth it only once a load has failed (the count stage's reads
+    fail on a wrong data type or a broken file, and then the run probes to find which scene)."""
 
     def check(item):
         missing = [b for b in bands if b not in item.assets]
@@ -89,7 +90,7 @@ def usable_scenes(items: list[pystac.Item], bands: list[str], probe: bool = True
         for b in bands:
             want = "uint8" if b == SCL else "uint16"
             why = declared_problem(item.assets[b], want) or \
-                header_problem(item.assets[b].get_absolute_href(), want)
+                (header_problem(item.assets[b].get_absolute_href(), want) if probe else None)
             if why:
                 return f"{b}: {why}"
         for b in bands if probe else ():
@@ -226,8 +227,9 @@ def _aligned(src, grid: GeoBox) -> tuple[int, int] | None:
     return round(dy), round(dx)
 
 
-def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], nearest: bool) -> np.ndarray:
-    """DN of band 1 of ``href`` on ``rows`` x ``cols`` of ``grid`` (0 where the file has no pixel).
+def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], classes: bool) -> np.ndarray:
+    """DN of band 1 of ``href`` on ``rows`` x ``cols`` of ``grid`` (0 where the file has no pixel):
+    uint16 reflectance DN, or with ``classes`` a uint8 class map (SCL; nearest when warped).
 
     On the file's own lattice (the AOI grid is snapped to it) this is a plain window read; otherwise
     (another UTM zone, another pixel size) GDAL warps just this window, bilinear (nearest for classes).
@@ -240,12 +242,15 @@ def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, i
     with rasterio.open(href) as src:
         if src.crs is None:  # a file cut short loses its georeferencing tags before its pixels
             raise SourceError(f"{href} has no CRS: truncated or not a georeferenced image")
+        want = "uint8" if classes else "uint16"  # contract 3: SCL classes, reflectance DN
+        if src.dtypes[0] != want:
+            raise SourceError(f"{href} is {src.dtypes[0]}, not {want} DN")
         out = np.zeros((r1 - r0, c1 - c0), src.dtypes[0])
         off = _aligned(src, grid)
         if off is None:
             with WarpedVRT(src, crs=str(grid.crs), transform=grid.affine, width=grid.shape.x,
                            height=grid.shape.y, nodata=0,
-                           resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt:
+                           resampling=Resampling.nearest if classes else Resampling.bilinear) as vrt:
                 return vrt.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=out)
         fr0, fc0 = max(r0 + off[0], 0), max(c0 + off[1], 0)
         fr1, fc1 = min(r1 + off[0], src.height), min(c1 + off[1], src.width)
@@ -256,7 +261,7 @@ def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, i
 
 
 def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int],
-                  nearest: bool = False, halo: int = 0) -> np.ndarray:
+                  classes: bool = False, halo: int = 0) -> np.ndarray:
     """One band of one overpass (the tiles of a solar day, first valid pixel wins, as odc-stac fuses)
     on a block of ``grid``, with ``halo`` pixels more on each side; beyond the grid's edge the edge
     pixels repeat (as the reference upsampling's ``boundary="nearest"``)."""
@@ -266,7 +271,7 @@ def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: t
     cc = (max(c0 - halo, 0), min(c1 + halo, w))
     out = None
     for i, href in enumerate(hrefs):
-        dn = read_tile(href, grid, rr, cc, nearest)
+        dn = read_tile(href, grid, rr, cc, classes)
         if out is None:
             out = dn
         else:
