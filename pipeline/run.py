@@ -55,6 +55,19 @@ class Timings:
             yield
         finally:
             self.seconds[stage] = round(time.perf_counter() - t0, 3)
+            release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed by a stage back to the system (glibc keeps freed blocks in per-thread
+    arenas, so a run's resident memory would otherwise ratchet up stage by stage, and with it the
+    number of years; dask.distributed trims its workers the same way). A no-op off glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # A progress factory, tqdm-like: ``progress(total=n, desc=..., unit=...)`` returns an object with
@@ -127,16 +140,6 @@ def monthly_counts_of(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date) 
     return composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules)
 
 
-def empty_counts(aoi: AOI, start: date, end: date, chunk_px: int) -> xr.Dataset:
-    months = composite.month_starts(start, end)
-    shape = (len(months), *aoi.grid.shape.yx)
-    zeros = dask.array.zeros(shape, dtype=np.int16, chunks=(-1, chunk_px, chunk_px))
-    fzeros = dask.array.zeros(shape, dtype=np.float32, chunks=(-1, chunk_px, chunk_px))
-    return xr.Dataset({**{k: (("month", "y", "x"), zeros) for k in composite.COUNTS},
-                       **{k: (("month", "y", "x"), fzeros) for k in composite.INDEX_SUMS}},
-                      coords={"month": months, "y": aoi.grid.coords["y"].values, "x": aoi.grid.coords["x"].values})
-
-
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
            progress: Progress | None = None) -> dict:
     """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy).
@@ -160,14 +163,14 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         while these and counts is None:
             key = composite_key(aoi.grid, [s.id for s in these], settings)
             months = len(composite.month_starts(y0, y1))
-            counts = store.load(year, key, months, aoi.grid.shape.yx, edge)
+            counts = store.load(year, key, months, aoi.grid.shape.yx)
             if counts is not None:
                 reused.append(year)
                 break
             try:
                 with timings(f"count {year}"), dask_progress(progress, f"count {year}"):
                     lazy = monthly_counts_of(cfg, aoi, these, y0, y1)
-                    counts = store.save(year, key, lazy, cfg.compute.store_chunk_px, edge)
+                    counts = store.save(year, key, lazy, cfg.compute.store_chunk_px)
             except (PipelineError, OSError) as e:
                 if isinstance(e, OSError) and e.errno is not None:
                     raise  # the disk, not a scene: let the caller report it
@@ -175,31 +178,49 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
                 these = _drop_unreadable(these, unreadable, e)
         used.extend(these)
-        per_year.append(counts if counts is not None else empty_counts(aoi, y0, y1, edge))
+        per_year.append((counts, len(composite.month_starts(y0, y1))))
     if not used:
         first = unreadable[0] if unreadable else {"id": "-", "reason": "no scene"}
         raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
                             f"{first['reason']}): check or re-fetch the catalog files")
-    monthly = xr.concat(per_year, dim="month").chunk({"month": -1})
+    months = composite.month_starts(cfg.period.start, cfg.period.end)
+    ny, nx = aoi.grid.shape.yx
+    spans = lambda n: [(a, min(a + edge, n)) for a in range(0, n, edge)]  # noqa: E731
+    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
     with timings("onsets"), dask_progress(progress, "onsets"):
-        ch = cfg.change
-        ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,
-                           ch.min_observations)
-        bare = onset_maps(monthly["valid"], monthly["bare"], ch.clearing_window_months, ch.persistence,
-                          ch.min_observations)
-        bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
-        bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
-        ponds = ponds.merge(confidence.evidence_maps(ponds, monthly["valid"], monthly["pond"], {
-            "mndwi": monthly["mndwi_sum"], "ndvi": monthly["ndvi_sum"]}))
-        bare = bare.merge(confidence.evidence_maps(bare, monthly["valid"], None, {
-            "bsi": monthly["bsi_sum"], "ndvi": monthly["ndvi_sum"]}))
-        yearly_valid = composite.yearly_counts(monthly["valid"])
-        dem = load_dem(dem_items, aoi.grid)
-        ponds, bare, yearly_valid, dem = dask.compute(ponds, bare, yearly_valid, dem)
+        # one task per block reads the block's whole record and derives everything from it, so only
+        # two blocks' records (one per thread) are ever in memory, whatever the period
+        blocks = [[dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change)
+                   for cols in spans(nx)] for rows in spans(ny)]
+        blocks, dem = dask.compute(blocks, load_dem(dem_items, aoi.grid))
+        ponds, bare, yearly_valid = (xr.combine_nested([[b[k] for b in row] for row in blocks], concat_dim=["y", "x"])
+                                     for k in range(3))
     days = sorted({solar_day(s) for s in used})
-    return {"months": monthly["month"].to_index(), "ponds": ponds, "bare": bare,
+    return {"months": months, "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
             "scene_ids": [s.id for s in used], "unreadable": unreadable}
+
+
+def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
+    """Monthly counts (dims month, y, x) -> pond and clearing onset maps with their evidence, and the
+    clear views per year."""
+    ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,
+                       ch.min_observations)
+    bare = onset_maps(monthly["valid"], monthly["bare"], ch.clearing_window_months, ch.persistence,
+                      ch.min_observations)
+    bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
+    bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
+    ponds = ponds.merge(confidence.evidence_maps(ponds, monthly["valid"], monthly["pond"], {
+        "mndwi": monthly["mndwi_sum"], "ndvi": monthly["ndvi_sum"]}))
+    bare = bare.merge(confidence.evidence_maps(bare, monthly["valid"], None, {
+        "bsi": monthly["bsi_sum"], "ndvi": monthly["ndvi_sum"]}))
+    return ponds, bare, composite.yearly_counts(monthly["valid"])
+
+
+def _change_block(sources, months, y, x, rows, cols, ch):
+    from pipeline.store import read_record
+
+    return change_maps(read_record(sources, months, y, x, rows, cols), ch)
 
 
 def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:

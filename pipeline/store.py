@@ -18,7 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
+import zarr
 from zarr.codecs import BloscCodec
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,8 @@ class CompositeStore:
     def path(self, year: int, key: str) -> Path:
         return self.root / f"monthly-{year}-{key}.zarr"
 
-    def load(self, year: int, key: str, months: int, shape: tuple[int, int], edge: int) -> xr.Dataset | None:
-        """The stored counts for ``year`` if they exist, match ``key`` and have the expected shape,
-        opened lazily in blocks of all months x ``edge`` x ``edge`` pixels."""
+    def load(self, year: int, key: str, months: int, shape: tuple[int, int]) -> Path | None:
+        """The store of ``year``'s counts if it exists, matches ``key`` and has the expected shape."""
         p = self.path(year, key)
         if not p.is_dir():
             return None
@@ -82,7 +83,7 @@ class CompositeStore:
             marker_path(p).unlink(missing_ok=True)
             return None
         try:
-            ds = _open(p, edge)
+            ds = xr.open_zarr(p, consolidated=False)
             ok = ds.attrs.get("key") == key and ds.sizes.get("month") == months and \
                 (ds.sizes.get("y"), ds.sizes.get("x")) == tuple(shape)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
@@ -91,11 +92,11 @@ class CompositeStore:
         if not ok:
             shutil.rmtree(p, ignore_errors=True)
             return None
-        return ds
+        return p
 
-    def save(self, year: int, key: str, counts: xr.Dataset, chunk_px: int, edge: int) -> xr.Dataset:
+    def save(self, year: int, key: str, counts: xr.Dataset, chunk_px: int) -> Path:
         """Compute ``counts`` into the store (atomically) in chunks of one month x ``chunk_px`` x
-        ``chunk_px`` and return it opened lazily from disk as ``load`` does."""
+        ``chunk_px``; returns its path."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.path(year, key)
         tmp = self.root / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -123,8 +124,25 @@ class CompositeStore:
         for orphan in self.root.glob(f".monthly-{year}-*.tmp*"):
             if time.time() - orphan.stat().st_mtime > ORPHAN_AGE_S:
                 shutil.rmtree(orphan, ignore_errors=True) if orphan.is_dir() else orphan.unlink(missing_ok=True)
-        return _open(final, edge)
+        return final
 
 
-def _open(p: Path, edge: int) -> xr.Dataset:
-    return xr.open_zarr(p, consolidated=False, chunks={"month": -1, "y": edge, "x": edge})
+def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tuple[int, int],
+                cols: tuple[int, int]) -> xr.Dataset:
+    """Every layer of consecutive years' counts on one block (``rows`` x ``cols`` of the grid whose
+    coordinates are ``y`` and ``x``), as numpy (dims month, y, x). ``sources`` are each year's store
+    (None: no scene that year, all zeros) and its number of months, in order. Each year is read
+    straight into its slice of the block, so a block's record exists once in memory."""
+    from pipeline.composite import COUNTS, INDEX_SUMS
+
+    (r0, r1), (c0, c1) = rows, cols
+    data = {}
+    for name, dtype in [*((k, np.int16) for k in COUNTS), *((k, np.float32) for k in INDEX_SUMS)]:
+        out = np.zeros((sum(n for _, n in sources), r1 - r0, c1 - c0), dtype)
+        m = 0
+        for path, n in sources:
+            if path is not None:
+                out[m:m + n] = zarr.open_array(f"{path}/{name}", mode="r")[:, r0:r1, c0:c1]
+            m += n
+        data[name] = (("month", "y", "x"), out)
+    return xr.Dataset(data, coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
