@@ -1072,7 +1072,7 @@ def second_orbit_edge(shape: tuple[int, int], res_m: float) -> dict:
 def second_orbit_footprint(grid: GeoBox) -> shapely.Polygon:
     """The part of the image that R004's swath covers, in the grid's CRS."""
     cut = second_orbit_edge(grid.shape.yx, grid.resolution.x)
-    left, bottom, right, top = grid.boundingbox
+    left, bottom, _, top = grid.boundingbox
     height = top - bottom
     # swath_edge's line, x = offset + y tan(angle) in metres from the top-left corner (y down)
     x_top, x_bottom = cut["offset"], cut["offset"] + height * math.tan(cut["angle"])
