@@ -51,7 +51,7 @@ TRAIN_SEEDS ?= 0-5
 evaluate: $(STAMP) ## accuracy on held-out simulated seeds (EVAL_SEEDS, EVAL_KM) -> reports/accuracy.md + .json (~15 min; EVAL_KM=6 is the full size)
 	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --workdir outputs/evaluate --report reports/accuracy.md
 
-SCENARIOS ?= standard single_pixel_ponds wet haze villages regrowth pre_period
+SCENARIOS ?= standard single_pixel_ponds wet haze villages regrowth pre_period two_orbits dense swidden_heavy landslide_heavy steep flat
 evaluate-scenarios: $(STAMP) ## rule-based scores on the harder simulated scenarios (seeds 100-102) -> reports/scenarios/
 	for s in $(SCENARIOS); do $(PY) -m pipeline.accuracy --seeds 100-102 --size-km $(EVAL_KM) --scenario $$s \
 		--bootstrap 1000 --workdir outputs/evaluate --report reports/scenarios/$$s.md || exit 1; done

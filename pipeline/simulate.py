@@ -77,6 +77,15 @@ MGRS_TILE = "47RQL"
 RELATIVE_ORBIT = 104
 OVERPASS_SOLAR_HOUR = 10.5  # Sentinel-2 mean local solar time at the descending node
 OVERPASS_UTC = (4, 7, 21)  # 10:30 solar time at 98.3 E
+# The neighbouring track to the west (scenario two_orbits). Sentinel-2 makes 143 orbits in its 10-day
+# cycle, 25.2 degrees of longitude apart: the track next to R104 on the west is flown 43 orbits (3 days)
+# later, R147 = R004. Tracks lie 2.5 degrees (250 km at 26 N) apart and the swath is 290 km wide, so
+# the AOI sits in the ~40 km overlap, near R004's eastern swath edge, seen ~10 degrees off nadir.
+SECOND_ORBIT = 4
+SECOND_ORBIT_DAYS = 3
+SECOND_ORBIT_UTC = (4, 17, 21)  # its nadir is 2.5 degrees further west: 10 minutes later
+SECOND_ORBIT_SOLAR_HOUR = OVERPASS_SOLAR_HOUR + 10 / 60  # the AOI is east of R004's nadir, west of R104's
+SECOND_ORBIT_EDGE = (0.75, -12.0)  # swath edge: share of the image width west of it (top row), heading (deg)
 S2_COLLECTION = "sentinel-2-l2a"
 DEM_COLLECTION = "cop-dem-glo-30"
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -149,6 +158,9 @@ CLOUD_SHAPE = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.99, 0.98, 0.97, 0.80, 0.60], 
 CIRRUS_SHAPE = np.array([0.40, 0.38, 0.36, 0.36, 0.35, 0.35, 0.34, 0.34, 0.30, 0.26], dtype=np.float32)
 # smoke from the March-April burning: path radiance the atmospheric correction leaves, strongest in blue
 HAZE_SHAPE = np.array([0.050, 0.040, 0.030, 0.025, 0.020, 0.017, 0.015, 0.014, 0.006, 0.003], dtype=np.float32)
+# Seen from the west under a south-eastern morning sun (forward scatter) more of the canopy's shade is
+# in view than from R104 to the east: a few percent darker, most in the visible (canopy BRDF)
+SECOND_ORBIT_VIEW_GAIN = np.array([0.93, 0.93, 0.93, 0.94, 0.95, 0.96, 0.96, 0.96, 0.95, 0.95], dtype=np.float32)
 PIXEL_NOISE = 0.005
 DIFFUSE_SKY = 0.15  # share of irradiance that still reaches slopes facing away from the sun
 
@@ -183,6 +195,15 @@ class Scenario:
     village_share: float = 0.0  # share of sites with a village and its road built beside the mine
     abandon_share: float = ABANDON_SHARE  # sites abandoned after 1-3 years, then regrowing
     pre_period_share: float = PRE_PERIOD_SHARE  # sites already working before the period starts
+    second_orbit: bool = False  # R004 also passes, 3 days after R104: other sun and view, half-swath scenes
+    # Pools this close are one site in truth, and a clearing keeps this far from other sites. A dense
+    # belt links at less than the pipeline's 200 m: truth sites 120-200 m apart, which it should merge.
+    site_link_m: float = SITE_LINK_M
+    site_gap_m: float = SITE_GAP_M
+    swidden_rate: float = 1.0  # times the standard number of swidden fields cut each year
+    landslide_rate: float = 1.0  # times the standard number of landslides each year
+    hillside_slope_deg: float = 20.0  # median slope of the hillsides (the DEM's relief is scaled to it)
+    diffuse_sky: float = DIFFUSE_SKY  # skylight share on slopes away from the sun: less in deep valleys
 
     def changed(self) -> dict:
         """The fields that differ from the standard landscape (what goes into the catalog's parameters)."""
@@ -198,13 +219,22 @@ SCENARIOS = {
     "villages": Scenario(village_share=0.5),
     "regrowth": Scenario(abandon_share=0.6),
     "pre_period": Scenario(pre_period_share=0.6),
+    "two_orbits": Scenario(second_orbit=True),
+    "dense": Scenario(site_link_m=120.0, site_gap_m=150.0),
+    "swidden_heavy": Scenario(swidden_rate=4.0),
+    "landslide_heavy": Scenario(landslide_rate=4.0),
+    "steep": Scenario(hillside_slope_deg=30.0, diffuse_sky=0.08),
+    "flat": Scenario(hillside_slope_deg=10.0),
 }
+# two_orbits adds data rather than difficulty (and doubles the scenes), flat makes it easier: both stay out
 SCENARIOS["all"] = Scenario(pond_max_m=10.0, wetter=0.35, haze=0.6, village_share=0.5, abandon_share=0.6,
-                            pre_period_share=0.6)
+                            pre_period_share=0.6, site_link_m=120.0, site_gap_m=150.0, swidden_rate=4.0,
+                            landslide_rate=4.0, hillside_slope_deg=30.0, diffuse_sky=0.08)
 
 # separate random streams, so that e.g. more landslides do not move the clouds
 STREAM = {name: i for i, name in enumerate(
-    ["window", "river", "terrain", "background", "sites", "swidden", "landslide", "paddy", "noise", "scene", "village"])}
+    ["window", "river", "terrain", "background", "sites", "swidden", "landslide", "paddy", "noise", "scene", "village",
+     "orbit2"])}
 
 
 @dataclass(frozen=True)
@@ -323,9 +353,11 @@ def river_channel(rng: np.random.Generator, centreline: shapely.LineString) -> s
     return shapely.make_valid(shapely.Polygon(ring))
 
 
-def valley_terrain(rng: np.random.Generator, grid: GeoBox, river: shapely.LineString, floor_m: float) -> np.ndarray:
+def valley_terrain(rng: np.random.Generator, grid: GeoBox, river: shapely.LineString, floor_m: float,
+                   slope_deg: float = 20.0) -> np.ndarray:
     """Elevation (m): ridged mountains rising several hundred metres from a flat valley floor ``floor_m``
-    either side of the river, scaled so that hillside slopes are mostly 10-35 degrees."""
+    either side of the river, scaled so that the median hillside slope is ``slope_deg`` (20: hillside
+    slopes are mostly 10-35 degrees)."""
     shape, res = grid.shape.yx, grid.resolution.x
     on_river = rasterize([river], out_shape=shape, transform=grid.affine, all_touched=True).astype(bool)
     distance = ndimage.distance_transform_edt(~on_river) * res
@@ -337,7 +369,7 @@ def valley_terrain(rng: np.random.Generator, grid: GeoBox, river: shapely.LineSt
     relief = 1500 * rise + foot * 600 * (ridges - ridges.min())
     dz_dy, dz_dx = np.gradient(relief, res)
     hillside = distance > floor_m + 300
-    gain = math.tan(math.radians(20.0)) / np.median(np.hypot(dz_dx, dz_dy)[hillside])
+    gain = math.tan(math.radians(slope_deg)) / np.median(np.hypot(dz_dx, dz_dy)[hillside])
     # metre-scale roughness: rock outcrops, tree throw, terraces
     relief = gain * relief + 0.5 * foot * smooth_field(rng, shape, res, 150, beta=3.0)
     # a gentle fall along the valley so the river has somewhere to go
@@ -376,12 +408,12 @@ def cast_shadow(dem: np.ndarray, res_m: float, elevation_deg: float, azimuth_deg
 
 
 def terrain_illumination(dz_dx: np.ndarray, dz_dy: np.ndarray, dem20: np.ndarray, elevation_deg: float,
-                         azimuth_deg: float) -> np.ndarray:
+                         azimuth_deg: float, diffuse_sky: float = DIFFUSE_SKY) -> np.ndarray:
     """Factor on surface reflectance from the slope's angle to the sun (Lambertian), cast shadows and
     diffuse skylight: 1 on flat ground, below 0.3 on north-west slopes under the low winter sun.
 
     ``dz_dx``/``dz_dy`` are the 10 m eastward/northward elevation gradients; ``dem20`` the 20 m DEM used
-    for cast shadows.
+    for cast shadows; ``diffuse_sky`` the share of irradiance that is skylight.
     """
     el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
     sun = (math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el))
@@ -390,7 +422,7 @@ def terrain_illumination(dz_dx: np.ndarray, dz_dy: np.ndarray, dem20: np.ndarray
     shaded = cast_shadow(dem20, 2 * RESOLUTION_M, elevation_deg, azimuth_deg).repeat(2, 0).repeat(2, 1)
     direct = np.where(shaded, 0.0, np.maximum(cos_incidence, 0.0) / sun[2])
     sky = (1.0 + 1.0 / norm) / 2.0
-    return np.clip((1 - DIFFUSE_SKY) * direct + DIFFUSE_SKY * sky, 0.0, 2.0).astype(np.float32)
+    return np.clip((1 - diffuse_sky) * direct + diffuse_sky * sky, 0.0, 2.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------- the features
@@ -522,7 +554,7 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
     angle = [math.atan2(*_upslope(dem_smooth, grid, x, y)[::-1]) for x, y in xy]
     outlines = gpd.GeoSeries([pond_polygon(x, y, d, sh, a) for (x, y), d, sh, a in zip(xy, size, shape, angle)],
                              crs=grid.crs)
-    site = link_sites(outlines, SITE_LINK_M)
+    site = link_sites(outlines, scenario.site_link_m)
     n_sites = int(site.max()) + 1 if len(site) else 0
     starts = _site_starts(rng, n_sites, start, end, scenario.pre_period_share)
     span = rng.uniform(0, 548, n_sites)
@@ -537,7 +569,7 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
     clearings = []
     # a clearing keeps farther than the linkage distance from other sites' ponds and clearings, so that
     # linking the truth's polygons gives back the same sites
-    zones = np.array([shapely.union_all(outlines.values[site == s]).buffer(SITE_GAP_M, quad_segs=16)
+    zones = np.array([shapely.union_all(outlines.values[site == s]).buffer(scenario.site_gap_m, quad_segs=16)
                       for s in range(n_sites)])
     zone_tree = shapely.STRtree(zones)
     keep_out = shapely.Polygon()
@@ -549,7 +581,7 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
         g = g.difference(shapely.union_all(zones[near])).difference(keep_out).intersection(image_box)
         parts = [p for p in getattr(g, "geoms", [g]) if p.intersects(shapely.multipoints(own))]
         clearings.append((s, shapely.union_all(parts)))
-        keep_out = keep_out.union(clearings[-1][1].buffer(SITE_GAP_M, quad_segs=16))
+        keep_out = keep_out.union(clearings[-1][1].buffer(scenario.site_gap_m, quad_segs=16))
     clearings.sort(key=lambda c: c[0])
 
     ponds = gpd.GeoDataFrame({
@@ -588,9 +620,10 @@ def _random_days(rng: np.random.Generator, year: int, first: tuple[int, int], la
     return float(rng.uniform(a, b))
 
 
-def swidden_fields(rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years) -> gpd.GeoDataFrame:
+def swidden_fields(rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years,
+                   rate: float = 1.0) -> gpd.GeoDataFrame:
     """Shifting cultivation: 0.5-5 ha on 10-35 degree slopes, cut Jan-Mar, burnt Mar-Apr, upland rice
-    through the monsoon, then left to regrow."""
+    through the monsoon, then left to regrow. ``rate`` times the usual number of fields a year."""
     rows = []
     area_km2 = window.area / 1e6
     for year in years:
@@ -598,7 +631,7 @@ def swidden_fields(rng: np.random.Generator, window, slope_deg, grid, upslope_of
             u = upslope_of(x, y)
             return _blob(rng, x, y, rng.uniform(5e3, 5e4), rng.uniform(1.0, 2.0), math.atan2(u[0], -u[1]))
 
-        for poly in _place(rng, rng.poisson(SWIDDEN_PER_KM2_YEAR * area_km2), window, slope_deg, grid, (10, 35),
+        for poly in _place(rng, rng.poisson(SWIDDEN_PER_KM2_YEAR * rate * area_km2), window, slope_deg, grid, (10, 35),
                            keep_out, make):
             cut = _random_days(rng, year, (1, 5), (3, 20))
             burn = max(cut + 20, _random_days(rng, year, (3, 1), (4, 25)))
@@ -611,9 +644,10 @@ def swidden_fields(rng: np.random.Generator, window, slope_deg, grid, upslope_of
                                            "regrow_days", "geometry"], geometry="geometry", crs=grid.crs)
 
 
-def landslide_scars(rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years) -> gpd.GeoDataFrame:
+def landslide_scars(rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years,
+                    rate: float = 1.0) -> gpd.GeoDataFrame:
     """Landslides: 0.2-3 ha tongues running downslope from steep ground, mostly in the monsoon, bare
-    soil and rock (grey or red) that revegetates over 2-4 years."""
+    soil and rock (grey or red) that revegetates over 2-4 years. ``rate`` times the usual number a year."""
     rows = []
     area_km2 = window.area / 1e6
     for year in years:
@@ -624,7 +658,7 @@ def landslide_scars(rng: np.random.Generator, window, slope_deg, grid, upslope_o
             # the scar hangs from its head scarp at (x, y) down the slope
             return _blob(rng, x - u[0] * length / 2, y - u[1] * length / 2, area, aspect, math.atan2(u[1], u[0]))
 
-        for poly in _place(rng, rng.poisson(LANDSLIDES_PER_KM2_YEAR * area_km2), window, slope_deg, grid,
+        for poly in _place(rng, rng.poisson(LANDSLIDES_PER_KM2_YEAR * rate * area_km2), window, slope_deg, grid,
                            (25, 90), keep_out, make):
             day = (_random_days(rng, year, (6, 1), (9, 30)) if rng.random() < 0.85
                    else _random_days(rng, year, (1, 1), (12, 31)))
@@ -817,13 +851,15 @@ class Landscape:
     _illumination: dict = field(default_factory=dict)
     scenario: Scenario = Scenario()
 
-    def illumination(self, day_of_year: float) -> np.ndarray:
-        """Terrain illumination at the overpass, cached per 8-day step of the sun's yearly course."""
-        key = int(round(day_of_year / 8.0)) % 46
-        if key not in self._illumination:
-            el, az = solar_position(key * 8.0, self.lat)
-            self._illumination[key] = terrain_illumination(self.dz_dx, self.dz_dy, self.dem20, el, az)
-        return self._illumination[key]
+    def illumination(self, day_of_year: float, solar_hour: float = OVERPASS_SOLAR_HOUR) -> np.ndarray:
+        """Terrain illumination at the overpass, cached per 8-day step of the sun's yearly course (and
+        per overpass time: each orbit sees the AOI at its own)."""
+        step = int(round(day_of_year / 8.0)) % 46
+        if (step, solar_hour) not in self._illumination:
+            el, az = solar_position(step * 8.0, self.lat, solar_hour)
+            self._illumination[step, solar_hour] = terrain_illumination(self.dz_dx, self.dz_dy, self.dem20, el, az,
+                                                                        self.scenario.diffuse_sky)
+        return self._illumination[step, solar_hour]
 
 
 def forest_background(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -866,7 +902,7 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     floor_m = rng.uniform(100, 220)
     centreline = river_course(rng, image, inside_xy, floor_m + 50)
     channel = river_channel(rng, centreline)
-    dem_padded = valley_terrain(_rng(seed, "terrain"), dem_grid, centreline, floor_m)
+    dem_padded = valley_terrain(_rng(seed, "terrain"), dem_grid, centreline, floor_m, scenario.hillside_slope_deg)
     dem = dem_padded[pad:-pad, pad:-pad]
     dz_dy, dz_dx = np.gradient(dem.astype(np.float64), RESOLUTION_M)
     dz_dy = -dz_dy  # rows run south
@@ -883,9 +919,11 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     keep_out = shapely.union_all([mining_zone, floor.buffer(50)])
     upslope_of = partial(_upslope, dem_smooth, grid)
     years = range(start.year - 2, end.year + 1)  # earlier clearings are still regrowing at the start
-    swiddens = swidden_fields(_rng(seed, "swidden"), window_box, slope_deg, grid, upslope_of, keep_out, years)
+    swiddens = swidden_fields(_rng(seed, "swidden"), window_box, slope_deg, grid, upslope_of, keep_out, years,
+                              scenario.swidden_rate)
     keep_out = keep_out.union(shapely.union_all(swiddens.geometry.values).buffer(30))
-    landslides = landslide_scars(_rng(seed, "landslide"), window_box, slope_deg, grid, upslope_of, keep_out, years)
+    landslides = landslide_scars(_rng(seed, "landslide"), window_box, slope_deg, grid, upslope_of, keep_out, years,
+                                 scenario.landslide_rate)
     paddies = paddy_fields(_rng(seed, "paddy"), floor.difference(channel.buffer(5)),
                            mining_zone.buffer(-60), crs)
     river = gpd.GeoDataFrame(geometry=[channel.intersection(image_box)], crs=crs)
@@ -974,9 +1012,10 @@ def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_bo
 
 @dataclass(frozen=True)
 class Scene:
-    index: int
+    index: int  # within its orbit's schedule
     date: date
     platform: str
+    orbit: int = RELATIVE_ORBIT
 
     @property
     def id(self) -> str:
@@ -984,7 +1023,13 @@ class Scene:
 
     @property
     def datetime(self) -> datetime:
-        return datetime(self.date.year, self.date.month, self.date.day, *OVERPASS_UTC, tzinfo=timezone.utc)
+        hms = OVERPASS_UTC if self.orbit == RELATIVE_ORBIT else SECOND_ORBIT_UTC
+        return datetime(self.date.year, self.date.month, self.date.day, *hms, tzinfo=timezone.utc)
+
+    @property
+    def solar_hour(self) -> float:
+        """Local solar time of the overpass at the AOI."""
+        return OVERPASS_SOLAR_HOUR if self.orbit == RELATIVE_ORBIT else SECOND_ORBIT_SOLAR_HOUR
 
     @property
     def baseline(self) -> str:
@@ -1004,9 +1049,34 @@ def processing_baseline(day: date) -> str:
     return "02.14"
 
 
-def scene_schedule(start: date, end: date, revisit_days: int) -> list[Scene]:
+def scene_schedule(start: date, end: date, revisit_days: int, second_orbit: bool = False) -> list[Scene]:
+    """A scene every ``revisit_days`` from R104; with ``second_orbit``, also one from R004 3 days after
+    each (the same satellite, 43 orbits on), unless a R104 scene falls on that day."""
     n = (end - start).days // revisit_days + 1
-    return [Scene(k, start + timedelta(days=k * revisit_days), ("sentinel-2b", "sentinel-2a")[k % 2]) for k in range(n)]
+    scenes = [Scene(k, start + timedelta(days=k * revisit_days), ("sentinel-2b", "sentinel-2a")[k % 2])
+              for k in range(n)]
+    if second_orbit:
+        taken = {s.date for s in scenes}
+        later = [Scene(s.index, s.date + timedelta(days=SECOND_ORBIT_DAYS), s.platform, SECOND_ORBIT) for s in scenes]
+        scenes = sorted(scenes + [s for s in later if s.date <= end and s.date not in taken], key=lambda s: s.date)
+    return scenes
+
+
+def second_orbit_edge(shape: tuple[int, int], res_m: float) -> dict:
+    """R004's eastern swath edge across the image (a ``swath_edge`` cut): the ground track repeats to
+    within a few hundred metres, so it crosses every R004 scene in the same place."""
+    share, heading = SECOND_ORBIT_EDGE
+    return {"side": 1, "angle": math.radians(heading), "offset": share * shape[1] * res_m}
+
+
+def second_orbit_footprint(grid: GeoBox) -> shapely.Polygon:
+    """The part of the image that R004's swath covers, in the grid's CRS."""
+    cut = second_orbit_edge(grid.shape.yx, grid.resolution.x)
+    left, bottom, _, top = grid.boundingbox
+    height = top - bottom
+    # swath_edge's line, x = offset + y tan(angle) in metres from the top-left corner (y down)
+    x_top, x_bottom = cut["offset"], cut["offset"] + height * math.tan(cut["angle"])
+    return shapely.Polygon([(left, top), (left, bottom), (left + x_bottom, bottom), (left + x_top, top)])
 
 
 def cloud_field(rng: np.random.Generator, shape: tuple[int, int], cover: float) -> np.ndarray:
@@ -1092,7 +1162,8 @@ class RenderedScene:
 
 def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) -> RenderedScene:
     """One acquisition: the landscape on that day, lit by that day's sun, under that day's sky."""
-    rng = _rng(seed, "scene", scene.index)
+    second = scene.orbit != RELATIVE_ORBIT
+    rng = _rng(seed, "orbit2" if second else "scene", scene.index)
     shape = land.grid.shape.yx
     day, doy = _day(scene.date), float(scene.date.timetuple().tm_yday)
     refl = land.background.copy()
@@ -1100,12 +1171,14 @@ def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) ->
     for layer in land.layers:
         layer.paint(flat, day, doy)
 
-    sun = solar_position(doy, land.lat)
+    sun = solar_position(doy, land.lat, scene.solar_hour)
     sky = sky_conditions(rng, scene.date.month, land.scenario)
-    illum = land.illumination(doy)
+    illum = land.illumination(doy, scene.solar_hour)
     cloud = cloud_field(rng, shape, sky["cover"]) if sky["cover"] > 0 else np.zeros(shape, np.float32)
     shadow = cloud_shadow(cloud, *sun, sky["cloud_height_m"])
     gain = rng.normal(1.0, 0.02) * rng.normal(1.0, 0.005, len(BANDS)).astype(np.float32)
+    if second:
+        gain = gain * SECOND_ORBIT_VIEW_GAIN
     # skylight still reaches the ground under a cloud's shadow: darker, not black
     refl *= (illum * (1.0 - 0.7 * shadow))[None] * gain[:, None, None]
     if sky["haze"] > 0:
@@ -1120,7 +1193,11 @@ def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) ->
         refl += cloud[None] * (tops - refl)
 
     nodata10 = nodata20 = None
-    if rng.random() < 0.05:
+    if second:
+        cut = second_orbit_edge(shape, RESOLUTION_M)
+        nodata10 = swath_edge(shape, RESOLUTION_M, cut)
+        nodata20 = swath_edge(land.grid20.shape.yx, 2 * RESOLUTION_M, cut)
+    elif rng.random() < 0.05:
         cut = {"side": rng.choice([-1, 1]), "angle": math.radians(rng.uniform(8, 16)),
                "offset": rng.uniform(0.2, 0.8) * shape[1] * RESOLUTION_M}
         nodata10 = swath_edge(shape, RESOLUTION_M, cut)
@@ -1166,7 +1243,8 @@ def write_scene_files(folder: Path, rendered: RenderedScene, grid: GeoBox, grid2
 
 
 def _footprint(bounds, crs: CRS) -> shapely.Polygon:
-    ring = shapely.segmentize(shapely.box(*bounds), 500)
+    """``bounds`` (a box, or a polygon) in lon/lat."""
+    ring = shapely.segmentize(bounds if isinstance(bounds, shapely.Geometry) else shapely.box(*bounds), 500)
     to_wgs84 = Transformer.from_crs(crs, 4326, always_xy=True)
     return shapely.transform(ring, lambda xy: np.c_[to_wgs84.transform(xy[:, 0], xy[:, 1])])
 
@@ -1182,7 +1260,7 @@ def scene_item(rendered: RenderedScene, grid: GeoBox, grid20: GeoBox, footprint:
             "eo:cloud_cover": rendered.cloud_cover, "proj:epsg": epsg, "proj:code": f"EPSG:{epsg}",
             "mgrs:utm_zone": int(MGRS_TILE[:2]), "mgrs:latitude_band": MGRS_TILE[2], "mgrs:grid_square": MGRS_TILE[3:],
             "s2:mgrs_tile": MGRS_TILE, "s2:processing_baseline": s.baseline, "s2:product_type": "S2MSI2A",
-            "sat:relative_orbit": RELATIVE_ORBIT, "sat:orbit_state": "descending",
+            "sat:relative_orbit": s.orbit, "sat:orbit_state": "descending",
             "view:sun_elevation": round(rendered.sun[0], 3), "view:sun_azimuth": round(rendered.sun[1], 3),
             "simulated": True},
         stac_extensions=STAC_EXTENSIONS, collection=S2_COLLECTION)
@@ -1337,8 +1415,9 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
     out.mkdir(parents=True, exist_ok=True)
     partial_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:
-        scenes = scene_schedule(start, end, revisit_days)
+        scenes = scene_schedule(start, end, revisit_days, scenario.second_orbit)
         footprint = _footprint(land.grid.boundingbox, crs)
+        footprints = {RELATIVE_ORBIT: footprint, SECOND_ORBIT: _footprint(second_orbit_footprint(land.grid), crs)}
         noise = (_rng(seed, "noise").standard_normal(1 << 22, dtype=np.float32) * PIXEL_NOISE)
         items = []
         with ThreadPoolExecutor(max_workers=2) as writers:  # GDAL compresses outside the GIL
@@ -1347,7 +1426,7 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
                 rendered = render_scene(land, scene, seed, noise)
                 folder = partial_dir / S2_COLLECTION / scene.id
                 pending.append(writers.submit(write_scene_files, folder, rendered, land.grid, land.grid20))
-                items.append(scene_item(rendered, land.grid, land.grid20, footprint))
+                items.append(scene_item(rendered, land.grid, land.grid20, footprints[scene.orbit]))
                 while len(pending) > 3 or (pending and scene is scenes[-1]):
                     pending.popleft().result()
                     if progress is not None:

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from pipeline.aoi import load_aoi
 from conftest import run_checker
 from pipeline.errors import OutputError
-from pipeline.simulate import load_pools, simulate
+from pipeline.simulate import RELATIVE_ORBIT, SECOND_ORBIT, SCENARIOS, Scenario, load_pools, scene_schedule, simulate
 
 SMALL = dict(size_km=2, start_year=2021, end_year=2023, revisit_days=20)
 
@@ -222,3 +222,22 @@ def test_reuse_keeps_a_matching_simulation_and_redoes_a_different_one(tmp_path):
     assert simulate(tmp_path, 0, **short, reuse=True).catalog.stat().st_mtime_ns == stamp
     simulate(tmp_path, 0, **{**short, "revisit_days": 120}, reuse=True)
     assert first.catalog.stat().st_mtime_ns != stamp
+
+
+@pytest.mark.parametrize("revisit", [1, 3, 5, 10])
+def test_second_orbit_adds_scenes_on_days_of_its_own(revisit):
+    """R004 passes 3 days after R104; on a day R104 already has, it is dropped (one scene a day keeps
+    Earth Search ids unique), and R104's schedule is the one-orbit schedule, index for index."""
+    start, end = date(2022, 1, 1), date(2022, 12, 31)
+    one, two = scene_schedule(start, end, revisit), scene_schedule(start, end, revisit, second_orbit=True)
+    assert [s for s in two if s.orbit == RELATIVE_ORBIT] == one
+    assert len({s.date for s in two}) == len({s.id for s in two}) == len(two)
+    assert [s.date for s in two] == sorted(s.date for s in two) and two[-1].date <= end
+    second = [s for s in two if s.orbit == SECOND_ORBIT]
+    assert len(second) == (0 if revisit in (1, 3) else len(one))  # Dec 27 + 3 is still in the year
+    assert all(s.datetime.hour == 4 and s.datetime.minute == 17 for s in second)
+
+
+def test_every_named_scenario_changes_something_and_the_default_is_standard():
+    assert Scenario().changed() == {} and SCENARIOS["standard"] == Scenario()
+    assert all(sc.changed() for name, sc in SCENARIOS.items() if name != "standard")
