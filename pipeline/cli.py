@@ -19,6 +19,9 @@ import typer
 from pipeline.errors import ConfigError, PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
+# simulate.SCENARIOS, spelled out so that --help does not import the simulator (tests check they agree)
+SCENARIO_HELP = ("harder variant: single_pixel_ponds, wet, haze, villages, regrowth, pre_period, two_orbits, "
+                 "dense, swidden_heavy, landslide_heavy, steep, flat or all")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.")
 log = logging.getLogger("pipeline")
@@ -267,8 +270,7 @@ def simulate(
     revisit_days: int = typer.Option(10, help="days between scenes"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
-    scenario: str = typer.Option("standard", help="harder variant: single_pixel_ponds, wet, haze, villages, "
-                                                  "regrowth, pre_period or all"),
+    scenario: str = typer.Option("standard", help=SCENARIO_HELP),
 ):
     """Write a simulated AOI: a Sentinel-2-like local STAC catalog with known ground truth.
 

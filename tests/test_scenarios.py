@@ -174,3 +174,13 @@ def test_steep_terrain_has_more_winter_shadow_and_flat_terrain_almost_none():
     assert shadowed("steep") > 2 * shadowed("standard") > 0.06
     assert shadowed("flat") < 0.01
     assert slope("flat") < slope("standard") < slope("steep")
+
+
+def test_the_cli_help_names_every_scenario():
+    import re
+
+    from pipeline.cli import SCENARIO_HELP
+    from pipeline.simulate import SCENARIOS
+
+    named = set(re.findall(r"[a-z_]+", SCENARIO_HELP.split(":", 1)[1])) - {"or"}
+    assert named == set(SCENARIOS) - {"standard"}
