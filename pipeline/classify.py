@@ -31,7 +31,10 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules) -> gpd.G
     """Bare patches that are large enough, stay bare and never green while active; each gets
     ``persistent``: whether it may make a site on its own, without a pond near it.
     Where the slope is unknown (no DEM) the slope rule cannot be applied and is skipped."""
-    keep = clearings["area_m2"] >= rules.min_area_m2
+    # the size rule is on the pixels that were bare, before edges were grown: grown edges are no
+    # evidence of a clearing, only of its outline
+    core = clearings["core_area_m2"] if "core_area_m2" in clearings else clearings["area_m2"]
+    keep = core >= rules.min_area_m2
     keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
     out = clearings[keep].copy()
     slope = out["mean_slope_deg"]

@@ -33,7 +33,7 @@ from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import find_scenes, make_source
 from pipeline.sources.loading import BANDS_20M, SCL, load_dem, load_reflectance, solar_day, usable_scenes
 from pipeline.summary import yearly_summary
-from pipeline.vectorize import assign_sites, class_map, feature_table, label_features
+from pipeline.vectorize import assign_sites, class_map, feature_table, grow_labels, label_features
 
 log = logging.getLogger(__name__)
 
@@ -198,13 +198,18 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                           ch.min_observations)
         bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
         bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
+        # where the canopy went and stayed gone: the edge pixels of a clearing, half laterite and half
+        # forest, are rarely bare by the rules but stop being green when the hillside is cut
+        open_ = onset_maps(monthly["valid"], monthly["valid"] - monthly["green"], ch.clearing_window_months,
+                           ch.persistence, ch.min_observations)["onset"].rename("open_onset")
         ponds = ponds.merge(confidence.evidence_maps(ponds, monthly["valid"], monthly["pond"], {
             "mndwi": monthly["mndwi_sum"], "ndvi": monthly["ndvi_sum"]}))
         bare = bare.merge(confidence.evidence_maps(bare, monthly["valid"], None, {
             "bsi": monthly["bsi_sum"], "ndvi": monthly["ndvi_sum"]}))
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
-        ponds, bare, yearly_valid, dem = dask.compute(ponds, bare, yearly_valid, dem)
+        ponds, bare, yearly_valid, dem, open_ = dask.compute(ponds, bare, yearly_valid, dem, open_)
+        bare["open_onset"] = open_
     days = sorted({solar_day(s) for s in used})
     return {"months": monthly["month"].to_index(), "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
@@ -236,17 +241,21 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
         keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),
                                                           train.pixel_features(det, slope, cfg.resolution))
 
-    def layer(maps, with_slope, medians=(), only=True):
+    def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0):
         onset = maps["onset"].values
         mask = (onset >= 0) & inside & only
         labels = label_features(mask)
+        grown = grow_labels(labels, grow_into & inside, grow_px) if grow_into is not None and grow_px else None
         return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
                              maps["months_seen"].values, slope if with_slope else None,
                              {**{k: maps[k].values for k in medians},
-                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)})
+                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)},
+                             grown)
 
+    open_ = det["bare"]["open_onset"].values >= 0 if "open_onset" in det["bare"] else None
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
-                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"]),
+                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"],
+                                                open_, cfg.clearings.grow_px),
                                           cfg.clearings)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
@@ -306,6 +315,8 @@ def feature_rasters(aoi: AOI, det: dict, ponds, clearings) -> dict:
     months = det["months"]
     pond_year = month_to_year(det["ponds"]["onset"].values, months)
     clear_year = month_to_year(det["bare"]["onset"].values, months)
+    if "open_onset" in det["bare"]:  # a grown edge pixel's own first month is when its canopy went
+        clear_year = np.where(clear_year >= 0, clear_year, month_to_year(det["bare"]["open_onset"].values, months))
     first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
     yv = det["yearly_valid"]
     return {"classes": classes, "first_year": np.clip(first_year, 0, None).astype(np.uint16),

@@ -150,3 +150,15 @@ def test_select_clearings_rejects_paddies_and_lone_landslide_strips():
     out = classify.select_clearings(g, ClearingRules())
     assert out["name"].tolist() == ["mine", "landslide", "terrace"]      # the paddy greens
     assert out["persistent"].tolist() == [True, False, False]           # strip and flat pad need ponds
+
+
+def test_the_size_rule_counts_bare_pixels_not_grown_edges():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    g = gpd.GeoDataFrame({"bare_share": [1.0, 1.0], "green_share": [0.0, 0.0], "months_seen": [20, 20],
+                          "mean_slope_deg": [15.0, 15.0], "elongation": [1.2, 1.2],
+                          "area_m2": [2600.0, 2600.0], "core_area_m2": [1800.0, 2100.0]},
+                         geometry=[box(0, 0, 50, 52), box(1000, 0, 1050, 1052)], crs=32647)
+    out = classify.select_clearings(g, ClearingRules())
+    assert out["core_area_m2"].tolist() == [2100.0]       # 18 bare pixels plus a grown rim is still too small

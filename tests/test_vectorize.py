@@ -8,7 +8,7 @@ import pytest
 from shapely.geometry import box
 
 from pipeline.aoi import area_m2, snapped_grid
-from pipeline.vectorize import assign_sites, feature_table, label_features, link_sites, polygonize
+from pipeline.vectorize import assign_sites, feature_table, grow_labels, label_features, link_sites, polygonize
 
 CRS = 32647
 
@@ -47,6 +47,36 @@ def test_diagonal_pixels_are_separate_valid_polygons():
     mask[2, 2] = mask[3, 3] = True
     gdf = polygonize(label_features(mask), grid)
     assert len(gdf) == 2 and gdf.is_valid.all() and (gdf.geom_type == "Polygon").all()
+
+
+def test_clearings_grow_one_pixel_into_open_neighbours_only():
+    labels = np.zeros((7, 9), np.int32)
+    labels[2:5, 1:3] = 1                  # a clearing, 3 x 2 px
+    labels[2:5, 6:8] = 2                  # another, 3 px to the east
+    allowed = np.ones_like(labels, bool)
+    allowed[:, 0] = False                 # forest west of clearing 1: not open, never taken
+    out = grow_labels(labels, allowed, steps=1)
+    assert (out[2:5, 0] == 0).all()                       # forest stays out
+    assert (out[1, 1:3] == 1).all() and (out[5, 1:3] == 1).all() and (out[2:5, 3] == 1).all()
+    assert out[1, 0] == 0 and out[1, 3] == 0              # corners are not 4-adjacent: a single polygon stays one
+    assert (out[2:5, 5] == 2).all() and out[2, 4] == 0    # the column between them stays a gap after one step
+    assert (out[labels > 0] == labels[labels > 0]).all()  # nothing already labelled changes
+    two = grow_labels(labels, allowed, steps=2)
+    assert two[2, 4] == 2                                  # both reach it in step 2: the larger label, every time
+    assert (grow_labels(labels, allowed, steps=0) == labels).all()
+
+
+def test_grown_outline_keeps_the_core_pixels_evidence():
+    grid = snapped_grid((0, 0, 100, 100), CRS)
+    mask = np.zeros(grid.shape.yx, bool)
+    mask[3:6, 3:6] = True
+    labels = label_features(mask)
+    first = np.where(mask, 2021, -1).astype(np.int16)      # grown edge pixels have no bare onset of their own
+    grown = grow_labels(labels, np.ones(grid.shape.yx, bool), 1)
+    t = feature_table(labels, grid, first, first, np.full(grid.shape.yx, 12, np.int16), grown=grown)
+    assert t["area_m2"].tolist() == [(9 + 12) * 100.0] and t["core_area_m2"].tolist() == [900.0]
+    assert t["first_year"].tolist() == [2021]             # not dragged down by the edge's -1
+    assert len(polygonize(grown, grid)) == 1
 
 
 def test_feature_year_is_the_median_of_its_pixels():
