@@ -27,9 +27,11 @@ def green_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules) -> xr
     return (valid & (ind["ndvi"] > rules.green_ndvi_min)).rename("green_like")
 
 
-def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules) -> gpd.GeoDataFrame:
+def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, n_months: int | None = None) -> gpd.GeoDataFrame:
     """Bare patches that are large enough, stay bare and never green while active; each gets
-    ``persistent``: whether it may make a site on its own, without a pond near it.
+    ``persistent``: whether it may make a site on its own, without a pond near it, and ``provisional``:
+    whether it may do so only because the record (``n_months`` long, clearings carrying median
+    ``onset_month`` / ``last_month``) ends before it could stay bare long enough to be ``persistent``.
     Where the slope is unknown (no DEM) the slope rule cannot be applied and is skipped."""
     # the size rule is on the pixels that were bare, before edges were grown: grown edges are no
     # evidence of a clearing, only of its outline
@@ -38,9 +40,15 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules) -> gpd.G
     keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
     out = clearings[keep].copy()
     slope = out["mean_slope_deg"]
-    out["persistent"] = ((out["months_seen"] >= rules.alone_min_months)
-                         & (out["elongation"] <= rules.alone_max_elongation)
-                         & (slope.isna() | (slope >= rules.alone_min_slope_deg)))
+    shape_ok = (out["elongation"] <= rules.alone_max_elongation) & (slope.isna() | (slope >= rules.alone_min_slope_deg))
+    out["persistent"] = (out["months_seen"] >= rules.alone_min_months) & shape_ok
+    if n_months is None or rules.provisional_recent_months == 0 or "onset_month" not in out:
+        out["provisional"] = False
+        return out
+    # still bare at the end, and started too late for the record to show alone_min_months of it
+    out["provisional"] = (~out["persistent"] & shape_ok
+                          & (out["last_month"] >= n_months - rules.provisional_recent_months)
+                          & (n_months - out["onset_month"] < rules.alone_min_months))
     return out
 
 

@@ -161,6 +161,12 @@ class ClearingRules(_Model):
     # seeds such a neighbour is > 50% cleared in 9 of 10 cases, a forest or field neighbour almost never
     # qualifies; a second pixel adds next to nothing. 0 turns growing off.
     grow_px: int = Field(1, ge=0, le=5)
+    # A clearing cut in the last months of the record cannot have been bare for alone_min_months yet.
+    # When it is still bare in the record's last this-many months and was bare, not green, since its
+    # onset (the share rules above), it anchors a site as *provisional* (flagged, lower confidence),
+    # where before it was dropped. A swidden is green by the end of its first monsoon and a paddy greens
+    # every year, so neither is still bare at the end after a start this recent. 0 turns this off.
+    provisional_recent_months: int = Field(3, ge=0)
 
 
 class ChangeConfig(_Model):

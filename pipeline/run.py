@@ -256,7 +256,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
                                                                     *confidence.CLEARING_EVIDENCE), keep["bare"],
                                                 open_, cfg.clearings.grow_px),
-                                          cfg.clearings)
+                                          cfg.clearings, len(months))
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
                                   cfg.ponds)
@@ -267,7 +267,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", *evidence,
                    "water_share", "mndwi_mean", "ndvi_mean", "geometry"]]
     clearings = clearings[["clearing_id", "first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg",
-                           "bare_share", "green_share", "elongation", "persistent", "site_id", *evidence,
+                           "bare_share", "green_share", "elongation", "persistent", "provisional", "site_id", *evidence,
                            "bsi_mean", "ndvi_mean", "geometry"]]
     valid_per_year = {int(y): int(np.median(det["yearly_valid"].sel(year=y).values[inside]))
                       for y in det["yearly_valid"]["year"].values}

@@ -135,9 +135,11 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     """Link ponds and clearings into sites and keep only the features of real sites.
 
     Sites are chained from *anchors*: ponds, and clearings flagged ``persistent`` (bare long enough
-    that they are not a swidden field). Other clearings join the nearest anchor within ``attach_m``
-    but never link two sites: a fallow field between two mines must not merge them into one.
-    Clearings near no site are dropped. Returns ``(ponds, clearings, sites)`` with ``site_id`` on the features.
+    that they are not a swidden field) or ``provisional`` (too young for that only because the record
+    ends). Other clearings join the nearest anchor within ``attach_m`` but never link two sites: a
+    fallow field between two mines must not merge them into one. Clearings near no site are dropped.
+    A site whose only anchors are provisional clearings is ``provisional``: the next run confirms or drops it.
+    Returns ``(ponds, clearings, sites)`` with ``site_id`` on the features.
     """
     import pandas as pd
     import shapely
@@ -145,12 +147,15 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     from pipeline.aoi import area_m2
 
     crs = ponds.crs or clearings.crs
+    persistent = clearings["persistent"].values.astype(bool)
+    provisional = (clearings["provisional"].values.astype(bool) if "provisional" in clearings
+                   else np.zeros(len(clearings), bool))
     feats = gpd.GeoDataFrame(pd.concat([
-        pd.DataFrame({"kind": "pond", "idx": np.arange(len(ponds)), "anchor": True,
+        pd.DataFrame({"kind": "pond", "idx": np.arange(len(ponds)), "anchor": True, "sure": True,
                       "first_year": ponds["first_year"].values, "last_year": ponds["last_year"].values,
                       "geometry": ponds.geometry.values}),
         pd.DataFrame({"kind": "clearing", "idx": np.arange(len(clearings)),
-                      "anchor": clearings["persistent"].values.astype(bool),
+                      "anchor": persistent | provisional, "sure": persistent,
                       "first_year": clearings["first_year"].values, "last_year": clearings["last_year"].values,
                       "geometry": clearings.geometry.values}),
     ], ignore_index=True), geometry="geometry", crs=crs)
@@ -183,13 +188,14 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
         rows.append({
             "site_id": int(sid), "first_year": int(g["first_year"].min()), "last_year": int(g["last_year"].max()),
             "n_ponds": int((g["kind"] == "pond").sum()), "n_clearings": int((g["kind"] == "clearing").sum()),
+            "provisional": not bool(g["sure"].any()),
             "pond_area_m2": float(ponds_out.loc[ponds_out["site_id"] == sid, "area_m2"].sum()),
             "cleared_area_m2": float(clear_out.loc[clear_out["site_id"] == sid, "area_m2"].sum()),
             "union": union, "geometry": union.convex_hull,
         })
     sites = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
-        {c: [] for c in ("site_id", "first_year", "last_year", "n_ponds", "n_clearings", "pond_area_m2",
-                         "cleared_area_m2", "union")}, geometry=[], crs=crs)
+        {c: [] for c in ("site_id", "first_year", "last_year", "n_ponds", "n_clearings", "provisional",
+                         "pond_area_m2", "cleared_area_m2", "union")}, geometry=[], crs=crs)
     sites["footprint_m2"] = area_m2(gpd.GeoSeries(sites["union"].values, crs=crs)).values if rows else []
     sites["envelope_m2"] = area_m2(sites).values if rows else []
     sites = sites.drop(columns="union")

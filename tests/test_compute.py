@@ -162,3 +162,28 @@ def test_the_size_rule_counts_bare_pixels_not_grown_edges():
                          geometry=[box(0, 0, 50, 52), box(1000, 0, 1050, 1052)], crs=32647)
     out = classify.select_clearings(g, ClearingRules())
     assert out["core_area_m2"].tolist() == [2100.0]       # 18 bare pixels plus a grown rim is still too small
+
+
+def test_a_clearing_cut_in_the_last_months_is_provisional_a_swidden_is_not():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    n = 60  # months in the record
+    rows = {  # name: (onset_month, last_month, months_seen, elongation)
+        "old mine": (10, 59, 50, 1.2),
+        "young mine": (55, 59, 5, 1.3),        # cut in August of the last year, bare to the end
+        "swidden": (50, 54, 5, 1.3),           # cut in the dry season, green since the monsoon
+        "young strip": (55, 59, 5, 4.0),       # a fresh landslide scar: long and thin
+        "mine gone quiet": (40, 47, 8, 1.2),   # 8 months bare two years ago: the record could have shown more
+    }
+    g = gpd.GeoDataFrame({"name": list(rows), "onset_month": [float(r[0]) for r in rows.values()],
+                          "last_month": [float(r[1]) for r in rows.values()],
+                          "months_seen": [r[2] for r in rows.values()], "elongation": [r[3] for r in rows.values()],
+                          "bare_share": 1.0, "green_share": 0.0, "mean_slope_deg": 15.0, "area_m2": 5000.0},
+                         geometry=[box(i * 1000, 0, i * 1000 + 50, 100) for i in range(len(rows))], crs=32647)
+    out = classify.select_clearings(g, ClearingRules(), n_months=n).set_index("name")
+    assert out["persistent"].to_dict() == {"old mine": True, "young mine": False, "swidden": False,
+                                           "young strip": False, "mine gone quiet": False}
+    assert out["provisional"][out["provisional"]].index.tolist() == ["young mine"]
+    off = classify.select_clearings(g, ClearingRules(provisional_recent_months=0), n_months=n)
+    assert not off["provisional"].any()

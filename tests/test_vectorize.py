@@ -104,3 +104,17 @@ def test_a_site_needs_ponds_or_a_persistent_clearing():
     assert s["first_year"].tolist() == [2020, 2022]
     assert s.loc[0, "footprint_m2"] == pytest.approx(400 + 170 * 100)
     assert s.loc[0, "n_ponds"] == 1 and s.loc[1, "n_ponds"] == 0
+
+
+def test_a_provisional_clearing_anchors_a_provisional_site():
+    ponds = _layer([box(0, 0, 20, 20)], [2021])
+    clearings = _layer([box(30, 0, 200, 100), box(2000, 0, 2200, 100), box(2210, 0, 2300, 100), box(5000, 0, 5200, 100)],
+                       [2020, 2024, 2024, 2024], persistent=[False, False, True, False],
+                       provisional=[False, True, False, False])
+    p, c, s = assign_sites(ponds, clearings, 200, 50)
+    # the pond's site is sure; the young clearing with a persistent neighbour is sure; the lone young
+    # clearing that is not provisional (it greened) is still dropped
+    assert len(s) == 2 and s["provisional"].tolist() == [False, False]
+    clearings.loc[2, "persistent"] = False
+    p, c, s = assign_sites(ponds, clearings, 200, 50)
+    assert len(s) == 2 and s["provisional"].tolist() == [False, True] and c["site_id"].tolist() == [1, 2, 2]
