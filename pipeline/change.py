@@ -86,6 +86,15 @@ def share_while_active_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.Data
                           dask="parallelized", output_dtypes=[np.float32])
 
 
+def lead_onset(onset: np.ndarray, earlier: np.ndarray, lead: int) -> np.ndarray:
+    """``onset`` moved back to ``earlier`` where that precedes it by 1..``lead`` months (NONE stays NONE):
+    the month a change began, when a weaker sign of it (a canopy gone before the ground reads bare)
+    came just before the strict onset."""
+    onset, earlier = np.asarray(onset), np.asarray(earlier)
+    take = (onset >= 0) & (earlier >= 0) & (earlier < onset) & (onset - earlier <= lead)
+    return np.where(take, earlier, onset).astype(onset.dtype)
+
+
 def month_to_year(index: np.ndarray, months) -> np.ndarray:
     """Calendar year of month indices into ``months`` (a DatetimeIndex); NONE stays NONE."""
     years = np.asarray(months.year, dtype=np.int16)

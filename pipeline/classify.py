@@ -45,10 +45,10 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, n_months
     if n_months is None or rules.provisional_recent_months == 0 or "onset_month" not in out:
         out["provisional"] = False
         return out
-    # still bare at the end, and started too late for the record to show alone_min_months of it
+    # still bare at the end of the record, so its months_seen is cut short by the record, not by regrowth
+    # (months_seen runs from the bare onset to the last bare month: short and ending now = started late)
     out["provisional"] = (~out["persistent"] & shape_ok
-                          & (out["last_month"] >= n_months - rules.provisional_recent_months)
-                          & (n_months - out["onset_month"] < rules.alone_min_months))
+                          & (out["last_month"] >= n_months - rules.provisional_recent_months))
     return out
 
 

@@ -179,6 +179,11 @@ class ChangeConfig(_Model):
     # season and then carries rice and regrowth, while a leaching site stays bare.
     pond_window_months: int = Field(12, ge=1)
     clearing_window_months: int = Field(24, ge=1)
+    # Felling and bulldozing take weeks: a hillside cut in December has lost its canopy (no longer
+    # green) in December but reads bare only in January, so it was dated a year late. A clearing's
+    # pixel is dated from the month its canopy went when the bare onset follows within this many
+    # months (on the tuning seeds every late-dated site was cut in the last 6 weeks of a year). 0: off.
+    clearing_lead_months: int = Field(2, ge=0)
 
 
 class SitesConfig(_Model):

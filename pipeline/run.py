@@ -27,7 +27,7 @@ import xarray as xr
 import pipeline
 from pipeline import classify, composite, confidence, export, indices, masking, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
-from pipeline.change import month_to_year, onset_maps, share_while_active_maps
+from pipeline.change import lead_onset, month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import find_scenes, make_source
@@ -241,21 +241,26 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
         keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),
                                                           train.pixel_features(det, slope, cfg.resolution))
 
-    def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0):
+    def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0, dated=None):
         onset = maps["onset"].values
         mask = (onset >= 0) & inside & only
         labels = label_features(mask)
         grown = grow_labels(labels, grow_into & inside, grow_px) if grow_into is not None and grow_px else None
+        onset = onset if dated is None else dated
         return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
                              maps["months_seen"].values, slope if with_slope else None,
                              {**{k: maps[k].values for k in medians},
                               "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)},
                              grown)
 
-    open_ = det["bare"]["open_onset"].values >= 0 if "open_onset" in det["bare"] else None
+    open_, dated = None, None
+    if "open_onset" in det["bare"]:
+        open_ = det["bare"]["open_onset"].values
+        dated = lead_onset(det["bare"]["onset"].values, open_, cfg.change.clearing_lead_months)
+        open_ = open_ >= 0
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
                                                                     *confidence.CLEARING_EVIDENCE), keep["bare"],
-                                                open_, cfg.clearings.grow_px),
+                                                open_, cfg.clearings.grow_px, dated),
                                           cfg.clearings, len(months))
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
@@ -308,15 +313,17 @@ def dask_scheduler(compute):
         client.close()
 
 
-def feature_rasters(aoi: AOI, det: dict, ponds, clearings) -> dict:
+def feature_rasters(aoi: AOI, det: dict, ponds, clearings, lead_months: int = 0) -> dict:
     """The per-pixel view of the final features: class map, each pixel's own first year, and the
     clear-observation count per year (what an analyst checks before trusting a year)."""
     classes = class_map(aoi.grid, ponds, clearings)
     months = det["months"]
     pond_year = month_to_year(det["ponds"]["onset"].values, months)
     clear_year = month_to_year(det["bare"]["onset"].values, months)
-    if "open_onset" in det["bare"]:  # a grown edge pixel's own first month is when its canopy went
-        clear_year = np.where(clear_year >= 0, clear_year, month_to_year(det["bare"]["open_onset"].values, months))
+    if "open_onset" in det["bare"]:  # a clearing's (and a grown edge pixel's) first month is when its canopy went
+        open_onset = det["bare"]["open_onset"].values
+        clear_year = month_to_year(lead_onset(det["bare"]["onset"].values, open_onset, lead_months), months)
+        clear_year = np.where(clear_year >= 0, clear_year, month_to_year(open_onset, months))
     first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
     yv = det["yearly_valid"]
     return {"classes": classes, "first_year": np.clip(first_year, 0, None).astype(np.uint16),
@@ -393,7 +400,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
-        rasters = feature_rasters(aoi, det, ponds, clearings)
+        rasters = feature_rasters(aoi, det, ponds, clearings, cfg.change.clearing_lead_months)
     years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
     gaps = [y for y in years if valid_per_year.get(y, 0) == 0]
     if gaps:

@@ -187,3 +187,21 @@ def test_a_clearing_cut_in_the_last_months_is_provisional_a_swidden_is_not():
     assert out["provisional"][out["provisional"]].index.tolist() == ["young mine"]
     off = classify.select_clearings(g, ClearingRules(provisional_recent_months=0), n_months=n)
     assert not off["provisional"].any()
+
+
+def test_a_clearing_is_dated_from_the_month_its_canopy_went_when_bare_follows_at_once():
+    from pipeline.change import lead_onset
+
+    bare = np.array([12, 12, 12, NONE, 30])
+    open_ = np.array([11, 8, 13, 5, NONE])  # Dec before a January onset; 4 months before (a fallow); after; alone
+    assert lead_onset(bare, open_, 2).tolist() == [11, 12, 12, NONE, 30]
+    assert lead_onset(bare, open_, 0).tolist() == bare.tolist()
+    # a November cut: canopy gone in December (month 11), bare in January: the pixel belongs to year 1
+    valid = np.full((1, 24), 3)
+    green = np.full((1, 24), 3)
+    green[0, 11:] = 0
+    bare_hits = np.zeros((1, 24), int)
+    bare_hits[0, 12:] = 3
+    b, _, _ = persistent_onset(valid, bare_hits, 24, 0.6, 3)
+    o, _, _ = persistent_onset(valid, valid - green, 24, 0.6, 3)
+    assert month_to_year(lead_onset(b, o, 2), pd.date_range("2021-01-01", periods=24, freq="MS")).tolist() == [2021]
