@@ -169,6 +169,12 @@ class ClearingRules(_Model):
     # where before it was dropped. A swidden is green by the end of its first monsoon and a paddy greens
     # every year, so neither is still bare at the end after a start this recent. 0 turns this off.
     provisional_recent_months: int = Field(3, ge=0)
+    # Swidden fields are cut January-March and burnt March-April, then carry rice through the monsoon:
+    # a clearing that starts in these calendar months is bare like one until the rice greens, so it is
+    # provisional only once it has stayed bare to provisional_bare_until_month (October) of that year.
+    # (Tuning seeds, record ending in April: without this, 5 burnt swiddens became provisional sites.)
+    swidden_start_months: list[int] = [1, 2, 3, 4, 5]
+    provisional_bare_until_month: int = Field(10, ge=1, le=12)
 
 
 class ChangeConfig(_Model):

@@ -261,7 +261,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
                                                                     *confidence.CLEARING_EVIDENCE), keep["bare"],
                                                 open_, cfg.clearings.grow_px, dated),
-                                          cfg.clearings, len(months))
+                                          cfg.clearings, months)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
                                   cfg.ponds)

@@ -181,12 +181,19 @@ def test_a_clearing_cut_in_the_last_months_is_provisional_a_swidden_is_not():
                           "months_seen": [r[2] for r in rows.values()], "elongation": [r[3] for r in rows.values()],
                           "bare_share": 1.0, "green_share": 0.0, "mean_slope_deg": 15.0, "area_m2": 5000.0},
                          geometry=[box(i * 1000, 0, i * 1000 + 50, 100) for i in range(len(rows))], crs=32647)
-    out = classify.select_clearings(g, ClearingRules(), n_months=n).set_index("name")
+    months = pd.date_range("2020-01-01", periods=n, freq="MS")
+    out = classify.select_clearings(g, ClearingRules(), months).set_index("name")
     assert out["persistent"].to_dict() == {"old mine": True, "young mine": False, "swidden": False,
                                            "young strip": False, "mine gone quiet": False}
     assert out["provisional"][out["provisional"]].index.tolist() == ["young mine"]
-    off = classify.select_clearings(g, ClearingRules(provisional_recent_months=0), n_months=n)
+    off = classify.select_clearings(g, ClearingRules(provisional_recent_months=0), months)
     assert not off["provisional"].any()
+    # a record ending in April: a clearing first bare in February is a burnt swidden as much as a mine
+    spring = pd.date_range("2020-01-01", periods=52, freq="MS")
+    g2 = g.iloc[[1]].assign(onset_month=49.0, last_month=51.0, months_seen=3)     # Feb-Apr of the last year
+    assert not classify.select_clearings(g2, ClearingRules(), spring)["provisional"].any()
+    g3 = g.iloc[[1]].assign(onset_month=46.0, last_month=51.0, months_seen=6)     # cut in November: no swidden
+    assert classify.select_clearings(g3, ClearingRules(), spring)["provisional"].all()
 
 
 def test_a_clearing_is_dated_from_the_month_its_canopy_went_when_bare_follows_at_once():
