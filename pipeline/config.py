@@ -192,6 +192,11 @@ class ChangeConfig(_Model):
     # pixel is dated from the month its canopy went when the bare onset follows within this many
     # months (on the tuning seeds every late-dated site was cut in the last 6 weeks of a year). 0: off.
     clearing_lead_months: int = Field(2, ge=0)
+    # ... and, within the same lead, from the first month whose mean NDVI (over its clear views) fell this
+    # much below the pixel's year before: the canopy thins before it is gone. Forest NDVI is steady (0.82-0.83
+    # in the median of the tuning seeds' clearings before the cut); the month of a December cut reads
+    # 0.50-0.69, while haze or a missed cloud edge rarely moves a month's mean by 0.1.
+    clearing_ndvi_drop: float = Field(0.1, gt=0)
 
 
 class SitesConfig(_Model):

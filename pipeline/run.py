@@ -27,7 +27,7 @@ import xarray as xr
 import pipeline
 from pipeline import classify, composite, confidence, export, indices, masking, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
-from pipeline.change import lead_onset, month_to_year, onset_maps, share_while_active_maps
+from pipeline.change import dip_onset_maps, lead_onset, month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import find_scenes, make_source
@@ -208,8 +208,10 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             "bsi": monthly["bsi_sum"], "ndvi": monthly["ndvi_sum"]}))
         yearly_valid = composite.yearly_counts(monthly["valid"])
         dem = load_dem(dem_items, aoi.grid)
-        ponds, bare, yearly_valid, dem, open_ = dask.compute(ponds, bare, yearly_valid, dem, open_)
-        bare["open_onset"] = open_
+        dip = dip_onset_maps(bare["onset"], monthly["valid"], monthly["ndvi_sum"], ch.clearing_lead_months,
+                             ch.clearing_ndvi_drop)
+        ponds, bare, yearly_valid, dem, open_, dip = dask.compute(ponds, bare, yearly_valid, dem, open_, dip)
+        bare["open_onset"], bare["dip_onset"] = open_, dip
     days = sorted({solar_day(s) for s in used})
     return {"months": monthly["month"].to_index(), "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
@@ -256,7 +258,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     open_, dated = None, None
     if "open_onset" in det["bare"]:
         open_ = det["bare"]["open_onset"].values
-        dated = lead_onset(det["bare"]["onset"].values, open_, cfg.change.clearing_lead_months)
+        dated = clearing_dates(det["bare"], cfg.change.clearing_lead_months)
         open_ = open_ >= 0
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
                                                                     *confidence.CLEARING_EVIDENCE), keep["bare"],
@@ -313,6 +315,15 @@ def dask_scheduler(compute):
         client.close()
 
 
+def clearing_dates(bare, lead_months: int) -> np.ndarray:
+    """Each clearing pixel's month of onset for dating: the bare onset, moved back to when the canopy went
+    (no longer green, or its NDVI fell) if that came at most ``lead_months`` before."""
+    dated = lead_onset(bare["onset"].values, bare["open_onset"].values, lead_months)
+    if "dip_onset" in bare:
+        dated = lead_onset(dated, bare["dip_onset"].values, lead_months)
+    return dated
+
+
 def feature_rasters(aoi: AOI, det: dict, ponds, clearings, lead_months: int = 0) -> dict:
     """The per-pixel view of the final features: class map, each pixel's own first year, and the
     clear-observation count per year (what an analyst checks before trusting a year)."""
@@ -322,7 +333,7 @@ def feature_rasters(aoi: AOI, det: dict, ponds, clearings, lead_months: int = 0)
     clear_year = month_to_year(det["bare"]["onset"].values, months)
     if "open_onset" in det["bare"]:  # a clearing's (and a grown edge pixel's) first month is when its canopy went
         open_onset = det["bare"]["open_onset"].values
-        clear_year = month_to_year(lead_onset(det["bare"]["onset"].values, open_onset, lead_months), months)
+        clear_year = month_to_year(clearing_dates(det["bare"], lead_months), months)
         clear_year = np.where(clear_year >= 0, clear_year, month_to_year(open_onset, months))
     first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
     yv = det["yearly_valid"]

@@ -212,3 +212,26 @@ def test_a_clearing_is_dated_from_the_month_its_canopy_went_when_bare_follows_at
     b, _, _ = persistent_onset(valid, bare_hits, 24, 0.6, 3)
     o, _, _ = persistent_onset(valid, valid - green, 24, 0.6, 3)
     assert month_to_year(lead_onset(b, o, 2), pd.date_range("2021-01-01", periods=24, freq="MS")).tolist() == [2021]
+
+
+def test_a_december_cut_is_dated_from_the_month_its_ndvi_fell():
+    from pipeline.change import dip_onset, dip_onset_maps
+
+    months = 24
+    valid = np.full((4, months), 2)
+    ndvi = np.full((4, months), 0.83)
+    ndvi[:, 12:] = 0.2                   # bare from January of year 2 (onset 12) in every pixel
+    ndvi[0, 11] = 0.6                    # cut early in December: its views already thinner
+    ndvi[1, 11] = 0.78                   # haze or a late-December cut: within the forest's noise
+    ndvi[2, 10:12] = 0.6                 # felling from November
+    valid[3, 11] = 0                     # no clear view in December: nothing to date it by
+    onset = np.full(4, 12)
+    dip = dip_onset(onset, valid, ndvi * valid, lead=2, drop=0.1)
+    assert dip.tolist() == [11, NONE, 10, NONE]
+    assert dip_onset(np.array([NONE]), valid[:1], (ndvi * valid)[:1], 2, 0.1).tolist() == [NONE]
+    assert dip_onset(onset, valid, ndvi * valid, lead=0, drop=0.1).tolist() == [NONE] * 4
+    lazy = dip_onset_maps(xr.DataArray(onset.reshape(2, 2), dims=("y", "x")).chunk(1),
+                          xr.DataArray(valid.T.reshape(months, 2, 2), dims=("month", "y", "x")).chunk({"month": 6}),
+                          xr.DataArray((ndvi * valid).T.reshape(months, 2, 2), dims=("month", "y", "x")).chunk({"month": 6}),
+                          2, 0.1)
+    assert lazy.compute().values.ravel().tolist() == dip.tolist()
