@@ -92,6 +92,8 @@ def _counts(rec: dict) -> dict:
     conf = s.get("confounders") or {}
     out = {
         "site_truth": t["n_truth"], "site_pred": t["n_pred"], "site_found": t["n_found"], "site_correct": t["n_pred_correct"],
+        "site_truth_merged": t.get("n_truth_merged", 0), "site_pred_merging": t.get("n_pred_merging", 0),
+        "site_truth_split": t.get("n_truth_split", 0),
         "site_year_n": t["first_year_n"], "site_year_exact": round((t["first_year_exact"] or 0) * t["first_year_n"]),
         "site_year_within1": round((t["first_year_within_1"] or 0) * t["first_year_n"]),
         "pond_truth": p["n_truth"], "pond_pred": p["n_pred"], "pond_found": p["n_found"], "pond_correct": p["n_pred_correct"],
@@ -129,6 +131,10 @@ def metrics(c: pd.Series) -> dict:
         m[f"{cls}_precision"], m[f"{cls}_recall"], m[f"{cls}_f1"] = p, r, _f1(p, r)
         m[f"{cls}_first_year_exact"] = _div(c[f"{cls}_year_exact"], c[f"{cls}_year_n"])
     m["site_first_year_within_1"] = _div(c["site_year_within1"], c["site_year_n"])
+    # an undercount is missed sites or merged ones: truth sites that share a run site with another
+    m["site_truth_merged_share"] = _div(c.get("site_truth_merged", 0), c["site_truth"])
+    m["site_truth_split_share"] = _div(c.get("site_truth_split", 0), c["site_truth"])
+    m["site_missed_share"] = _div(c["site_truth"] - c["site_found"], c["site_truth"])
     m["pond_detectable_recall"] = _div(c["pond_found_det"], c["pond_truth_det"])
     m["pond_detectable_f1"] = _f1(m["pond_precision"], m["pond_detectable_recall"])
     m["clearing_iou"] = _div(c["clear_a_inter"], c["clear_a_truth"] + c["clear_a_pred"] - c["clear_a_inter"])
@@ -289,7 +295,10 @@ def markdown(results: list[dict], config: dict) -> str:
         lines.append(f"| ponds (detectable: open, >= 300 m2) | {r['label']} | {_ci(r, 'pond_precision')} | "
                      f"{_ci(r, 'pond_detectable_recall')} | {_ci(r, 'pond_detectable_f1')} | |")
     lines += ["", f"Site first year within one year: {_ci(s, 'site_first_year_within_1')}. Cleared area: area precision "
-              f"{_ci(s, 'clearing_area_precision')}, area recall {_ci(s, 'clearing_area_recall')}.", ""]
+              f"{_ci(s, 'clearing_area_precision')}, area recall {_ci(s, 'clearing_area_recall')}. Truth sites missed: "
+              f"{_fmt(s['pooled'].get('site_missed_share'))}, merged with another into one run site: "
+              f"{_fmt(s['pooled'].get('site_truth_merged_share'))}, split over several run sites: "
+              f"{_fmt(s['pooled'].get('site_truth_split_share'))} (shares of truth sites).", ""]
     years = sorted(int(k.rsplit("_", 1)[1]) for k in s["pooled"] if k.startswith("rel_error_sites_"))
     lines += ["## Yearly cumulative counts and areas (pooled over seeds)", "",
               "| year | site-count error | footprint-area error |", "|---|---|---|"]
@@ -405,18 +414,21 @@ NOTES = [
     "- Ponds are matched many-to-one (adjacent pools merge at 10 m); 'detectable' ponds are open water of at "
     "least 300 m2 (3 pixels): plastic-covered and smaller pools are reported but the sensor cannot be held to them.",
     "- Sites are single-linkage clusters at 200 m of ponds and clearings, in truth as in the run; a site that "
-    "starts in the last months of the period cannot yet show the persistence the rules need, so the last "
-    "year's recall and count are the weakest (see 'Sites by first year').",
+    "starts in the last months of the period cannot yet show 9 months of bare ground: when its clearing is still "
+    "bare at the end it is reported as a `provisional` site (lower confidence) rather than dropped, but a clearing "
+    "cut in the last weeks has too few clear views to be seen at all, so the last year stays the weakest.",
     "- Yearly errors are of the pooled totals over all seeds; the per-seed line shows how much one window varies.",
-    "- Where the site targets are missed, it is recall, not precision: single-feature sites (one pool, or one "
-    "small clearing) are rarely found, and sites that start in the last year cannot yet show the persistence "
-    "(>= 60% of clear views within 12 months for ponds, 24 for bare ground) the rules demand. What would meet it: "
-    "report young candidates as provisional polygons with a low confidence instead of dropping them, and judge "
-    "persistence over the months the record still has.",
-    "- Cleared area is underestimated, not overestimated (area precision ~0.99, area recall ~0.75): edge pixels "
-    "mixed with forest or regrowth fall below the 0.8 bare share, and a 4 km window cuts more clearings at its "
-    "edge. What would meet it: grow clearings into neighbouring pixels with a weaker bare share (hysteresis), or "
-    "unmix edge pixels.",
+    "- Where the site targets are missed, it is mostly recall, and missed sites, not merged ones (see the "
+    "missed / merged / split shares above): single-feature sites (one pool whose clearing lies outside the window, "
+    "or one young clearing) are rarely found, sites abandoned and healed before the record starts cannot be seen, "
+    "and a site cut in the last weeks of a year is dated to the next (its first clear bare view).",
+    "- Provisional sites (a young clearing still bare at the end, no pond yet) are the least sure: a landslide "
+    "scar of the last monsoon is bare from October to December like a mine cut then, and is long and thin only "
+    "sometimes. Their precision is in the confidence bands (most are below 0.9); filter on `provisional` or "
+    "confidence to leave them out.",
+    "- Cleared area: edge pixels mixed with forest rarely read as bare; clearings are grown by one pixel into "
+    "neighbours whose canopy went and stayed gone, which brings area recall up at a small cost in area precision. "
+    "A 4 km window also cuts more clearings at its edge.",
 ]
 
 

@@ -137,6 +137,55 @@ def share_while_active_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.Data
     return per_pixel(share_while_active, [maps["onset"], maps["last"]], [valid, hits])
 
 
+def lead_onset(onset: np.ndarray, earlier: np.ndarray, lead: int) -> np.ndarray:
+    """``onset`` moved back to ``earlier`` where that precedes it by 1..``lead`` months (NONE stays NONE):
+    the month a change began, when a weaker sign of it (a canopy gone before the ground reads bare)
+    came just before the strict onset."""
+    onset, earlier = np.asarray(onset), np.asarray(earlier)
+    take = (onset >= 0) & (earlier >= 0) & (earlier < onset) & (onset - earlier <= lead)
+    return np.where(take, earlier, onset).astype(onset.dtype)
+
+
+def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead: int, drop: float,
+              baseline_months: int = 12) -> np.ndarray:
+    """The earliest of the ``lead`` months before ``onset`` from which every month with a clear view has a
+    mean index (``index_sum / valid``) at least ``drop`` below its mean over the ``baseline_months``
+    before them; NONE where there is none (or no onset, or no baseline views). Months on the last axis.
+
+    Felling thins the canopy over weeks before the ground reads bare: forest NDVI is steady, so a month
+    whose views average well below the pixel's year before is when the cut began.
+    """
+    onset = np.asarray(onset).astype(np.int64)
+    valid = valid.astype(np.float64)
+    n = valid.shape[-1]
+    cv = np.concatenate([np.zeros(valid.shape[:-1] + (1,)), np.cumsum(valid, axis=-1)], axis=-1)
+    cs = np.concatenate([np.zeros(valid.shape[:-1] + (1,)), np.cumsum(index_sum, axis=-1, dtype=np.float64)], axis=-1)
+
+    def span(c, a, b):  # sum over months a .. b-1 (clipped to the record), per pixel
+        a, b = np.clip(a, 0, n), np.clip(b, 0, n)
+        return np.take_along_axis(c, b[..., None], -1)[..., 0] - np.take_along_axis(c, a[..., None], -1)[..., 0]
+
+    out = np.full(onset.shape, NONE, np.int64)
+    ok = np.ones(onset.shape, bool)  # every month from the candidate to the onset is below (or unseen)
+    for k in range(1, lead + 1):
+        c = onset - k
+        base_v = span(cv, c - baseline_months, c)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            base = span(cs, c - baseline_months, c) / base_v
+            v = span(cv, c, c + 1)
+            mean = span(cs, c, c + 1) / v
+        below = np.where(v > 0, mean < base - drop, True)
+        ok &= (onset >= 0) & (c >= 0) & (base_v > 0) & below
+        out = np.where(ok & (v > 0), c, out)
+    return out.astype(np.int16)
+
+
+def dip_onset_maps(onset: xr.DataArray, valid: xr.DataArray, index_sum: xr.DataArray, lead: int,
+                   drop: float) -> xr.DataArray:
+    """``dip_onset`` over (month, y, x) counts and sums, lazily when they are dask-backed."""
+    return per_pixel(dip_onset, [onset], [valid, index_sum], lead=lead, drop=drop)
+
+
 def month_to_year(index: np.ndarray, months) -> np.ndarray:
     """Calendar year of month indices into ``months`` (a DatetimeIndex); NONE stays NONE."""
     years = np.asarray(months.year, dtype=np.int16)

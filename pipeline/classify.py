@@ -27,17 +27,34 @@ def green_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules) -> xr
     return (valid & (ind["ndvi"] > rules.green_ndvi_min)).rename("green_like")
 
 
-def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules) -> gpd.GeoDataFrame:
+def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=None) -> gpd.GeoDataFrame:
     """Bare patches that are large enough, stay bare and never green while active; each gets
-    ``persistent``: whether it may make a site on its own, without a pond near it.
+    ``persistent``: whether it may make a site on its own, without a pond near it, and ``provisional``:
+    whether it may do so only because the record (``months``, a DatetimeIndex of month starts; clearings
+    carry median ``onset_month`` / ``last_month`` indices into it) ends before it could stay bare long
+    enough to be ``persistent``, and it did not start when swiddens are cut unless it outlasted their rice.
     Where the slope is unknown (no DEM) the slope rule cannot be applied and is skipped."""
-    keep = clearings["area_m2"] >= rules.min_area_m2
+    # the size rule is on the pixels that were bare, before edges were grown: grown edges are no
+    # evidence of a clearing, only of its outline
+    core = clearings["core_area_m2"] if "core_area_m2" in clearings else clearings["area_m2"]
+    keep = core >= rules.min_area_m2
     keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
     out = clearings[keep].copy()
     slope = out["mean_slope_deg"]
-    out["persistent"] = ((out["months_seen"] >= rules.alone_min_months)
-                         & (out["elongation"] <= rules.alone_max_elongation)
-                         & (slope.isna() | (slope >= rules.alone_min_slope_deg)))
+    shape_ok = (out["elongation"] <= rules.alone_max_elongation) & (slope.isna() | (slope >= rules.alone_min_slope_deg))
+    out["persistent"] = (out["months_seen"] >= rules.alone_min_months) & shape_ok
+    if months is None or rules.provisional_recent_months == 0 or "onset_month" not in out or out.empty:
+        out["provisional"] = False
+        return out
+    n = len(months)
+    # still bare at the end of the record, so its months_seen is cut short by the record, not by regrowth
+    # (months_seen runs from the bare onset to the last bare month: short and ending now = started late)
+    recent = out["last_month"] >= n - rules.provisional_recent_months
+    at = lambda col: months[np.clip(np.floor(out[col].to_numpy(dtype=float)).astype(int), 0, n - 1)]  # noqa: E731
+    onset, last = at("onset_month"), at("last_month")
+    swidden_season = np.isin(onset.month, rules.swidden_start_months)
+    outlasted_rice = (last.year > onset.year) | (last.month >= rules.provisional_bare_until_month)
+    out["provisional"] = ~out["persistent"] & shape_ok & recent & (~swidden_season | outlasted_rice)
     return out
 
 

@@ -173,11 +173,31 @@ class ClearingRules(_Model):
     # loses young mines) ...
     alone_min_months: int = Field(9, ge=1)
     # ... lies on a hillside, where in-situ leaching injects (flat bare land is a river bar, a
-    # threshing floor or a village; with ponds beside it, a flat clearing is a pond terrace and stays) ...
-    alone_min_slope_deg: float = 8.0
+    # threshing floor or a village; with ponds beside it, a flat clearing is a pond terrace and stays;
+    # tuning seeds 0-9: 8 dropped two lone mines at 7.6-7.9 degrees, and no other clearing that passes
+    # the share rules lies between 1 and 8 degrees, so 7 keeps them with a margin) ...
+    alone_min_slope_deg: float = 7.0
     # ... and is not a landslide scar: those are long strips down the slope (length/width 2-6), while
     # leaching clearings spread around their ponds (mostly under 2.5).
     alone_max_elongation: float = Field(2.5, ge=1)
+    # A clearing's edge pixels are part forest and rarely read as bare, so clearings came out 20%
+    # small. Each is grown this many pixels into neighbours whose canopy went and stayed gone (not
+    # green in >= change.persistence of clear views over change.clearing_window_months): on the tuning
+    # seeds such a neighbour is > 50% cleared in 9 of 10 cases, a forest or field neighbour almost never
+    # qualifies; a second pixel adds next to nothing. 0 turns growing off.
+    grow_px: int = Field(1, ge=0, le=5)
+    # A clearing cut in the last months of the record cannot have been bare for alone_min_months yet.
+    # When it is still bare in the record's last this-many months and was bare, not green, since its
+    # onset (the share rules above), it anchors a site as *provisional* (flagged, lower confidence),
+    # where before it was dropped. A swidden is green by the end of its first monsoon and a paddy greens
+    # every year, so neither is still bare at the end after a start this recent. 0 turns this off.
+    provisional_recent_months: int = Field(3, ge=0)
+    # Swidden fields are cut January-March and burnt March-April, then carry rice through the monsoon:
+    # a clearing that starts in these calendar months is bare like one until the rice greens, so it is
+    # provisional only once it has stayed bare to provisional_bare_until_month (October) of that year.
+    # (Tuning seeds, record ending in April: without this, 5 burnt swiddens became provisional sites.)
+    swidden_start_months: list[int] = [1, 2, 3, 4, 5]
+    provisional_bare_until_month: int = Field(10, ge=1, le=12)
 
 
 class ChangeConfig(_Model):
@@ -190,6 +210,16 @@ class ChangeConfig(_Model):
     # season and then carries rice and regrowth, while a leaching site stays bare.
     pond_window_months: int = Field(12, ge=1)
     clearing_window_months: int = Field(24, ge=1)
+    # Felling and bulldozing take weeks: a hillside cut in December has lost its canopy (no longer
+    # green) in December but reads bare only in January, so it was dated a year late. A clearing's
+    # pixel is dated from the month its canopy went when the bare onset follows within this many
+    # months (on the tuning seeds every late-dated site was cut in the last 6 weeks of a year). 0: off.
+    clearing_lead_months: int = Field(2, ge=0)
+    # ... and, within the same lead, from the first month whose mean NDVI (over its clear views) fell this
+    # much below the pixel's year before: the canopy thins before it is gone. Forest NDVI is steady (0.82-0.83
+    # in the median of the tuning seeds' clearings before the cut); the month of a December cut reads
+    # 0.50-0.69, while haze or a missed cloud edge rarely moves a month's mean by 0.1.
+    clearing_ndvi_drop: float = Field(0.1, gt=0)
 
 
 class SitesConfig(_Model):

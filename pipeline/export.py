@@ -254,7 +254,7 @@ STYLES_SLD = "footprints.sld"
 SHP_NAMES = {"clearing_id": "clear_id", "months_seen": "months_sn", "mean_slope_deg": "slope_deg",
              "green_share": "green_shr", "n_clearings": "n_clear", "pond_area_m2": "pond_m2",
              "cleared_area_m2": "cleared_m2", "footprint_m2": "foot_m2", "envelope_m2": "envel_m2",
-             "n_clear_obs": "n_clear_ob", "water_share": "water_shr"}
+             "n_clear_obs": "n_clear_ob", "water_share": "water_shr", "provisional": "provisnl"}
 COORD_DECIMALS = 8  # lon/lat decimals in GeoJSON and KML: ~1 mm, keeps a 100 m2 pond's area to 0.01%
 
 

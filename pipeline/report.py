@@ -306,7 +306,8 @@ can hide new activity until the next dry season. Pond counts are detected water 
     if (name === 'ponds') return 'water confirmed over ' + p.months_seen + ' months';
     if (name === 'clearings') return 'bare in ' + Math.round(100 * p.bare_share) + '% and green in ' +
       Math.round(100 * p.green_share) + '% of clear views while active, over ' + p.months_seen + ' months';
-    return p.n_ponds + ' ponds and ' + p.n_clearings + ' clearings linked within the site distance';
+    return p.n_ponds + ' ponds and ' + p.n_clearings + ' clearings linked within the site distance' +
+      (p.provisional ? '; provisional: only young clearings, no pond yet (a later run confirms or drops it)' : '');
   }}
   function popup(name) {{
     return function (f, layer) {{

@@ -27,13 +27,13 @@ import xarray as xr
 import pipeline
 from pipeline import classify, composite, confidence, export, indices, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
-from pipeline.change import month_to_year, onset_maps, share_while_active_maps
+from pipeline.change import dip_onset_maps, lead_onset, month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import find_scenes, make_source
 from pipeline.sources.loading import BANDS_20M, SCL, load_dem, overpasses, solar_day, usable_scenes
 from pipeline.summary import yearly_summary
-from pipeline.vectorize import assign_sites, class_map, feature_table, label_features
+from pipeline.vectorize import assign_sites, class_map, feature_table, grow_labels, label_features
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,12 @@ def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.Dat
                       ch.min_observations)
     bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
     bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
+    # where the canopy went and stayed gone: the edge pixels of a clearing, half laterite and half
+    # forest, are rarely bare by the rules but stop being green when the hillside is cut
+    bare["open_onset"] = onset_maps(monthly["valid"], monthly["valid"] - monthly["green"], ch.clearing_window_months,
+                                    ch.persistence, ch.min_observations)["onset"]
+    bare["dip_onset"] = dip_onset_maps(bare["onset"], monthly["valid"], monthly["ndvi_sum"], ch.clearing_lead_months,
+                                       ch.clearing_ndvi_drop)
     ponds = ponds.merge(confidence.evidence_maps(ponds, monthly["valid"], monthly["pond"], {
         "mndwi": monthly["mndwi_sum"], "ndvi": monthly["ndvi_sum"]}))
     bare = bare.merge(confidence.evidence_maps(bare, monthly["valid"], None, {
@@ -248,18 +254,27 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
         keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),
                                                           train.pixel_features(det, slope, cfg.resolution))
 
-    def layer(maps, with_slope, medians=(), only=True):
+    def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0, dated=None):
         onset = maps["onset"].values
         mask = (onset >= 0) & inside & only
         labels = label_features(mask)
+        grown = grow_labels(labels, grow_into & inside, grow_px) if grow_into is not None and grow_px else None
+        onset = onset if dated is None else dated
         return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
                              maps["months_seen"].values, slope if with_slope else None,
                              {**{k: maps[k].values for k in medians},
-                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)})
+                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)},
+                             grown)
 
+    open_, dated = None, None
+    if "open_onset" in det["bare"]:
+        open_ = det["bare"]["open_onset"].values
+        dated = clearing_dates(det["bare"], cfg.change.clearing_lead_months)
+        open_ = open_ >= 0
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
-                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"]),
-                                          cfg.clearings)
+                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"],
+                                                open_, cfg.clearings.grow_px, dated),
+                                          cfg.clearings, months)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
     ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
                                   cfg.ponds)
@@ -270,7 +285,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     ponds = ponds[["pond_id", "first_year", "last_year", "months_seen", "area_m2", "site_id", *evidence,
                    "water_share", "mndwi_mean", "ndvi_mean", "geometry"]]
     clearings = clearings[["clearing_id", "first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg",
-                           "bare_share", "green_share", "elongation", "persistent", "site_id", *evidence,
+                           "bare_share", "green_share", "elongation", "persistent", "provisional", "site_id", *evidence,
                            "bsi_mean", "ndvi_mean", "geometry"]]
     valid_per_year = {int(y): int(np.median(det["yearly_valid"].sel(year=y).values[inside]))
                       for y in det["yearly_valid"]["year"].values}
@@ -311,13 +326,26 @@ def dask_scheduler(compute):
         client.close()
 
 
-def feature_rasters(aoi: AOI, det: dict, ponds, clearings) -> dict:
+def clearing_dates(bare, lead_months: int) -> np.ndarray:
+    """Each clearing pixel's month of onset for dating: the bare onset, moved back to when the canopy went
+    (no longer green, or its NDVI fell) if that came at most ``lead_months`` before."""
+    dated = lead_onset(bare["onset"].values, bare["open_onset"].values, lead_months)
+    if "dip_onset" in bare:
+        dated = lead_onset(dated, bare["dip_onset"].values, lead_months)
+    return dated
+
+
+def feature_rasters(aoi: AOI, det: dict, ponds, clearings, lead_months: int = 0) -> dict:
     """The per-pixel view of the final features: class map, each pixel's own first year, and the
     clear-observation count per year (what an analyst checks before trusting a year)."""
     classes = class_map(aoi.grid, ponds, clearings)
     months = det["months"]
     pond_year = month_to_year(det["ponds"]["onset"].values, months)
     clear_year = month_to_year(det["bare"]["onset"].values, months)
+    if "open_onset" in det["bare"]:  # a clearing's (and a grown edge pixel's) first month is when its canopy went
+        open_onset = det["bare"]["open_onset"].values
+        clear_year = month_to_year(clearing_dates(det["bare"], lead_months), months)
+        clear_year = np.where(clear_year >= 0, clear_year, month_to_year(open_onset, months))
     first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
     yv = det["yearly_valid"]
     return {"classes": classes, "first_year": np.clip(first_year, 0, None).astype(np.uint16),
@@ -391,7 +419,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
-        rasters = feature_rasters(aoi, det, ponds, clearings)
+        rasters = feature_rasters(aoi, det, ponds, clearings, cfg.change.clearing_lead_months)
     years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
     gaps = [y for y in years if valid_per_year.get(y, 0) == 0]
     if gaps:

@@ -61,17 +61,38 @@ def label_features(mask: np.ndarray) -> np.ndarray:
     return label(mask, connectivity=1).astype(np.int32)
 
 
+def grow_labels(labels: np.ndarray, allowed: np.ndarray, steps: int = 1) -> np.ndarray:
+    """Labels grown ``steps`` times into 4-adjacent unlabelled pixels where ``allowed``.
+
+    A pixel reached by two features in the same step takes the larger label (deterministic). Each grown
+    pixel touches its feature's pixels edge-on, so a feature stays 4-connected, one polygon.
+    """
+    out = np.asarray(labels, dtype=np.int32).copy()
+    allowed = np.asarray(allowed, dtype=bool)
+    for _ in range(steps):
+        pad = np.pad(out, 1)
+        near = np.maximum.reduce([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
+        take = (out == 0) & allowed & (near > 0)
+        if not take.any():
+            break
+        out[take] = near[take]
+    return out
+
+
 def feature_table(labels: np.ndarray, grid, first_year: np.ndarray, last_year: np.ndarray,
                   months_seen: np.ndarray, slope: np.ndarray | None = None,
-                  medians: dict[str, np.ndarray] | None = None) -> gpd.GeoDataFrame:
+                  medians: dict[str, np.ndarray] | None = None, grown: np.ndarray | None = None) -> gpd.GeoDataFrame:
     """Polygons of labelled features with their first and last year and months seen (medians over the
     feature's pixels, so a mixed edge pixel confirmed late does not move the date), area, mean slope,
-    elongation, and the median of any other per-pixel rasters in ``medians``."""
+    elongation, and the median of any other per-pixel rasters in ``medians``.
+
+    ``grown`` (labels as ``labels``, grown by :func:`grow_labels`) gives the outline and area; the
+    evidence still comes from the pixels of ``labels`` alone, which carry it."""
     import pandas as pd
 
     from pipeline.aoi import area_m2
 
-    gdf = polygonize(labels, grid)
+    gdf = polygonize(labels if grown is None else grown, grid)
     if gdf.empty:
         for col in ("first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg", "elongation",
                     *(medians or {})):
@@ -89,6 +110,9 @@ def feature_table(labels: np.ndarray, grid, first_year: np.ndarray, last_year: n
     gdf["last_year"] = np.floor(stats["last"].values).astype(np.int32)
     gdf["months_seen"] = np.floor(stats["seen"].values).astype(np.int32)
     gdf["area_m2"] = area_m2(gdf).values
+    if grown is not None:  # the area of the pixels that carry the evidence, before growing
+        px_area = abs(grid.affine.a * grid.affine.e)
+        gdf["core_area_m2"] = np.bincount(labels[sel], minlength=int(labels.max()) + 1)[gdf["label"].values] * px_area
     gdf["mean_slope_deg"] = stats["slope"].values.astype(np.float32)
     gdf["elongation"] = elongation(gdf.geometry)
     for k in medians or {}:
@@ -111,9 +135,11 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     """Link ponds and clearings into sites and keep only the features of real sites.
 
     Sites are chained from *anchors*: ponds, and clearings flagged ``persistent`` (bare long enough
-    that they are not a swidden field). Other clearings join the nearest anchor within ``attach_m``
-    but never link two sites: a fallow field between two mines must not merge them into one.
-    Clearings near no site are dropped. Returns ``(ponds, clearings, sites)`` with ``site_id`` on the features.
+    that they are not a swidden field) or ``provisional`` (too young for that only because the record
+    ends). Other clearings join the nearest anchor within ``attach_m`` but never link two sites: a
+    fallow field between two mines must not merge them into one. Clearings near no site are dropped.
+    A site whose only anchors are provisional clearings is ``provisional``: the next run confirms or drops it.
+    Returns ``(ponds, clearings, sites)`` with ``site_id`` on the features.
     """
     import pandas as pd
     import shapely
@@ -121,12 +147,15 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     from pipeline.aoi import area_m2
 
     crs = ponds.crs or clearings.crs
+    persistent = clearings["persistent"].values.astype(bool)
+    provisional = (clearings["provisional"].values.astype(bool) if "provisional" in clearings
+                   else np.zeros(len(clearings), bool))
     feats = gpd.GeoDataFrame(pd.concat([
-        pd.DataFrame({"kind": "pond", "idx": np.arange(len(ponds)), "anchor": True,
+        pd.DataFrame({"kind": "pond", "idx": np.arange(len(ponds)), "anchor": True, "sure": True,
                       "first_year": ponds["first_year"].values, "last_year": ponds["last_year"].values,
                       "geometry": ponds.geometry.values}),
         pd.DataFrame({"kind": "clearing", "idx": np.arange(len(clearings)),
-                      "anchor": clearings["persistent"].values.astype(bool),
+                      "anchor": persistent | provisional, "sure": persistent,
                       "first_year": clearings["first_year"].values, "last_year": clearings["last_year"].values,
                       "geometry": clearings.geometry.values}),
     ], ignore_index=True), geometry="geometry", crs=crs)
@@ -159,13 +188,14 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
         rows.append({
             "site_id": int(sid), "first_year": int(g["first_year"].min()), "last_year": int(g["last_year"].max()),
             "n_ponds": int((g["kind"] == "pond").sum()), "n_clearings": int((g["kind"] == "clearing").sum()),
+            "provisional": not bool(g["sure"].any()),
             "pond_area_m2": float(ponds_out.loc[ponds_out["site_id"] == sid, "area_m2"].sum()),
             "cleared_area_m2": float(clear_out.loc[clear_out["site_id"] == sid, "area_m2"].sum()),
             "union": union, "geometry": union.convex_hull,
         })
     sites = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
-        {c: [] for c in ("site_id", "first_year", "last_year", "n_ponds", "n_clearings", "pond_area_m2",
-                         "cleared_area_m2", "union")}, geometry=[], crs=crs)
+        {c: [] for c in ("site_id", "first_year", "last_year", "n_ponds", "n_clearings", "provisional",
+                         "pond_area_m2", "cleared_area_m2", "union")}, geometry=[], crs=crs)
     sites["footprint_m2"] = area_m2(gpd.GeoSeries(sites["union"].values, crs=crs)).values if rows else []
     sites["envelope_m2"] = area_m2(sites).values if rows else []
     sites = sites.drop(columns="union")

@@ -30,6 +30,15 @@ def test_pooled_metrics_weigh_seeds_by_their_features():
     assert np.isnan(m["pond_recall"])  # no truth ponds: undefined, not perfect
 
 
+def test_an_undercount_is_told_apart_into_missed_and_merged_sites():
+    # 20 truth sites: 2 never found, 4 found but merged pairwise into 2 run sites, 1 split in two
+    c = pd.Series(_counts(20, 18, 17, 17, site_truth_merged=4, site_pred_merging=2, site_truth_split=1))
+    m = accuracy.metrics(c)
+    assert m["site_missed_share"] == pytest.approx(2 / 20)
+    assert m["site_truth_merged_share"] == pytest.approx(4 / 20)
+    assert m["site_truth_split_share"] == pytest.approx(1 / 20)
+
+
 def test_clearing_iou_pools_areas():
     c = pd.Series(_counts(1, 1, 1, 1, clear_a_truth=100.0, clear_a_pred=80.0, clear_a_inter=60.0))
     assert accuracy.metrics(c)["clearing_iou"] == pytest.approx(60 / 120)

@@ -174,3 +174,88 @@ def test_evidence_maps_lazy_equal_eager():
     xr.testing.assert_allclose(eager, lazy.compute())
     assert eager["n_clear_obs"].dtype == np.int32 and eager["share"].dtype == np.float32
     assert eager["share"].dims == ("y", "x")
+
+
+def test_the_size_rule_counts_bare_pixels_not_grown_edges():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    g = gpd.GeoDataFrame({"bare_share": [1.0, 1.0], "green_share": [0.0, 0.0], "months_seen": [20, 20],
+                          "mean_slope_deg": [15.0, 15.0], "elongation": [1.2, 1.2],
+                          "area_m2": [2600.0, 2600.0], "core_area_m2": [1800.0, 2100.0]},
+                         geometry=[box(0, 0, 50, 52), box(1000, 0, 1050, 1052)], crs=32647)
+    out = classify.select_clearings(g, ClearingRules())
+    assert out["core_area_m2"].tolist() == [2100.0]       # 18 bare pixels plus a grown rim is still too small
+
+
+def test_a_clearing_cut_in_the_last_months_is_provisional_a_swidden_is_not():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    n = 60  # months in the record
+    rows = {  # name: (onset_month, last_month, months_seen, elongation)
+        "old mine": (10, 59, 50, 1.2),
+        "young mine": (55, 59, 5, 1.3),        # cut in August of the last year, bare to the end
+        "swidden": (50, 54, 5, 1.3),           # cut in the dry season, green since the monsoon
+        "young strip": (55, 59, 5, 4.0),       # a fresh landslide scar: long and thin
+        "mine gone quiet": (40, 47, 8, 1.2),   # 8 months bare two years ago: the record could have shown more
+    }
+    g = gpd.GeoDataFrame({"name": list(rows), "onset_month": [float(r[0]) for r in rows.values()],
+                          "last_month": [float(r[1]) for r in rows.values()],
+                          "months_seen": [r[2] for r in rows.values()], "elongation": [r[3] for r in rows.values()],
+                          "bare_share": 1.0, "green_share": 0.0, "mean_slope_deg": 15.0, "area_m2": 5000.0},
+                         geometry=[box(i * 1000, 0, i * 1000 + 50, 100) for i in range(len(rows))], crs=32647)
+    months = pd.date_range("2020-01-01", periods=n, freq="MS")
+    out = classify.select_clearings(g, ClearingRules(), months).set_index("name")
+    assert out["persistent"].to_dict() == {"old mine": True, "young mine": False, "swidden": False,
+                                           "young strip": False, "mine gone quiet": False}
+    assert out["provisional"][out["provisional"]].index.tolist() == ["young mine"]
+    off = classify.select_clearings(g, ClearingRules(provisional_recent_months=0), months)
+    assert not off["provisional"].any()
+    # a record ending in April: a clearing first bare in February is a burnt swidden as much as a mine
+    spring = pd.date_range("2020-01-01", periods=52, freq="MS")
+    g2 = g.iloc[[1]].assign(onset_month=49.0, last_month=51.0, months_seen=3)     # Feb-Apr of the last year
+    assert not classify.select_clearings(g2, ClearingRules(), spring)["provisional"].any()
+    g3 = g.iloc[[1]].assign(onset_month=46.0, last_month=51.0, months_seen=6)     # cut in November: no swidden
+    assert classify.select_clearings(g3, ClearingRules(), spring)["provisional"].all()
+
+
+def test_a_clearing_is_dated_from_the_month_its_canopy_went_when_bare_follows_at_once():
+    from pipeline.change import lead_onset
+
+    bare = np.array([12, 12, 12, NONE, 30])
+    open_ = np.array([11, 8, 13, 5, NONE])  # Dec before a January onset; 4 months before (a fallow); after; alone
+    assert lead_onset(bare, open_, 2).tolist() == [11, 12, 12, NONE, 30]
+    assert lead_onset(bare, open_, 0).tolist() == bare.tolist()
+    # a November cut: canopy gone in December (month 11), bare in January: the pixel belongs to year 1
+    valid = np.full((1, 24), 3)
+    green = np.full((1, 24), 3)
+    green[0, 11:] = 0
+    bare_hits = np.zeros((1, 24), int)
+    bare_hits[0, 12:] = 3
+    b, _, _ = persistent_onset(valid, bare_hits, 24, 0.6, 3)
+    o, _, _ = persistent_onset(valid, valid - green, 24, 0.6, 3)
+    assert month_to_year(lead_onset(b, o, 2), pd.date_range("2021-01-01", periods=24, freq="MS")).tolist() == [2021]
+
+
+def test_a_december_cut_is_dated_from_the_month_its_ndvi_fell():
+    from pipeline.change import dip_onset, dip_onset_maps
+
+    months = 24
+    valid = np.full((4, months), 2)
+    ndvi = np.full((4, months), 0.83)
+    ndvi[:, 12:] = 0.2                   # bare from January of year 2 (onset 12) in every pixel
+    ndvi[0, 11] = 0.6                    # cut early in December: its views already thinner
+    ndvi[1, 11] = 0.78                   # haze or a late-December cut: within the forest's noise
+    ndvi[2, 10:12] = 0.6                 # felling from November
+    valid[3, 11] = 0                     # no clear view in December: nothing to date it by
+    onset = np.full(4, 12)
+    dip = dip_onset(onset, valid, ndvi * valid, lead=2, drop=0.1)
+    assert dip.tolist() == [11, NONE, 10, NONE]
+    assert dip_onset(np.array([NONE]), valid[:1], (ndvi * valid)[:1], 2, 0.1).tolist() == [NONE]
+    assert dip_onset(onset, valid, ndvi * valid, lead=0, drop=0.1).tolist() == [NONE] * 4
+    lazy = dip_onset_maps(xr.DataArray(onset.reshape(2, 2), dims=("y", "x")).chunk(1),
+                          xr.DataArray(valid.T.reshape(months, 2, 2), dims=("month", "y", "x")).chunk({"month": 6}),
+                          xr.DataArray((ndvi * valid).T.reshape(months, 2, 2), dims=("month", "y", "x")).chunk({"month": 6}),
+                          2, 0.1)
+    assert lazy.compute().values.ravel().tolist() == dip.tolist()

@@ -8,7 +8,7 @@ import pytest
 from shapely.geometry import box
 
 from pipeline.aoi import area_m2, snapped_grid
-from pipeline.vectorize import assign_sites, feature_table, label_features, link_sites, polygonize
+from pipeline.vectorize import assign_sites, feature_table, grow_labels, label_features, link_sites, polygonize
 
 CRS = 32647
 
@@ -49,6 +49,36 @@ def test_diagonal_pixels_are_separate_valid_polygons():
     assert len(gdf) == 2 and gdf.is_valid.all() and (gdf.geom_type == "Polygon").all()
 
 
+def test_clearings_grow_one_pixel_into_open_neighbours_only():
+    labels = np.zeros((7, 9), np.int32)
+    labels[2:5, 1:3] = 1                  # a clearing, 3 x 2 px
+    labels[2:5, 6:8] = 2                  # another, 3 px to the east
+    allowed = np.ones_like(labels, bool)
+    allowed[:, 0] = False                 # forest west of clearing 1: not open, never taken
+    out = grow_labels(labels, allowed, steps=1)
+    assert (out[2:5, 0] == 0).all()                       # forest stays out
+    assert (out[1, 1:3] == 1).all() and (out[5, 1:3] == 1).all() and (out[2:5, 3] == 1).all()
+    assert out[1, 0] == 0 and out[1, 3] == 0              # corners are not 4-adjacent: a single polygon stays one
+    assert (out[2:5, 5] == 2).all() and out[2, 4] == 0    # the column between them stays a gap after one step
+    assert (out[labels > 0] == labels[labels > 0]).all()  # nothing already labelled changes
+    two = grow_labels(labels, allowed, steps=2)
+    assert two[2, 4] == 2                                  # both reach it in step 2: the larger label, every time
+    assert (grow_labels(labels, allowed, steps=0) == labels).all()
+
+
+def test_grown_outline_keeps_the_core_pixels_evidence():
+    grid = snapped_grid((0, 0, 100, 100), CRS)
+    mask = np.zeros(grid.shape.yx, bool)
+    mask[3:6, 3:6] = True
+    labels = label_features(mask)
+    first = np.where(mask, 2021, -1).astype(np.int16)      # grown edge pixels have no bare onset of their own
+    grown = grow_labels(labels, np.ones(grid.shape.yx, bool), 1)
+    t = feature_table(labels, grid, first, first, np.full(grid.shape.yx, 12, np.int16), grown=grown)
+    assert t["area_m2"].tolist() == [(9 + 12) * 100.0] and t["core_area_m2"].tolist() == [900.0]
+    assert t["first_year"].tolist() == [2021]             # not dragged down by the edge's -1
+    assert len(polygonize(grown, grid)) == 1
+
+
 def test_feature_year_is_the_median_of_its_pixels():
     grid = snapped_grid((0, 0, 100, 100), CRS)
     mask = np.zeros(grid.shape.yx, bool)
@@ -74,3 +104,17 @@ def test_a_site_needs_ponds_or_a_persistent_clearing():
     assert s["first_year"].tolist() == [2020, 2022]
     assert s.loc[0, "footprint_m2"] == pytest.approx(400 + 170 * 100)
     assert s.loc[0, "n_ponds"] == 1 and s.loc[1, "n_ponds"] == 0
+
+
+def test_a_provisional_clearing_anchors_a_provisional_site():
+    ponds = _layer([box(0, 0, 20, 20)], [2021])
+    clearings = _layer([box(30, 0, 200, 100), box(2000, 0, 2200, 100), box(2210, 0, 2300, 100), box(5000, 0, 5200, 100)],
+                       [2020, 2024, 2024, 2024], persistent=[False, False, True, False],
+                       provisional=[False, True, False, False])
+    p, c, s = assign_sites(ponds, clearings, 200, 50)
+    # the pond's site is sure; the young clearing with a persistent neighbour is sure; the lone young
+    # clearing that is not provisional (it greened) is still dropped
+    assert len(s) == 2 and s["provisional"].tolist() == [False, False]
+    clearings.loc[2, "persistent"] = False
+    p, c, s = assign_sites(ponds, clearings, 200, 50)
+    assert len(s) == 2 and s["provisional"].tolist() == [False, True] and c["site_id"].tolist() == [1, 2, 2]
