@@ -146,6 +146,32 @@ def lead_onset(onset: np.ndarray, earlier: np.ndarray, lead: int) -> np.ndarray:
     return np.where(take, earlier, onset).astype(onset.dtype)
 
 
+@numba.njit(nogil=True, cache=True)
+def _dip_kernel(onset, valid, index_sum, lead, drop, baseline_months, out):
+    n = valid.shape[2]
+    for y in range(valid.shape[0]):
+        for x in range(valid.shape[1]):
+            out[y, x] = NONE
+            o = onset[y, x]
+            if o < 0:
+                continue
+            for k in range(1, lead + 1):
+                c = o - k
+                if c < 0:
+                    break
+                base_v, base_s = 0.0, 0.0
+                for m in range(max(c - baseline_months, 0), c):
+                    base_v += valid[y, x, m]
+                    base_s += index_sum[y, x, m]
+                if base_v == 0:
+                    break
+                v = float(valid[y, x, c])
+                if v > 0 and not index_sum[y, x, c] / v < base_s / base_v - drop:
+                    break  # a clear month as green as before: the cut began after it
+                if v > 0:
+                    out[y, x] = c
+
+
 def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead: int, drop: float,
               baseline_months: int = 12) -> np.ndarray:
     """The earliest of the ``lead`` months before ``onset`` from which every month with a clear view has a
@@ -155,29 +181,11 @@ def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead:
     Felling thins the canopy over weeks before the ground reads bare: forest NDVI is steady, so a month
     whose views average well below the pixel's year before is when the cut began.
     """
-    onset = np.asarray(onset).astype(np.int64)
-    valid = valid.astype(np.float64)
-    n = valid.shape[-1]
-    cv = np.concatenate([np.zeros(valid.shape[:-1] + (1,)), np.cumsum(valid, axis=-1)], axis=-1)
-    cs = np.concatenate([np.zeros(valid.shape[:-1] + (1,)), np.cumsum(index_sum, axis=-1, dtype=np.float64)], axis=-1)
-
-    def span(c, a, b):  # sum over months a .. b-1 (clipped to the record), per pixel
-        a, b = np.clip(a, 0, n), np.clip(b, 0, n)
-        return np.take_along_axis(c, b[..., None], -1)[..., 0] - np.take_along_axis(c, a[..., None], -1)[..., 0]
-
-    out = np.full(onset.shape, NONE, np.int64)
-    ok = np.ones(onset.shape, bool)  # every month from the candidate to the onset is below (or unseen)
-    for k in range(1, lead + 1):
-        c = onset - k
-        base_v = span(cv, c - baseline_months, c)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            base = span(cs, c - baseline_months, c) / base_v
-            v = span(cv, c, c + 1)
-            mean = span(cs, c, c + 1) / v
-        below = np.where(v > 0, mean < base - drop, True)
-        ok &= (onset >= 0) & (c >= 0) & (base_v > 0) & below
-        out = np.where(ok & (v > 0), c, out)
-    return out.astype(np.int16)
+    v3, s3 = _as3d(valid), _as3d(index_sum)
+    out = np.empty(v3.shape[:2], np.int16)
+    _dip_kernel(np.asarray(onset).reshape(v3.shape[:2]).astype(np.int64), v3, s3, int(lead), float(drop),
+                int(baseline_months), out)
+    return out.reshape(np.shape(valid)[:-1])
 
 
 def dip_onset_maps(onset: xr.DataArray, valid: xr.DataArray, index_sum: xr.DataArray, lead: int,
