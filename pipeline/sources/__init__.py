@@ -1,7 +1,7 @@
 """Scene sources: each finds Sentinel-2 L2A scenes for an AOI and period, and loads them lazily.
 
-All sources hand back pystac Items shaped like Earth Search v1 and share one loader
-(``loading.load_reflectance``), so every stage after the search is the same whatever the source.
+All sources hand back pystac Items shaped like Earth Search v1 and share one reader
+(``pipeline.sources.loading``), so every stage after the search is the same whatever the source.
 The online sources go one step further: ``find_scenes`` fetches what they found into the scene
 cache (clipped to the AOI grid) and hands back the cache's local catalog, so a run on Earth Search
 reads exactly the files an offline re-run would.

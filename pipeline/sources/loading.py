@@ -1,9 +1,12 @@
-"""Lazy loading of Sentinel-2 L2A items onto the AOI grid, shared by every source.
+"""Reading Sentinel-2 L2A items onto the AOI grid, shared by every source.
 
-odc-stac does the reading: it turns STAC items straight into dask-backed arrays on a given GeoBox,
-reprojects scenes from any UTM zone or tile, mosaics same-day tiles (``groupby="solar_day"``) and
-resamples per band, all without a GDAL VRT step. It does not apply per-scene scale/offset, which
-is what we want: the 04.00 baseline offset differs between scenes, so it is applied here, per scene.
+Two ways, one meaning. The count stage reads block windows itself (``overpasses``, ``read_overpass``):
+each task reads the window it counts, straight from the COGs (a plain window read on the AOI's
+lattice; GDAL warps the window for another UTM zone), so no reflectance cube is ever built.
+``load_reflectance`` is the lazy xarray cube for analysts and the reference the count stage is
+tested against: odc-stac turns the items into dask arrays on the grid, reprojecting any UTM zone,
+mosaicking same-day tiles (``groupby="solar_day"``) and resampling per band. Neither applies a
+product-wide scale/offset: the 04.00 baseline offset differs between scenes, so it is applied per scene.
 """
 from __future__ import annotations
 
