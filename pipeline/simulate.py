@@ -1440,8 +1440,14 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
         catalog.normalize_hrefs(str(partial_dir))
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         _move_into_place(partial_dir, out)
-    except BaseException:
+    except BaseException as e:
+        from pipeline.export import disk_full
+
+        full = isinstance(e, Exception) and disk_full(e, partial_dir)  # GDAL says only "seek error"
         shutil.rmtree(partial_dir, ignore_errors=True)
+        if full:
+            raise OutputError(f"disk full writing the simulated AOI to {out}: free disk space (or simulate onto a "
+                              "larger disk) and run again; nothing was left half-written") from None
         raise
     log.info("simulated %s: %d scenes in %.1f s -> %s", name, len(scenes), time.perf_counter() - started, out)
     return SimulatedAOI(out / "catalog.json", out / "truth.gpkg", out / "aoi.geojson", start, end)

@@ -148,3 +148,13 @@ def test_a_scheduler_that_dies_mid_run(tiny_catalog):
     line = _one_error_line(r)
     assert "stopped answering mid-run" in line and "no output was replaced" in line, line
     assert export.verify_run(out)["problems"] == [] and fingerprint(out) == before
+
+
+def test_disk_full_while_simulating_on_a_real_small_filesystem(small_disk):
+    disk = small_disk(400)
+    r = subprocess.run([sys.executable, "-m", "pipeline", "simulate", "-q", "--seed", "3", "--size-km", "1.5",
+                        "--start-year", "2023", "--end-year", "2023", "--out", str(disk / "sim")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    line = _one_error_line(r)
+    assert "disk full" in line and "free disk space" in line, line
+    assert not (disk / "sim" / "catalog.json").exists() and not list((disk / "sim").glob(".partial-*"))
