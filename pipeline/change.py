@@ -148,7 +148,6 @@ def lead_onset(onset: np.ndarray, earlier: np.ndarray, lead: int) -> np.ndarray:
 
 @numba.njit(nogil=True, cache=True)
 def _dip_kernel(onset, valid, index_sum, lead, drop, baseline_months, out):
-    n = valid.shape[2]
     for y in range(valid.shape[0]):
         for x in range(valid.shape[1]):
             out[y, x] = NONE
