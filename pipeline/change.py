@@ -29,12 +29,21 @@ def _onset_kernel(valid, hits, window, persistence, min_obs, onset, last):
     ch = np.zeros(n + 1, np.int64)
     for y in range(valid.shape[0]):
         for x in range(valid.shape[1]):
+            onset[y, x] = NONE
+            last[y, x] = NONE
+            # most pixels never show the feature in most of a month's views: one scan settles them
+            first = n
+            for m in range(n):
+                h = hits[y, x, m]
+                if h > 0 and 2 * h >= valid[y, x, m]:
+                    first = m
+                    break
+            if first == n:
+                continue
             for m in range(n):
                 cv[m + 1] = cv[m] + valid[y, x, m]
                 ch[m + 1] = ch[m] + hits[y, x, m]
-            onset[y, x] = NONE
-            last[y, x] = NONE
-            for m in range(n):
+            for m in range(first, n):
                 h, v = hits[y, x, m], valid[y, x, m]
                 if h > 0 and 2 * h >= v:
                     hi = min(m + window, n)
