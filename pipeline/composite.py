@@ -199,8 +199,8 @@ FINE = ("blue", "green", "red", "nir")  # the 10 m bands of ``accumulate_scene``
 
 def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
                 rules: ObservationRules) -> tuple[np.ndarray, np.ndarray]:
-    """The counts (int16 [4, 1, h, w]) and sums (float32 [3, 1, h, w]), layers as ``COUNT_LAYERS``, of
-    one month's overpasses on one block of ``grid``: the whole count stage for that block in one task."""
+    """The counts (int16 [4, h, w]) and sums (float32 [3, h, w]), layers as ``COUNT_LAYERS``, of one
+    month's overpasses on one block of ``grid``: the whole count stage for that block in one task."""
     from pipeline.sources.loading import SCL, read_overpass
 
     h, w = rows[1] - rows[0], cols[1] - cols[0]
@@ -214,40 +214,60 @@ def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
         scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo)
         accumulate_scene(dn10, day.scale_offset, swir, scl.astype(np.uint8, copy=False), halo, rules.cloud,
                          rules.other, rules.buffer_px, rules.thresholds, counts, sums)
-    return counts[:, None], sums[:, None]
+    return counts, sums
+
+
+def month_blocks(days, grid, start: date, end: date, chunk_px: int):
+    """The count stage's tasks: ``(month index, that month's overpasses, rows, cols)`` for every month of
+    [start, end] and block of ``chunk_px`` of ``grid`` (a month without overpasses has an empty list)."""
+    if chunk_px % 2 or grid.shape.y % 2 or grid.shape.x % 2:
+        raise ValueError("the count stage needs an even chunk size and a grid snapped to 20 m")
+    months = month_starts(start, end)
+    month_of = pd.DatetimeIndex([d.day for d in days]).to_period("M").to_timestamp()
+    spans = lambda n: [(a, min(a + chunk_px, n)) for a in range(0, n, chunk_px)]  # noqa: E731
+    for i, m in enumerate(months):
+        these = [d for d, mo in zip(days, month_of) if mo == m]
+        for rows in spans(grid.shape.y):
+            for cols in spans(grid.shape.x):
+                yield i, these, rows, cols
 
 
 def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules) -> xr.Dataset:
     """Lazy monthly counts (int16) and index sums (float32) of ``days`` (``loading.Overpass``, bands
     blue, green, red, nir, swir16) on ``grid``: one task per month and block of ``chunk_px``, dims
-    (month, y, x), every month of the period present (zeros where there was no scene)."""
+    (month, y, x), every month of the period present (zeros where there was no scene). For analysts
+    and tests; a run writes the same tasks' results straight into its store (``count_into``)."""
     import dask
     import dask.array as da
 
-    if chunk_px % 2 or grid.shape.y % 2 or grid.shape.x % 2:
-        raise ValueError("the count stage needs an even chunk size and a grid snapped to 20 m")
     months = month_starts(start, end)
-    month_of = pd.DatetimeIndex([d.day for d in days]).to_period("M").to_timestamp()
-    ny, nx = grid.shape.y, grid.shape.x
-    spans = lambda n: [(a, min(a + chunk_px, n)) for a in range(0, n, chunk_px)]  # noqa: E731
-    blocks: dict[type, list] = {np.int16: [], np.float32: []}
-    for m in months:
-        these = [d for d, mo in zip(days, month_of) if mo == m]
-        rows_of = {np.int16: [], np.float32: []}
-        for rows in spans(ny):
-            cells = {np.int16: [], np.float32: []}
-            for cols in spans(nx):
-                hw = (1, rows[1] - rows[0], cols[1] - cols[0])
-                task = dask.delayed(count_month, pure=True, nout=2)(these, grid, rows, cols, rules) if these else None
-                for out, (dtype, n) in enumerate(((np.int16, 4), (np.float32, 3))):
-                    cells[dtype].append(da.from_delayed(task[out], shape=(n, *hw), dtype=dtype) if these
-                                        else da.zeros((n, *hw), dtype=dtype, chunks=(n, *hw)))
-            for dtype in cells:
-                rows_of[dtype].append(cells[dtype])
-        for dtype in rows_of:
-            blocks[dtype].append(rows_of[dtype])
-    counts, sums = da.block([blocks[np.int16]]), da.block([blocks[np.float32]])
+    cells: dict[int, dict[int, list]] = {}  # month -> first row -> the row's blocks, (counts, sums) each
+    for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px):
+        hw = (1, rows[1] - rows[0], cols[1] - cols[0])
+        task = dask.delayed(count_month, pure=True, nout=2)(these, grid, rows, cols, rules) if these else None
+        cells.setdefault(i, {}).setdefault(rows[0], []).append(
+            [da.from_delayed(task[out], shape=(n, *hw[1:]), dtype=dtype)[:, None] if these
+             else da.zeros((n, *hw), dtype=dtype, chunks=(n, *hw))
+             for out, (dtype, n) in enumerate(((np.int16, 4), (np.float32, 3)))])
+    counts, sums = (da.block([[[[cell[out] for cell in row] for row in month.values()] for month in cells.values()]])
+                    for out in (0, 1))
     coords = {"month": months, "y": grid.coords["y"].values, "x": grid.coords["x"].values}
     dims = ("month", "y", "x")
     return xr.Dataset({name: (dims, counts[k] if k < 4 else sums[k - 4]) for k, name in enumerate(COUNT_LAYERS)},
                       coords=coords)
+
+
+def _count_into(path, month: int, days, grid, rows, cols, rules: ObservationRules) -> None:
+    from pipeline.store import write_block
+
+    write_block(path, month, rows, cols, *count_month(days, grid, rows, cols, rules))
+
+
+def count_into(path, days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules) -> None:
+    """``count_stage`` computed straight into the layers of the store at ``path`` (``store.create_layers``):
+    each task writes its own block, so no month's counts are gathered anywhere, and a month without a
+    scene is left to the store's zeros. ``chunk_px`` must be a multiple of the store's chunks."""
+    import dask
+
+    dask.compute([dask.delayed(_count_into, pure=True)(path, i, these, grid, rows, cols, rules)
+                  for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px) if these])

@@ -1,7 +1,6 @@
 """Valid-pixel masks from the Sentinel-2 scene classification (SCL), and an optional spectral haze screen."""
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import ndimage
@@ -20,7 +19,7 @@ def grow_mask(mask: xr.DataArray, px: int) -> xr.DataArray:
     if px <= 0:
         return mask
     data = mask.data
-    if isinstance(data, da.Array):
+    if mask.chunks is not None:  # dask-backed
         grown = data.map_overlap(_grow, depth={0: 0, 1: px, 2: px}, boundary="none", px=px, dtype=bool)
     else:
         grown = _grow(np.asarray(data), px)

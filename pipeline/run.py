@@ -19,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 
 import dask
-import dask.array
 import numpy as np
 import shapely
 import xarray as xr
@@ -134,10 +133,11 @@ def classification_settings(cfg: RunConfig) -> dict:
             "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
 
 
-def monthly_counts_of(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date) -> xr.Dataset:
-    """Lazy monthly counts of clear, pond-like, bare and green views for ``scenes`` in [start, end]."""
+def count_into(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: Path) -> None:
+    """Count the clear, pond-like, bare and green views of ``scenes`` in [start, end], and sum their
+    indices, per month, into the store layers at ``path``."""
     rules = composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
-    return composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules)
+    composite.count_into(path, overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules)
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
@@ -156,6 +156,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     # the onset stage reads the stores in blocks of all months x a small area that line up with the
     # stored chunks, so each is read once and nothing is rechunked in memory
     edge = cfg.compute.onset_chunk_px(len(composite.month_starts(cfg.period.start, cfg.period.end)))
+    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
         y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
         these = [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1]
@@ -169,8 +170,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                 break
             try:
                 with timings(f"count {year}"), dask_progress(progress, f"count {year}"):
-                    lazy = monthly_counts_of(cfg, aoi, these, y0, y1)
-                    counts = store.save(year, key, lazy, cfg.compute.store_chunk_px)
+                    counts = store.save(year, key, composite.month_starts(y0, y1), y, x, cfg.compute.store_chunk_px,
+                                        lambda path: count_into(cfg, aoi, these, y0, y1, path))
             except (PipelineError, OSError) as e:
                 if isinstance(e, OSError) and e.errno is not None:
                     raise  # the disk, not a scene: let the caller report it
@@ -186,7 +187,6 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     months = composite.month_starts(cfg.period.start, cfg.period.end)
     ny, nx = aoi.grid.shape.yx
     spans = lambda n: [(a, min(a + edge, n)) for a in range(0, n, edge)]  # noqa: E731
-    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period

@@ -162,3 +162,43 @@ def test_a_truncated_file_fails_loudly_not_as_missing_pixels(tmp_path, keep):
     open(nir, "wb").write(data[: int(len(data) * keep)])
     with pytest.raises((SourceError, rasterio.RasterioIOError)):
         fused_counts(scenes, aoi.grid, date(2021, 3, 1), date(2021, 3, 31), 16)
+
+
+def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, tmp_path):
+    # what a run persists (tasks writing their own blocks, 32 px chunks, so several per block) is what
+    # the lazy stage computes, every month present (zero without a scene)
+    import zarr
+
+    from pipeline.store import create_layers, read_record
+
+    aoi, scenes = simulated
+    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
+    days, start, end = overpasses(scenes, indices.BANDS), date(2021, 1, 1), date(2022, 2, 28)  # 2022: no scene
+    lazy = composite.count_stage(days, aoi.grid, start, end, 64, rules).compute()
+    months, y, x = lazy["month"].values, lazy["y"].values, lazy["x"].values
+    path = tmp_path / "store.zarr"
+    create_layers(path, months, y, x, 32, {})
+    composite.count_into(path, days, aoi.grid, start, end, 64, rules)
+    stored = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))
+    for name in composite.COUNT_LAYERS:
+        assert zarr.open_array(f"{path}/{name}", mode="r").dtype == lazy[name].dtype
+        np.testing.assert_array_equal(stored[name].values, lazy[name].values, err_msg=name)
+    assert stored["valid"].values[:12].any() and not stored["valid"].values[12:].any()
+    with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
+        plain = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))  # without zarrs
+    assert plain.identical(stored)
+
+
+def test_a_failed_count_leaves_no_store_behind(tmp_path):
+    import pandas as pd
+
+    from pipeline.store import CompositeStore
+
+    def fill(path):
+        assert path.is_dir()
+        raise OSError("disk full")
+
+    store = CompositeStore(tmp_path)
+    with pytest.raises(OSError):
+        store.save(2022, "k", pd.date_range("2022-01-01", periods=2, freq="MS"), np.arange(4.0), np.arange(4.0), 4, fill)
+    assert list(tmp_path.iterdir()) == []

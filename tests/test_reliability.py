@@ -88,13 +88,18 @@ def test_verify_refuses_a_manifest_without_checksums(tmp_path):
 
 def test_composite_store_without_its_marker_or_with_a_changed_file_is_recomputed(tmp_path):
     import numpy as np
-    import xarray as xr
+    import pandas as pd
 
-    from pipeline.store import CompositeStore, marker_path
+    from pipeline.store import CompositeStore, marker_path, write_block
 
     store = CompositeStore(tmp_path)
-    counts = xr.Dataset({"valid": (("month", "y", "x"), np.ones((2, 4, 4), np.int16))}).chunk({"month": -1})
-    store.save(2022, "k1", counts, 4)
+    months, y, x = pd.date_range("2022-01-01", periods=2, freq="MS"), np.arange(4.0), np.arange(4.0)
+
+    def fill(path):
+        for m in range(2):
+            write_block(path, m, (0, 4), (0, 4), np.ones((4, 4, 4), np.int16), np.ones((3, 4, 4), np.float32))
+
+    store.save(2022, "k1", months, y, x, 4, fill)
     assert store.load(2022, "k1", 2, (4, 4)) is not None
     # a killed write never renames its store into place; a store renamed by hand without the marker,
     # or whose chunk changed on disk since, is recomputed too
@@ -104,6 +109,6 @@ def test_composite_store_without_its_marker_or_with_a_changed_file_is_recomputed
     data = chunk.read_bytes()
     chunk.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert store.load(2022, "k1", 2, (4, 4)) is None and not p.exists()
-    store.save(2022, "k1", counts, 4)
+    store.save(2022, "k1", months, y, x, 4, fill)
     marker_path(p).unlink()
     assert store.load(2022, "k1", 2, (4, 4)) is None
