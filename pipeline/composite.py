@@ -194,6 +194,16 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
                 sums[2, i, j] += bsi
 
 
+def load_kernel(rules: ObservationRules) -> None:
+    """Have numba load ``accumulate_scene`` (from its cache, or compile it) by counting a 2 x 2 block of
+    nothing, with the argument types ``count_month`` passes: the first count task need not wait for it."""
+    halo = max(1, (rules.buffer_px + 1) // 2)
+    coarse = (1 + 2 * halo, 1 + 2 * halo)
+    accumulate_scene(np.zeros((4, 2, 2), np.uint16), np.ones((5, 2), np.float32), np.zeros(coarse, np.uint16),
+                     np.zeros(coarse, np.uint8), halo, rules.cloud, rules.other, rules.buffer_px, rules.thresholds,
+                     np.zeros((4, 2, 2), np.int16), np.zeros((3, 2, 2), np.float32))
+
+
 FINE = ("blue", "green", "red", "nir")  # the 10 m bands of ``accumulate_scene``, in its order; then swir16
 
 
@@ -236,7 +246,7 @@ def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: Observ
     """Lazy monthly counts (int16) and index sums (float32) of ``days`` (``loading.Overpass``, bands
     blue, green, red, nir, swir16) on ``grid``: one task per month and block of ``chunk_px``, dims
     (month, y, x), every month of the period present (zeros where there was no scene). For analysts
-    and tests; a run writes the same tasks' results straight into its store (``count_into``)."""
+    and tests; a run writes the same tasks' results straight into its store (``count_tasks``)."""
     import dask
     import dask.array as da
 
@@ -263,11 +273,12 @@ def _count_into(path, month: int, days, grid, rows, cols, rules: ObservationRule
     write_block(path, month, rows, cols, *count_month(days, grid, rows, cols, rules))
 
 
-def count_into(path, days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules) -> None:
-    """``count_stage`` computed straight into the layers of the store at ``path`` (``store.create_layers``):
-    each task writes its own block, so no month's counts are gathered anywhere, and a month without a
-    scene is left to the store's zeros. ``chunk_px`` must be a multiple of the store's chunks."""
+def count_tasks(path, days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules) -> list:
+    """``count_stage`` as tasks (dask.delayed, to compute) that write straight into the layers of the
+    store at ``path`` (``store.create_layers``): each task writes its own block, so no month's counts
+    are gathered anywhere, and a month without a scene is left to the store's zeros. ``chunk_px`` must
+    be a multiple of the store's chunks."""
     import dask
 
-    dask.compute([dask.delayed(_count_into, pure=True)(path, i, these, grid, rows, cols, rules)
-                  for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px) if these])
+    return [dask.delayed(_count_into, pure=True)(path, i, these, grid, rows, cols, rules)
+            for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px) if these]

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,11 +134,12 @@ def classification_settings(cfg: RunConfig) -> dict:
             "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
 
 
-def count_into(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: Path) -> None:
-    """Count the clear, pond-like, bare and green views of ``scenes`` in [start, end], and sum their
-    indices, per month, into the store layers at ``path``."""
+def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: Path) -> list:
+    """Tasks (dask.delayed) that count the clear, pond-like, bare and green views of ``scenes`` in
+    [start, end], and sum their indices, per month, into the store layers at ``path``."""
     rules = composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
-    composite.count_into(path, overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules)
+    return composite.count_tasks(path, overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px,
+                                 rules)
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
@@ -152,34 +154,53 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
 
     store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
     settings = classification_settings(cfg)
-    per_year, reused, used, unreadable = [], [], [], []
+    reused, unreadable = [], []
     # the onset stage reads the stores in blocks of all months x a small area that line up with the
     # stored chunks, so each is read once and nothing is rechunked in memory
     edge = cfg.compute.onset_chunk_px(len(composite.month_starts(cfg.period.start, cfg.period.end)))
     y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
+    years = {}  # year -> its first and last day in the period, its scenes
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
         y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
-        these = [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1]
-        counts = None
-        while these and counts is None:
+        years[year] = (y0, y1, [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1])
+    stores: dict[int, Path | None] = {}
+    while True:
+        todo = {}  # year -> (key, its store being written)
+        for year, (y0, y1, these) in years.items():
+            if year in stores:
+                continue
+            if not these:  # no scene that year (or none readable): its months count zero
+                stores[year] = None
+                continue
             key = composite_key(aoi.grid, [s.id for s in these], settings)
-            months = len(composite.month_starts(y0, y1))
-            counts = store.load(year, key, months, aoi.grid.shape.yx)
-            if counts is not None:
+            found = store.load(year, key, len(composite.month_starts(y0, y1)), aoi.grid.shape.yx)
+            if found is not None:
+                stores[year] = found
                 reused.append(year)
-                break
-            try:
-                with timings(f"count {year}"), dask_progress(progress, f"count {year}"):
-                    counts = store.save(year, key, composite.month_starts(y0, y1), y, x, cfg.compute.store_chunk_px,
-                                        lambda path: count_into(cfg, aoi, these, y0, y1, path))
-            except (PipelineError, OSError) as e:
-                if isinstance(e, OSError) and e.errno is not None:
-                    raise  # the disk, not a scene: let the caller report it
-                these = _drop_unreadable(these, unreadable, e)
-            except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
-                these = _drop_unreadable(these, unreadable, e)
-        used.extend(these)
-        per_year.append((counts, len(composite.month_starts(y0, y1))))
+            else:
+                todo[year] = (key, store.begin(year, key, composite.month_starts(y0, y1), y, x,
+                                               cfg.compute.store_chunk_px))
+        if not todo:
+            break
+        try:
+            # every year's count tasks in one go: the two threads stay busy to the end of the last year,
+            # not to the end of each
+            log.info("counting the scenes of %s", ", ".join(map(str, todo)))
+            with timings("count"), dask_progress(progress, "count"):
+                dask.compute([count_tasks(cfg, aoi, years[year][2], *years[year][:2], path)
+                              for year, (_, path) in todo.items()])
+        except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
+            for _, path in todo.values():
+                store.abort(path)
+            if isinstance(e, OSError) and e.errno is not None:
+                raise  # the disk, not a scene: let the caller report it
+            good = {s.id for s in _drop_unreadable([s for year in todo for s in years[year][2]], unreadable, e)}
+            years.update({year: (*years[year][:2], [s for s in years[year][2] if s.id in good]) for year in todo})
+            continue
+        for year, (key, path) in todo.items():
+            stores[year] = store.commit(year, key, path)
+    per_year = [(stores[year], len(composite.month_starts(y0, y1))) for year, (y0, y1, _) in years.items()]
+    used = [s for _, _, these in years.values() for s in these]
     if not used:
         first = unreadable[0] if unreadable else {"id": "-", "reason": "no scene"}
         raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
@@ -227,6 +248,28 @@ def _change_block(sources, months, y, x, rows, cols, ch):
     from pipeline.store import read_record
 
     return change_maps(read_record(sources, months, y, x, rows, cols), ch)
+
+
+def start_warm_up(cfg: RunConfig) -> threading.Thread:
+    """Load what the later stages need in a background thread while this one searches and the count
+    tasks read: numba's compiled kernels (tenths of a second each to load from its cache, which the
+    first task of a stage would otherwise wait for), the report's matplotlib and the vectorising
+    libraries. The count stage reads and counts without the GIL, so this costs it little (make bench).
+    Best effort: whatever fails here is simply loaded later, where it is needed."""
+    def warm():
+        try:
+            composite.load_kernel(composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings))
+            from pipeline.store import read_record
+
+            n = 3
+            change_maps(read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
+                                    np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
+        except Exception as e:  # noqa: BLE001
+            log.debug("warm-up stopped early: %s", e)
+
+    thread = threading.Thread(target=warm, name="warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
@@ -396,6 +439,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
+    start_warm_up(cfg)
     with timings("aoi"):
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name

@@ -107,17 +107,29 @@ class CompositeStore:
         return p
 
     def save(self, year: int, key: str, months, y, x, chunk_px: int, fill: Callable[[Path], None]) -> Path:
-        """Make ``year``'s store (atomically): its layers (``create_layers``, zeros) in a scratch copy,
-        which ``fill(path)`` then writes block by block; returns the final path."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.path(year, key)
-        tmp = self.root / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
-        create_layers(tmp, months, y, x, chunk_px, {"key": key, "year": year})
+        """Make ``year``'s store: ``begin``, ``fill(path)`` to write its blocks, ``commit``; returns its path."""
+        tmp = self.begin(year, key, months, y, x, chunk_px)
         try:
             fill(tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.abort(tmp)
             raise
+        return self.commit(year, key, tmp)
+
+    def begin(self, year: int, key: str, months, y, x, chunk_px: int) -> Path:
+        """A scratch store for ``year`` with its layers (``create_layers``: zeros) to write blocks into."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{self.path(year, key).name}.{uuid.uuid4().hex[:8]}.tmp"
+        create_layers(tmp, months, y, x, chunk_px, {"key": key, "year": year})
+        return tmp
+
+    @staticmethod
+    def abort(tmp: Path) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def commit(self, year: int, key: str, tmp: Path) -> Path:
+        """Seal a written scratch store (checksums) and move it into place atomically; returns its path."""
+        final = self.path(year, key)
         files = _file_digests(tmp)
         marker_path(final).unlink(missing_ok=True)
         shutil.rmtree(final, ignore_errors=True)

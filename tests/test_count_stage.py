@@ -178,7 +178,7 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     months, y, x = lazy["month"].values, lazy["y"].values, lazy["x"].values
     path = tmp_path / "store.zarr"
     create_layers(path, months, y, x, 32, {})
-    composite.count_into(path, days, aoi.grid, start, end, 64, rules)
+    dask.compute(composite.count_tasks(path, days, aoi.grid, start, end, 64, rules))
     stored = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))
     for name in composite.COUNT_LAYERS:
         assert zarr.open_array(f"{path}/{name}", mode="r").dtype == lazy[name].dtype

@@ -68,3 +68,18 @@ def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, mon
     with pytest.raises(PipelineError, match="cannot reach the dask scheduler"):
         run(_cfg(tiny_catalog, tmp_path / "x", **{"compute.scheduler": "tcp://127.0.0.1:9"}))
     assert not (tmp_path / "x").exists()
+
+
+def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
+    # the background warm-up is only worth its thread if it loads the very specialisations the stages
+    # call: a run after it compiles or loads nothing new
+    from pipeline import change, composite
+    from pipeline.run import start_warm_up
+
+    cfg = _cfg(tiny_catalog, tmp_path / "run")
+    kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel)
+    start_warm_up(cfg).join()
+    loaded = [list(k.signatures) for k in kernels]
+    assert all(loaded)
+    run(cfg)
+    assert [list(k.signatures) for k in kernels] == loaded
