@@ -358,15 +358,20 @@ can hide new activity until the next dry season. Pond counts are detected water 
 """
 
 
-def write_report(run_dir: Path, manifest: dict | None = None) -> list[Path]:
+def run_charts(run_dir: Path, aoi: str) -> dict[str, str]:
+    """``charts`` of the yearly summary already in ``run_dir``."""
+    return charts(pd.read_csv(Path(run_dir) / export.SUMMARY), aoi, Path(run_dir))
+
+
+def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, str] | None = None) -> list[Path]:
     """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
-    files already there; returns the files written."""
+    files already there; returns the files written. ``svgs``: the charts if already drawn (``run_charts``)."""
     run_dir = Path(run_dir)
     manifest = manifest if manifest is not None else export.read_manifest(run_dir)
     layers = export.read_layers(run_dir)
     table = pd.read_csv(run_dir / export.SUMMARY)
     years = [int(y) for y in table["year"]]
-    svgs = charts(table, str(manifest.get("aoi", "")), run_dir)
+    svgs = svgs if svgs is not None else run_charts(run_dir, str(manifest.get("aoi", "")))
     page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years))
     tmp = run_dir / (REPORT + ".tmp")  # refresh_report rewrites a finished run: never half a page
     tmp.write_text(page, encoding="utf-8")

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -491,13 +492,17 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
                                                "features")}
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
-        export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
-        export.write_layer_styles(gpkg, years)
-        export.write_sld(tmp / export.STYLES_SLD, years)
         export.write_summary(csv, table)
-        tifs = export.write_rasters(tmp, aoi.grid, rasters["first_year"], rasters["classes"],
-                                    rasters["valid_per_year"], rasters["years"])
+        # the charts (matplotlib, in Python) are drawn while GDAL writes the files (off the GIL)
+        with ThreadPoolExecutor(1, thread_name_prefix="charts") as pool:
+            drawn = pool.submit(report.run_charts, tmp, name)
+            export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
+            export.write_layer_styles(gpkg, years)
+            export.write_sld(tmp / export.STYLES_SLD, years)
+            tifs = export.write_rasters(tmp, aoi.grid, rasters["first_year"], rasters["classes"],
+                                        rasters["valid_per_year"], rasters["years"])
+            svgs = drawn.result()
         manifest["timings_s"] = timings.seconds
-        pages = report.write_report(tmp, manifest)
+        pages = report.write_report(tmp, manifest, svgs)
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
