@@ -215,12 +215,26 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         blocks = [[dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change)
                    for cols in spans(nx)] for rows in spans(ny)]
         blocks, dem = dask.compute(blocks, load_dem(dem_items, aoi.grid))
-        ponds, bare, yearly_valid = (xr.combine_nested([[b[k] for b in row] for row in blocks], concat_dim=["y", "x"])
-                                     for k in range(3))
+        ponds, bare, yearly_valid = (mosaic([[b[k] for b in row] for row in blocks], y, x) for k in range(3))
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
             "scene_ids": [s.id for s in used], "unreadable": unreadable}
+
+
+def mosaic(blocks: list[list], y, x):
+    """Rows of blocks (Datasets or DataArrays alike, dims ending in y, x) as one on the whole grid of
+    coordinates ``y`` and ``x``. What ``xr.combine_nested`` does, without aligning every index of every
+    block, which cost a tenth of the onset stage."""
+    def whole(arrays):
+        return np.block([[a.values for a in row] for row in arrays])
+
+    first = blocks[0][0]
+    coords = {**{k: c for k, c in first.coords.items() if not {"y", "x"} & set(c.dims)}, "y": y, "x": x}
+    if isinstance(first, xr.DataArray):
+        return xr.DataArray(whole(blocks), dims=first.dims, coords=coords, name=first.name, attrs=first.attrs)
+    return xr.Dataset({k: (first[k].dims, whole([[b[k] for b in row] for row in blocks])) for k in first.data_vars},
+                      coords=coords, attrs=first.attrs)
 
 
 def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:

@@ -10,6 +10,7 @@ from other settings is recomputed, never trusted.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -196,6 +197,8 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
     straight into its slice of the block, so a block's record exists once in memory."""
     from pipeline.composite import COUNTS, INDEX_SUMS
 
+    from zarr.core.buffer.cpu import NDBuffer
+
     (r0, r1), (c0, c1) = rows, cols
     data = {}
     for name, dtype in [*((k, np.int16) for k in COUNTS), *((k, np.float32) for k in INDEX_SUMS)]:
@@ -203,7 +206,16 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
         m = 0
         for path, n in sources:
             if path is not None:
-                out[m:m + n] = zarr.open_array(f"{path}/{name}", mode="r")[:, r0:r1, c0:c1]
+                _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
+                                                            out=NDBuffer.from_numpy_array(out[m:m + n]))
             m += n
         data[name] = (("month", "y", "x"), out)
     return xr.Dataset(data, coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
+
+
+@functools.lru_cache(maxsize=256)
+def _layer(path: str) -> zarr.Array:
+    """A store layer opened for reading, once per process: opening parses its metadata and builds its
+    codec pipeline, a third of the onset stage's reading when done for every block. Stores are never
+    changed in place (a recomputed store has a new key, so a new path, or the same metadata)."""
+    return zarr.open_array(path, mode="r")

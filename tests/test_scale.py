@@ -83,3 +83,21 @@ def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
     assert all(loaded)
     run(cfg)
     assert [list(k.signatures) for k in kernels] == loaded
+
+
+def test_mosaic_of_blocks_equals_xarray_combine_nested():
+    import numpy as np
+    import xarray as xr
+
+    from pipeline.run import mosaic
+
+    y, x, years = np.arange(5.0), np.arange(7.0) * 10, [2021, 2022]
+    rng = np.random.default_rng(0)
+    whole = xr.Dataset({"onset": (("y", "x"), rng.integers(-1, 30, (5, 7)).astype(np.int16)),
+                        "share": (("y", "x"), rng.random((5, 7), np.float32))}, coords={"y": y, "x": x})
+    counts = xr.DataArray(rng.integers(0, 9, (2, 5, 7)), dims=("year", "y", "x"),
+                          coords={"year": years, "y": y, "x": x}, name="valid")
+    for obj in (whole, counts):
+        blocks = [[obj.isel(y=slice(r, r + 3), x=slice(c, c + 4)) for c in (0, 4)] for r in (0, 3)]
+        assert mosaic(blocks, y, x).identical(xr.combine_nested(blocks, concat_dim=["y", "x"]))
+        assert mosaic(blocks, y, x).identical(obj)
