@@ -185,8 +185,7 @@ def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, 
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.
-        layer = zarr.open_array(f"{path}/{name}", mode="r+").with_config({"write_empty_chunks": True})
-        layer[month:month + 1, r0:r1, c0:c1] = (counts[i] if i < 4 else sums[i - 4])[None]
+        _writable(f"{path}/{name}")[month:month + 1, r0:r1, c0:c1] = (counts[i] if i < 4 else sums[i - 4])[None]
 
 
 def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tuple[int, int],
@@ -211,6 +210,12 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
             m += n
         data[name] = (("month", "y", "x"), out)
     return xr.Dataset(data, coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
+
+
+@functools.lru_cache(maxsize=64)
+def _writable(path: str) -> zarr.Array:
+    """A layer of a store being written, opened once per process (see ``_layer``)."""
+    return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
 
 
 @functools.lru_cache(maxsize=256)
