@@ -214,7 +214,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         # two blocks' records (one per thread) are ever in memory, whatever the period
         blocks = [[dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change)
                    for cols in spans(nx)] for rows in spans(ny)]
-        blocks, dem = dask.compute(blocks, load_dem(dem_items, aoi.grid))
+        # the DEM is read and warped as one more task, beside the blocks
+        blocks, dem = dask.compute(blocks, dask.delayed(load_dem, pure=True)(dem_items, aoi.grid))
         ponds, bare, yearly_valid = (mosaic([[b[k] for b in row] for row in blocks], y, x) for k in range(3))
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": ponds, "bare": bare,

@@ -96,7 +96,7 @@ class CompositeStore:
             marker_path(p).unlink(missing_ok=True)
             return None
         try:
-            ds = xr.open_zarr(p, consolidated=False)
+            ds = xr.open_zarr(p, consolidated=False, chunks=None)
             ok = ds.attrs.get("key") == key and ds.sizes.get("month") == months and \
                 (ds.sizes.get("y"), ds.sizes.get("x")) == tuple(shape)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
@@ -153,24 +153,21 @@ class CompositeStore:
 def create_layers(path: Path, months, y, x, chunk_px: int, attrs: dict) -> None:
     """An empty store of the count layers (``composite.COUNT_LAYERS``, dims month, y, x) on the grid of
     coordinates ``y`` and ``x``, in chunks of one month x ``chunk_px`` x ``chunk_px``: metadata only;
-    every chunk reads as zero until ``write_block`` writes it."""
-    import dask.array as da
-
+    every chunk reads as zero until ``write_block`` writes it. xarray writes the coordinates (and
+    reads the whole store back, ``xr.open_zarr``); the layers are plain zarr arrays."""
     from pipeline.composite import COUNT_LAYERS
 
-    shape, chunks = (len(months), len(y), len(x)), (1, chunk_px, chunk_px)
-    layers = {k: (("month", "y", "x"), da.zeros(shape, dtype=np.int16 if i < 4 else np.float32, chunks=chunks))
-              for i, k in enumerate(COUNT_LAYERS)}
+    xr.Dataset(coords={"month": months, "y": y, "x": x}, attrs=attrs).to_zarr(path, mode="w", consolidated=False)
+    group = zarr.open_group(path, mode="r+")
     # LZ4 with bit-shuffling: counts are small integers and compress 2-3x; this reads and writes
     # 2-3x faster than zarr's default zstd, which made reading the stores the onset stage's cost
     codec = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
-    # flat chunk file names ("0.1.2"): zarr 3's default nests a directory per index, and making
-    # those directories was a tenth of a run's work (py-spy, make bench)
-    keys = {"name": "v2", "separator": "."}
-    encoding = {k: {"compressors": [codec], "chunks": chunks, "chunk_key_encoding": keys, "fill_value": 0,
-                    "_FillValue": None} for k in layers}
-    xr.Dataset(layers, coords={"month": months, "y": y, "x": x}, attrs=attrs).to_zarr(
-        path, mode="w", consolidated=False, encoding=encoding, compute=False)
+    for i, name in enumerate(COUNT_LAYERS):
+        # flat chunk file names ("0.1.2"): zarr 3's default nests a directory per index, and making
+        # those directories was a tenth of a run's work (py-spy, make bench)
+        group.create_array(name, shape=(len(months), len(y), len(x)), chunks=(1, chunk_px, chunk_px),
+                           dtype=np.int16 if i < 4 else np.float32, compressors=[codec], fill_value=0,
+                           chunk_key_encoding={"name": "v2", "separator": "."}, dimension_names=("month", "y", "x"))
 
 
 def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import numpy as np
-import odc.stac
 import pystac
 import rasterio
 import shapely
@@ -171,6 +170,8 @@ def load_reflectance(items: list[pystac.Item], grid: GeoBox, bands: list[str], c
         raise NoScenesError("no usable scene left to load: see the skipped scenes in run.json")
     days = sorted({solar_day(it) for it in items})
     by_day = {d: [it for it in items if solar_day(it) == d] for d in days}
+    import odc.stac  # here, not at the top: it imports dask.array, which a run does not otherwise need
+
     wanted = [*bands, SCL]
     fine, coarse = [b for b in wanted if b not in BANDS_20M], [b for b in wanted if b in BANDS_20M]
     grid20 = grid.zoom_out(2)
@@ -206,6 +207,8 @@ def load_dem(items: list[pystac.Item], grid: GeoBox) -> xr.DataArray | None:
     mosaicked and reprojected here, once, with bilinear resampling."""
     if not items:
         return None
+    import odc.stac
+
     ds = odc.stac.load(items, bands=["data"], geobox=grid, groupby="id", resampling="bilinear", dtype="float32")
     dem = ds["data"].max("time") if ds.sizes.get("time", 1) > 1 else ds["data"].squeeze("time", drop=True)
     nodata = ds["data"].attrs.get("nodata")
