@@ -7,7 +7,8 @@ every figure includes start-up and every number is comparable to the others of t
 
 - read floor: just reading and decoding every band the pipeline uses, for the scenes it uses, with
   as many threads as the pipeline (rasterio, windowed to the AOI);
-- pipeline: ``python -m pipeline run`` end to end on the same data (no composite reuse);
+- pipeline: ``python -m pipeline run`` end to end on the same data (no composite reuse), the command
+  itself, start-up and exit included;
 - baseline: the notebook way on the largest AOI it can hold (its cube in half this machine's memory):
   the whole cube loaded into numpy with odc-stac, masked yearly medians of the indices, thresholds,
   first year flagged, vectorised; the pipeline is timed on the same AOI beside it;
@@ -103,18 +104,17 @@ def work_read(aoi_path, catalog, start, end) -> dict:
             "pixels": int(aoi.grid.shape.x * aoi.grid.shape.y)}
 
 
-def work_pipeline(aoi_path, catalog, start, end) -> dict:
-    from pipeline.config import load_config
-    from pipeline.run import run
+def pipeline_command(aoi_path, catalog, start, end, out: Path) -> list[str]:
+    """The pipeline step is the command users run, start-up and exit included."""
+    return [sys.executable, "-m", "pipeline", "run", "--aoi", str(aoi_path), "--source", "local", "--catalog",
+            str(catalog), "--start", start, "--end", end, "--out", str(out), "--quiet"]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(None, {"aoi": aoi_path, "source.catalog": catalog, "period.start": start,
-                                 "period.end": end, "out": Path(tmp) / "run"})
-        result = run(cfg)
-    m = result.manifest
+
+def pipeline_result(run_dir: Path) -> dict:
+    """What a finished run reports of itself (its run.json)."""
+    m = json.loads((run_dir / "run.json").read_text())
     pixels = m["grid"]["shape"][0] * m["grid"]["shape"][1]
-    return {"scenes": m["n_scenes_used"], "pixels": pixels, "stages_s": m["timings_s"],
-            "sites": m["counts"]["sites"]}
+    return {"scenes": m["n_scenes_used"], "pixels": pixels, "stages_s": m["timings_s"], "sites": m["counts"]["sites"]}
 
 
 def work_baseline(aoi_path, catalog, start, end) -> dict:
@@ -150,7 +150,7 @@ def work_baseline(aoi_path, catalog, start, end) -> dict:
     return {"scenes": len(scenes), "pixels": int(aoi.grid.shape.x * aoi.grid.shape.y), "polygons": n}
 
 
-WORK = {"read": work_read, "pipeline": work_pipeline, "baseline": work_baseline}
+WORK = {"read": work_read, "baseline": work_baseline}
 
 
 # ------------------------------------------------------------------------------------ measurement
@@ -181,9 +181,12 @@ def _tree_rss_mb(pid: int) -> float:
 def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> dict:
     """Run one worker in a fresh process; wall time and the tree's peak RSS, plus what it reports."""
     args = json.dumps([kind, str(aoi_path), str(catalog), start, end])
+    scratch = tempfile.TemporaryDirectory()
+    run_dir = Path(scratch.name) / "run"
+    cmd = pipeline_command(aoi_path, catalog, start, end, run_dir) if kind == "pipeline" else \
+        [sys.executable, "-m", "pipeline.bench", "--worker", args]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.bench", "--worker", args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     peak = 0.0
     done = threading.Event()
 
@@ -199,10 +202,11 @@ def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> d
     done.set()
     sampler.join()
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"bench step {kind} failed (exit {proc.returncode}); run it alone to see why: "
-                         f"python -m pipeline.bench --worker '{args}'")
-    result = json.loads(out.strip().splitlines()[-1])
+    with scratch:
+        if proc.returncode != 0:
+            raise SystemExit(f"bench step {kind} failed (exit {proc.returncode}); run it alone to see why: "
+                             + " ".join(cmd))
+        result = pipeline_result(run_dir) if kind == "pipeline" else json.loads(out.strip().splitlines()[-1])
     px_obs = result["pixels"] * result["scenes"]
     return {"kind": kind, "seconds": round(seconds, 2), "peak_rss_mb": round(peak), "pixel_obs": px_obs,
             "mpx_obs_per_s": round(px_obs / seconds / 1e6, 2), **result}
@@ -232,10 +236,9 @@ def profile_pipeline(aoi_path: Path, catalog: Path, start: str, end: str, out: P
     if spy is None:
         print("py-spy not installed: no profile (pip install py-spy)", flush=True)
         return {}
-    cmd = [sys.executable, "-m", "pipeline.bench", "--worker", json.dumps(["pipeline", str(aoi_path), str(catalog),
-                                                                         start, end])]
     self_time, inclusive, total = Counter(), Counter(), 0
     with tempfile.TemporaryDirectory() as tmp:
+        cmd = pipeline_command(aoi_path, catalog, start, end, Path(tmp) / "run")
         raw = Path(tmp) / "stacks.txt"
         for fmt, dest in (("flamegraph", out), ("raw", raw)):
             subprocess.run([spy, "record", "--threads", "-r", "100", "--format", fmt, "-o", str(dest),
