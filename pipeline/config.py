@@ -180,6 +180,11 @@ class ClearingRules(_Model):
     # ... and is not a landslide scar: those are long strips down the slope (length/width 2-6), while
     # leaching clearings spread around their ponds (mostly under 2.5).
     alone_max_elongation: float = Field(2.5, ge=1)
+    # ... and reads as laterite: a leached hillside is bare red soil (mean BSI of its clear views while
+    # active 0.16-0.22 in about 19 of 20 mine clearings), a landslide scar grey debris with shrub
+    # coming back. Tuning seeds 0-9: 11 of the 17 landslide scars and burnt swiddens that anchored sites
+    # on their own read 0.09-0.15 (the other 6, 0.15-0.18); no mine site was lost even at 0.16.
+    alone_min_bsi: float = 0.15
     # A clearing's edge pixels are part forest and rarely read as bare, so clearings came out 20%
     # small. Each is grown this many pixels into neighbours whose canopy went and stayed gone (not
     # green in >= change.persistence of clear views over change.clearing_window_months): on the tuning

@@ -152,6 +152,38 @@ def test_select_clearings_rejects_paddies_and_lone_landslide_strips():
     assert out["persistent"].tolist() == [True, False, False]           # strip and flat pad need ponds
 
 
+def _clearings(rows: dict, **common):
+    """A clearing table as ``features`` builds it, one 50 x 100 m box per row of column values."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    cols = list(next(iter(rows.values())))
+    g = gpd.GeoDataFrame({"name": list(rows), **{c: [r[c] for r in rows.values()] for c in cols}},
+                         geometry=[box(i * 1000, 0, i * 1000 + 50, 100) for i in range(len(rows))], crs=32647)
+    for k, v in {"bare_share": 1.0, "green_share": 0.0, "mean_slope_deg": 15.0, "area_m2": 5000.0,
+                 "elongation": 1.3, **common}.items():
+        if k not in g:
+            g[k] = v
+    return g
+
+
+def test_a_lone_clearing_must_read_as_laterite():
+    n = 60  # months in the record
+    rows = {  # name: onset and last month, months bare, mean BSI of its clear views while active
+        "old mine": {"onset_month": 10.0, "last_month": 59.0, "months_seen": 50, "bsi_mean": 0.20},
+        "old scar": {"onset_month": 40.0, "last_month": 49.0, "months_seen": 10, "bsi_mean": 0.11},
+        "young mine": {"onset_month": 57.0, "last_month": 59.0, "months_seen": 3, "bsi_mean": 0.19},
+        "young scar": {"onset_month": 57.0, "last_month": 59.0, "months_seen": 3, "bsi_mean": 0.14},
+    }
+    months = pd.date_range("2020-01-01", periods=n, freq="MS")
+    out = classify.select_clearings(_clearings(rows), ClearingRules(), months).set_index("name")
+    assert out.index.tolist() == list(rows)                 # all stay candidates, to join a site with ponds
+    assert out["persistent"][out["persistent"]].index.tolist() == ["old mine"]
+    assert out["provisional"][out["provisional"]].index.tolist() == ["young mine"]
+    off = classify.select_clearings(_clearings(rows), ClearingRules(alone_min_bsi=0.0), months).set_index("name")
+    assert off["persistent"]["old scar"] and off["provisional"]["young scar"]
+
+
 def test_evidence_maps_lazy_equal_eager():
     from pipeline.change import share_while_active_maps
     from pipeline.confidence import evidence_maps
