@@ -33,8 +33,9 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     whether it may do so only because the record (``months``, a DatetimeIndex of month starts; clearings
     carry median ``onset_month`` / ``last_month`` indices into it) ends before it could stay bare long
     enough to be ``persistent``, and it did not start when swiddens are cut unless it outlasted their rice.
-    Both flags need a clearing on a hillside, not strip-shaped, that reads as laterite (``bsi_mean``, where
-    the table has it). Where the slope is unknown (no DEM) the slope rule cannot be applied and is skipped."""
+    Both flags need a clearing on a hillside, not strip-shaped (unless bare for ``strip_min_months``), that
+    reads as laterite (``bsi_mean``, where the table has it). Where the slope is unknown (no DEM) the slope
+    rule cannot be applied and is skipped."""
     # the size rule is on the pixels that were bare, before edges were grown: grown edges are no
     # evidence of a clearing, only of its outline
     core = clearings["core_area_m2"] if "core_area_m2" in clearings else clearings["area_m2"]
@@ -42,7 +43,8 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
     out = clearings[keep].copy()
     slope = out["mean_slope_deg"]
-    shape_ok = (out["elongation"] <= rules.alone_max_elongation) & (slope.isna() | (slope >= rules.alone_min_slope_deg))
+    strip_ok = (out["elongation"] <= rules.alone_max_elongation) | (out["months_seen"] >= rules.strip_min_months)
+    shape_ok = strip_ok & (slope.isna() | (slope >= rules.alone_min_slope_deg))
     if "bsi_mean" in out:  # laterite, not a scar's grey debris under returning shrub
         shape_ok &= out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)
     out["persistent"] = (out["months_seen"] >= rules.alone_min_months) & shape_ok

@@ -180,6 +180,10 @@ class ClearingRules(_Model):
     # ... and is not a landslide scar: those are long strips down the slope (length/width 2-6), while
     # leaching clearings spread around their ponds (mostly under 2.5).
     alone_max_elongation: float = Field(2.5, ge=1)
+    # ... unless it has stayed bare this long: a landslide scar revegetates, and its bare core lasted
+    # at most 11 months on the tuning seeds (0-9), while two mines cut along the contour (length/width
+    # 3.4 and 4.0, bare 28 and 60 months) were missed for their shape.
+    strip_min_months: int = Field(24, ge=1)
     # ... and reads as laterite: a leached hillside is bare red soil (mean BSI of its clear views while
     # active 0.16-0.22 in about 19 of 20 mine clearings), a landslide scar grey debris with shrub
     # coming back. Tuning seeds 0-9: 11 of the 17 landslide scars and burnt swiddens that anchored sites

@@ -184,6 +184,16 @@ def test_a_lone_clearing_must_read_as_laterite():
     assert off["persistent"]["old scar"] and off["provisional"]["young scar"]
 
 
+def test_a_strip_bare_for_two_years_is_a_mine_not_a_landslide():
+    rows = {  # a clearing cut along the contour, long and thin, bare 28 months; a scar as thin, bare 11
+        "contour cut": {"months_seen": 28, "elongation": 3.4},
+        "scar": {"months_seen": 11, "elongation": 3.4},
+    }
+    out = classify.select_clearings(_clearings(rows), ClearingRules()).set_index("name")
+    assert out["persistent"].to_dict() == {"contour cut": True, "scar": False}
+    assert not classify.select_clearings(_clearings(rows), ClearingRules(strip_min_months=36))["persistent"].any()
+
+
 def test_evidence_maps_lazy_equal_eager():
     from pipeline.change import share_while_active_maps
     from pipeline.confidence import evidence_maps
