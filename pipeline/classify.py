@@ -64,12 +64,14 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
 
 
 def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: PondRules) -> gpd.GeoDataFrame:
-    """Water bodies of pond size, confirmed in more than one month, that lie next to a cleared hillside."""
+    """Water bodies of pond size, confirmed in more than one month, that lie next to a cleared hillside
+    or have held water for ``alone_min_months``."""
     keep = (ponds["area_m2"] >= rules.min_area_m2) & (ponds["area_m2"] <= rules.max_area_m2)
     keep &= ponds["months_seen"] >= rules.min_months_seen
     ponds = ponds[keep]
+    lasting = ponds["months_seen"].to_numpy() >= rules.alone_min_months
     if ponds.empty or clearings.empty:
-        return ponds.iloc[:0]
+        return ponds[lasting]
     near, _ = clearings.sindex.query(ponds.geometry.values, predicate="dwithin",
                                      distance=rules.max_distance_to_clearing_m)
-    return ponds.iloc[np.unique(near)]
+    return ponds[np.isin(np.arange(len(ponds)), near) | lasting]

@@ -151,6 +151,13 @@ class PondRules(_Model):
     # Water seen in one month only is a flooded paddy or a puddle, even when the record ends too soon
     # after it to prove otherwise; a pond is confirmed in a later month too.
     min_months_seen: int = Field(2, ge=1)
+    # Water held through two dry seasons is dug, not natural: a paddy or a flood pool is dry every
+    # spring (the onset rule needs it in most clear views of a year), and the river is too big. Such a
+    # pond anchors a site even with no clearing near it: some mines' clearings are too small to count,
+    # or lie outside the AOI. (Tuning seeds 0-9: no water body of pond size but a leach pond was seen
+    # for more than 7 months; 7 leach ponds seen for 25-60 months had no clearing within 150 m, and
+    # with them 6 more truth sites are found.)
+    alone_min_months: int = Field(24, ge=1)
 
 
 class ClearingRules(_Model):

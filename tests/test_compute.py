@@ -194,6 +194,19 @@ def test_a_strip_bare_for_two_years_is_a_mine_not_a_landslide():
     assert not classify.select_clearings(_clearings(rows), ClearingRules(strip_min_months=36))["persistent"].any()
 
 
+def test_a_pond_that_held_water_two_years_needs_no_clearing_beside_it():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    ponds = gpd.GeoDataFrame({"name": ["beside", "old lone", "young lone"], "area_m2": 400.0,
+                              "months_seen": [5, 30, 12]},
+                             geometry=[box(0, 0, 20, 20), box(1000, 0, 1020, 20), box(2000, 0, 2020, 20)], crs=32647)
+    clearing = gpd.GeoDataFrame(geometry=[box(40, 0, 140, 100)], crs=32647)
+    assert classify.select_ponds(ponds, clearing, PondRules())["name"].tolist() == ["beside", "old lone"]
+    assert classify.select_ponds(ponds, clearing.iloc[:0], PondRules())["name"].tolist() == ["old lone"]
+    assert classify.select_ponds(ponds, clearing, PondRules(alone_min_months=36))["name"].tolist() == ["beside"]
+
+
 def test_evidence_maps_lazy_equal_eager():
     from pipeline.change import share_while_active_maps
     from pipeline.confidence import evidence_maps
