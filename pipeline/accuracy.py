@@ -419,13 +419,15 @@ NOTES = [
     "cut in the last weeks has too few clear views to be seen at all, so the last year stays the weakest.",
     "- Yearly errors are of the pooled totals over all seeds; the per-seed line shows how much one window varies.",
     "- Where the site targets are missed, it is mostly recall, and missed sites, not merged ones (see the "
-    "missed / merged / split shares above): single-feature sites (one pool whose clearing lies outside the window, "
-    "or one young clearing) are rarely found, sites abandoned and healed before the record starts cannot be seen, "
-    "and a site cut in the last weeks of a year is dated to the next (its first clear bare view).",
+    "missed / merged / split shares above): single-feature sites (a clearing cut in the last weeks, or a pool "
+    "under two years old whose clearing lies outside the window) are rarely found, sites abandoned and healed "
+    "before the record starts cannot be seen, and a site cut in the last weeks of a year is dated to the next "
+    "(its first clear bare view).",
     "- Provisional sites (a young clearing still bare at the end, no pond yet) are the least sure: a landslide "
     "scar of the last monsoon is bare from October to December like a mine cut then, and is long and thin only "
-    "sometimes. Their precision is in the confidence bands (most are below 0.9); filter on `provisional` or "
-    "confidence to leave them out.",
+    "sometimes. A clearing must read as laterite (mean BSI >= 0.15) to anchor a site alone, which keeps most "
+    "scars out, not all. Their precision is in the confidence bands (most are below 0.9); filter on "
+    "`provisional` or confidence to leave them out.",
     "- Cleared area: edge pixels mixed with forest rarely read as bare; clearings are grown by one pixel into "
     "neighbours whose canopy went and stayed gone, which brings area recall up at a small cost in area precision. "
     "A 4 km window also cuts more clearings at its edge.",

@@ -33,7 +33,9 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     whether it may do so only because the record (``months``, a DatetimeIndex of month starts; clearings
     carry median ``onset_month`` / ``last_month`` indices into it) ends before it could stay bare long
     enough to be ``persistent``, and it did not start when swiddens are cut unless it outlasted their rice.
-    Where the slope is unknown (no DEM) the slope rule cannot be applied and is skipped."""
+    Both flags need a clearing on a hillside, not strip-shaped (unless bare for ``strip_min_months``), that
+    reads as laterite (``bsi_mean``, where the table has it). Where the slope is unknown (no DEM) the slope
+    rule cannot be applied and is skipped."""
     # the size rule is on the pixels that were bare, before edges were grown: grown edges are no
     # evidence of a clearing, only of its outline
     core = clearings["core_area_m2"] if "core_area_m2" in clearings else clearings["area_m2"]
@@ -41,7 +43,10 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
     out = clearings[keep].copy()
     slope = out["mean_slope_deg"]
-    shape_ok = (out["elongation"] <= rules.alone_max_elongation) & (slope.isna() | (slope >= rules.alone_min_slope_deg))
+    strip_ok = (out["elongation"] <= rules.alone_max_elongation) | (out["months_seen"] >= rules.strip_min_months)
+    shape_ok = strip_ok & (slope.isna() | (slope >= rules.alone_min_slope_deg))
+    if "bsi_mean" in out:  # laterite, not a scar's grey debris under returning shrub
+        shape_ok &= out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)
     out["persistent"] = (out["months_seen"] >= rules.alone_min_months) & shape_ok
     if months is None or rules.provisional_recent_months == 0 or "onset_month" not in out or out.empty:
         out["provisional"] = False
@@ -59,12 +64,14 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
 
 
 def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: PondRules) -> gpd.GeoDataFrame:
-    """Water bodies of pond size, confirmed in more than one month, that lie next to a cleared hillside."""
+    """Water bodies of pond size, confirmed in more than one month, that lie next to a cleared hillside
+    or have held water for ``alone_min_months``."""
     keep = (ponds["area_m2"] >= rules.min_area_m2) & (ponds["area_m2"] <= rules.max_area_m2)
     keep &= ponds["months_seen"] >= rules.min_months_seen
     ponds = ponds[keep]
+    lasting = ponds["months_seen"].to_numpy() >= rules.alone_min_months
     if ponds.empty or clearings.empty:
-        return ponds.iloc[:0]
+        return ponds[lasting]
     near, _ = clearings.sindex.query(ponds.geometry.values, predicate="dwithin",
                                      distance=rules.max_distance_to_clearing_m)
-    return ponds.iloc[np.unique(near)]
+    return ponds[np.isin(np.arange(len(ponds)), near) | lasting]

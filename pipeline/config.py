@@ -151,6 +151,13 @@ class PondRules(_Model):
     # Water seen in one month only is a flooded paddy or a puddle, even when the record ends too soon
     # after it to prove otherwise; a pond is confirmed in a later month too.
     min_months_seen: int = Field(2, ge=1)
+    # Water held through two dry seasons is dug, not natural: a paddy or a flood pool is dry every
+    # spring (the onset rule needs it in most clear views of a year), and the river is too big. Such a
+    # pond anchors a site even with no clearing near it: some mines' clearings are too small to count,
+    # or lie outside the AOI. (Tuning seeds 0-9: no water body of pond size but a leach pond was seen
+    # for more than 7 months; 7 leach ponds seen for 25-60 months had no clearing within 150 m, and
+    # with them 6 more truth sites are found.)
+    alone_min_months: int = Field(24, ge=1)
 
 
 class ClearingRules(_Model):
@@ -180,6 +187,15 @@ class ClearingRules(_Model):
     # ... and is not a landslide scar: those are long strips down the slope (length/width 2-6), while
     # leaching clearings spread around their ponds (mostly under 2.5).
     alone_max_elongation: float = Field(2.5, ge=1)
+    # ... unless it has stayed bare this long: a landslide scar revegetates, and its bare core lasted
+    # at most 11 months on the tuning seeds (0-9), while two mines cut along the contour (length/width
+    # 3.4 and 4.0, bare 28 and 60 months) were missed for their shape.
+    strip_min_months: int = Field(24, ge=1)
+    # ... and reads as laterite: a leached hillside is bare red soil (mean BSI of its clear views while
+    # active 0.16-0.22 in about 19 of 20 mine clearings), a landslide scar grey debris with shrub
+    # coming back. Tuning seeds 0-9: 11 of the 17 landslide scars and burnt swiddens that anchored sites
+    # on their own read 0.09-0.15 (the other 6, 0.15-0.18); no mine site was lost even at 0.16.
+    alone_min_bsi: float = 0.15
     # A clearing's edge pixels are part forest and rarely read as bare, so clearings came out 20%
     # small. Each is grown this many pixels into neighbours whose canopy went and stayed gone (not
     # green in >= change.persistence of clear views over change.clearing_window_months): on the tuning

@@ -152,6 +152,61 @@ def test_select_clearings_rejects_paddies_and_lone_landslide_strips():
     assert out["persistent"].tolist() == [True, False, False]           # strip and flat pad need ponds
 
 
+def _clearings(rows: dict, **common):
+    """A clearing table as ``features`` builds it, one 50 x 100 m box per row of column values."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    cols = list(next(iter(rows.values())))
+    g = gpd.GeoDataFrame({"name": list(rows), **{c: [r[c] for r in rows.values()] for c in cols}},
+                         geometry=[box(i * 1000, 0, i * 1000 + 50, 100) for i in range(len(rows))], crs=32647)
+    for k, v in {"bare_share": 1.0, "green_share": 0.0, "mean_slope_deg": 15.0, "area_m2": 5000.0,
+                 "elongation": 1.3, **common}.items():
+        if k not in g:
+            g[k] = v
+    return g
+
+
+def test_a_lone_clearing_must_read_as_laterite():
+    n = 60  # months in the record
+    rows = {  # name: onset and last month, months bare, mean BSI of its clear views while active
+        "old mine": {"onset_month": 10.0, "last_month": 59.0, "months_seen": 50, "bsi_mean": 0.20},
+        "old scar": {"onset_month": 40.0, "last_month": 49.0, "months_seen": 10, "bsi_mean": 0.11},
+        "young mine": {"onset_month": 57.0, "last_month": 59.0, "months_seen": 3, "bsi_mean": 0.19},
+        "young scar": {"onset_month": 57.0, "last_month": 59.0, "months_seen": 3, "bsi_mean": 0.14},
+    }
+    months = pd.date_range("2020-01-01", periods=n, freq="MS")
+    out = classify.select_clearings(_clearings(rows), ClearingRules(), months).set_index("name")
+    assert out.index.tolist() == list(rows)                 # all stay candidates, to join a site with ponds
+    assert out["persistent"][out["persistent"]].index.tolist() == ["old mine"]
+    assert out["provisional"][out["provisional"]].index.tolist() == ["young mine"]
+    off = classify.select_clearings(_clearings(rows), ClearingRules(alone_min_bsi=0.0), months).set_index("name")
+    assert off["persistent"]["old scar"] and off["provisional"]["young scar"]
+
+
+def test_a_strip_bare_for_two_years_is_a_mine_not_a_landslide():
+    rows = {  # a clearing cut along the contour, long and thin, bare 28 months; a scar as thin, bare 11
+        "contour cut": {"months_seen": 28, "elongation": 3.4},
+        "scar": {"months_seen": 11, "elongation": 3.4},
+    }
+    out = classify.select_clearings(_clearings(rows), ClearingRules()).set_index("name")
+    assert out["persistent"].to_dict() == {"contour cut": True, "scar": False}
+    assert not classify.select_clearings(_clearings(rows), ClearingRules(strip_min_months=36))["persistent"].any()
+
+
+def test_a_pond_that_held_water_two_years_needs_no_clearing_beside_it():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    ponds = gpd.GeoDataFrame({"name": ["beside", "old lone", "young lone"], "area_m2": 400.0,
+                              "months_seen": [5, 30, 12]},
+                             geometry=[box(0, 0, 20, 20), box(1000, 0, 1020, 20), box(2000, 0, 2020, 20)], crs=32647)
+    clearing = gpd.GeoDataFrame(geometry=[box(40, 0, 140, 100)], crs=32647)
+    assert classify.select_ponds(ponds, clearing, PondRules())["name"].tolist() == ["beside", "old lone"]
+    assert classify.select_ponds(ponds, clearing.iloc[:0], PondRules())["name"].tolist() == ["old lone"]
+    assert classify.select_ponds(ponds, clearing, PondRules(alone_min_months=36))["name"].tolist() == ["beside"]
+
+
 def test_evidence_maps_lazy_equal_eager():
     from pipeline.change import share_while_active_maps
     from pipeline.confidence import evidence_maps
