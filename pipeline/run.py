@@ -267,11 +267,10 @@ def _change_block(sources, months, y, x, rows, cols, ch):
 
 
 def start_warm_up(cfg: RunConfig) -> threading.Thread:
-    """Load what the later stages need in a background thread while this one searches and the count
-    tasks read: numba's compiled kernels (tenths of a second each to load from its cache, which the
-    first task of a stage would otherwise wait for), the report's matplotlib and the vectorising
-    libraries. The count stage reads and counts without the GIL, so this costs it little (make bench).
-    Best effort: whatever fails here is simply loaded later, where it is needed."""
+    """Load numba's compiled kernels (tenths of a second each from its cache, which the first task of
+    a stage would otherwise wait for) in a background thread while this one loads the AOI and searches.
+    Only the kernels: importing libraries here as well competed with the count tasks for the GIL and
+    gained nothing (make bench). Best effort: whatever fails here is loaded later, where it is needed."""
     def warm():
         try:
             composite.load_kernel(composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings))
