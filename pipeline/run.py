@@ -180,7 +180,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                 reused.append(year)
             else:
                 todo[year] = (key, store.begin(year, key, composite.month_starts(y0, y1), y, x,
-                                               cfg.compute.store_chunk_px))
+                                               cfg.compute.store_chunk_px, cfg.compute.chunk_px))
         if not todo:
             break
         try:

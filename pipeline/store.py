@@ -36,8 +36,16 @@ try:  # zarr's codec pipeline in Rust: the stores read 1.6x and write 1.4x faste
 except ImportError:  # pragma: no cover - the pure-Python pipeline reads and writes the same stores
     pass
 
-COMPOSITE_VERSION = 4  # bump when the counting logic or layout changes (2: index sums; 3: 512 px LZ4 chunks;
-#                        4: written block by block, zero fill, CRC-32 checksums)
+COMPOSITE_VERSION = 5  # bump when the counting logic or layout changes (2: index sums; 3: 512 px LZ4 chunks;
+#                        4: written block by block, zero fill, CRC-32 checksums; 5: uint8 counts, int16 sums,
+#                        one shard per count block)
+# Stored compactly: a month's count fits a byte (a pixel sees at most ~15 overpasses a month even where
+# orbits overlap), and an index sum is kept to a thousandth of an index unit as int16 (|sum| < 32.7,
+# ~30 clear views at the index's extreme). That is half the bytes of int16 counts and float32 sums to
+# compress, write and read back, which were a quarter of a run (make bench); a mean over the months a
+# feature is active moves by less than 0.0005.
+SUM_SCALE = 1000
+STORED_COUNT, STORED_SUM = np.uint8, np.int16
 MARKER = ".complete.json"  # suffix of the marker file beside each store
 ORPHAN_AGE_S = 3600
 
@@ -107,9 +115,10 @@ class CompositeStore:
             return None
         return p
 
-    def save(self, year: int, key: str, months, y, x, chunk_px: int, fill: Callable[[Path], None]) -> Path:
+    def save(self, year: int, key: str, months, y, x, chunk_px: int, shard_px: int,
+             fill: Callable[[Path], None]) -> Path:
         """Make ``year``'s store: ``begin``, ``fill(path)`` to write its blocks, ``commit``; returns its path."""
-        tmp = self.begin(year, key, months, y, x, chunk_px)
+        tmp = self.begin(year, key, months, y, x, chunk_px, shard_px)
         try:
             fill(tmp)
         except BaseException:
@@ -117,11 +126,11 @@ class CompositeStore:
             raise
         return self.commit(year, key, tmp)
 
-    def begin(self, year: int, key: str, months, y, x, chunk_px: int) -> Path:
+    def begin(self, year: int, key: str, months, y, x, chunk_px: int, shard_px: int) -> Path:
         """A scratch store for ``year`` with its layers (``create_layers``: zeros) to write blocks into."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{self.path(year, key).name}.{uuid.uuid4().hex[:8]}.tmp"
-        create_layers(tmp, months, y, x, chunk_px, {"key": key, "year": year})
+        create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year})
         return tmp
 
     @staticmethod
@@ -150,39 +159,50 @@ class CompositeStore:
         return final
 
 
-def create_layers(path: Path, months, y, x, chunk_px: int, attrs: dict) -> None:
-    """An empty store of the count layers (``composite.COUNT_LAYERS``, dims month, y, x) on the grid of
-    coordinates ``y`` and ``x``, in chunks of one month x ``chunk_px`` x ``chunk_px``: metadata only;
-    every chunk reads as zero until ``write_block`` writes it. xarray writes the coordinates (and
-    reads the whole store back, ``xr.open_zarr``); the layers are plain zarr arrays."""
+def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs: dict) -> None:
+    """An empty store of the count layers (``composite.COUNT_LAYERS``, dims month, y, x; counts as
+    ``STORED_COUNT``, sums as ``STORED_SUM`` thousandths) on the grid of coordinates ``y`` and ``x``:
+    metadata only; every chunk reads as zero until ``write_block`` writes it. Chunks of one month x
+    ``chunk_px`` x ``chunk_px`` (what the onset stage reads) are gathered in shards of ``shard_px`` (one
+    count task's block), so a task writes one file per layer and month, not one per chunk: making
+    thousands of small files cost the file system a tenth of a run (perf, make bench). xarray writes
+    the coordinates (and reads the whole store back, ``xr.open_zarr``); the layers are plain zarr arrays."""
     from pipeline.composite import COUNT_LAYERS
 
+    if shard_px % chunk_px:
+        raise ValueError(f"shards of {shard_px} px do not hold whole chunks of {chunk_px} px")
     xr.Dataset(coords={"month": months, "y": y, "x": x}, attrs=attrs).to_zarr(path, mode="w", consolidated=False)
     group = zarr.open_group(path, mode="r+")
     # LZ4 with bit-shuffling: counts are small integers and compress 2-3x; this reads and writes
     # 2-3x faster than zarr's default zstd, which made reading the stores the onset stage's cost
     codec = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
     for i, name in enumerate(COUNT_LAYERS):
-        # flat chunk file names ("0.1.2"): zarr 3's default nests a directory per index, and making
-        # those directories was a tenth of a run's work (py-spy, make bench)
+        # flat file names ("0.1.2"): zarr 3's default nests a directory per index
         group.create_array(name, shape=(len(months), len(y), len(x)), chunks=(1, chunk_px, chunk_px),
-                           dtype=np.int16 if i < 4 else np.float32, compressors=[codec], fill_value=0,
-                           chunk_key_encoding={"name": "v2", "separator": "."}, dimension_names=("month", "y", "x"))
+                           shards=(1, shard_px, shard_px), dtype=STORED_COUNT if i < 4 else STORED_SUM,
+                           compressors=[codec], fill_value=0, chunk_key_encoding={"name": "v2", "separator": "."},
+                           dimension_names=("month", "y", "x"))
+
+
+def stored_layers(counts: np.ndarray, sums: np.ndarray) -> list[np.ndarray]:
+    """A block's ``counts`` (int) and ``sums`` (float) as stored, layer by layer (``SUM_SCALE``)."""
+    return [*np.minimum(counts, np.iinfo(STORED_COUNT).max).astype(STORED_COUNT),
+            *np.clip(np.rint(sums * SUM_SCALE), -32767, 32767).astype(STORED_SUM)]
 
 
 def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,
                 sums: np.ndarray) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
-    ``cols`` into the store at ``path``. Blocks must cover whole chunks (or reach the grid's edge), so
-    tasks writing different blocks never touch the same chunk file."""
+    ``cols`` into the store at ``path``. Blocks must cover whole shards (or reach the grid's edge), so
+    tasks writing different blocks never touch the same file."""
     from pipeline.composite import COUNT_LAYERS
 
     (r0, r1), (c0, c1) = rows, cols
-    for i, name in enumerate(COUNT_LAYERS):
+    for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums)):
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.
-        _writable(f"{path}/{name}")[month:month + 1, r0:r1, c0:c1] = (counts[i] if i < 4 else sums[i - 4])[None]
+        _writable(f"{path}/{name}")[month:month + 1, r0:r1, c0:c1] = layer[None]
 
 
 def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tuple[int, int],
@@ -190,21 +210,24 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
     """Every layer of consecutive years' counts on one block (``rows`` x ``cols`` of the grid whose
     coordinates are ``y`` and ``x``), as numpy (dims month, y, x). ``sources`` are each year's store
     (None: no scene that year, all zeros) and its number of months, in order. Each year is read
-    straight into its slice of the block, so a block's record exists once in memory."""
+    straight into its slice of the block's compact record, which is then widened once."""
     from pipeline.composite import COUNTS, INDEX_SUMS
 
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols
     data = {}
-    for name, dtype in [*((k, np.int16) for k in COUNTS), *((k, np.float32) for k in INDEX_SUMS)]:
-        out = np.zeros((sum(n for _, n in sources), r1 - r0, c1 - c0), dtype)
+    for name, stored in [*((k, STORED_COUNT) for k in COUNTS), *((k, STORED_SUM) for k in INDEX_SUMS)]:
+        raw = np.zeros((sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
         m = 0
         for path, n in sources:
             if path is not None:
                 _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
-                                                            out=NDBuffer.from_numpy_array(out[m:m + n]))
+                                                            out=NDBuffer.from_numpy_array(raw[m:m + n]))
             m += n
+        # what the stages compute with: int16 counts (sums of them stay in range), float32 index sums
+        out = raw.astype(np.int16) if stored is STORED_COUNT else \
+            np.multiply(raw, np.float32(1 / SUM_SCALE), dtype=np.float32)
         data[name] = (("month", "y", "x"), out)
     return xr.Dataset(data, coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
 

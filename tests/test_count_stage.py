@@ -177,12 +177,18 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     lazy = composite.count_stage(days, aoi.grid, start, end, 64, rules).compute()
     months, y, x = lazy["month"].values, lazy["y"].values, lazy["x"].values
     path = tmp_path / "store.zarr"
-    create_layers(path, months, y, x, 32, {})
+    create_layers(path, months, y, x, 32, 64, {})
     dask.compute(composite.count_tasks(path, days, aoi.grid, start, end, 64, rules))
     stored = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))
     for name in composite.COUNT_LAYERS:
-        assert zarr.open_array(f"{path}/{name}", mode="r").dtype == lazy[name].dtype
-        np.testing.assert_array_equal(stored[name].values, lazy[name].values, err_msg=name)
+        assert stored[name].dtype == lazy[name].dtype
+        if name in composite.COUNTS:  # kept exactly, as bytes
+            assert zarr.open_array(f"{path}/{name}", mode="r").dtype == np.uint8
+            np.testing.assert_array_equal(stored[name].values, lazy[name].values, err_msg=name)
+        else:  # kept to a thousandth
+            np.testing.assert_allclose(stored[name].values, lazy[name].values, rtol=0, atol=0.0005 + 1e-6,
+                                       err_msg=name)
+    assert len(list((path / "valid").glob("0.*"))) == 4  # one shard per month and 64 px block, not per chunk
     assert stored["valid"].values[:12].any() and not stored["valid"].values[12:].any()
     with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
         plain = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))  # without zarrs
@@ -200,5 +206,5 @@ def test_a_failed_count_leaves_no_store_behind(tmp_path):
 
     store = CompositeStore(tmp_path)
     with pytest.raises(OSError):
-        store.save(2022, "k", pd.date_range("2022-01-01", periods=2, freq="MS"), np.arange(4.0), np.arange(4.0), 4, fill)
+        store.save(2022, "k", pd.date_range("2022-01-01", periods=2, freq="MS"), np.arange(4.0), np.arange(4.0), 4, 4, fill)
     assert list(tmp_path.iterdir()) == []

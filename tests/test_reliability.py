@@ -99,7 +99,7 @@ def test_composite_store_without_its_marker_or_with_a_changed_file_is_recomputed
         for m in range(2):
             write_block(path, m, (0, 4), (0, 4), np.ones((4, 4, 4), np.int16), np.ones((3, 4, 4), np.float32))
 
-    store.save(2022, "k1", months, y, x, 4, fill)
+    store.save(2022, "k1", months, y, x, 4, 4, fill)
     assert store.load(2022, "k1", 2, (4, 4)) is not None
     # a killed write never renames its store into place; a store renamed by hand without the marker,
     # or whose chunk changed on disk since, is recomputed too
@@ -109,6 +109,6 @@ def test_composite_store_without_its_marker_or_with_a_changed_file_is_recomputed
     data = chunk.read_bytes()
     chunk.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert store.load(2022, "k1", 2, (4, 4)) is None and not p.exists()
-    store.save(2022, "k1", months, y, x, 4, fill)
+    store.save(2022, "k1", months, y, x, 4, 4, fill)
     marker_path(p).unlink()
     assert store.load(2022, "k1", 2, (4, 4)) is None
