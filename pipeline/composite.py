@@ -137,18 +137,31 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
         n = p - 1 if i % 2 == 0 else p + 1
         for j in range(ww):
             rows[i, j] = q3 * s20[p, j] + q1 * s20[n, j]
-    # cloud-born classes at 10 m over the block and buffer_px around it, grown by a square
+    # cloud-born classes at 10 m over the block and buffer_px around it, grown by a square: a running
+    # count along each row, then down each column, so the buffer costs the same whatever its width
     b = buffer_px
-    hm = np.zeros((h + 2 * b, w), np.uint8)
+    hm = np.zeros((h + 2 * b, w), np.uint8)  # a cloud within b columns
+    flag = np.zeros(w + 2 * b, np.uint8)
+    last = -1
     for a in range(h + 2 * b):
         p = (a - b + 2 * halo) // 2
+        if p == last:  # two 10 m rows share a 20 m row
+            hm[a] = hm[a - 1]
+            continue
+        last = p
+        for k in range(w + 2 * b):
+            flag[k] = cloud[scl20[p, (k - b + 2 * halo) // 2]]
+        run = 0
+        for k in range(2 * b):
+            run += flag[k]
         for j in range(w):
-            hit = 0
-            for k in range(j - b, j + b + 1):
-                if cloud[scl20[p, (k + 2 * halo) // 2]]:
-                    hit = 1
-                    break
-            hm[a, j] = hit
+            run += flag[j + 2 * b]
+            hm[a, j] = run > 0
+            run -= flag[j]
+    near = np.zeros(w, np.int32)  # clouds within b rows and b columns of row i's pixels
+    for a in range(2 * b):
+        for j in range(w):
+            near[j] += hm[a, j]
     t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green = thresholds[0], thresholds[1], thresholds[2], \
         thresholds[3], thresholds[4]
     hot_max, blue_max = thresholds[5], thresholds[6]
@@ -156,12 +169,9 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     for i in range(h):
         p = i // 2 + halo
         for j in range(w):
-            clouded = False
-            for a in range(i, i + 2 * b + 1):
-                if hm[a, j]:
-                    clouded = True
-                    break
-            if clouded or other[scl20[p, j // 2 + halo]]:
+            near[j] += hm[i + 2 * b, j]
+        for j in range(w):
+            if near[j] > 0 or other[scl20[p, j // 2 + halo]]:
                 continue
             q = j // 2 + halo
             m = q - 1 if j % 2 == 0 else q + 1
@@ -192,6 +202,8 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
                 sums[1, i, j] += ndvi
             if not np.isnan(bsi):
                 sums[2, i, j] += bsi
+        for j in range(w):
+            near[j] -= hm[i, j]
 
 
 def load_kernel(rules: ObservationRules) -> None:
