@@ -513,21 +513,30 @@ def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None,
 
 
 def write_rasters(out_dir: Path, grid, first_year, classes, valid_per_year, years) -> list[Path]:
-    """The per-pixel outputs: first year (0 = none), class map, clear observations per year (a band each)."""
+    """The per-pixel outputs: first year (0 = none), class map, clear observations per year (a band each),
+    written side by side (GDAL compresses each off the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from pipeline import styles
 
-    paths = [out_dir / FIRST_YEAR_TIF, out_dir / CLASS_TIF, out_dir / VALID_TIF]
-    write_cog(paths[0], np.asarray(first_year, np.uint16), grid, nodata=0, descriptions=["first_year"],
-              tags={"meaning": "calendar year of the pixel's first month as a pond or cleared slope, "
-                               "within the run's ponds and clearings; 0 = none"})
     pond, clear = styles.POND_OUTLINE, "#a0522d"
     cmap = {0: (0, 0, 0, 0), 1: (*styles._hex_to_rgb(clear), 255), 2: (*styles._hex_to_rgb(pond), 255)}
-    write_cog(paths[1], np.asarray(classes, np.uint8), grid, nodata=None, descriptions=["class"],
-              tags={f"class_{k}": v for k, v in CLASSES.items()}, colormap=cmap)
-    write_cog(paths[2], np.asarray(valid_per_year, np.uint16), grid, nodata=None,
-              descriptions=[str(y) for y in years],
-              tags={"meaning": "clear (cloud-free, valid) Sentinel-2 observations of the pixel in each year, one band per year"},
-              resampling="AVERAGE")
-    return paths
+    files = {
+        FIRST_YEAR_TIF: (np.asarray(first_year, np.uint16), dict(
+            nodata=0, descriptions=["first_year"],
+            tags={"meaning": "calendar year of the pixel's first month as a pond or cleared slope, "
+                             "within the run's ponds and clearings; 0 = none"})),
+        CLASS_TIF: (np.asarray(classes, np.uint8), dict(
+            nodata=None, descriptions=["class"], tags={f"class_{k}": v for k, v in CLASSES.items()}, colormap=cmap)),
+        VALID_TIF: (np.asarray(valid_per_year, np.uint16), dict(
+            nodata=None, descriptions=[str(y) for y in years], resampling="AVERAGE",
+            tags={"meaning": "clear (cloud-free, valid) Sentinel-2 observations of the pixel in each year, "
+                             "one band per year"})),
+    }
+    with ThreadPoolExecutor(len(files), thread_name_prefix="cog") as pool:
+        done = [pool.submit(write_cog, out_dir / name, data, grid, **kw) for name, (data, kw) in files.items()]
+        for d in done:
+            d.result()
+    return [out_dir / name for name in files]

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 import dask
+import dask.threaded
 import numpy as np
 import shapely
 import xarray as xr
@@ -358,7 +359,9 @@ def dask_scheduler(compute):
 
     address = compute.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not address:
-        with dask.config.set(scheduler="threads", num_workers=compute.workers):
+        # the threaded scheduler itself, not its name: given a name, dask imports dask.distributed to
+        # look for a client first, a tenth of a second before the first task of a run
+        with dask.config.set(scheduler=dask.threaded.get, num_workers=compute.workers):
             yield None
         return
     from distributed import Client
@@ -508,14 +511,14 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_summary(csv, table)
         # the charts (matplotlib, in Python) are drawn while GDAL writes the files (off the GIL)
-        with ThreadPoolExecutor(1, thread_name_prefix="charts") as pool:
+        with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
             drawn = pool.submit(report.run_charts, tmp, name)
+            written = pool.submit(export.write_rasters, tmp, aoi.grid, rasters["first_year"], rasters["classes"],
+                                  rasters["valid_per_year"], rasters["years"])
             export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
             export.write_layer_styles(gpkg, years)
             export.write_sld(tmp / export.STYLES_SLD, years)
-            tifs = export.write_rasters(tmp, aoi.grid, rasters["first_year"], rasters["classes"],
-                                        rasters["valid_per_year"], rasters["years"])
-            svgs = drawn.result()
+            tifs, svgs = written.result(), drawn.result()
         manifest["timings_s"] = timings.seconds
         pages = report.write_report(tmp, manifest, svgs)
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])

@@ -203,18 +203,26 @@ def load_reflectance(items: list[pystac.Item], grid: GeoBox, bands: list[str], c
 
 
 def load_dem(items: list[pystac.Item], grid: GeoBox) -> xr.DataArray | None:
-    """Elevation (float32 m) on the AOI grid: GLO-30 tiles arrive in EPSG:4326 at 1 arc-second and are
-    mosaicked and reprojected here, once, with bilinear resampling."""
+    """Elevation (float32 m, NaN where no tile has data) on the AOI grid: GLO-30 tiles arrive in
+    EPSG:4326 at 1 arc-second and are each warped onto the grid here, once, bilinear, then mosaicked
+    (the highest where tiles overlap, as their edges repeat the same posts). GDAL directly: the one
+    small warp of a run needs none of odc-stac's dask machinery, whose import cost more than the warp."""
     if not items:
         return None
-    import odc.stac
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
 
-    ds = odc.stac.load(items, bands=["data"], geobox=grid, groupby="id", resampling="bilinear", dtype="float32")
-    dem = ds["data"].max("time") if ds.sizes.get("time", 1) > 1 else ds["data"].squeeze("time", drop=True)
-    nodata = ds["data"].attrs.get("nodata")
-    if nodata is not None and not np.isnan(nodata):
-        dem = dem.where(dem != nodata)
-    return dem.astype(np.float32)
+    dem = np.full(grid.shape.yx, np.nan, np.float32)
+    tile = np.empty_like(dem)
+    for it in items:
+        tile.fill(np.nan)
+        with rasterio.open(it.assets["data"].get_absolute_href()) as src:
+            nodata = src.nodata if src.nodata is not None and not np.isnan(src.nodata) else None
+            reproject(rasterio.band(src, 1), tile, src_nodata=nodata, dst_transform=grid.affine,
+                      dst_crs=str(grid.crs), dst_nodata=np.nan, resampling=Resampling.bilinear)
+        np.fmax(dem, tile, out=dem)
+    coords = grid.coords
+    return xr.DataArray(dem, dims=("y", "x"), coords={"y": coords["y"].values, "x": coords["x"].values})
 
 
 # ------------------------------------------------------- block reads for the fused count stage
