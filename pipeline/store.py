@@ -27,6 +27,8 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from pipeline.composite import COUNT_LAYERS, COUNTS, INDEX_SUMS
+
 log = logging.getLogger(__name__)
 
 try:  # zarr's codec pipeline in Rust: the stores read 1.6x and write 1.4x faster (make bench); optional
@@ -104,9 +106,9 @@ class CompositeStore:
             marker_path(p).unlink(missing_ok=True)
             return None
         try:
-            ds = xr.open_zarr(p, consolidated=False, chunks=None)
-            ok = ds.attrs.get("key") == key and ds.sizes.get("month") == months and \
-                (ds.sizes.get("y"), ds.sizes.get("x")) == tuple(shape)
+            group = zarr.open_group(p, mode="r")
+            ok = group.attrs.get("key") == key and all(
+                group[name].shape == (months, *shape) for name in COUNT_LAYERS)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
             log.warning("composite store %s unreadable (%s): recomputing", p, e)
             ok = False
@@ -165,14 +167,18 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     metadata only; every chunk reads as zero until ``write_block`` writes it. Chunks of one month x
     ``chunk_px`` x ``chunk_px`` (what the onset stage reads) are gathered in shards of ``shard_px`` (one
     count task's block), so a task writes one file per layer and month, not one per chunk: making
-    thousands of small files cost the file system a tenth of a run (perf, make bench). xarray writes
-    the coordinates (and reads the whole store back, ``xr.open_zarr``); the layers are plain zarr arrays."""
-    from pipeline.composite import COUNT_LAYERS
-
+    thousands of small files cost the file system a tenth of a run (perf, make bench). The coordinates
+    are written as xarray writes them (``xr.open_zarr`` reads the store as a Dataset), but with zarr
+    itself: xarray's first write of a run cost a fifth of a second of setting up."""
     if shard_px % chunk_px:
         raise ValueError(f"shards of {shard_px} px do not hold whole chunks of {chunk_px} px")
-    xr.Dataset(coords={"month": months, "y": y, "x": x}, attrs=attrs).to_zarr(path, mode="w", consolidated=False)
-    group = zarr.open_group(path, mode="r+")
+    group = zarr.open_group(path, mode="w", attributes=attrs)
+    days = (np.asarray(months, "datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
+    for name, values, cf in (("month", days, {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
+                             ("y", np.asarray(y, np.float64), {}), ("x", np.asarray(x, np.float64), {})):
+        coord = group.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=(name,),
+                                   attributes=cf, fill_value=None)
+        coord[:] = values
     # LZ4 with bit-shuffling: counts are small integers and compress 2-3x; this reads and writes
     # 2-3x faster than zarr's default zstd, which made reading the stores the onset stage's cost
     codec = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
@@ -181,7 +187,8 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
         group.create_array(name, shape=(len(months), len(y), len(x)), chunks=(1, chunk_px, chunk_px),
                            shards=(1, shard_px, shard_px), dtype=STORED_COUNT if i < 4 else STORED_SUM,
                            compressors=[codec], fill_value=0, chunk_key_encoding={"name": "v2", "separator": "."},
-                           dimension_names=("month", "y", "x"))
+                           dimension_names=("month", "y", "x"),
+                           attributes={} if i < 4 else {"scale_factor": 1 / SUM_SCALE})  # xarray decodes it
 
 
 def stored_layers(counts: np.ndarray, sums: np.ndarray) -> list[np.ndarray]:
@@ -195,8 +202,6 @@ def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, 
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
     ``cols`` into the store at ``path``. Blocks must cover whole shards (or reach the grid's edge), so
     tasks writing different blocks never touch the same file."""
-    from pipeline.composite import COUNT_LAYERS
-
     (r0, r1), (c0, c1) = rows, cols
     for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums)):
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
@@ -211,8 +216,6 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
     coordinates are ``y`` and ``x``), as numpy (dims month, y, x). ``sources`` are each year's store
     (None: no scene that year, all zeros) and its number of months, in order. Each year is read
     straight into its slice of the block's compact record, which is then widened once."""
-    from pipeline.composite import COUNTS, INDEX_SUMS
-
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols

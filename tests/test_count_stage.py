@@ -4,6 +4,7 @@ from datetime import date, datetime
 
 import dask
 import numpy as np
+import xarray as xr
 import pytest
 
 from conftest import FOREST, uniform, write_aoi_file, write_catalog
@@ -189,6 +190,9 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
             np.testing.assert_allclose(stored[name].values, lazy[name].values, rtol=0, atol=0.0005 + 1e-6,
                                        err_msg=name)
     assert len(list((path / "valid").glob("0.*"))) == 4  # one shard per month and 64 px block, not per chunk
+    opened = xr.open_zarr(path, consolidated=False)  # what an analyst opens: coordinates and sums decoded
+    assert (opened["month"].values == months).all() and (opened["x"].values == x).all()
+    np.testing.assert_allclose(opened["ndvi_sum"].values, lazy["ndvi_sum"].values, rtol=0, atol=0.0005 + 1e-6)
     assert stored["valid"].values[:12].any() and not stored["valid"].values[12:].any()
     with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
         plain = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))  # without zarrs
