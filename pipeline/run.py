@@ -275,11 +275,12 @@ def start_warm_up(cfg: RunConfig) -> threading.Thread:
     def warm():
         try:
             composite.load_kernel(composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings))
-            from pipeline.store import read_record
+            from pipeline import store
 
+            store.load_kernel()
             n = 3
-            change_maps(read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
-                                    np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
+            change_maps(store.read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
+                                          np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
         except Exception as e:  # noqa: BLE001
             log.debug("warm-up stopped early: %s", e)
 

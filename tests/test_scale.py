@@ -73,11 +73,11 @@ def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, mon
 def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
     # the background warm-up is only worth its thread if it loads the very specialisations the stages
     # call: a run after it compiles or loads nothing new
-    from pipeline import change, composite
+    from pipeline import change, composite, store
     from pipeline.run import start_warm_up
 
     cfg = _cfg(tiny_catalog, tmp_path / "run")
-    kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel)
+    kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
     start_warm_up(cfg).join()
     loaded = [list(k.signatures) for k in kernels]
     assert all(loaded)
