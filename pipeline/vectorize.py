@@ -182,15 +182,20 @@ def assign_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
         return out.reset_index(drop=True)
 
     ponds_out, clear_out = keep(ponds, "pond", "pond_id"), keep(clearings, "clearing", "clearing_id")
+    # per site, on plain arrays: pandas' selections per group cost more than the geometry
+    geoms, is_pond, sure = feats.geometry.values, feats["kind"].values == "pond", feats["sure"].values
+    first, last = feats["first_year"].values, feats["last_year"].values
+    area = {name: (out["site_id"].values, out["area_m2"].values) for name, out in (("pond", ponds_out),
+                                                                                   ("clearing", clear_out))}
     rows = []
-    for sid, g in feats.groupby("site_id", sort=True):
-        union = shapely.union_all(g.geometry.values)
+    for sid, idx in sorted(feats.groupby("site_id").indices.items()):
+        union = shapely.union_all(geoms[idx])
         rows.append({
-            "site_id": int(sid), "first_year": int(g["first_year"].min()), "last_year": int(g["last_year"].max()),
-            "n_ponds": int((g["kind"] == "pond").sum()), "n_clearings": int((g["kind"] == "clearing").sum()),
-            "provisional": not bool(g["sure"].any()),
-            "pond_area_m2": float(ponds_out.loc[ponds_out["site_id"] == sid, "area_m2"].sum()),
-            "cleared_area_m2": float(clear_out.loc[clear_out["site_id"] == sid, "area_m2"].sum()),
+            "site_id": int(sid), "first_year": int(first[idx].min()), "last_year": int(last[idx].max()),
+            "n_ponds": int(is_pond[idx].sum()), "n_clearings": int((~is_pond[idx]).sum()),
+            "provisional": not bool(sure[idx].any()),
+            "pond_area_m2": float(area["pond"][1][area["pond"][0] == sid].sum()),
+            "cleared_area_m2": float(area["clearing"][1][area["clearing"][0] == sid].sum()),
             "union": union, "geometry": union.convex_hull,
         })
     sites = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
