@@ -230,8 +230,10 @@ def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
     halo = max(1, (rules.buffer_px + 1) // 2)
     grid20 = grid.zoom_out(2)
     rows20, cols20 = (rows[0] // 2, rows[1] // 2), (cols[0] // 2, cols[1] // 2)
+    dn10 = np.empty((len(FINE), h, w), np.uint16)
     for day in days:
-        dn10 = np.stack([read_overpass(day.hrefs[b], grid, rows, cols) for b in FINE])
+        for k, b in enumerate(FINE):
+            read_overpass(day.hrefs[b], grid, rows, cols, out=dn10[k])
         swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo)
         scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo)
         accumulate_scene(dn10, day.scale_offset, swir, scl.astype(np.uint8, copy=False), halo, rules.cloud,

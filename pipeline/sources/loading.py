@@ -241,9 +241,11 @@ def _aligned(src, grid: GeoBox) -> tuple[int, int] | None:
     return round(dy), round(dx)
 
 
-def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], classes: bool) -> np.ndarray:
+def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], classes: bool,
+              out: np.ndarray | None = None) -> np.ndarray:
     """DN of band 1 of ``href`` on ``rows`` x ``cols`` of ``grid`` (0 where the file has no pixel):
-    uint16 reflectance DN, or with ``classes`` a uint8 class map (SCL; nearest when warped).
+    uint16 reflectance DN, or with ``classes`` a uint8 class map (SCL; nearest when warped); into
+    ``out`` if given (of that shape and type).
 
     On the file's own lattice (the AOI grid is snapped to it) this is a plain window read; otherwise
     (another UTM zone, another pixel size) GDAL warps just this window, bilinear (nearest for classes).
@@ -259,7 +261,8 @@ def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, i
         want = "uint8" if classes else "uint16"  # contract 3: SCL classes, reflectance DN
         if src.dtypes[0] != want:
             raise SourceError(f"{href} is {src.dtypes[0]}, not {want} DN")
-        out = np.zeros((r1 - r0, c1 - c0), src.dtypes[0])
+        if out is None:
+            out = np.zeros((r1 - r0, c1 - c0), src.dtypes[0])
         off = _aligned(src, grid)
         if off is None:
             with WarpedVRT(src, crs=str(grid.crs), transform=grid.affine, width=grid.shape.x,
@@ -268,6 +271,8 @@ def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, i
                 return vrt.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=out)
         fr0, fc0 = max(r0 + off[0], 0), max(c0 + off[1], 0)
         fr1, fc1 = min(r1 + off[0], src.height), min(c1 + off[1], src.width)
+        if (fr1 - fr0, fc1 - fc0) != out.shape:  # the file does not cover the whole window
+            out[...] = 0
         if fr1 > fr0 and fc1 > fc0:
             src.read(1, window=Window(fc0, fr0, fc1 - fc0, fr1 - fr0),
                      out=out[fr0 - off[0] - r0:fr1 - off[0] - r0, fc0 - off[1] - c0:fc1 - off[1] - c0])
@@ -275,18 +280,20 @@ def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, i
 
 
 def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int],
-                  classes: bool = False, halo: int = 0) -> np.ndarray:
+                  classes: bool = False, halo: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """One band of one overpass (the tiles of a solar day, first valid pixel wins, as odc-stac fuses)
     on a block of ``grid``, with ``halo`` pixels more on each side; beyond the grid's edge the edge
-    pixels repeat (as the reference upsampling's ``boundary="nearest"``)."""
+    pixels repeat (as the reference upsampling's ``boundary="nearest"``). Without a halo, into ``out``
+    if given (so the bands of a scene land in one array, not copied into it)."""
     (r0, r1), (c0, c1) = rows, cols
     h, w = grid.shape.y, grid.shape.x
     rr = (max(r0 - halo, 0), min(r1 + halo, h))
     cc = (max(c0 - halo, 0), min(c1 + halo, w))
-    out = None
+    if out is not None and halo:
+        raise ValueError("read_overpass reads into out only without a halo")
     for i, href in enumerate(hrefs):
-        dn = read_tile(href, grid, rr, cc, classes)
-        if out is None:
+        dn = read_tile(href, grid, rr, cc, classes, out=out if i == 0 else None)
+        if i == 0:
             out = dn
         else:
             np.copyto(out, dn, where=out == 0)
