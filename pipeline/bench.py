@@ -37,7 +37,7 @@ SIZES_KM = (3.75, 7.5, 11.25, 15.0)
 PERIODS = {"1 year": ("2023-01-01", "2023-12-31"), "2 years": ("2022-01-01", "2023-12-31")}
 BASELINE_BYTES_PER_PX_OBS = 100  # the notebook's cube: uint16 bands, float64 reflectance and indices, temporaries
 WORKERS = os.cpu_count() or 2
-REPEATS = 3  # the read floor and the 15 km pipeline: the fastest of 3 (2 for the rest)
+REPEATS = 3  # the read floor, the 15 km pipeline and the scaling series: the fastest of 3 (2 for the baseline)
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -309,7 +309,7 @@ def write_report(path: Path, head: dict, scaling: list[dict]) -> None:
         f"Made by `make bench` on {head['machine']} ({WORKERS} cores), {head['when']}. Simulated bench AOI "
         "15 km x 15 km, 2022-2023, a scene every 10 days (cached in `$KACHIN_BENCH_DIR`, default "
         "`~/.cache/kachin-watch/bench`). Times include process start-up and exit, each the fastest of "
-        f"{REPEATS} runs (read floor, 15 km pipeline) or 2 (the rest), the steps compared taking turns; memory "
+        f"{REPEATS} runs (2 for the notebook baseline and the pipeline beside it), the steps compared taking turns; memory "
         "is the highest peak resident set of the process tree over those runs.", "",
         "| step | AOI | scenes | pixel-obs (M) | s | M px-obs/s | peak RSS MB |", "|---|---|---|---|---|---|---|",
     ]
@@ -371,7 +371,7 @@ def main() -> None:
     scaling = []
     for size in SIZES_KM:
         for label, (s, e) in PERIODS.items():
-            one = best_of(2, {"run": ("pipeline", sub_aoi(sim, size), sim.catalog, s, e)})["run"]
+            one = best_of(REPEATS, {"run": ("pipeline", sub_aoi(sim, size), sim.catalog, s, e)})["run"]
             row = {"size_km": size, "period": label, **one}
             scaling.append(row)
             print("scaling", size, label, row["seconds"], "s", row["peak_rss_mb"], "MB", flush=True)
