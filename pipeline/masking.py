@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from scipy import ndimage
 
 # SCL classes that come from clouds: they get a buffer, because SCL misses their thin edges.
 # Nodata and saturation have sharp edges and are masked as they are.
@@ -12,6 +11,8 @@ CLOUD_CLASSES = (3, 8, 9, 10)
 
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:
     """Grow True areas of a (time, y, x) mask by ``px`` pixels in y and x, never across time."""
+    from scipy import ndimage  # here: a run counts with its own kernel, and scipy.ndimage takes 0.2 s to import
+
     return ndimage.maximum_filter(mask.view(np.uint8), size=(1, 2 * px + 1, 2 * px + 1)).astype(bool)
 
 
