@@ -1,7 +1,7 @@
 """Persisted monthly composites (Zarr), one store per AOI grid and year.
 
-Counting a year of scenes is the expensive part of a run; the result is small (four int16 layers
-per month). Keeping it on disk bounds memory (a run never holds more than one year's counts) and
+Counting a year of scenes is the expensive part of a run; the result is small (four byte counts and
+three int16 index sums per pixel and month). Keeping it on disk bounds memory (a run never holds more than one year's counts) and
 lets a re-run, or a monthly run, reuse every year whose scenes and classification settings have
 not changed. A store is valid only if its recorded key matches, it reads back whole, and every
 file matches the checksum in its completion marker (``<store>.complete.json`` beside it, written
