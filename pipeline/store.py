@@ -1,8 +1,8 @@
 """Persisted monthly composites (Zarr), one store per AOI grid and year.
 
 Counting a year of scenes is the expensive part of a run; the result is small (four byte counts and
-three int16 index sums per pixel and month). Keeping it on disk bounds memory (a run never holds more than one year's counts) and
-lets a re-run, or a monthly run, reuse every year whose scenes and classification settings have
+three int16 index sums per pixel and month). Keeping it on disk bounds memory (a run never holds more
+than one year's counts) and lets a re-run, or a monthly run, reuse every year whose scenes and classification settings have
 not changed. A store is valid only if its recorded key matches, it reads back whole, and every
 file matches the checksum in its completion marker (``<store>.complete.json`` beside it, written
 only once the store is renamed into place): a store from an interrupted write, one damaged on disk since, or one
@@ -42,8 +42,8 @@ except ImportError:  # pragma: no cover - the pure-Python pipeline reads and wri
 COMPOSITE_VERSION = 5  # bump when the counting logic or layout changes (2: index sums; 3: 512 px LZ4 chunks;
 #                        4: written block by block, zero fill, CRC-32 checksums; 5: uint8 counts, int16 sums,
 #                        one shard per count block)
-# Stored compactly: a month's count fits a byte (a pixel sees at most ~15 overpasses a month even where
-# orbits overlap), and an index sum is kept to a thousandth of an index unit as int16 (|sum| < 32.7,
+# Stored compactly: a month's count fits a byte (the tiles of a solar day are fused into one view, so a
+# pixel has at most 31 views a month; 255 is clamped all the same), and an index sum is kept to a thousandth of an index unit as int16 (|sum| < 32.7,
 # ~30 clear views at the index's extreme). That is half the bytes of int16 counts and float32 sums to
 # compress, write and read back, which were a quarter of a run (make bench); a mean over the months a
 # feature is active moves by less than 0.0005.
