@@ -198,8 +198,16 @@ def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead:
 
 def dip_onset_maps(onset: xr.DataArray, valid: xr.DataArray, index_sum: xr.DataArray, lead: int,
                    drop: float) -> xr.DataArray:
-    """``dip_onset`` over (month, y, x) counts and sums, lazily when they are dask-backed."""
-    return per_pixel(dip_onset, [onset], [valid, index_sum], lead=lead, drop=drop)
+    """``dip_onset`` over (month, y, x) counts and sums, lazily when they are dask-backed; the sums
+    as floats or encoded as stored (``sum_scale``)."""
+    return per_pixel(dip_onset, [onset], [valid, index_sum], lead=lead, drop=drop / sum_scale(index_sum))
+
+
+def sum_scale(index_sum: xr.DataArray) -> float:
+    """What one unit of ``index_sum`` is worth in index units: its CF ``scale_factor`` when it comes as
+    stored (int16 thousandths, ``store.read_record``), else 1. Means and thresholds are worked out in
+    the stored units and scaled once per pixel, not the record once per value."""
+    return float(index_sum.attrs.get("scale_factor", 1.0))
 
 
 def month_to_year(index: np.ndarray, months) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pipeline.change import active_sum, per_pixel, share_while_active
+from pipeline.change import active_sum, per_pixel, share_while_active, sum_scale
 from pipeline.config import ClearingRules, PondRules
 
 OBS_SCALE = 8.0  # clear views while active at which the evidence term reaches 1 - 1/e
@@ -50,15 +50,16 @@ def evidence_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | No
                   sums: dict[str, xr.DataArray]) -> xr.Dataset:
     """Per-pixel evidence over each pixel's active span (from ``change.onset_maps`` output): clear views
     (``n_clear_obs``), the share showing ``hits`` (``water_share``, when given) and the mean of each
-    index in ``sums`` (``<name>_mean``, from monthly sums over clear views). Lazy when dask-backed."""
+    index in ``sums`` (``<name>_mean``, from monthly sums over clear views, as floats or as stored). Lazy
+    when dask-backed."""
     def over(func, *records, dtype):
         return per_pixel(func, [maps["onset"], maps["last"]], list(records)).astype(dtype)
 
     out = {"n_clear_obs": over(active_total, valid, dtype=np.int32)}
     if hits is not None:
         out["water_share"] = over(share_while_active, valid, hits, dtype=np.float32)
-    for name, s in sums.items():
-        out[f"{name}_mean"] = over(share_while_active, valid, s, dtype=np.float32)
+    for name, s in sums.items():  # floats, or encoded as stored (``change.sum_scale``)
+        out[f"{name}_mean"] = over(share_while_active, valid, s, dtype=np.float32) * np.float32(sum_scale(s))
     return xr.Dataset(out)
 
 

@@ -237,7 +237,10 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
     """Every layer of consecutive years' counts on one block (``rows`` x ``cols`` of the grid whose
     coordinates are ``y`` and ``x``), as numpy (dims month, y, x). ``sources`` are each year's store
     (None: no scene that year, all zeros) and its number of months, in order. Each year is read
-    straight into its slice of the block's compact record, which is then widened once."""
+    straight into its slice of the block's record, which stays as stored: counts as bytes, index sums
+    as int16 thousandths with their CF ``scale_factor`` (``xr.decode_cf`` gives floats; the onset
+    stage's kernels take them as they are). Widening a record to int16 and float32 had been half the
+    onset stage, most of it the kernel zeroing the fresh memory (perf)."""
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols
@@ -250,10 +253,7 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
                 _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
                                                             out=NDBuffer.from_numpy_array(raw[m:m + n]))
             m += n
-        # what the stages compute with: int16 counts (sums of them stay in range), float32 index sums
-        out = raw.astype(np.int16) if stored is STORED_COUNT else \
-            np.multiply(raw, np.float32(1 / SUM_SCALE), dtype=np.float32)
-        data[name] = (("month", "y", "x"), out)
+        data[name] = (("month", "y", "x"), raw, {} if stored is STORED_COUNT else {"scale_factor": 1 / SUM_SCALE})
     return xr.Dataset(data, coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
 
 

@@ -314,3 +314,36 @@ def test_a_december_cut_is_dated_from_the_month_its_ndvi_fell():
                           xr.DataArray((ndvi * valid).T.reshape(months, 2, 2), dims=("month", "y", "x")).chunk({"month": 6}),
                           2, 0.1)
     assert lazy.compute().values.ravel().tolist() == dip.tolist()
+
+
+def test_change_maps_take_a_record_as_stored_or_decoded():
+    # the onset stage computes on the stored record (byte counts, int16 thousandths with a CF scale_factor);
+    # every map must be what the decoded floats give: dates exactly, means to float32 rounding
+    from pipeline.config import ChangeConfig
+    from pipeline.run import change_maps
+
+    rng = np.random.default_rng(5)
+    shape = (24, 6, 7)
+    valid = rng.integers(1, 5, size=shape).astype(np.uint8)
+    bare = valid.copy()
+    bare[:8] = 0  # bare from month 8 everywhere: every pixel has an onset
+    green = np.where(bare > 0, 0, valid).astype(np.uint8)
+    ndvi = np.where(bare > 0, 0.1, 0.8) * valid
+    ndvi[7] = 0.5 * valid[7]  # the canopy thinned the month before: a dip onset at 7
+    sums = {"mndwi_sum": -0.3 * valid, "ndvi_sum": ndvi, "bsi_sum": np.where(bare > 0, 0.2, -0.2) * valid}
+    dims = ("month", "y", "x")
+    coords = {"month": pd.date_range("2021-01-01", periods=24, freq="MS")}
+    counts = {"valid": (dims, valid), "pond": (dims, np.zeros(shape, np.uint8)), "bare": (dims, bare),
+              "green": (dims, green)}
+    stored = xr.Dataset({**counts, **{k: (dims, np.rint(v * 1000).astype(np.int16), {"scale_factor": 0.001})
+                                      for k, v in sums.items()}}, coords=coords)
+    decoded = xr.Dataset({**{k: (dims, v.astype(np.int16)) for k, (_, v) in counts.items()},
+                          **{k: (dims, v.astype(np.float32)) for k, v in sums.items()}}, coords=coords)
+    (_, bare_s, yearly_s), (_, bare_d, yearly_d) = change_maps(stored, ChangeConfig()), change_maps(decoded, ChangeConfig())
+    assert (bare_s["onset"] == 8).all() and (bare_s["dip_onset"] == 7).all()
+    xr.testing.assert_identical(yearly_s, yearly_d)
+    for k in ("onset", "last", "open_onset", "dip_onset", "n_clear_obs", "bare_share", "green_share"):
+        xr.testing.assert_identical(bare_s[k], bare_d[k])
+    for k in ("bsi_mean", "ndvi_mean"):
+        np.testing.assert_allclose(bare_s[k], bare_d[k], rtol=1e-6)
+    np.testing.assert_allclose(bare_s["bsi_mean"], 0.2, rtol=1e-6)

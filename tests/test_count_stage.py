@@ -181,13 +181,14 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     create_layers(path, months, y, x, 32, 64, {})
     dask.compute(composite.count_tasks(path, days, aoi.grid, start, end, 64, rules))
     stored = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))
+    decoded = xr.decode_cf(stored)
     for name in composite.COUNT_LAYERS:
-        assert stored[name].dtype == lazy[name].dtype
         if name in composite.COUNTS:  # kept exactly, as bytes
-            assert zarr.open_array(f"{path}/{name}", mode="r").dtype == np.uint8
+            assert zarr.open_array(f"{path}/{name}", mode="r").dtype == stored[name].dtype == np.uint8
             np.testing.assert_array_equal(stored[name].values, lazy[name].values, err_msg=name)
-        else:  # kept to a thousandth
-            np.testing.assert_allclose(stored[name].values, lazy[name].values, rtol=0, atol=0.0005 + 1e-6,
+        else:  # kept to a thousandth, as int16 with its scale
+            assert stored[name].dtype == np.int16 and stored[name].attrs["scale_factor"] == 0.001
+            np.testing.assert_allclose(decoded[name].values, lazy[name].values, rtol=0, atol=0.0005 + 1e-6,
                                        err_msg=name)
     assert len(list((path / "valid").glob("0.*"))) == 4  # one shard per month and 64 px block, not per chunk
     opened = xr.open_zarr(path, consolidated=False)  # what an analyst opens: coordinates and sums decoded
