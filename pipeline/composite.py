@@ -101,15 +101,15 @@ def observation_rules(mask, ponds, clearings) -> ObservationRules:
     return ObservationRules(cloud, other, int(mask.cloud_buffer_px), thresholds)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _nd(a, b):
     total = a + b
-    if total == 0:
-        return np.float32(np.nan)
-    return (a - b) / total
+    return (a - b) / total if total != 0 else np.float32(np.nan)
 
 
-@numba.njit(nogil=True, cache=True)
+# error_model="numpy": a division by zero gives inf or NaN instead of raising, so the per-pixel loop has
+# no exception branch and LLVM vectorises it (the one zero denominator that matters is tested in _nd)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buffer_px, thresholds, counts, sums):
     """Add one overpass of a block to a month's ``counts`` (int16 [4, h, w]: valid, pond, bare, green)
     and ``sums`` (float32 [3, h, w]: MNDWI, NDVI, BSI over clear views).
@@ -166,42 +166,40 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
         thresholds[3], thresholds[4]
     hot_max, blue_max = thresholds[5], thresholds[6]
     hot_slope, hot_offset = np.float32(HOT_SLOPE), np.float32(HOT_OFFSET)
+    (sb, ob), (sg, og), (sr, or_), (sn, on) = scale_offset[0], scale_offset[1], scale_offset[2], scale_offset[3]
+    sw_row = np.empty(w, np.float32)
+    masked = np.empty(w, np.bool_)
+    zero = np.float32(0)
     for i in range(h):
         p = i // 2 + halo
+        # the row's table lookups (SCL classes, the doubled swir16) in one loop, so that the next,
+        # the per-pixel rules, is straight arithmetic that LLVM turns into SIMD
         for j in range(w):
             near[j] += hm[i + 2 * b, j]
-        for j in range(w):
-            if near[j] > 0 or other[scl20[p, j // 2 + halo]]:
-                continue
             q = j // 2 + halo
             m = q - 1 if j % 2 == 0 else q + 1
-            sw = q3 * rows[i, q] + q1 * rows[i, m]
+            sw_row[j] = q3 * rows[i, q] + q1 * rows[i, m]
+            masked[j] = near[j] > 0 or other[scl20[p, q]]
+        for j in range(w):
             d0, d1, d2, d3 = dn10[0, i, j], dn10[1, i, j], dn10[2, i, j], dn10[3, i, j]
-            if d0 == 0 or d1 == 0 or d2 == 0 or d3 == 0 or np.isnan(sw):
-                continue
-            blue = np.float32(d0) * scale_offset[0, 0] + scale_offset[0, 1]
-            green = np.float32(d1) * scale_offset[1, 0] + scale_offset[1, 1]
-            red = np.float32(d2) * scale_offset[2, 0] + scale_offset[2, 1]
-            nir = np.float32(d3) * scale_offset[3, 0] + scale_offset[3, 1]
-            if blue - hot_slope * red - hot_offset > hot_max or blue > blue_max:  # haze screen (False if off)
-                continue
+            sw = sw_row[j]
+            blue = np.float32(d0) * sb + ob
+            green = np.float32(d1) * sg + og
+            red = np.float32(d2) * sr + or_
+            nir = np.float32(d3) * sn + on
+            hazy = (blue - hot_slope * red - hot_offset > hot_max) | (blue > blue_max)  # False if off
+            clear = ~masked[j] & (d0 != 0) & (d1 != 0) & (d2 != 0) & (d3 != 0) & ~np.isnan(sw) & ~hazy
             ndvi = _nd(nir, red)
             mndwi = _nd(green, sw)
             bsi = _nd(sw + red, nir + blue)
-            water = mndwi > t_mndwi and ndvi < t_pond_ndvi
-            counts[0, i, j] += 1
-            if water:
-                counts[1, i, j] += 1
-            if not water and ndvi < t_bare_ndvi and bsi > t_bsi:
-                counts[2, i, j] += 1
-            if ndvi > t_green:
-                counts[3, i, j] += 1
-            if not np.isnan(mndwi):
-                sums[0, i, j] += mndwi
-            if not np.isnan(ndvi):
-                sums[1, i, j] += ndvi
-            if not np.isnan(bsi):
-                sums[2, i, j] += bsi
+            water = (mndwi > t_mndwi) & (ndvi < t_pond_ndvi)
+            counts[0, i, j] += clear
+            counts[1, i, j] += clear & water
+            counts[2, i, j] += clear & ~water & (ndvi < t_bare_ndvi) & (bsi > t_bsi)
+            counts[3, i, j] += clear & (ndvi > t_green)
+            sums[0, i, j] += mndwi if clear & ~np.isnan(mndwi) else zero
+            sums[1, i, j] += ndvi if clear & ~np.isnan(ndvi) else zero
+            sums[2, i, j] += bsi if clear & ~np.isnan(bsi) else zero
         for j in range(w):
             near[j] -= hm[i, j]
 
