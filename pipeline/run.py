@@ -145,7 +145,7 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
-           progress: Progress | None = None) -> dict:
+           progress: Progress | None = None, counting: threading.Event | None = None) -> dict:
     """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
@@ -188,6 +188,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             # every year's count tasks in one go: the two threads stay busy to the end of the last year,
             # not to the end of each
             log.info("counting the scenes of %s", ", ".join(map(str, todo)))
+            if counting is not None:
+                counting.set()
             with timings("count"), dask_progress(progress, "count"):
                 dask.compute([count_tasks(cfg, aoi, years[year][2], *years[year][:2], path)
                               for year, (_, path) in todo.items()])
@@ -210,33 +212,90 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     months = composite.month_starts(cfg.period.start, cfg.period.end)
     ny, nx = aoi.grid.shape.yx
     spans = lambda n: [(a, min(a + edge, n)) for a in range(0, n, edge)]  # noqa: E731
+    if counting is not None:  # every year reused: nothing was counted
+        counting.set()
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
-        blocks = [[dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change)
-                   for cols in spans(nx)] for rows in spans(ny)]
-        # the DEM is read and warped as one more task, beside the blocks
-        blocks, dem = dask.compute(blocks, dask.delayed(load_dem, pure=True)(dem_items, aoi.grid))
-        ponds, bare, yearly_valid = (mosaic([[b[k] for b in row] for row in blocks], y, x) for k in range(3))
+        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change)
+                 for rows in spans(ny) for cols in spans(nx)}
+        mosaics = [Mosaic(y, x) for _ in range(3)]
+        with placing({t.key: span for span, t in tasks.items()}, mosaics) as placed:
+            # the DEM is read and warped as one more task, beside the blocks
+            blocks, dem = dask.compute(tasks, dask.delayed(load_dem, pure=True)(dem_items, aoi.grid))
+        for (span, t), block in zip(tasks.items(), blocks.values()):
+            if t.key not in placed:
+                for m, r in zip(mosaics, block):
+                    m.place(r, *span)
+        ponds, bare, yearly_valid = (m.result() for m in mosaics)
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
             "scene_ids": [s.id for s in used], "unreadable": unreadable}
 
 
-def mosaic(blocks: list[list], y, x):
-    """Rows of blocks (Datasets or DataArrays alike, dims ending in y, x) as one on the whole grid of
-    coordinates ``y`` and ``x``. What ``xr.combine_nested`` does, without aligning every index of every
-    block, which cost a tenth of the onset stage."""
-    def whole(arrays):
-        return np.block([[a.values for a in row] for row in arrays])
+class Mosaic:
+    """Blocks (Datasets or DataArrays alike, dims ending in y, x) placed one by one into one on the
+    whole grid of coordinates ``y`` and ``x``. What ``xr.combine_nested`` does, without aligning every
+    index of every block (a tenth of the onset stage), and block by block, so the onset stage places
+    each block as it arrives, while its threads compute the next, not all of them after the last."""
 
-    first = blocks[0][0]
-    coords = {**{k: c for k, c in first.coords.items() if not {"y", "x"} & set(c.dims)}, "y": y, "x": x}
-    if isinstance(first, xr.DataArray):
-        return xr.DataArray(whole(blocks), dims=first.dims, coords=coords, name=first.name, attrs=first.attrs)
-    return xr.Dataset({k: (first[k].dims, whole([[b[k] for b in row] for row in blocks])) for k in first.data_vars},
-                      coords=coords, attrs=first.attrs)
+    def __init__(self, y, x):
+        self.y, self.x = y, x
+        self.first = None
+        self.arrays: dict = {}
+
+    def place(self, block, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        (r0, r1), (c0, c1) = rows, cols
+        if self.first is None:
+            self.first = block
+        layers = {None: block} if isinstance(block, xr.DataArray) else block.data_vars
+        for name, a in layers.items():
+            if name not in self.arrays:
+                self.arrays[name] = np.empty((*a.shape[:-2], len(self.y), len(self.x)), a.dtype)
+            self.arrays[name][..., r0:r1, c0:c1] = a.values
+
+    def result(self):
+        first = self.first
+        coords = {**{k: c for k, c in first.coords.items() if not {"y", "x"} & set(c.dims)}, "y": self.y, "x": self.x}
+        if isinstance(first, xr.DataArray):
+            return xr.DataArray(self.arrays[None], dims=first.dims, coords=coords, name=first.name, attrs=first.attrs)
+        return xr.Dataset({k: (first[k].dims, self.arrays[k]) for k in first.data_vars}, coords=coords,
+                          attrs=first.attrs)
+
+
+def mosaic(blocks: list[list], y, x):
+    """Rows of blocks as one on the whole grid (``Mosaic``, all at once)."""
+    whole = Mosaic(y, x)
+    r0 = 0
+    for row in blocks:
+        c0 = 0
+        for b in row:
+            h, w = b.sizes["y"], b.sizes["x"]
+            whole.place(b, (r0, r0 + h), (c0, c0 + w))
+            c0 += w
+        r0 += h
+    return whole.result()
+
+
+@contextmanager
+def placing(spans: dict, mosaics: list[Mosaic]):
+    """Place each block task's results (a tuple, one per mosaic) as the local scheduler hands them to
+    its main thread, which otherwise only waits; ``spans``: task key -> the block's rows and cols. Yields
+    the set of keys placed; a scheduler that calls no callbacks (dask.distributed) leaves it empty."""
+    from dask.callbacks import Callback
+
+    placed = set()
+
+    class Place(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in spans:
+                for m, r in zip(mosaics, result):
+                    m.place(r, *spans[key])
+                placed.add(key)
+
+    with Place():
+        yield placed
 
 
 def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
@@ -267,9 +326,11 @@ def _change_block(sources, months, y, x, rows, cols, ch):
     return change_maps(read_record(sources, months, y, x, rows, cols), ch)
 
 
-def start_warm_up(cfg: RunConfig) -> threading.Thread:
+def start_warm_up(cfg: RunConfig, counting: threading.Event) -> threading.Thread:
     """Load numba's compiled kernels (tenths of a second each from its cache, which the first task of
-    a stage would otherwise wait for) in a background thread while this one loads the AOI and searches.
+    a stage would otherwise wait for) in a background thread: the count stage's while this one loads
+    the AOI and searches, the onset stage's once ``counting`` is set (loading them is work for the
+    interpreter, which the search and the stores' creation need, and the count tasks hardly do).
     Only the kernels: importing libraries here as well competed with the count tasks for the GIL and
     gained nothing (make bench). Best effort: whatever fails here is loaded later, where it is needed."""
     def warm():
@@ -278,6 +339,7 @@ def start_warm_up(cfg: RunConfig) -> threading.Thread:
             from pipeline import store
 
             store.load_kernel()
+            counting.wait()
             n = 3
             change_maps(store.read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
                                           np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
@@ -458,7 +520,8 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
-    start_warm_up(cfg)
+    counting = threading.Event()
+    start_warm_up(cfg, counting)
     with timings("aoi"):
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
@@ -479,7 +542,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     with dask_scheduler(cfg.compute), \
             tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
                                         dir=_work_parent(cfg.out)) as work:
-        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
+        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress, counting)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
         rasters = feature_rasters(aoi, det, ponds, clearings, cfg.change.clearing_lead_months)

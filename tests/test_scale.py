@@ -74,11 +74,15 @@ def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
     # the background warm-up is only worth its thread if it loads the very specialisations the stages
     # call: a run after it compiles or loads nothing new
     from pipeline import change, composite, store
+    import threading
+
     from pipeline.run import start_warm_up
 
     cfg = _cfg(tiny_catalog, tmp_path / "run")
+    counting = threading.Event()
+    counting.set()  # the count stage has begun: the onset stage's kernels too
     kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
-    start_warm_up(cfg).join()
+    start_warm_up(cfg, counting).join()
     loaded = [list(k.signatures) for k in kernels]
     assert all(loaded)
     run(cfg)
