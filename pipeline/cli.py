@@ -15,9 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-import typer
+# No linear algebra here: OpenBLAS (numpy's and scipy's each) would start a thread per core that spins
+# for a tenth of a second beside the run's own, as dask.distributed also sets for its workers
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from pipeline.errors import ConfigError, PipelineError
+import typer  # noqa: E402
+
+from pipeline.errors import ConfigError, PipelineError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # simulate.SCENARIOS, spelled out so that --help does not import the simulator (tests check they agree)
