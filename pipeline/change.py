@@ -24,20 +24,24 @@ def _as3d(a) -> np.ndarray:
 
 @numba.njit(nogil=True, cache=True)
 def _onset_kernel(valid, hits, window, persistence, min_obs, onset, last):
-    n = valid.shape[2]
+    ny, nx, n = valid.shape
     cv = np.zeros(n + 1, np.int64)  # prefix sums of one pixel's record
     ch = np.zeros(n + 1, np.int64)
-    for y in range(valid.shape[0]):
-        for x in range(valid.shape[1]):
+    # the first month whose views show the feature in the majority, for every pixel at once, month by
+    # month along rows: the records come month-first, so this streams through memory, where a scan per
+    # pixel jumped a month's plane at every step; most pixels never do, and need nothing more
+    firsts = np.full((ny, nx), n, np.int32)
+    for m in range(n):
+        for y in range(ny):
+            for x in range(nx):
+                h = hits[y, x, m]
+                if (h > 0) & (2 * h >= valid[y, x, m]) & (firsts[y, x] == n):
+                    firsts[y, x] = m
+    for y in range(ny):
+        for x in range(nx):
             onset[y, x] = NONE
             last[y, x] = NONE
-            # most pixels never show the feature in most of a month's views: one scan settles them
-            first = n
-            for m in range(n):
-                h = hits[y, x, m]
-                if h > 0 and 2 * h >= valid[y, x, m]:
-                    first = m
-                    break
+            first = firsts[y, x]
             if first == n:
                 continue
             for m in range(n):
@@ -67,7 +71,7 @@ def persistent_onset(valid: np.ndarray, hits: np.ndarray, window: int, persisten
     feature in the majority and are followed, within ``window`` months, by >= ``min_obs`` clear views
     of which >= ``persistence`` show it (NONE if never); last is the last month in which most clear
     views showed it (NONE if never after onset); months_seen = last - onset + 1 (0 if none).
-    One compiled pass per pixel: the month records of a large AOI are billions of values.
+    Compiled: the month records of a large AOI are billions of values.
     """
     v3, h3 = _as3d(valid), _as3d(hits)
     onset, last = np.empty(v3.shape[:2], np.int16), np.empty(v3.shape[:2], np.int16)
