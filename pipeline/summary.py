@@ -17,10 +17,17 @@ COLUMNS = ["aoi", "year", "sites_new", "sites_total", "ponds_new", "ponds_total"
 NEW_IN_YEAR = ("sites_new", "ponds_new", "cleared_area_new_m2")
 
 
-def union_area_m2(geoms: gpd.GeoSeries) -> float:
-    if geoms.empty:
-        return 0.0
-    return float(area_m2(gpd.GeoSeries([shapely.union_all(geoms.values)], crs=geoms.crs)).iloc[0])
+def footprint_to_year(geoms: gpd.GeoSeries, first_year: np.ndarray, years: list[int]) -> dict[int, float]:
+    """Area (m2) of the union of the ``geoms`` that started by the end of each of ``years``. The union
+    grows year by year, each from the last year's and that year's new polygons: a decade of a large
+    AOI unions each polygon once, not once a year."""
+    areas, union, since = {}, None, -np.inf
+    for y in sorted(years):
+        new = geoms.values[(first_year > since) & (first_year <= y)]
+        union = shapely.union_all(new if union is None else np.append(new, union))
+        areas[y] = float(area_m2(gpd.GeoSeries([union], crs=geoms.crs)).iloc[0])
+        since = y
+    return areas
 
 
 def yearly_summary(aoi: str, years: list[int], ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame,
@@ -30,8 +37,9 @@ def yearly_summary(aoi: str, years: list[int], ponds: gpd.GeoDataFrame, clearing
     the period stops before its end or it is not over yet (a monthly run will revisit it). A year
     without a clear observation is a ``gap``: its new counts are blank, never zero."""
     today = today or date.today()
-    footprint = pd.concat([ponds.geometry, clearings.geometry], ignore_index=True)
-    footprint_year = np.concatenate([ponds["first_year"].values, clearings["first_year"].values])
+    footprint = footprint_to_year(
+        gpd.GeoSeries(pd.concat([ponds.geometry, clearings.geometry], ignore_index=True), crs=ponds.crs or clearings.crs),
+        np.concatenate([ponds["first_year"].values, clearings["first_year"].values]), years)
     rows = []
     for y in years:
         rows.append({
@@ -42,8 +50,7 @@ def yearly_summary(aoi: str, years: list[int], ponds: gpd.GeoDataFrame, clearing
             "ponds_total": int((ponds["first_year"] <= y).sum()),
             "pond_area_m2": round(float(ponds.loc[ponds["first_year"] <= y, "area_m2"].sum()), 1),
             "cleared_area_new_m2": round(float(clearings.loc[clearings["first_year"] == y, "area_m2"].sum()), 1),
-            "footprint_total_m2": round(union_area_m2(gpd.GeoSeries(footprint[footprint_year <= y].values,
-                                                                    crs=ponds.crs or clearings.crs)), 1),
+            "footprint_total_m2": round(footprint[y], 1),
             "valid_observations": int(valid_observations.get(y, 0)),
             "provisional": bool(period_end < date(y, 12, 31) or today <= date(y, 12, 31)),
             "gap": int(valid_observations.get(y, 0)) == 0,

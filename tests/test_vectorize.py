@@ -118,3 +118,13 @@ def test_a_provisional_clearing_anchors_a_provisional_site():
     clearings.loc[2, "persistent"] = False
     p, c, s = assign_sites(ponds, clearings, 200, 50)
     assert len(s) == 2 and s["provisional"].tolist() == [False, True] and c["site_id"].tolist() == [1, 2, 2]
+
+
+def test_the_footprint_to_each_year_counts_overlaps_once():
+    # a clearing cut in 2021 and a pond dug into it in 2022 (half inside), one more clearing in 2024:
+    # the union to each year's end, never the sum of areas, and a year without new polygons keeps its area
+    from pipeline.summary import footprint_to_year
+
+    g = gpd.GeoSeries([box(0, 0, 100, 100), box(50, 50, 150, 150), box(1000, 0, 1010, 10)], crs=CRS)
+    areas = footprint_to_year(g, np.array([2021, 2022, 2024]), [2020, 2021, 2022, 2023, 2024])
+    assert areas == {2020: 0.0, 2021: 10_000.0, 2022: 17_500.0, 2023: 17_500.0, 2024: 17_600.0}
