@@ -18,6 +18,9 @@ from typing import Optional
 # No linear algebra here: OpenBLAS (numpy's and scipy's each) would start a thread per core that spins
 # for a tenth of a second beside the run's own, as dask.distributed also sets for its workers
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# A run's threads hand the interpreter back and forth between C calls (GDAL, numba, zarrs): a thread
+# back from one waited up to the default 5 ms for whichever held it (make bench: 0.1 s less a run at 1 ms)
+sys.setswitchinterval(0.001)
 
 import typer  # noqa: E402
 
