@@ -264,20 +264,6 @@ class Mosaic:
                           attrs=first.attrs)
 
 
-def mosaic(blocks: list[list], y, x):
-    """Rows of blocks as one on the whole grid (``Mosaic``, all at once)."""
-    whole = Mosaic(y, x)
-    r0 = 0
-    for row in blocks:
-        c0 = 0
-        for b in row:
-            h, w = b.sizes["y"], b.sizes["x"]
-            whole.place(b, (r0, r0 + h), (c0, c0 + w))
-            c0 += w
-        r0 += h
-    return whole.result()
-
-
 @contextmanager
 def placing(spans: dict, mosaics: list[Mosaic]):
     """Place each block task's results (a tuple, one per mosaic) as the local scheduler hands them to

@@ -89,11 +89,18 @@ def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
     assert [list(k.signatures) for k in kernels] == loaded
 
 
-def test_mosaic_of_blocks_equals_xarray_combine_nested():
+def test_a_mosaic_of_blocks_equals_xarray_combine_nested():
     import numpy as np
     import xarray as xr
 
-    from pipeline.run import mosaic
+    from pipeline.run import Mosaic
+
+    def mosaic(blocks, y, x):  # placed in any order, as the scheduler hands them over
+        whole = Mosaic(y, x)
+        for (r0, c0), b in sorted(((b.y.values[0], b.x.values[0]), b) for row in blocks for b in row)[::-1]:
+            r, c = int(np.searchsorted(y, r0)), int(np.searchsorted(x, c0))
+            whole.place(b, (r, r + b.sizes["y"]), (c, c + b.sizes["x"]))
+        return whole.result()
 
     y, x, years = np.arange(5.0), np.arange(7.0) * 10, [2021, 2022]
     rng = np.random.default_rng(0)
