@@ -239,8 +239,8 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
     (None: no scene that year, all zeros) and its number of months, in order. Each year is read
     straight into its slice of the block's record, which stays as stored: counts as bytes, index sums
     as int16 thousandths with their CF ``scale_factor`` (``xr.decode_cf`` gives floats; the onset
-    stage's kernels take them as they are). Widening a record to int16 and float32 had been half the
-    onset stage, most of it the kernel zeroing the fresh memory (perf)."""
+    stage's kernels take them as they are). Widening a record to int16 and float32 had been a third of the
+    onset stage's CPU, most of it the kernel zeroing the fresh memory (perf)."""
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols
