@@ -33,7 +33,7 @@ SCENARIO_HELP = ("harder variant: single_pixel_ponds, wet, haze, villages, regro
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.")
 log = logging.getLogger("pipeline")
-_state = {"verbose": False}
+_state = {"verbose": False, "level": logging.INFO}
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -42,6 +42,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     _state["verbose"] = verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    _state["level"] = level
     # the root logger lets INFO through for the run's log file; the console shows what was asked for
     logging.basicConfig(level=min(level, logging.INFO), format=LOG_FORMAT, datefmt="%H:%M:%S")
     for h in logging.getLogger().handlers:
@@ -49,6 +50,19 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
             h.setLevel(level)
     for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@contextmanager
+def _console_above_bars():
+    """tqdm's ``logging_redirect_tqdm`` (log lines print above the progress bars), keeping the console's
+    level, which tqdm's handler does not copy: without this, --quiet printed every INFO line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        for h in logging.getLogger().handlers:
+            if type(h).__name__ == "_TqdmLoggingHandler":
+                h.setLevel(_state["level"])
+        yield
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -172,6 +186,8 @@ def run(
       python -m pipeline run --config configs/chipwe_pangwa.yaml --start 2023-01-01 --set ponds.mndwi_min=0.05\n
       python -m pipeline run --aoi aois/x.geojson --source local --catalog DIR/catalog.json --start 2018-01-01 --end 2024-12-31 --out DIR
     """
+    if not dry_run:
+        _start_chart_worker()
     from pipeline.config import load_config
     from pipeline.run import plan
     from pipeline.run import run as run_pipeline
@@ -185,10 +201,8 @@ def run(
     if dry_run:
         _print_plan(plan(cfg), verbose)
         return
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     _freeze_imported()
-    with _run_log(cfg.out), logging_redirect_tqdm(), _fetch_progress(quiet) as fetch_progress:
+    with _run_log(cfg.out), _console_above_bars(), _fetch_progress(quiet) as fetch_progress:
         result = run_pipeline(cfg, progress=_progress(quiet), fetch_progress=fetch_progress)
     if not quiet:
         _print_table(result.summary)
@@ -404,6 +418,7 @@ def demo(
       python -m pipeline demo                      # -> outputs/demo/report.html\n
       python -m pipeline demo --seed 100 --out outputs/seed100 --scenes outputs/seed100-scenes
     """
+    _start_chart_worker()
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate as evaluate_run, format_scores
     from pipeline.run import run as run_pipeline
@@ -414,10 +429,8 @@ def demo(
     cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
                                            "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
                                            "out": out})
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     _freeze_imported()
-    with _run_log(cfg.out), logging_redirect_tqdm():
+    with _run_log(cfg.out), _console_above_bars():
         result = run_pipeline(cfg, progress=_progress(quiet))
     scores = evaluate_run(result.out, sim.truth)
     (result.out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
@@ -499,6 +512,7 @@ def monthly(
       python -m pipeline monthly --config configs/chipwe_pangwa.yaml\n
       make monthly AOI=chipwe_pangwa
     """
+    _start_chart_worker()
     from datetime import date
 
     from pipeline.config import load_config
@@ -513,10 +527,8 @@ def monthly(
         overrides["period.end"] = start  # replaced by today; the period must validate first
     cfg = load_config(config, overrides)
     day = date.fromisoformat(today) if today else None
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     _freeze_imported()
-    with _monthly_log(cfg.out), logging_redirect_tqdm(), _fetch_progress(quiet) as fetch_progress:
+    with _monthly_log(cfg.out), _console_above_bars(), _fetch_progress(quiet) as fetch_progress:
         result = monthly_run(cfg, day, lookback_days, progress=_progress(quiet), fetch_progress=fetch_progress)
     if not quiet:
         if result.exit_code == 0:
@@ -549,6 +561,14 @@ def _monthly_log(out: Path):
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+def _start_chart_worker() -> None:
+    """Start the process that will draw the run's charts (``charts.start_worker``) first thing, so that
+    its imports run beside this process's own."""
+    from pipeline.charts import start_worker
+
+    start_worker()
 
 
 def _freeze_imported() -> None:

@@ -16,79 +16,16 @@ import re
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 
-from pipeline import export, styles
+from pipeline import charts, export, styles
+from pipeline.charts import FOOTPRINT_PNG, SITES_PNG
 
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-SITES_PNG = "sites_per_year.png"
-FOOTPRINT_PNG = "footprint_per_year.png"
 LEAFLET = Path(__file__).parent / "data" / "leaflet"
 MAP_DECIMALS = 6  # ~10 cm: plenty for a screen, keeps the page small
-
-
-# --- charts ---------------------------------------------------------------------------------------
-
-def _figure(table: pd.DataFrame, column: str, scale: float, ylabel: str, title: str, prefix: str, colours,
-            new_column: str | None = None):
-    import matplotlib
-    from matplotlib.figure import Figure  # not pyplot: no GUI state, and a quarter of a second less to import
-
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
-    years = table["year"].astype(int).tolist()
-    values = (table[column].astype(float) / scale).tolist()
-    fig = Figure(figsize=(6.0, 3.2), dpi=100)
-    ax = fig.subplots()
-    x = np.arange(len(years))
-    bars = ax.bar(x, values, color=[colours[y] for y in years], edgecolor="#444444", linewidth=0.6)
-    ax.set_xticks(x, [str(y) for y in years])
-    new = (table[new_column].astype(float) / scale).tolist() if new_column else [None] * len(years)
-    for bar, y, v, n, prov in zip(bars, years, values, new, table["provisional"].astype(bool)):
-        bar.set_gid(f"{prefix}-bar-{y}")  # the browser test counts these in the page's DOM
-        if prov:
-            bar.set_hatch("//")
-        text = f"{v:,.0f}" if scale == 1 else f"{v:,.1f}"
-        if n is not None and np.isnan(n):
-            text += " (gap)"  # no clear view that year: new is unknown, not zero
-        elif n is not None:
-            text += f" (+{n:,.0f})" if scale == 1 else f" (+{n:,.1f})"
-        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v),
-                    ha="center", va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11, loc="left")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_ylim(0, max(values + [1]) * 1.15)
-    if table["provisional"].astype(bool).any():
-        ax.text(1, -0.18, "hatched: provisional (year not over)", transform=ax.transAxes, ha="right", fontsize=8,
-                color="#555555")
-    fig.tight_layout()
-    return fig
-
-
-def charts(table: pd.DataFrame, aoi: str, out_dir: Path) -> dict[str, str]:
-    """Draw the two charts; write them as PNG into ``out_dir``; return them as inline SVG."""
-    import io
-
-    colours = styles.year_colours(table["year"])
-    specs = {
-        "sites": (SITES_PNG, "sites_total", 1.0, "sites (cumulative)",
-                  f"{aoi}: mining sites by the end of each year (+ new)", "sites_new"),
-        "footprint": (FOOTPRINT_PNG, "footprint_total_m2", 1e4, "hectares (cumulative)",
-                      f"{aoi}: disturbed area, ponds and cleared slopes", None),
-    }
-    svgs = {}
-    for key, (png, column, scale, ylabel, title, new_column) in specs.items():
-        fig = _figure(table, column, scale, ylabel, title, key, colours, new_column)
-        fig.savefig(out_dir / (png + ".tmp"), dpi=150, metadata={"Software": None}, format="png")
-        (out_dir / (png + ".tmp")).replace(out_dir / png)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-        svg = buf.getvalue()
-        svgs[key] = svg[svg.index("<svg"):]
-    return svgs
 
 
 # --- the page -------------------------------------------------------------------------------------
@@ -354,20 +291,15 @@ can hide new activity until the next dry season. Pond counts are detected water 
 """
 
 
-def run_charts(run_dir: Path, aoi: str) -> dict[str, str]:
-    """``charts`` of the yearly summary already in ``run_dir``."""
-    return charts(pd.read_csv(Path(run_dir) / export.SUMMARY), aoi, Path(run_dir))
-
-
 def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, str] | None = None) -> list[Path]:
     """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
-    files already there; returns the files written. ``svgs``: the charts if already drawn (``run_charts``)."""
+    files already there; returns the files written. ``svgs``: the charts if already drawn (``charts.draw``)."""
     run_dir = Path(run_dir)
     manifest = manifest if manifest is not None else export.read_manifest(run_dir)
     layers = export.read_layers(run_dir)
     table = pd.read_csv(run_dir / export.SUMMARY)
     years = [int(y) for y in table["year"]]
-    svgs = svgs if svgs is not None else run_charts(run_dir, str(manifest.get("aoi", "")))
+    svgs = svgs if svgs is not None else charts.draw(run_dir / export.SUMMARY, str(manifest.get("aoi", "")), run_dir)
     page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years))
     tmp = run_dir / (REPORT + ".tmp")  # refresh_report rewrites a finished run: never half a page
     tmp.write_text(page, encoding="utf-8")

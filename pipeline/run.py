@@ -27,7 +27,7 @@ import shapely
 import xarray as xr
 
 import pipeline
-from pipeline import classify, composite, confidence, export, indices, report, terrain
+from pipeline import charts, classify, composite, confidence, export, indices, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import dip_onset_maps, lead_onset, month_to_year, onset_maps, share_while_active_maps
 from pipeline.config import RunConfig
@@ -560,15 +560,15 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_summary(csv, table)
-        # the charts (matplotlib, in Python) are drawn while GDAL writes the files (off the GIL)
+        # the charts are drawn (in the chart process if the CLI started one) while GDAL writes the files
         with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
-            drawn = pool.submit(report.run_charts, tmp, name)
+            drawn = charts.submit(csv, name, tmp, pool)
             written = pool.submit(export.write_rasters, tmp, aoi.grid, rasters["first_year"], rasters["classes"],
                                   rasters["valid_per_year"], rasters["years"])
             export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
             export.write_layer_styles(gpkg, years)
             export.write_sld(tmp / export.STYLES_SLD, years)
-            tifs, svgs = written.result(), drawn.result()
+            tifs, svgs = written.result(), charts.result(drawn, csv, name, tmp)
         manifest["timings_s"] = timings.seconds
         pages = report.write_report(tmp, manifest, svgs)
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])

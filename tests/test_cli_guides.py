@@ -53,6 +53,7 @@ def test_cli_run_writes_its_log_into_the_run_dir(tiny_catalog):
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout == ""  # --quiet: nothing but warnings and errors
+    assert " INFO " not in res.stderr, res.stderr
     log = (out / "run.log").read_text()
     for stage in ("search", "count", "onsets", "vectorise", "export"):
         assert f"stage {stage}" in log

@@ -1,0 +1,172 @@
+"""The report's two charts (sites and footprint per year), drawn with matplotlib from a run's
+``yearly_summary.csv``: PNG files for a briefing paper, SVG for the page.
+
+A command-line run draws them in a process of their own, started with the run (``start_worker``):
+matplotlib's import and the drawing are a third of a second of interpreter work, which in the run's
+process would wait for the GIL behind the vector export and come last (make bench). The worker does its
+imports on the core the run's own start-up leaves idle, then waits. Only the standard library is
+imported here, so that the worker starts light.
+"""
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import logging
+import math
+import threading
+from concurrent.futures import Executor, Future
+from pathlib import Path
+
+from pipeline import styles
+
+log = logging.getLogger(__name__)
+
+SITES_PNG = "sites_per_year.png"
+FOOTPRINT_PNG = "footprint_per_year.png"
+# key -> PNG file, cumulative column, divisor, y label, title (after the AOI's name), column of the new
+CHARTS = {
+    "sites": (SITES_PNG, "sites_total", 1.0, "sites (cumulative)", "mining sites by the end of each year (+ new)",
+              "sites_new"),
+    "footprint": (FOOTPRINT_PNG, "footprint_total_m2", 1e4, "hectares (cumulative)",
+                  "disturbed area, ponds and cleared slopes", None),
+}
+
+
+def read_summary(path: Path) -> dict[str, list]:
+    """The columns of a yearly summary CSV the charts need: years as int, provisional as bool, the
+    rest as float (NaN where empty: a gap year's new count is unknown)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns = {"year": [int(r["year"]) for r in rows], "provisional": [r["provisional"] == "True" for r in rows]}
+    for spec in CHARTS.values():
+        for c in (spec[1], spec[5]):
+            if c:
+                columns[c] = [float(r[c]) if r[c] != "" else math.nan for r in rows]
+    return columns
+
+
+def _figure(table: dict[str, list], column: str, scale: float, ylabel: str, title: str, prefix: str, colours,
+            new_column: str | None = None):
+    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no GUI state, and a quarter of a second less to import
+
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
+    years = table["year"]
+    values = [v / scale for v in table[column]]
+    fig = Figure(figsize=(6.0, 3.2), dpi=100)
+    ax = fig.subplots()
+    x = list(range(len(years)))
+    bars = ax.bar(x, values, color=[colours[y] for y in years], edgecolor="#444444", linewidth=0.6)
+    ax.set_xticks(x, [str(y) for y in years])
+    new = [v / scale for v in table[new_column]] if new_column else [None] * len(years)
+    for bar, y, v, n, prov in zip(bars, years, values, new, table["provisional"]):
+        bar.set_gid(f"{prefix}-bar-{y}")  # the browser test counts these in the page's DOM
+        if prov:
+            bar.set_hatch("//")
+        text = f"{v:,.0f}" if scale == 1 else f"{v:,.1f}"
+        if n is not None and math.isnan(n):
+            text += " (gap)"  # no clear view that year: new is unknown, not zero
+        elif n is not None:
+            text += f" (+{n:,.0f})" if scale == 1 else f" (+{n:,.1f})"
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v),
+                    ha="center", va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_ylim(0, max(values + [1]) * 1.15)
+    if any(table["provisional"]):
+        ax.text(1, -0.18, "hatched: provisional (year not over)", transform=ax.transAxes, ha="right", fontsize=8,
+                color="#555555")
+    fig.tight_layout()
+    return fig
+
+
+def draw(summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
+    """Draw the two charts of the yearly summary at ``summary_csv``; write them as PNG into ``out_dir``;
+    return them as inline SVG."""
+    table = read_summary(summary_csv)
+    colours = styles.year_colours(table["year"])
+    svgs = {}
+    for key, (png, column, scale, ylabel, title, new_column) in CHARTS.items():
+        fig = _figure(table, column, scale, ylabel, f"{aoi}: {title}", key, colours, new_column)
+        tmp = Path(out_dir) / (png + ".tmp")
+        fig.savefig(tmp, dpi=150, metadata={"Software": None}, format="png")
+        tmp.replace(Path(out_dir) / png)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+        svg = buf.getvalue()
+        svgs[key] = svg[svg.index("<svg"):]
+    return svgs
+
+
+# --- the chart worker -------------------------------------------------------------------------------
+
+_worker = None  # the worker waiting for a run's charts (a one-process pool), or None
+_lock = threading.Lock()
+
+
+def _load() -> None:
+    """The worker's start: matplotlib and the backends ``draw`` saves with. Ctrl-C is the run's to
+    handle (it stops the worker at exit), not the worker's to report."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.backends.backend_svg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
+def start_worker() -> None:
+    """Start a process to draw the next run's charts (``submit``), now, if none is waiting. Best effort:
+    where a process cannot be started, the charts are drawn in a thread of the run, as without it."""
+    global _worker
+    with _lock:
+        if _worker is not None:
+            return
+        try:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_load)
+            pool.submit(int)  # a pool starts its process at the first task
+            _worker = pool
+            atexit.register(_stop)
+        except (OSError, RuntimeError) as e:
+            log.debug("no chart process (%s): charts are drawn in the run's process", e)
+
+
+def _stop() -> None:
+    """Stop a worker never used (the run failed first) before the interpreter tears its modules down
+    (the pool's own clean-up, left to then, fails on them)."""
+    global _worker
+    if _worker is not None:
+        _worker.shutdown()
+        _worker = None
+
+
+def submit(summary_csv: Path, aoi: str, out_dir: Path, threads: Executor) -> Future:
+    """``draw`` in the chart process if started (its one job: it exits once done, while the run writes its
+    files, not at the run's exit, where its interpreter's tear-down would be waited for), else on ``threads``."""
+    global _worker
+    with _lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        try:
+            return worker.submit(draw, summary_csv, aoi, out_dir)
+        except RuntimeError as e:  # the process died (BrokenProcessPool is a RuntimeError)
+            log.warning("the chart process stopped (%s): drawing the charts in the run's process", e)
+        finally:
+            worker.shutdown(wait=False)
+    return threads.submit(draw, summary_csv, aoi, out_dir)
+
+
+def result(drawn: Future, summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
+    """The SVGs of a ``submit``, drawn here if the chart process died meanwhile (killed, out of memory)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return drawn.result()
+    except BrokenProcessPool as e:
+        log.warning("the chart process stopped (%s): drawing the charts in the run's process", e)
+        return draw(summary_csv, aoi, out_dir)
