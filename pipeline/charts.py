@@ -108,10 +108,17 @@ _lock = threading.Lock()
 
 def _load() -> None:
     """The worker's start: matplotlib and the backends ``draw`` saves with. Ctrl-C is the run's to
-    handle (it stops the worker at exit), not the worker's to report."""
+    handle (it stops the worker at exit), not the worker's to report; a run killed outright (SIGKILL, the
+    out-of-memory killer) cannot stop it, so it leaves when its parent is gone rather than wait forever."""
+    import multiprocessing
+    import os
     import signal
+    from multiprocessing.connection import wait
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (wait([parent.sentinel]), os._exit(0)), daemon=True).start()
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.backends.backend_svg  # noqa: F401
     import matplotlib.figure  # noqa: F401

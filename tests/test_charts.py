@@ -77,3 +77,29 @@ def test_without_a_chart_process_the_charts_are_drawn_in_a_thread(summary, tmp_p
     with ThreadPoolExecutor(1, thread_name_prefix="export") as threads:
         drawn = charts.submit(summary, "x", tmp_path, threads)
         assert charts.result(drawn, summary, "x", tmp_path)["sites"].startswith("<svg")
+
+
+def test_the_chart_process_leaves_with_a_killed_run(tmp_path):
+    # a run killed outright (SIGKILL, the out-of-memory killer) cannot stop its chart process
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "from pipeline import charts; charts.start_worker(); w = charts._worker; w.submit(int).result(); "
+        "print(*w._processes, flush=True); import os, signal; os.kill(os.getpid(), signal.SIGKILL)")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    child = int(parent.stdout.readline())
+    parent.wait(30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{child}/stat") as f:
+            if f.read().split(")")[-1].split()[0] == "Z":  # exited, waiting for init to reap it
+                return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the chart process outlived its killed run")
