@@ -200,6 +200,19 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     assert plain.identical(stored)
 
 
+def test_months_with_the_most_overpasses_are_counted_first(simulated, tmp_path, monkeypatch):
+    # so the last task of the stage is a short one, not a long one with the other thread idle
+    aoi, scenes = simulated
+    days = overpasses(scenes, indices.BANDS)
+    done = []
+    monkeypatch.setattr(composite, "_count_into", lambda path, i, these, *a: done.append(len(these)))
+    tasks = composite.count_tasks(tmp_path, days, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64,
+                                  composite.observation_rules(MaskConfig(), PondRules(), ClearingRules()))
+    dask.compute(tasks, scheduler="threads", num_workers=1)
+    assert len(done) == len(tasks) and len(set(done)) > 1
+    assert done == sorted(done, reverse=True)
+
+
 def test_a_failed_count_leaves_no_store_behind(tmp_path):
     import pandas as pd
 
