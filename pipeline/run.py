@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -217,14 +218,18 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
-        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change)
+        mosaics, token = [Mosaic(y, x) for _ in range(3)], uuid.uuid4().hex
+        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change,
+                                                                      token)
                  for rows in spans(ny) for cols in spans(nx)}
-        mosaics = [Mosaic(y, x) for _ in range(3)]
-        with placing({t.key: span for span, t in tasks.items()}, mosaics) as placed:
+        _MOSAICS[token] = mosaics
+        try:
             # the DEM is read and warped as one more task, beside the blocks
             blocks, dem = dask.compute(tasks, dask.delayed(load_dem, pure=True)(dem_items, aoi.grid))
-        for (span, t), block in zip(tasks.items(), blocks.values()):
-            if t.key not in placed:
+        finally:
+            del _MOSAICS[token]
+        for span, block in zip(tasks, blocks.values()):
+            if block is not None:  # computed in another process (dask.distributed): placed here
                 for m, r in zip(mosaics, block):
                     m.place(r, *span)
         ponds, bare, yearly_valid = (m.result() for m in mosaics)
@@ -237,22 +242,25 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
 class Mosaic:
     """Blocks (Datasets or DataArrays alike, dims ending in y, x) placed one by one into one on the
     whole grid of coordinates ``y`` and ``x``. What ``xr.combine_nested`` does, without aligning every
-    index of every block (a tenth of the onset stage), and block by block, so the onset stage places
-    each block as it arrives, while its threads compute the next, not all of them after the last."""
+    index of every block (a tenth of the onset stage), and block by block: the onset stage's threads
+    each place the block they computed (``_change_block``), side by side, while the others compute."""
 
     def __init__(self, y, x):
         self.y, self.x = y, x
         self.first = None
         self.arrays: dict = {}
+        self._lock = threading.Lock()
 
     def place(self, block, rows: tuple[int, int], cols: tuple[int, int]) -> None:
         (r0, r1), (c0, c1) = rows, cols
-        if self.first is None:
-            self.first = block
         layers = {None: block} if isinstance(block, xr.DataArray) else block.data_vars
-        for name, a in layers.items():
-            if name not in self.arrays:
-                self.arrays[name] = np.empty((*a.shape[:-2], len(self.y), len(self.x)), a.dtype)
+        with self._lock:  # the first block of each thread would make its own arrays
+            if self.first is None:
+                self.first = block
+            for name, a in layers.items():
+                if name not in self.arrays:
+                    self.arrays[name] = np.empty((*a.shape[:-2], len(self.y), len(self.x)), a.dtype)
+        for name, a in layers.items():  # blocks do not overlap: copied without the lock
             self.arrays[name][..., r0:r1, c0:c1] = a.values
 
     def result(self):
@@ -262,26 +270,6 @@ class Mosaic:
             return xr.DataArray(self.arrays[None], dims=first.dims, coords=coords, name=first.name, attrs=first.attrs)
         return xr.Dataset({k: (first[k].dims, self.arrays[k]) for k in first.data_vars}, coords=coords,
                           attrs=first.attrs)
-
-
-@contextmanager
-def placing(spans: dict, mosaics: list[Mosaic]):
-    """Place each block task's results (a tuple, one per mosaic) as the local scheduler hands them to
-    its main thread, which otherwise only waits; ``spans``: task key -> the block's rows and cols. Yields
-    the set of keys placed; a scheduler that calls no callbacks (dask.distributed) leaves it empty."""
-    from dask.callbacks import Callback
-
-    placed = set()
-
-    class Place(Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            if key in spans:
-                for m, r in zip(mosaics, result):
-                    m.place(r, *spans[key])
-                placed.add(key)
-
-    with Place():
-        yield placed
 
 
 def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
@@ -306,10 +294,23 @@ def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.Dat
     return ponds, bare, composite.yearly_counts(monthly["valid"])
 
 
-def _change_block(sources, months, y, x, rows, cols, ch):
+_MOSAICS: dict[str, list[Mosaic]] = {}  # the AOI-wide maps of the onset stages running in this process
+
+
+def _change_block(sources, months, y, x, rows, cols, ch, mosaics: str):
+    """One block's ``change_maps``, placed by the thread that computed it into the onset stage's maps
+    (``_MOSAICS[mosaics]``), not by the scheduler's thread, which had kept the next blocks waiting while
+    it placed (a tenth of the stage). In a process without those maps (a dask.distributed worker), the
+    block is returned to be placed by the caller."""
     from pipeline.store import read_record
 
-    return change_maps(read_record(sources, months, y, x, rows, cols), ch)
+    maps = change_maps(read_record(sources, months, y, x, rows, cols), ch)
+    into = _MOSAICS.get(mosaics)
+    if into is None:
+        return maps
+    for m, block in zip(into, maps):
+        m.place(block, rows, cols)
+    return None
 
 
 def start_warm_up(cfg: RunConfig, counting: threading.Event) -> threading.Thread:
