@@ -50,7 +50,7 @@ def _geojson(gdf: gpd.GeoDataFrame) -> dict:
             gdf[c] = gdf[c].round(3)
         elif gdf[c].dtype == bool:
             gdf[c] = gdf[c].astype(int)
-    return json.loads(gdf.to_json(na="null", drop_id=True))
+    return gdf.to_geo_dict(na="null", drop_id=True)
 
 
 def _aoi_outline(manifest: dict) -> dict:
