@@ -138,7 +138,6 @@ def start_worker() -> None:
             pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_load)
             pool.submit(int)  # a pool starts its process at the first task
             _worker = pool
-            atexit.register(_stop)
         except (OSError, RuntimeError) as e:
             log.debug("no chart process (%s): charts are drawn in the run's process", e)
 
@@ -150,6 +149,9 @@ def _stop() -> None:
     if _worker is not None:
         _worker.shutdown()
         _worker = None
+
+
+atexit.register(_stop)
 
 
 def submit(summary_csv: Path, aoi: str, out_dir: Path, threads: Executor) -> Future:
