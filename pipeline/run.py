@@ -315,18 +315,20 @@ def _change_block(sources, months, y, x, rows, cols, ch, mosaics: str):
 
 def start_warm_up(cfg: RunConfig, counting: threading.Event) -> threading.Thread:
     """Load numba's compiled kernels (tenths of a second each from its cache, which the first task of
-    a stage would otherwise wait for) in a background thread: the count stage's while this one loads
-    the AOI and searches, the onset stage's once ``counting`` is set (loading them is work for the
-    interpreter, which the search and the stores' creation need, and the count tasks hardly do).
-    Only the kernels: importing libraries here as well competed with the count tasks for the GIL and
-    gained nothing (make bench). Best effort: whatever fails here is loaded later, where it is needed."""
+    a stage would otherwise wait for) in a background thread, once ``counting`` is set: loading them is
+    work for the interpreter, which the search and the stores' creation need (loaded beside them, the
+    kernels had slowed those by 0.14 s; loaded once counting has begun, while the first tasks read their
+    scenes off the GIL, they lengthen the count stage by 0.05 s: medians of 6 interleaved runs), and the
+    count tasks hardly do. Only the kernels: importing libraries here as well competed with the count
+    tasks for the GIL and gained nothing (make bench). Best effort: whatever fails here is loaded later,
+    where it is needed."""
     def warm():
         try:
+            counting.wait()
             composite.load_kernel(composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings))
             from pipeline import store
 
             store.load_kernel()
-            counting.wait()
             n = 3
             change_maps(store.read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
                                           np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)

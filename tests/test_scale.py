@@ -80,7 +80,7 @@ def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
 
     cfg = _cfg(tiny_catalog, tmp_path / "run")
     counting = threading.Event()
-    counting.set()  # the count stage has begun: the onset stage's kernels too
+    counting.set()  # the count stage has begun: every kernel loads
     kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
     start_warm_up(cfg, counting).join()
     loaded = [list(k.signatures) for k in kernels]
