@@ -186,11 +186,14 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     # single bytes without SIMD, which had been a fifth of reading the stores back (perf, make bench)
     codecs = {STORED_COUNT: BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),
               STORED_SUM: BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")}
+    # a shard no larger than the grid (in whole chunks): zarr fills a shard the grid ends inside
+    # with zeros before writing a block into it, and stores its chunks beyond the grid too
+    shards = [min(shard_px, -(-n // chunk_px) * chunk_px) for n in (len(y), len(x))]
     for i, name in enumerate(COUNT_LAYERS):
         # flat file names ("0.1.2"): zarr 3's default nests a directory per index
         dtype = STORED_COUNT if i < 4 else STORED_SUM
         group.create_array(name, shape=(len(months), len(y), len(x)), chunks=(1, chunk_px, chunk_px),
-                           shards=(1, shard_px, shard_px), dtype=dtype, compressors=[codecs[dtype]], fill_value=0, chunk_key_encoding={"name": "v2", "separator": "."},
+                           shards=(1, *shards), dtype=dtype, compressors=[codecs[dtype]], fill_value=0, chunk_key_encoding={"name": "v2", "separator": "."},
                            dimension_names=("month", "y", "x"),
                            attributes={} if i < 4 else {"scale_factor": 1 / SUM_SCALE})  # xarray decodes it
 

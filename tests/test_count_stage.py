@@ -226,3 +226,17 @@ def test_a_failed_count_leaves_no_store_behind(tmp_path):
     with pytest.raises(OSError):
         store.save(2022, "k", pd.date_range("2022-01-01", periods=2, freq="MS"), np.arange(4.0), np.arange(4.0), 4, 4, fill)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_shard_is_no_larger_than_the_grid_in_whole_chunks(tmp_path):
+    # zarr fills a shard the grid ends inside with zeros before writing a block into it, and encodes its
+    # chunks beyond the grid as well: a 100 x 70 px grid in 32 px chunks gets 128 x 96 px shards, not 256
+    import zarr
+
+    from pipeline.store import create_layers
+
+    months = composite.month_starts(date(2021, 1, 1), date(2021, 2, 1))
+    create_layers(tmp_path / "s.zarr", months, np.arange(100.0), np.arange(70.0), 32, 256, {})
+    assert zarr.open_array(tmp_path / "s.zarr" / "valid", mode="r").shards == (1, 128, 96)
+    create_layers(tmp_path / "t.zarr", months, np.arange(600.0), np.arange(70.0), 32, 256, {})
+    assert zarr.open_array(tmp_path / "t.zarr" / "valid", mode="r").shards == (1, 256, 96)
