@@ -224,8 +224,9 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
                  for rows in spans(ny) for cols in spans(nx)}
         _MOSAICS[token] = mosaics
         try:
-            # the DEM is read and warped as one more task, beside the blocks
-            blocks, dem = dask.compute(tasks, dask.delayed(load_dem, pure=True)(dem_items, aoi.grid))
+            # the DEM is read, warped and its slope worked out as one more task, beside the blocks
+            blocks, (dem, slope) = dask.compute(tasks, dask.delayed(dem_and_slope, pure=True)(dem_items, aoi.grid,
+                                                                                            cfg.resolution))
         finally:
             del _MOSAICS[token]
         for span, block in zip(tasks, blocks.values()):
@@ -235,7 +236,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         ponds, bare, yearly_valid = (m.result() for m in mosaics)
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": ponds, "bare": bare,
-            "yearly_valid": yearly_valid, "dem": dem, "n_days": len(days), "years_reused": reused,
+            "yearly_valid": yearly_valid, "dem": dem, "slope": slope, "n_days": len(days), "years_reused": reused,
             "scene_ids": [s.id for s in used], "unreadable": unreadable}
 
 
@@ -313,6 +314,12 @@ def _change_block(sources, months, y, x, rows, cols, ch, mosaics: str):
     return None
 
 
+def dem_and_slope(items, grid, resolution_m: float) -> tuple[xr.DataArray | None, np.ndarray | None]:
+    """The DEM on ``grid`` (``load_dem``) and its slope in degrees, or (None, None) without DEM tiles."""
+    dem = load_dem(items, grid)
+    return dem, None if dem is None else terrain.slope_deg(dem, resolution_m).values
+
+
 def start_warm_up(cfg: RunConfig, counting: threading.Event) -> threading.Thread:
     """Load numba's compiled kernels (tenths of a second each from its cache, which the first task of
     a stage would otherwise wait for) in a background thread, once ``counting`` is set: loading them is
@@ -354,9 +361,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     """Onset rasters -> pond, clearing and site polygons."""
     inside = aoi_mask(aoi)
     months = det["months"]
-    slope = None
-    if det["dem"] is not None:
-        slope = terrain.slope_deg(det["dem"], cfg.resolution).values
+    slope = det["slope"]
 
     keep = {"ponds": True, "bare": True}
     if cfg.classifier == "model":  # the trained pixel classifier filters the onset candidates

@@ -153,7 +153,7 @@ def detect_catalog(cfg) -> tuple[dict, object, np.ndarray | None]:
     """detect() on a configured catalog: (det, aoi, slope)."""
     import tempfile
 
-    from pipeline import indices, terrain
+    from pipeline import indices
     from pipeline.aoi import load_aoi
     from pipeline.run import Timings, _work_parent, dask_scheduler, detect
     from pipeline.sources import find_scenes
@@ -164,8 +164,7 @@ def detect_catalog(cfg) -> tuple[dict, object, np.ndarray | None]:
     scenes, _ = usable_scenes(got.search.scenes, [*indices.BANDS, SCL], probe=False)
     with dask_scheduler(cfg.compute), tempfile.TemporaryDirectory(prefix=".train-", dir=_work_parent(cfg.out)) as w:
         det = detect(cfg, aoi, scenes, got.search.dem, Timings(), Path(w))
-    slope = terrain.slope_deg(det["dem"], cfg.resolution).values if det["dem"] is not None else None
-    return det, aoi, slope
+    return det, aoi, det["slope"]
 
 
 def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: int = 0) -> dict:
