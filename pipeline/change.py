@@ -216,6 +216,6 @@ def sum_scale(index_sum: xr.DataArray) -> float:
 
 def month_to_year(index: np.ndarray, months) -> np.ndarray:
     """Calendar year of month indices into ``months`` (a DatetimeIndex); NONE stays NONE."""
-    years = np.asarray(months.year, dtype=np.int16)
-    idx = np.asarray(index)
-    return np.where(idx >= 0, years[np.clip(idx, 0, len(years) - 1)], NONE).astype(np.int16)
+    # NONE (-1) indexes the table's last entry, NONE itself: one lookup per pixel
+    table = np.append(np.asarray(months.year, dtype=np.int16), np.int16(NONE))
+    return table[np.asarray(index)]

@@ -117,14 +117,17 @@ def site_confidence(sites: gpd.GeoDataFrame, ponds: gpd.GeoDataFrame, clearings:
     """Sites take ``1 - prod(1 - c)`` over their features, the most clear views of any feature, the
     earliest ``first_seen`` and the latest ``last_seen``."""
     members = pd.concat([ponds[["site_id", *COLUMNS]], clearings[["site_id", *COLUMNS]]], ignore_index=True)
-    g = members.groupby("site_id")
-    agg = pd.DataFrame({
-        "confidence": 1.0 - g["confidence"].apply(lambda c: float(np.prod(1.0 - c.to_numpy(dtype=float)))),
-        "n_clear_obs": g["n_clear_obs"].max(), "first_seen": g["first_seen"].min(), "last_seen": g["last_seen"].max()})
+    groups = members.groupby("site_id").indices
+    conf, n_obs = members["confidence"].to_numpy(dtype=float), members["n_clear_obs"].to_numpy()
+    first, last = members["first_seen"].to_numpy(dtype=object), members["last_seen"].to_numpy(dtype=object)
+    # per site on plain arrays ('YYYY-MM' sorts as text): pandas' min of strings went through pyarrow,
+    # whose import alone cost more than all of this
+    rows = [(1.0 - float(np.prod(1.0 - conf[i])), n_obs[i].max(), min(first[i]), max(last[i])) if i is not None
+            else (np.nan, 0, np.nan, np.nan) for i in map(groups.get, sites["site_id"].to_numpy())]
+    conf, n_obs, first, last = zip(*rows) if rows else ((), (), (), ())
     out = sites.copy()
-    agg = agg.reindex(out["site_id"].to_numpy())
-    out["confidence"] = agg["confidence"].to_numpy(dtype=np.float32)
-    out["n_clear_obs"] = agg["n_clear_obs"].fillna(0).to_numpy(dtype=np.int32)
-    out["first_seen"] = agg["first_seen"].to_numpy(dtype=object)
-    out["last_seen"] = agg["last_seen"].to_numpy(dtype=object)
+    out["confidence"] = np.array(conf, dtype=np.float32)
+    out["n_clear_obs"] = np.array(n_obs, dtype=np.int32)
+    out["first_seen"] = np.array(first, dtype=object)
+    out["last_seen"] = np.array(last, dtype=object)
     return out
