@@ -229,8 +229,17 @@ def sha256(path: Path) -> str:
 
 
 def write_footprints(path: Path, layers: dict[str, gpd.GeoDataFrame]) -> None:
-    for name, gdf in layers.items():
-        gdf.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
+    import pyogrio
+
+    # without SQLite's flush to disk at every commit (half the time of the writes): a run dir is flushed
+    # whole before it is swapped into place (``staged_run_dir``), and never read half-written
+    before = pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS")
+    pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": "OFF"})
+    try:
+        for name, gdf in layers.items():
+            gdf.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": before})
 
 
 def write_summary(path: Path, table: pd.DataFrame) -> None:
@@ -301,6 +310,9 @@ def write_layer_styles(gpkg: Path, years, layers=LAYERS) -> None:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     con = sqlite3.connect(gpkg)
     try:
+        # no flush to disk at the commit, as in write_footprints: a run dir is flushed whole before it is
+        # swapped into place, and an export is rewritten from its run
+        con.execute("PRAGMA synchronous = OFF")
         with con:
             con.execute('CREATE TABLE IF NOT EXISTS "layer_styles" ("id" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
                         '"f_table_catalog" TEXT(256), "f_table_schema" TEXT(256), "f_table_name" TEXT(256), '
