@@ -56,9 +56,9 @@ def polygonize(labels: np.ndarray, grid) -> gpd.GeoDataFrame:
 
 def label_features(mask: np.ndarray) -> np.ndarray:
     """4-connected components of a boolean raster, numbered 1..n in raster order."""
-    from scipy.ndimage import label  # what scikit-image's label calls for a boolean raster, without its imports
+    from skimage.measure import label
 
-    return label(mask)[0].astype(np.int32, copy=False)
+    return label(mask, connectivity=1).astype(np.int32)
 
 
 def grow_labels(labels: np.ndarray, allowed: np.ndarray, steps: int = 1) -> np.ndarray:
