@@ -17,17 +17,19 @@ COLUMNS = ["aoi", "year", "sites_new", "sites_total", "ponds_new", "ponds_total"
 NEW_IN_YEAR = ("sites_new", "ponds_new", "cleared_area_new_m2")
 
 
-def footprint_to_year(geoms: gpd.GeoSeries, first_year: np.ndarray, years: list[int]) -> dict[int, float]:
-    """Area (m2) of the union of the ``geoms`` that started by the end of each of ``years``. The union
-    grows year by year, each from the last year's and that year's new polygons: a decade of a large
-    AOI unions each polygon once, not once a year."""
-    areas, union, since = {}, None, -np.inf
-    for y in sorted(years):
-        new = geoms.values[(first_year > since) & (first_year <= y)]
-        union = shapely.union_all(new if union is None else np.append(new, union))
-        areas[y] = float(area_m2(gpd.GeoSeries([union], crs=geoms.crs)).iloc[0])
-        since = y
-    return areas
+def footprint_to_year(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, years: list[int]) -> dict[int, float]:
+    """Area (m2) of the union of the ponds and clearings that started by the end of each of ``years``.
+
+    No two ponds overlap, nor two clearings (each layer is the polygons of one label raster), so the
+    union's area is the two layers' areas less the overlaps of the pond and clearing pairs that meet: an
+    overlay of those few pairs, not a union of every polygon (which had been a fifth of vectorising)."""
+    p, c = ponds.geometry, clearings.geometry
+    pi, ci = c.sindex.query(p.values, predicate="intersects")
+    meet = area_m2(gpd.GeoSeries(shapely.intersection(p.values[pi], c.values[ci]), crs=p.crs)).to_numpy()
+    area_p, area_c = area_m2(p).to_numpy(), area_m2(c).to_numpy()
+    fp, fc = ponds["first_year"].to_numpy(), clearings["first_year"].to_numpy()
+    return {y: float(area_p[fp <= y].sum() + area_c[fc <= y].sum() - meet[(fp[pi] <= y) & (fc[ci] <= y)].sum())
+            for y in years}
 
 
 def yearly_summary(aoi: str, years: list[int], ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame,
@@ -37,9 +39,7 @@ def yearly_summary(aoi: str, years: list[int], ponds: gpd.GeoDataFrame, clearing
     the period stops before its end or it is not over yet (a monthly run will revisit it). A year
     without a clear observation is a ``gap``: its new counts are blank, never zero."""
     today = today or date.today()
-    footprint = footprint_to_year(
-        gpd.GeoSeries(pd.concat([ponds.geometry, clearings.geometry], ignore_index=True), crs=ponds.crs or clearings.crs),
-        np.concatenate([ponds["first_year"].values, clearings["first_year"].values]), years)
+    footprint = footprint_to_year(ponds, clearings, years)
     rows = []
     for y in years:
         rows.append({

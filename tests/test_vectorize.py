@@ -125,6 +125,30 @@ def test_the_footprint_to_each_year_counts_overlaps_once():
     # the union to each year's end, never the sum of areas, and a year without new polygons keeps its area
     from pipeline.summary import footprint_to_year
 
-    g = gpd.GeoSeries([box(0, 0, 100, 100), box(50, 50, 150, 150), box(1000, 0, 1010, 10)], crs=CRS)
-    areas = footprint_to_year(g, np.array([2021, 2022, 2024]), [2020, 2021, 2022, 2023, 2024])
+    ponds = gpd.GeoDataFrame({"first_year": [2022]}, geometry=[box(50, 50, 150, 150)], crs=CRS)
+    clearings = gpd.GeoDataFrame({"first_year": [2021, 2024]}, geometry=[box(0, 0, 100, 100), box(1000, 0, 1010, 10)],
+                                 crs=CRS)
+    areas = footprint_to_year(ponds, clearings, [2020, 2021, 2022, 2023, 2024])
     assert areas == {2020: 0.0, 2021: 10_000.0, 2022: 17_500.0, 2023: 17_500.0, 2024: 17_600.0}
+
+
+def test_the_footprint_of_label_rasters_is_the_area_of_their_union():
+    # what a run's layers are: ponds from one label raster, clearings (grown) from another, overlapping
+    # each other here and there; their union's area to each year, as a union of every polygon gives it
+    import shapely
+
+    from pipeline.summary import footprint_to_year
+
+    rng = np.random.default_rng(3)
+    grid = snapped_grid((436000, 2841000, 436600, 2841600), CRS)
+    ponds, clearings = (feature_table(label_features(rng.random(grid.shape.yx) < share), grid,
+                                      rng.choice([2021, 2022, 2023], grid.shape.yx).astype(np.int16),
+                                      np.full(grid.shape.yx, 2023, np.int16), np.ones(grid.shape.yx, np.int16))
+                        for share in (0.3, 0.45))
+    years = [2020, 2021, 2022, 2023]
+    union = {y: shapely.union_all(np.concatenate([ponds.geometry.values[ponds["first_year"] <= y],
+                                                  clearings.geometry.values[clearings["first_year"] <= y]])).area
+             for y in years}
+    assert footprint_to_year(ponds, clearings, years) == union and union[2023] > 0
+    assert footprint_to_year(ponds.iloc[:0], clearings, years) == {
+        y: clearings.area[clearings["first_year"] <= y].sum() for y in years}
