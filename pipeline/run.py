@@ -146,7 +146,7 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
-           progress: Progress | None = None, counting: threading.Event | None = None) -> dict:
+           progress: Progress | None = None, milestones: Milestones | None = None) -> dict:
     """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
@@ -189,8 +189,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             # every year's count tasks in one go: the two threads stay busy to the end of the last year,
             # not to the end of each
             log.info("counting the scenes of %s", ", ".join(map(str, todo)))
-            if counting is not None:
-                counting.set()
+            if milestones is not None:
+                milestones.counting.set()
             with timings("count"), dask_progress(progress, "count"):
                 dask.compute([count_tasks(cfg, aoi, years[year][2], *years[year][:2], path)
                               for year, (_, path) in todo.items()])
@@ -213,8 +213,9 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     months = composite.month_starts(cfg.period.start, cfg.period.end)
     ny, nx = aoi.grid.shape.yx
     spans = lambda n: [(a, min(a + edge, n)) for a in range(0, n, edge)]  # noqa: E731
-    if counting is not None:  # every year reused: nothing was counted
-        counting.set()
+    if milestones is not None:  # (counting: also when every year was reused, and nothing counted)
+        milestones.counting.set()
+        milestones.onsets.set()
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
@@ -320,18 +321,27 @@ def dem_and_slope(items, grid, resolution_m: float) -> tuple[xr.DataArray | None
     return dem, None if dem is None else terrain.slope_deg(dem, resolution_m).values
 
 
-def start_warm_up(cfg: RunConfig, counting: threading.Event) -> threading.Thread:
+@dataclass
+class Milestones:
+    """Set by ``detect`` as it reaches its stages: when the warm-up thread does its work."""
+    counting: threading.Event = field(default_factory=threading.Event)
+    onsets: threading.Event = field(default_factory=threading.Event)
+
+
+def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
     """Load numba's compiled kernels (tenths of a second each from its cache, which the first task of
-    a stage would otherwise wait for) in a background thread, once ``counting`` is set: loading them is
+    a stage would otherwise wait for) in a background thread, once counting has begun: loading them is
     work for the interpreter, which the search and the stores' creation need (loaded beside them, the
     kernels had slowed those by 0.14 s; loaded once counting has begun, while the first tasks read their
     scenes off the GIL, they lengthen the count stage by 0.05 s: medians of 6 interleaved runs), and the
-    count tasks hardly do. Only the kernels: importing libraries here as well competed with the count
-    tasks for the GIL and gained nothing (make bench). Best effort: whatever fails here is loaded later,
-    where it is needed."""
+    count tasks hardly do. Then, once the onset stage has begun, whose threads leave a core idle a quarter
+    of the time, import what only vectorising and the export use (scikit-image, pyogrio: 0.1 s of the
+    interpreter): imported during the count they competed with its tasks and gained nothing (make bench);
+    now vectorise and export take 0.05 s less and the onset stage no longer (medians of 6 interleaved
+    runs). Best effort: whatever fails here is loaded later, where it is needed."""
     def warm():
         try:
-            counting.wait()
+            milestones.counting.wait()
             composite.load_kernel(composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings))
             from pipeline import store
 
@@ -339,6 +349,9 @@ def start_warm_up(cfg: RunConfig, counting: threading.Event) -> threading.Thread
             n = 3
             change_maps(store.read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
                                           np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
+            milestones.onsets.wait()
+            import pyogrio  # noqa: F401
+            from skimage.measure import label  # noqa: F401 - scikit-image loads its modules lazily
         except Exception as e:  # noqa: BLE001
             log.debug("warm-up stopped early: %s", e)
 
@@ -514,8 +527,8 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
-    counting = threading.Event()
-    start_warm_up(cfg, counting)
+    milestones = Milestones()
+    start_warm_up(cfg, milestones)
     with timings("aoi"):
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
@@ -536,7 +549,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     with dask_scheduler(cfg.compute), \
             tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
                                         dir=_work_parent(cfg.out)) as work:
-        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress, counting)
+        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress, milestones)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
         rasters = feature_rasters(aoi, det, ponds, clearings, cfg.change.clearing_lead_months)

@@ -73,18 +73,32 @@ def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, mon
 def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
     # the background warm-up is only worth its thread if it loads the very specialisations the stages
     # call: a run after it compiles or loads nothing new
-    from pipeline import change, composite, store
+    import sys
     import threading
 
-    from pipeline.run import start_warm_up
+    from pipeline import change, composite, store
+    from pipeline.run import Milestones, start_warm_up
 
     cfg = _cfg(tiny_catalog, tmp_path / "run")
-    counting = threading.Event()
-    counting.set()  # the count stage has begun: every kernel loads
+    class Watched(threading.Event):  # tells when the warm-up has come to wait for it
+        def __init__(self):
+            super().__init__()
+            self.waited = threading.Event()
+
+        def wait(self, timeout=None):
+            self.waited.set()
+            return super().wait(timeout)
+
+    milestones = Milestones(onsets=Watched())
+    milestones.counting.set()  # the count stage has begun: every kernel loads
     kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
-    start_warm_up(cfg, counting).join()
+    warm = start_warm_up(cfg, milestones)
+    assert milestones.onsets.waited.wait(120)  # the kernels loaded, it waits for the onset stage to import more
     loaded = [list(k.signatures) for k in kernels]
-    assert all(loaded)
+    assert all(loaded) and warm.is_alive()
+    milestones.onsets.set()
+    warm.join()
+    assert "pyogrio" in sys.modules and "skimage.measure._label" in sys.modules
     run(cfg)
     assert [list(k.signatures) for k in kernels] == loaded
 
