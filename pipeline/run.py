@@ -335,8 +335,8 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
     kernels had slowed those by 0.14 s; loaded once counting has begun, while the first tasks read their
     scenes off the GIL, they lengthen the count stage by 0.05 s: medians of 6 interleaved runs), and the
     count tasks hardly do. Then, once the onset stage has begun, whose threads leave a core idle a quarter
-    of the time, import what only vectorising and the export use (scikit-image, pyogrio: 0.1 s of the
-    interpreter): imported during the count they competed with its tasks and gained nothing (make bench);
+    of the time, import what only vectorising and the export use (scikit-image, scipy.sparse, pyogrio:
+    0.2 s of the interpreter): imported during the count they competed with its tasks and gained nothing (make bench);
     now vectorise and export take 0.05 s less and the onset stage no longer (medians of 6 interleaved
     runs). Best effort: whatever fails here is loaded later, where it is needed."""
     def warm():
@@ -351,6 +351,7 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
                                           np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
             milestones.onsets.wait()
             import pyogrio  # noqa: F401
+            import scipy.sparse.csgraph  # noqa: F401
             from skimage.measure import label  # noqa: F401 - scikit-image loads its modules lazily
         except Exception as e:  # noqa: BLE001
             log.debug("warm-up stopped early: %s", e)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import geopandas as gpd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 def link_sites(geoms: gpd.GeoSeries, distance_m: float) -> np.ndarray:
@@ -19,6 +17,9 @@ def link_sites(geoms: gpd.GeoSeries, distance_m: float) -> np.ndarray:
     Distances are between geometry edges (a point is a zero-size polygon), in the series' projected CRS.
     Labels are numbered in order of each cluster's first member, so they are deterministic.
     """
+    from scipy.sparse import coo_matrix  # imported here: a tenth of a second before a run's first task
+    from scipy.sparse.csgraph import connected_components
+
     n = len(geoms)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
