@@ -265,8 +265,12 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
 
 @functools.lru_cache(maxsize=64)
 def _writable(path: str) -> zarr.Array:
-    """A layer of a store being written, opened once per process (see ``_layer``)."""
-    return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
+    """A layer of a store being written, opened once per process (see ``_layer``). Its blocks are encoded
+    in the calling thread: the count stage runs a task per core already, and zarrs' own threads beside
+    them only took turns with the other tasks: the count stage is 0.06 s shorter without (medians of 3 x 8
+    interleaved runs)."""
+    with zarr.config.set({"threading.max_workers": 1}):
+        return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
 
 
 @functools.lru_cache(maxsize=256)
