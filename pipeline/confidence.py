@@ -46,6 +46,17 @@ def active_total(onset: np.ndarray, last: np.ndarray, counts: np.ndarray) -> np.
     return active_sum(onset, last, counts).astype(np.int32)
 
 
+def evidence(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, hits: np.ndarray | None,
+             sums: dict[str, tuple[np.ndarray, float]]) -> dict[str, np.ndarray]:
+    """``evidence_maps`` on numpy: months on the last axis, each sum with what one of its units is worth."""
+    out = {"n_clear_obs": active_total(onset, last, valid)}
+    if hits is not None:
+        out["water_share"] = share_while_active(onset, last, valid, hits)
+    for name, (s, scale) in sums.items():
+        out[f"{name}_mean"] = share_while_active(onset, last, valid, s) * np.float32(scale)
+    return out
+
+
 def evidence_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | None,
                   sums: dict[str, xr.DataArray]) -> xr.Dataset:
     """Per-pixel evidence over each pixel's active span (from ``change.onset_maps`` output): clear views

@@ -30,7 +30,7 @@ import xarray as xr
 import pipeline
 from pipeline import charts, classify, composite, confidence, export, indices, report, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
-from pipeline.change import dip_onset_maps, lead_onset, month_to_year, onset_maps, share_while_active_maps
+from pipeline.change import dip_onset, lead_onset, month_to_year, persistent_onset, share_while_active, sum_scale
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
 from pipeline.sources import find_scenes, make_source
@@ -147,7 +147,7 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
            progress: Progress | None = None, milestones: Milestones | None = None) -> dict:
-    """Scenes -> per-pixel onset rasters, valid-observation counts and slope (numpy).
+    """Scenes -> per-pixel onset maps and clear views per year (xarray, on the AOI grid), DEM and slope.
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
     monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
@@ -219,9 +219,9 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
-        mosaics, token = [Mosaic(y, x) for _ in range(3)], uuid.uuid4().hex
-        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, months, y, x, rows, cols, cfg.change,
-                                                                      token)
+        mosaics, token = [Mosaic((ny, nx)) for _ in range(3)], uuid.uuid4().hex
+        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, month_years(months), rows, cols,
+                                                                      cfg.change, token)
                  for rows in spans(ny) for cols in spans(nx)}
         _MOSAICS[token] = mosaics
         try:
@@ -234,7 +234,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             if block is not None:  # computed in another process (dask.distributed): placed here
                 for m, r in zip(mosaics, block):
                     m.place(r, *span)
-        ponds, bare, yearly_valid = (m.result() for m in mosaics)
+        ponds, bare, yearly_valid = _as_xarray(*(m.arrays for m in mosaics), np.unique(month_years(months)),
+                                               {"y": y, "x": x})
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "slope": slope, "n_days": len(days), "years_reused": reused,
@@ -242,71 +243,95 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
 
 
 class Mosaic:
-    """Blocks (Datasets or DataArrays alike, dims ending in y, x) placed one by one into one on the
-    whole grid of coordinates ``y`` and ``x``. What ``xr.combine_nested`` does, without aligning every
-    index of every block (a tenth of the onset stage), and block by block: the onset stage's threads
-    each place the block they computed (``_change_block``), side by side, while the others compute."""
+    """Blocks (dicts of arrays, axes ending in y, x) placed one by one into arrays on the whole grid of
+    ``shape``: the onset stage's threads each place the block they computed (``_change_block``), side by
+    side, while the others compute."""
 
-    def __init__(self, y, x):
-        self.y, self.x = y, x
-        self.first = None
-        self.arrays: dict = {}
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+        self.arrays: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def place(self, block, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    def place(self, block: dict[str, np.ndarray], rows: tuple[int, int], cols: tuple[int, int]) -> None:
         (r0, r1), (c0, c1) = rows, cols
-        layers = {None: block} if isinstance(block, xr.DataArray) else block.data_vars
         with self._lock:  # the first block of each thread would make its own arrays
-            if self.first is None:
-                self.first = block
-            for name, a in layers.items():
+            for name, a in block.items():
                 if name not in self.arrays:
-                    self.arrays[name] = np.empty((*a.shape[:-2], len(self.y), len(self.x)), a.dtype)
-        for name, a in layers.items():  # blocks do not overlap: copied without the lock
-            self.arrays[name][..., r0:r1, c0:c1] = a.values
+                    self.arrays[name] = np.empty((*a.shape[:-2], *self.shape), a.dtype)
+        for name, a in block.items():  # blocks do not overlap: copied without the lock
+            self.arrays[name][..., r0:r1, c0:c1] = a
 
-    def result(self):
-        first = self.first
-        coords = {**{k: c for k, c in first.coords.items() if not {"y", "x"} & set(c.dims)}, "y": self.y, "x": self.x}
-        if isinstance(first, xr.DataArray):
-            return xr.DataArray(self.arrays[None], dims=first.dims, coords=coords, name=first.name, attrs=first.attrs)
-        return xr.Dataset({k: (first[k].dims, self.arrays[k]) for k in first.data_vars}, coords=coords,
-                          attrs=first.attrs)
+
+def month_years(months) -> np.ndarray:
+    """The calendar year of each month (a DatetimeIndex or datetime64 values)."""
+    import pandas as pd
+
+    return np.asarray(pd.DatetimeIndex(months).year, dtype=np.int64)
+
+
+def change_arrays(layers: dict[str, np.ndarray], scales: dict[str, float], years_of_months: np.ndarray, ch):
+    """Monthly counts (``composite.COUNT_LAYERS``, dims month, y, x, as ``store.read_layers`` gives them;
+    ``scales``: what one unit of each index sum is worth) -> the pond and the clearing onset maps with
+    their evidence (name -> (y, x) array), and the clear views per year (year, y, x). On numpy: the
+    onset stage's threads had spent a third of their time building and merging xarray objects."""
+    last = {k: np.moveaxis(v, 0, -1) for k, v in layers.items()}  # views: the kernels take months last
+    valid = last["valid"]
+
+    def onsets(hits, window):
+        onset, end, seen = persistent_onset(valid, hits, window, ch.persistence, ch.min_observations)
+        return {"onset": onset, "last": end, "months_seen": seen}
+
+    def evidence(maps, hits, sums):
+        return confidence.evidence(maps["onset"], maps["last"], valid, hits,
+                                   {name: (last[f"{name}_sum"], scales[f"{name}_sum"]) for name in sums})
+
+    ponds = onsets(last["pond"], ch.pond_window_months)
+    bare = onsets(last["bare"], ch.clearing_window_months)
+    bare["bare_share"] = share_while_active(bare["onset"], bare["last"], valid, last["bare"])
+    bare["green_share"] = share_while_active(bare["onset"], bare["last"], valid, last["green"])
+    # where the canopy went and stayed gone: the edge pixels of a clearing, half laterite and half
+    # forest, are rarely bare by the rules but stop being green when the hillside is cut
+    bare["open_onset"] = onsets(valid - last["green"], ch.clearing_window_months)["onset"]
+    bare["dip_onset"] = dip_onset(bare["onset"], valid, last["ndvi_sum"], ch.clearing_lead_months,
+                                  ch.clearing_ndvi_drop / scales["ndvi_sum"])
+    ponds.update(evidence(ponds, last["pond"], ("mndwi", "ndvi")))
+    bare.update(evidence(bare, None, ("bsi", "ndvi")))
+    yearly = np.stack([layers["valid"][years_of_months == year].sum(axis=0, dtype=np.int16)
+                       for year in np.unique(years_of_months)])
+    return ponds, bare, yearly
+
+
+def _as_xarray(ponds: dict, bare: dict, yearly: dict, years: np.ndarray, coords: dict):
+    """``change_arrays``' maps as Datasets and the clear views per year as a DataArray, on ``coords``."""
+    maps = lambda arrays: xr.Dataset({k: (("y", "x"), a) for k, a in arrays.items()}, coords=coords)  # noqa: E731
+    return maps(ponds), maps(bare), xr.DataArray(yearly["valid"], dims=("year", "y", "x"), name="valid",
+                                                 coords={"year": years, **coords})
 
 
 def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
-    """Monthly counts (dims month, y, x) -> pond and clearing onset maps with their evidence, and the
-    clear views per year."""
-    ponds = onset_maps(monthly["valid"], monthly["pond"], ch.pond_window_months, ch.persistence,
-                       ch.min_observations)
-    bare = onset_maps(monthly["valid"], monthly["bare"], ch.clearing_window_months, ch.persistence,
-                      ch.min_observations)
-    bare["bare_share"] = share_while_active_maps(bare, monthly["valid"], monthly["bare"])
-    bare["green_share"] = share_while_active_maps(bare, monthly["valid"], monthly["green"])
-    # where the canopy went and stayed gone: the edge pixels of a clearing, half laterite and half
-    # forest, are rarely bare by the rules but stop being green when the hillside is cut
-    bare["open_onset"] = onset_maps(monthly["valid"], monthly["valid"] - monthly["green"], ch.clearing_window_months,
-                                    ch.persistence, ch.min_observations)["onset"]
-    bare["dip_onset"] = dip_onset_maps(bare["onset"], monthly["valid"], monthly["ndvi_sum"], ch.clearing_lead_months,
-                                       ch.clearing_ndvi_drop)
-    ponds = ponds.merge(confidence.evidence_maps(ponds, monthly["valid"], monthly["pond"], {
-        "mndwi": monthly["mndwi_sum"], "ndvi": monthly["ndvi_sum"]}))
-    bare = bare.merge(confidence.evidence_maps(bare, monthly["valid"], None, {
-        "bsi": monthly["bsi_sum"], "ndvi": monthly["ndvi_sum"]}))
-    return ponds, bare, composite.yearly_counts(monthly["valid"])
+    """``change_arrays`` on a Dataset of monthly counts (dims month, y, x; the index sums as floats, or as
+    stored with their CF ``scale_factor``): pond and clearing onset maps with their evidence, and the clear
+    views per year."""
+    years = month_years(monthly["month"].values)
+    ponds, bare, yearly = change_arrays({k: monthly[k].values for k in composite.COUNT_LAYERS},
+                                        {k: sum_scale(monthly[k]) for k in composite.INDEX_SUMS}, years, ch)
+    coords = {k: c for k, c in monthly.coords.items() if "month" not in c.dims}
+    return _as_xarray(ponds, bare, {"valid": yearly}, np.unique(years), coords)
 
 
 _MOSAICS: dict[str, list[Mosaic]] = {}  # the AOI-wide maps of the onset stages running in this process
 
 
-def _change_block(sources, months, y, x, rows, cols, ch, mosaics: str):
-    """One block's ``change_maps``, placed by the thread that computed it into the onset stage's maps
+def _change_block(sources, years_of_months, rows, cols, ch, mosaics: str):
+    """One block's ``change_arrays``, placed by the thread that computed it into the onset stage's maps
     (``_MOSAICS[mosaics]``), not by the scheduler's thread, which had kept the next blocks waiting while
     it placed (a tenth of the stage). In a process without those maps (a dask.distributed worker), the
     block is returned to be placed by the caller."""
-    from pipeline.store import read_record
+    from pipeline.store import SUM_SCALE, read_layers
 
-    maps = change_maps(read_record(sources, months, y, x, rows, cols), ch)
+    ponds, bare, yearly = change_arrays(read_layers(sources, rows, cols),
+                                        dict.fromkeys(composite.INDEX_SUMS, 1 / SUM_SCALE), years_of_months, ch)
+    maps = (ponds, bare, {"valid": yearly})
     into = _MOSAICS.get(mosaics)
     if into is None:
         return maps
@@ -346,10 +371,10 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
             from pipeline import store
 
             store.load_kernel()
-            n = 3
-            change_maps(store.read_record([(None, n)], composite.month_starts(date(2000, 1, 1), date(2000, n, 1)),
-                                          np.arange(2.0), np.arange(2.0), (0, 2), (0, 2)), cfg.change)
+            change_arrays(store.read_layers([(None, 3)], (0, 2), (0, 2)),
+                          dict.fromkeys(composite.INDEX_SUMS, 1 / store.SUM_SCALE), np.zeros(3, np.int64), cfg.change)
             milestones.onsets.wait()
+            import dask.array  # noqa: F401 - xarray imports it the first time it wraps an array
             import pyogrio  # noqa: F401
             import scipy.sparse.csgraph  # noqa: F401
             from skimage.measure import label  # noqa: F401 - scikit-image loads its modules lazily

@@ -238,15 +238,12 @@ def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, 
         _writable(f"{path}/{name}")[month:month + 1, r0:r1, c0:c1] = layer[None]
 
 
-def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tuple[int, int],
-                cols: tuple[int, int]) -> xr.Dataset:
-    """Every layer of consecutive years' counts on one block (``rows`` x ``cols`` of the grid whose
-    coordinates are ``y`` and ``x``), as numpy (dims month, y, x). ``sources`` are each year's store
-    (None: no scene that year, all zeros) and its number of months, in order. Each year is read
-    straight into its slice of the block's record, which stays as stored: counts as bytes, index sums
-    as int16 thousandths with their CF ``scale_factor`` (``xr.decode_cf`` gives floats; the onset
-    stage's kernels take them as they are). Widening a record to int16 and float32 had been a third of the
-    onset stage's CPU, most of it the kernel zeroing the fresh memory (perf)."""
+def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int], cols: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Every layer of consecutive years' counts on one block (``rows`` x ``cols``), as stored (counts as
+    bytes, index sums as int16 thousandths: ``SUM_SCALE``), dims (month, y, x). ``sources`` are each
+    year's store (None: no scene that year, all zeros) and its number of months, in order. Each year is
+    read straight into its slice of the block's record. Widening a record to int16 and float32 had been a
+    third of the onset stage's CPU, most of it the kernel zeroing the fresh memory (perf)."""
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols
@@ -259,8 +256,19 @@ def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tupl
                 _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
                                                             out=NDBuffer.from_numpy_array(raw[m:m + n]))
             m += n
-        data[name] = (("month", "y", "x"), raw, {} if stored is STORED_COUNT else {"scale_factor": 1 / SUM_SCALE})
-    return xr.Dataset(data, coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
+        data[name] = raw
+    return data
+
+
+def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tuple[int, int],
+                cols: tuple[int, int]) -> xr.Dataset:
+    """``read_layers`` as a Dataset on the grid of coordinates ``y`` and ``x``: the index sums with their
+    CF ``scale_factor`` (``xr.decode_cf`` gives floats; ``change_maps`` takes them as they are)."""
+    (r0, r1), (c0, c1) = rows, cols
+    sums = {"scale_factor": 1 / SUM_SCALE}
+    return xr.Dataset({k: (("month", "y", "x"), a, sums if k in INDEX_SUMS else {})
+                       for k, a in read_layers(sources, rows, cols).items()},
+                      coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
 
 
 @functools.lru_cache(maxsize=64)
