@@ -136,12 +136,18 @@ def _provenance_html(manifest: dict) -> str:
             + html.escape(json.dumps(cfg, indent=1)) + "</pre></details>")
 
 
-def build_html(manifest: dict, layers: dict[str, gpd.GeoDataFrame], table: pd.DataFrame, svgs: dict[str, str],
+def page_layers(run_dir: Path) -> dict[str, dict]:
+    """The run's layers as the page's map draws them: GeoJSON (WGS84) dicts, from its GeoPackage."""
+    layers = export.read_layers(run_dir)
+    return {name: _geojson(layers[name]) for name in export.LAYERS}
+
+
+def build_html(manifest: dict, layers: dict[str, dict], table: pd.DataFrame, svgs: dict[str, str],
                coverage: dict) -> str:
+    """The page, from the layers as ``page_layers`` gives them."""
     years = [int(y) for y in table["year"]]
     colours = styles.year_colours(years)
-    data = {name: _geojson(layers[name]) for name in export.LAYERS}
-    page_data = {"layers": data, "aoi": _aoi_outline(manifest), "years": years,
+    page_data = {"layers": layers, "aoi": _aoi_outline(manifest), "years": years,
                  "colours": {str(k): v for k, v in colours.items()},
                  "symbols": {k: styles.SYMBOLS[k] for k in export.LAYERS},
                  "titles": styles.LAYER_TITLES}
@@ -149,7 +155,7 @@ def build_html(manifest: dict, layers: dict[str, gpd.GeoDataFrame], table: pd.Da
     aoi = html.escape(str(manifest.get("aoi", "")))
     p = manifest.get("config", {}).get("period", {})
     last = table.iloc[-1]
-    counts = {k: len(v) for k, v in layers.items()}
+    counts = {k: len(v["features"]) for k, v in layers.items()}
     summary = (f"By the end of {int(last['year'])}: <b>{int(last['sites_total'])} mining sites</b>, "
                f"{int(last['ponds_total'])} pond water bodies, {last['footprint_total_m2'] / 1e4:,.1f} ha disturbed"
                + (" (provisional: the year is not over or the period stops before its end)." if last["provisional"] else "."))
@@ -291,12 +297,14 @@ can hide new activity until the next dry season. Pond counts are detected water 
 """
 
 
-def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, str] | None = None) -> list[Path]:
+def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, str] | None = None,
+                 layers: dict[str, dict] | None = None) -> list[Path]:
     """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
-    files already there; returns the files written. ``svgs``: the charts if already drawn (``charts.draw``)."""
+    files already there; returns the files written. ``svgs``: the charts if already drawn (``charts.draw``);
+    ``layers``: the map's layers if already read (``page_layers``)."""
     run_dir = Path(run_dir)
     manifest = manifest if manifest is not None else export.read_manifest(run_dir)
-    layers = export.read_layers(run_dir)
+    layers = layers if layers is not None else page_layers(run_dir)
     table = pd.read_csv(run_dir / export.SUMMARY)
     years = [int(y) for y in table["year"]]
     svgs = svgs if svgs is not None else charts.draw(run_dir / export.SUMMARY, str(manifest.get("aoi", "")), run_dir)

@@ -615,8 +615,9 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
             export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
             export.write_layer_styles(gpkg, years)
             export.write_sld(tmp / export.STYLES_SLD, years)
+            layers = report.page_layers(tmp)  # the page's map, while the rasters are written
             tifs, svgs = written.result(), charts.result(drawn, csv, name, tmp)
         manifest["timings_s"] = timings.seconds
-        pages = report.write_report(tmp, manifest, svgs)
+        pages = report.write_report(tmp, manifest, svgs, layers)
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)

@@ -50,6 +50,7 @@ def test_report_holds_the_runs_features_table_and_provenance(page, run_dir):
         assert sorted(f["properties"]["first_year"] for f in fc["features"]) == sorted(gdf["first_year"])
         lon, lat = fc["features"][0]["geometry"]["coordinates"][0][0]
         assert 97 < lon < 99 and 24 < lat < 27  # WGS84, longitude first, for Leaflet
+        assert f'data-{name}="{len(gdf)}"' in page  # the counts the page's tests and scripts read
     manifest = export.read_manifest(run_dir)
     years = export.period_years(manifest)
     assert data["years"] == years and set(data["colours"]) == {str(y) for y in years}
