@@ -155,7 +155,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     """
     from pipeline.store import CompositeStore, composite_key
 
-    store = CompositeStore(cfg.compute.composite_dir or workdir / "composites")
+    store = CompositeStore(cfg.compute.composite_dir or workdir / "composites",
+                           checksums=cfg.compute.composite_dir is not None)
     settings = classification_settings(cfg)
     reused, unreadable = [], []
     # the onset stage reads the stores in blocks of all months x a small area that line up with the

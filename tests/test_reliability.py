@@ -112,3 +112,6 @@ def test_composite_store_without_its_marker_or_with_a_changed_file_is_recomputed
     store.save(2022, "k1", months, y, x, 4, 4, fill)
     marker_path(p).unlink()
     assert store.load(2022, "k1", 2, (4, 4)) is None
+    # a run's scratch store is committed without checksums: never trusted, should one be pointed at
+    CompositeStore(tmp_path, checksums=False).save(2022, "k1", months, y, x, 4, 4, fill)
+    assert p.exists() and store.load(2022, "k1", 2, (4, 4)) is None
