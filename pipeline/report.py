@@ -66,15 +66,19 @@ def _aoi_outline(manifest: dict) -> dict:
     return shapely.geometry.mapping(shapely.box(*t.transform_bounds(c, f + e * h, c + a * w, f)))
 
 
-def _coverage(run_dir: Path, years: list[int]) -> dict[int, dict]:
-    """Per year: share of grid pixels with at least one and at least five clear views."""
+def _coverage(run_dir: Path, years: list[int], valid=None) -> dict[int, dict]:
+    """Per year: share of grid pixels with at least one and at least five clear views, from the run's
+    clear views per year (``valid``: (year, y, x), as written to its GeoTIFF; else read from that)."""
     import rasterio
 
     p = run_dir / export.VALID_TIF
-    if not p.is_file():
+    if valid is not None:
+        v = valid
+    elif not p.is_file():
         return {}
-    with rasterio.open(p) as ds:
-        v = ds.read()
+    else:
+        with rasterio.open(p) as ds:
+            v = ds.read()
     return {y: {"any": float((v[i] > 0).mean()), "five": float((v[i] >= 5).mean()),
                 "min": int(v[i].min()), "max": int(v[i].max())} for i, y in enumerate(years[: len(v)])}
 
@@ -298,17 +302,18 @@ can hide new activity until the next dry season. Pond counts are detected water 
 
 
 def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, str] | None = None,
-                 layers: dict[str, dict] | None = None) -> list[Path]:
+                 layers: dict[str, dict] | None = None, valid=None) -> list[Path]:
     """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
     files already there; returns the files written. ``svgs``: the charts if already drawn (``charts.draw``);
-    ``layers``: the map's layers if already read (``page_layers``)."""
+    ``layers``: the map's layers if already read (``page_layers``); ``valid``: the clear views per year
+    just written to the run's GeoTIFF, not read back from it."""
     run_dir = Path(run_dir)
     manifest = manifest if manifest is not None else export.read_manifest(run_dir)
     layers = layers if layers is not None else page_layers(run_dir)
     table = pd.read_csv(run_dir / export.SUMMARY)
     years = [int(y) for y in table["year"]]
     svgs = svgs if svgs is not None else charts.draw(run_dir / export.SUMMARY, str(manifest.get("aoi", "")), run_dir)
-    page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years))
+    page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years, valid))
     tmp = run_dir / (REPORT + ".tmp")  # refresh_report rewrites a finished run: never half a page
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(run_dir / REPORT)

@@ -619,6 +619,6 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
             layers = report.page_layers(tmp)  # the page's map, while the rasters are written
             tifs, svgs = written.result(), charts.result(drawn, csv, name, tmp)
         manifest["timings_s"] = timings.seconds
-        pages = report.write_report(tmp, manifest, svgs, layers)
+        pages = report.write_report(tmp, manifest, svgs, layers, rasters["valid_per_year"])
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
