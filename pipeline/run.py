@@ -214,7 +214,7 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     months = composite.month_starts(cfg.period.start, cfg.period.end)
     ny, nx = aoi.grid.shape.yx
     spans = lambda n: [(a, min(a + edge, n)) for a in range(0, n, edge)]  # noqa: E731
-    if milestones is not None:  # (counting: also when every year was reused, and nothing counted)
+    if milestones is not None:  # the count is over, or was not needed (every year reused)
         milestones.counting.set()
         milestones.onsets.set()
     with timings("onsets"), dask_progress(progress, "onsets"):
