@@ -347,3 +347,40 @@ def test_change_maps_take_a_record_as_stored_or_decoded():
     for k in ("bsi_mean", "ndvi_mean"):
         np.testing.assert_allclose(bare_s[k], bare_d[k], rtol=1e-6)
     np.testing.assert_allclose(bare_s["bsi_mean"], 0.2, rtol=1e-6)
+
+
+def test_change_maps_equal_the_xarray_functions_composed():
+    # the onset stage's numpy core (change_arrays) against the lazy xarray functions an analyst composes
+    # (onset_maps, share_while_active_maps, dip_onset_maps, evidence_maps): the same maps, to the bit
+    from pipeline.change import dip_onset_maps, share_while_active_maps
+    from pipeline.confidence import evidence_maps
+    from pipeline.config import ChangeConfig
+    from pipeline.run import change_maps
+
+    rng = np.random.default_rng(11)
+    shape, ch = (36, 9, 8), ChangeConfig()
+    valid = rng.integers(0, 5, size=shape).astype(np.uint8)
+    counts = {k: np.minimum(valid, rng.integers(0, 5, size=shape)).astype(np.uint8) for k in ("pond", "bare", "green")}
+    dims = ("month", "y", "x")
+    monthly = xr.Dataset({"valid": (dims, valid), **{k: (dims, v) for k, v in counts.items()},
+                          **{k: (dims, rng.integers(-900, 900, size=shape).astype(np.int16), {"scale_factor": 0.001})
+                             for k in composite.INDEX_SUMS}},
+                         coords={"month": pd.date_range("2021-01-01", periods=36, freq="MS"),
+                                 "y": np.arange(9.0), "x": np.arange(8.0)})
+    ponds, bare, yearly = change_maps(monthly, ch)
+    m = monthly
+    ref_ponds = onset_maps(m["valid"], m["pond"], ch.pond_window_months, ch.persistence, ch.min_observations)
+    ref_bare = onset_maps(m["valid"], m["bare"], ch.clearing_window_months, ch.persistence, ch.min_observations)
+    ref_bare["bare_share"] = share_while_active_maps(ref_bare, m["valid"], m["bare"])
+    ref_bare["green_share"] = share_while_active_maps(ref_bare, m["valid"], m["green"])
+    ref_bare["open_onset"] = onset_maps(m["valid"], m["valid"] - m["green"], ch.clearing_window_months,
+                                        ch.persistence, ch.min_observations)["onset"]
+    ref_bare["dip_onset"] = dip_onset_maps(ref_bare["onset"], m["valid"], m["ndvi_sum"], ch.clearing_lead_months,
+                                           ch.clearing_ndvi_drop)
+    ref_ponds = ref_ponds.merge(evidence_maps(ref_ponds, m["valid"], m["pond"], {"mndwi": m["mndwi_sum"],
+                                                                                "ndvi": m["ndvi_sum"]}))
+    ref_bare = ref_bare.merge(evidence_maps(ref_bare, m["valid"], None, {"bsi": m["bsi_sum"], "ndvi": m["ndvi_sum"]}))
+    assert (ponds["onset"] >= 0).any() and (bare["onset"] >= 0).any()
+    xr.testing.assert_identical(ponds, ref_ponds)
+    xr.testing.assert_identical(bare, ref_bare)
+    xr.testing.assert_identical(yearly, composite.yearly_counts(m["valid"]))

@@ -198,3 +198,15 @@ def test_sld_file_styles_every_layer(run_dir):
     for rule in root.iter(f"{sld}Rule"):
         lit = rule.find(".//{http://www.opengis.net/ogc}Literal").text
         assert int(lit) in years
+
+
+def test_footprints_written_unsynced_leave_gdal_as_they_found_it(tmp_path):
+    # SQLite's flush at every commit is turned off for the run's own GeoPackage only (the run dir is
+    # flushed whole before its swap): the option is put back, and the layers read back whole
+    layers = {"ponds": gpd.GeoDataFrame({"pond_id": [1, 2]}, geometry=[shapely.box(0, 0, 10, 10),
+                                                                       shapely.box(20, 0, 30, 10)], crs=32647)}
+    assert pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS") is None
+    export.write_footprints(tmp_path / "f.gpkg", layers)
+    assert pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS") is None
+    back = gpd.read_file(tmp_path / "f.gpkg", layer="ponds")
+    assert back["pond_id"].tolist() == [1, 2] and back.geometry.equals(layers["ponds"].geometry)
