@@ -221,7 +221,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
         mosaics, token = [Mosaic((ny, nx)) for _ in range(3)], uuid.uuid4().hex
-        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, month_years(months), rows, cols,
+        years_of_months = month_years(months)
+        tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, years_of_months, rows, cols,
                                                                       cfg.change, token)
                  for rows in spans(ny) for cols in spans(nx)}
         _MOSAICS[token] = mosaics
@@ -235,8 +236,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             if block is not None:  # computed in another process (dask.distributed): placed here
                 for m, r in zip(mosaics, block):
                     m.place(r, *span)
-        ponds, bare, yearly_valid = _as_xarray(*(m.arrays for m in mosaics), np.unique(month_years(months)),
-                                               {"y": y, "x": x})
+        ponds, bare, yearly_valid = _as_xarray(mosaics[0].arrays, mosaics[1].arrays, mosaics[2].arrays["valid"],
+                                               np.unique(years_of_months), {"y": y, "x": x})
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": ponds, "bare": bare,
             "yearly_valid": yearly_valid, "dem": dem, "slope": slope, "n_days": len(days), "years_reused": reused,
@@ -302,10 +303,10 @@ def change_arrays(layers: dict[str, np.ndarray], scales: dict[str, float], years
     return ponds, bare, yearly
 
 
-def _as_xarray(ponds: dict, bare: dict, yearly: dict, years: np.ndarray, coords: dict):
+def _as_xarray(ponds: dict, bare: dict, yearly: np.ndarray, years: np.ndarray, coords: dict):
     """``change_arrays``' maps as Datasets and the clear views per year as a DataArray, on ``coords``."""
     maps = lambda arrays: xr.Dataset({k: (("y", "x"), a) for k, a in arrays.items()}, coords=coords)  # noqa: E731
-    return maps(ponds), maps(bare), xr.DataArray(yearly["valid"], dims=("year", "y", "x"), name="valid",
+    return maps(ponds), maps(bare), xr.DataArray(yearly, dims=("year", "y", "x"), name="valid",
                                                  coords={"year": years, **coords})
 
 
@@ -317,7 +318,7 @@ def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.Dat
     ponds, bare, yearly = change_arrays({k: monthly[k].values for k in composite.COUNT_LAYERS},
                                         {k: sum_scale(monthly[k]) for k in composite.INDEX_SUMS}, years, ch)
     coords = {k: c for k, c in monthly.coords.items() if "month" not in c.dims}
-    return _as_xarray(ponds, bare, {"valid": yearly}, np.unique(years), coords)
+    return _as_xarray(ponds, bare, yearly, np.unique(years), coords)
 
 
 _MOSAICS: dict[str, list[Mosaic]] = {}  # the AOI-wide maps of the onset stages running in this process
@@ -328,10 +329,9 @@ def _change_block(sources, years_of_months, rows, cols, ch, mosaics: str):
     (``_MOSAICS[mosaics]``), not by the scheduler's thread, which had kept the next blocks waiting while
     it placed (a tenth of the stage). In a process without those maps (a dask.distributed worker), the
     block is returned to be placed by the caller."""
-    from pipeline.store import SUM_SCALE, read_layers
+    from pipeline.store import STORED_SCALES, read_layers
 
-    ponds, bare, yearly = change_arrays(read_layers(sources, rows, cols),
-                                        dict.fromkeys(composite.INDEX_SUMS, 1 / SUM_SCALE), years_of_months, ch)
+    ponds, bare, yearly = change_arrays(read_layers(sources, rows, cols), STORED_SCALES, years_of_months, ch)
     maps = (ponds, bare, {"valid": yearly})
     into = _MOSAICS.get(mosaics)
     if into is None:
@@ -361,10 +361,11 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
     kernels had slowed those by 0.14 s; loaded once counting has begun, while the first tasks read their
     scenes off the GIL, they lengthen the count stage by 0.05 s: medians of 6 interleaved runs), and the
     count tasks hardly do. Then, once the onset stage has begun, whose threads leave a core idle a quarter
-    of the time, import what only vectorising and the export use (scikit-image, scipy.sparse, pyogrio:
-    0.2 s of the interpreter): imported during the count they competed with its tasks and gained nothing (make bench);
-    now vectorise and export take 0.05 s less and the onset stage no longer (medians of 6 interleaved
-    runs). Best effort: whatever fails here is loaded later, where it is needed."""
+    of the time, import what only vectorising and the export use (scikit-image, scipy.sparse, pyogrio, and
+    dask.array, which xarray imports the first time it wraps an array): imported during the count they
+    competed with its tasks and gained nothing (make bench); now vectorise and export take 0.05 s less and
+    the onset stage no longer (medians of 6 interleaved runs). Best effort: whatever fails here is loaded
+    later, where it is needed."""
     def warm():
         try:
             milestones.counting.wait()
@@ -372,8 +373,8 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
             from pipeline import store
 
             store.load_kernel()
-            change_arrays(store.read_layers([(None, 3)], (0, 2), (0, 2)),
-                          dict.fromkeys(composite.INDEX_SUMS, 1 / store.SUM_SCALE), np.zeros(3, np.int64), cfg.change)
+            change_arrays(store.read_layers([(None, 3)], (0, 2), (0, 2)), store.STORED_SCALES, np.zeros(3, np.int64),
+                          cfg.change)
             milestones.onsets.wait()
             import dask.array  # noqa: F401 - xarray imports it the first time it wraps an array
             import pyogrio  # noqa: F401

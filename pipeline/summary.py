@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import date
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import shapely
 
