@@ -498,12 +498,17 @@ def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None,
     """A Cloud-Optimised GeoTIFF on ``grid``: deflate, 256 px tiles, and overviews halving down to about
     128 px (at least one level, so even a small AOI opens in QGIS the way a large one does). Deflate at
     level 1, not GDAL's 6: the clear-view counts compress in 115 ms instead of 276 ms on the bench AOI,
-    to 1.3 MB instead of 0.95 MB, and every GIS reads either."""
+    to 1.3 MB instead of 0.95 MB, and every GIS reads either.
+
+    The overviews are built in the in-memory GeoTIFF and copied as they are: left to the COG driver,
+    they go through a ZSTD-compressed temporary file beside the output, a new compressor for every
+    tile, and the three rasters of a run took 160 ms instead of 90 ms."""
     import math
 
     import numpy as np
     import rasterio
     import rasterio.shutil
+    from rasterio.enums import Resampling
     from rasterio.io import MemoryFile
 
     data = np.asarray(data)
@@ -511,6 +516,7 @@ def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None,
         data = data[None]
     profile = {"driver": "GTiff", "count": data.shape[0], "height": data.shape[1], "width": data.shape[2],
                "dtype": data.dtype, "crs": grid.crs.to_wkt(), "transform": grid.affine, "nodata": nodata}
+    levels = max(1, math.ceil(math.log2(max(data.shape[1:]) / 128)))
     with MemoryFile() as mem:
         with mem.open(**profile) as ds:
             ds.write(data)
@@ -520,11 +526,10 @@ def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None,
                 ds.update_tags(**tags)
             if colormap:
                 ds.write_colormap(1, colormap)
+            ds.build_overviews([2 ** k for k in range(1, levels + 1)], Resampling[resampling.lower()])
         with mem.open() as src:
-            levels = max(1, math.ceil(math.log2(max(data.shape[1:]) / 128)))
             rasterio.shutil.copy(src, path, driver="COG", COMPRESS="DEFLATE", LEVEL=1, BLOCKSIZE=256,
-                                 OVERVIEWS="IGNORE_EXISTING", OVERVIEW_COUNT=levels, OVERVIEW_RESAMPLING=resampling,
-                                 PREDICTOR="YES")
+                                 OVERVIEWS="FORCE_USE_EXISTING", PREDICTOR="YES")
 
 
 def write_rasters(out_dir: Path, grid, first_year, classes, valid_per_year, years) -> list[Path]:
