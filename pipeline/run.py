@@ -220,10 +220,10 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
-        mosaics, token = [Mosaic((ny, nx)) for _ in range(3)], uuid.uuid4().hex
+        mosaics, token, scratch = [Mosaic((ny, nx)) for _ in range(3)], uuid.uuid4().hex, composite.Scratch()
         years_of_months = month_years(months)
         tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, years_of_months, rows, cols,
-                                                                      cfg.change, token)
+                                                                      cfg.change, token, scratch)
                  for rows in spans(ny) for cols in spans(nx)}
         _MOSAICS[token] = mosaics
         try:
@@ -324,14 +324,14 @@ def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.Dat
 _MOSAICS: dict[str, list[Mosaic]] = {}  # the AOI-wide maps of the onset stages running in this process
 
 
-def _change_block(sources, years_of_months, rows, cols, ch, mosaics: str):
+def _change_block(sources, years_of_months, rows, cols, ch, mosaics: str, scratch: composite.Scratch):
     """One block's ``change_arrays``, placed by the thread that computed it into the onset stage's maps
     (``_MOSAICS[mosaics]``), not by the scheduler's thread, which had kept the next blocks waiting while
     it placed (a tenth of the stage). In a process without those maps (a dask.distributed worker), the
     block is returned to be placed by the caller."""
     from pipeline.store import STORED_SCALES, read_layers
 
-    ponds, bare, yearly = change_arrays(read_layers(sources, rows, cols), STORED_SCALES, years_of_months, ch)
+    ponds, bare, yearly = change_arrays(read_layers(sources, rows, cols, scratch), STORED_SCALES, years_of_months, ch)
     maps = (ponds, bare, {"valid": yearly})
     into = _MOSAICS.get(mosaics)
     if into is None:

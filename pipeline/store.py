@@ -28,7 +28,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from pipeline.composite import COUNT_LAYERS, COUNTS, INDEX_SUMS
+from pipeline.composite import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +217,13 @@ def _pack(counts, sums, scale, packed_counts, packed_sums):
                 packed_sums[k, i, j] = min(max(np.rint(sums[k, i, j] * scale), -32767), 32767)
 
 
-def stored_layers(counts: np.ndarray, sums: np.ndarray) -> list[np.ndarray]:
+def stored_layers(counts: np.ndarray, sums: np.ndarray, scratch: Scratch | None = None) -> list[np.ndarray]:
     """A block's ``counts`` (int16, never negative) and ``sums`` (float32) as stored, layer by layer
     (``SUM_SCALE``): one compiled pass, not the four of numpy's clip and rint, which cost as much as
-    compressing them."""
-    packed_counts = np.empty(counts.shape, STORED_COUNT)
-    packed_sums = np.empty(sums.shape, STORED_SUM)
+    compressing them. With ``scratch``, in the thread's arrays of it."""
+    scratch = scratch or Scratch()
+    packed_counts = scratch.array("packed_counts", counts.shape, STORED_COUNT)
+    packed_sums = scratch.array("packed_sums", sums.shape, STORED_SUM)
     _pack(counts, sums, np.float32(SUM_SCALE), packed_counts, packed_sums)
     return [*packed_counts, *packed_sums]
 
@@ -233,12 +234,12 @@ def load_kernel() -> None:
 
 
 def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,
-                sums: np.ndarray) -> None:
+                sums: np.ndarray, scratch: Scratch | None = None) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
     ``cols`` into the store at ``path``. Blocks must cover whole shards (or reach the grid's edge), so
     tasks writing different blocks never touch the same file."""
     (r0, r1), (c0, c1) = rows, cols
-    for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums)):
+    for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)):
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.
@@ -246,21 +247,24 @@ def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, 
 
 
 def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
-                cols: tuple[int, int]) -> dict[str, np.ndarray]:
+                cols: tuple[int, int], scratch: Scratch | None = None) -> dict[str, np.ndarray]:
     """Every layer of consecutive years' counts on one block (``rows`` x ``cols``), as stored (counts as
     bytes, index sums as int16 thousandths: ``SUM_SCALE``), dims (month, y, x). ``sources`` are each
     year's store (None: no scene that year, all zeros) and its number of months, in order. Each year is
     read straight into its slice of the block's record. Widening a record to int16 and float32 had been a
-    third of the onset stage's CPU, most of it the kernel zeroing the fresh memory (perf)."""
+    third of the onset stage's CPU, most of it the kernel zeroing the fresh memory (perf). With
+    ``scratch``, into the thread's arrays of it (good until the thread's next block)."""
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols
     data = {}
     for name, stored in [*((k, STORED_COUNT) for k in COUNTS), *((k, STORED_SUM) for k in INDEX_SUMS)]:
-        raw = np.zeros((sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
+        raw = (scratch or Scratch()).array(name, (sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
         m = 0
         for path, n in sources:
-            if path is not None:
+            if path is None:
+                raw[m:m + n] = 0
+            else:
                 _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
                                                             out=NDBuffer.from_numpy_array(raw[m:m + n]))
             m += n

@@ -240,3 +240,44 @@ def test_a_store_shard_is_no_larger_than_the_grid_in_whole_chunks(tmp_path):
     assert zarr.open_array(tmp_path / "s.zarr" / "valid", mode="r").shards == (1, 128, 96)
     create_layers(tmp_path / "t.zarr", months, np.arange(600.0), np.arange(70.0), 32, 256, {})
     assert zarr.open_array(tmp_path / "t.zarr" / "valid", mode="r").shards == (1, 256, 96)
+
+
+def test_scratch_gives_each_thread_its_own_memory_again_and_again():
+    import pickle
+    import threading
+
+    scratch = composite.Scratch()
+    a = scratch.array("counts", (2, 3, 4), np.int16)
+    a[:] = 7
+    again = scratch.array("counts", (2, 3, 4), np.int16)
+    assert np.shares_memory(a, again) and (again == 7).all()  # the same memory, as left
+    smaller = scratch.array("counts", (3, 2), np.float32)  # a smaller block reuses it
+    assert np.shares_memory(a, smaller) and smaller.shape == (3, 2) and smaller.dtype == np.float32
+    assert not np.shares_memory(a, scratch.array("sums", (2, 3, 4), np.int16))  # another name, other memory
+    larger = scratch.array("counts", (4, 3, 4), np.int16)  # outgrown: new memory
+    assert larger.shape == (4, 3, 4) and not np.shares_memory(a, larger)
+    other = []
+    t = threading.Thread(target=lambda: other.append(scratch.array("counts", (4, 3, 4), np.int16)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(larger, other[0])  # another thread, its own
+    assert pickle.loads(pickle.dumps(scratch))._buffers == {}  # a worker elsewhere starts empty
+
+
+def test_a_block_read_into_reused_memory_has_zeros_for_a_year_without_scenes(tmp_path):
+    # the scratch memory holds the previous block's record: a year with no store must be zeroed, not left
+    from pipeline.store import create_layers, read_layers, write_block
+
+    months = composite.month_starts(date(2021, 1, 1), date(2021, 2, 28))
+    path = tmp_path / "s.zarr"
+    create_layers(path, months, np.arange(8.0), np.arange(8.0), 4, 8, {})
+    write_block(path, 0, (0, 8), (0, 8), np.full((4, 8, 8), 3, np.int16), np.full((3, 8, 8), 0.5, np.float32))
+    scratch = composite.Scratch()
+    for name, raw in read_layers([(path, 2), (path, 2)], (0, 8), (0, 8), scratch).items():
+        raw[:] = 9  # what the previous block left
+    record = read_layers([(None, 2), (path, 2)], (0, 8), (0, 8), scratch)
+    fresh = read_layers([(None, 2), (path, 2)], (0, 8), (0, 8))
+    for name, raw in record.items():
+        assert not raw[:2].any(), name
+        np.testing.assert_array_equal(raw, fresh[name], err_msg=name)
+    assert (record["valid"][2] == 3).all() and not record["valid"][3].any()
