@@ -147,7 +147,9 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
            progress: Progress | None = None, milestones: Milestones | None = None) -> dict:
-    """Scenes -> per-pixel onset maps and clear views per year (xarray, on the AOI grid), DEM and slope.
+    """Scenes -> per-pixel onset maps (``ponds`` and ``bare``: name -> (y, x) array), clear views per year
+(``yearly_valid``: (year, y, x), ``years``), DEM and slope, all numpy on the AOI grid: a run builds no
+xarray object, whose first one makes xarray import dask.array (0.18 s of the interpreter's time).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
     monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
@@ -236,12 +238,11 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             if block is not None:  # computed in another process (dask.distributed): placed here
                 for m, r in zip(mosaics, block):
                     m.place(r, *span)
-        ponds, bare, yearly_valid = _as_xarray(mosaics[0].arrays, mosaics[1].arrays, mosaics[2].arrays["valid"],
-                                               np.unique(years_of_months), {"y": y, "x": x})
     days = sorted({solar_day(s) for s in used})
-    return {"months": months, "ponds": ponds, "bare": bare,
-            "yearly_valid": yearly_valid, "dem": dem, "slope": slope, "n_days": len(days), "years_reused": reused,
-            "scene_ids": [s.id for s in used], "unreadable": unreadable}
+    return {"months": months, "ponds": mosaics[0].arrays, "bare": mosaics[1].arrays,
+            "yearly_valid": mosaics[2].arrays["valid"], "years": np.unique(years_of_months), "dem": dem,
+            "slope": slope, "n_days": len(days), "years_reused": reused, "scene_ids": [s.id for s in used],
+            "unreadable": unreadable}
 
 
 class Mosaic:
@@ -341,10 +342,10 @@ def _change_block(sources, years_of_months, rows, cols, ch, mosaics: str, scratc
     return None
 
 
-def dem_and_slope(items, grid, resolution_m: float) -> tuple[xr.DataArray | None, np.ndarray | None]:
+def dem_and_slope(items, grid, resolution_m: float) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The DEM on ``grid`` (``load_dem``) and its slope in degrees, or (None, None) without DEM tiles."""
     dem = load_dem(items, grid)
-    return dem, None if dem is None else terrain.slope_deg(dem, resolution_m).values
+    return dem, None if dem is None else terrain.slope_degrees(dem, resolution_m)
 
 
 @dataclass
@@ -361,11 +362,10 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
     kernels had slowed those by 0.14 s; loaded once counting has begun, while the first tasks read their
     scenes off the GIL, they lengthen the count stage by 0.05 s: medians of 6 interleaved runs), and the
     count tasks hardly do. Then, once the onset stage has begun, whose threads leave a core idle a quarter
-    of the time, import what only vectorising and the export use (scikit-image, scipy.sparse, pyogrio, and
-    dask.array, which xarray imports the first time it wraps an array): imported during the count they
-    competed with its tasks and gained nothing (make bench); now vectorise and export take 0.05 s less and
-    the onset stage no longer (medians of 6 interleaved runs). Best effort: whatever fails here is loaded
-    later, where it is needed."""
+    of the time, import what only vectorising and the export use (scikit-image, scipy.sparse, pyogrio):
+    imported during the count they competed with its tasks and gained nothing (make bench); now vectorise
+    and export take 0.05 s less and the onset stage no longer (medians of 6 interleaved runs). Best effort:
+    whatever fails here is loaded later, where it is needed."""
     def warm():
         try:
             milestones.counting.wait()
@@ -376,7 +376,6 @@ def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
             change_arrays(store.read_layers([(None, 3)], (0, 2), (0, 2)), store.STORED_SCALES, np.zeros(3, np.int64),
                           cfg.change)
             milestones.onsets.wait()
-            import dask.array  # noqa: F401 - xarray imports it the first time it wraps an array
             import pyogrio  # noqa: F401
             import scipy.sparse.csgraph  # noqa: F401
             from skimage.measure import label  # noqa: F401 - scikit-image loads its modules lazily
@@ -412,20 +411,20 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
                                                           train.pixel_features(det, slope, cfg.resolution))
 
     def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0, dated=None):
-        onset = maps["onset"].values
+        onset = maps["onset"]
         mask = (onset >= 0) & inside & only
         labels = label_features(mask)
         grown = grow_labels(labels, grow_into & inside, grow_px) if grow_into is not None and grow_px else None
         onset = onset if dated is None else dated
-        return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"].values, months),
-                             maps["months_seen"].values, slope if with_slope else None,
-                             {**{k: maps[k].values for k in medians},
-                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].values.astype(np.float32)},
+        return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"], months),
+                             maps["months_seen"], slope if with_slope else None,
+                             {**{k: maps[k] for k in medians},
+                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].astype(np.float32)},
                              grown)
 
     open_, dated = None, None
     if "open_onset" in det["bare"]:
-        open_ = det["bare"]["open_onset"].values
+        open_ = det["bare"]["open_onset"]
         dated = clearing_dates(det["bare"], cfg.change.clearing_lead_months)
         open_ = open_ >= 0
     clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
@@ -444,8 +443,7 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     clearings = clearings[["clearing_id", "first_year", "last_year", "months_seen", "area_m2", "mean_slope_deg",
                            "bare_share", "green_share", "elongation", "persistent", "provisional", "site_id", *evidence,
                            "bsi_mean", "ndvi_mean", "geometry"]]
-    valid_per_year = {int(y): int(np.median(det["yearly_valid"].sel(year=y).values[inside]))
-                      for y in det["yearly_valid"]["year"].values}
+    valid_per_year = {int(y): int(np.median(valid[inside])) for y, valid in zip(det["years"], det["yearly_valid"])}
     return ponds, clearings, sites, valid_per_year
 
 
@@ -488,9 +486,9 @@ def dask_scheduler(compute):
 def clearing_dates(bare, lead_months: int) -> np.ndarray:
     """Each clearing pixel's month of onset for dating: the bare onset, moved back to when the canopy went
     (no longer green, or its NDVI fell) if that came at most ``lead_months`` before."""
-    dated = lead_onset(bare["onset"].values, bare["open_onset"].values, lead_months)
+    dated = lead_onset(bare["onset"], bare["open_onset"], lead_months)
     if "dip_onset" in bare:
-        dated = lead_onset(dated, bare["dip_onset"].values, lead_months)
+        dated = lead_onset(dated, bare["dip_onset"], lead_months)
     return dated
 
 
@@ -499,16 +497,15 @@ def feature_rasters(aoi: AOI, det: dict, ponds, clearings, lead_months: int = 0)
     clear-observation count per year (what an analyst checks before trusting a year)."""
     classes = class_map(aoi.grid, ponds, clearings)
     months = det["months"]
-    pond_year = month_to_year(det["ponds"]["onset"].values, months)
-    clear_year = month_to_year(det["bare"]["onset"].values, months)
+    pond_year = month_to_year(det["ponds"]["onset"], months)
+    clear_year = month_to_year(det["bare"]["onset"], months)
     if "open_onset" in det["bare"]:  # a clearing's (and a grown edge pixel's) first month is when its canopy went
-        open_onset = det["bare"]["open_onset"].values
+        open_onset = det["bare"]["open_onset"]
         clear_year = month_to_year(clearing_dates(det["bare"], lead_months), months)
         clear_year = np.where(clear_year >= 0, clear_year, month_to_year(open_onset, months))
     first_year = np.where(classes == 2, pond_year, np.where(classes == 1, clear_year, 0))
-    yv = det["yearly_valid"]
     return {"classes": classes, "first_year": np.clip(first_year, 0, None).astype(np.uint16),
-            "valid_per_year": yv.values.astype(np.uint16), "years": [int(y) for y in yv["year"].values]}
+            "valid_per_year": det["yearly_valid"].astype(np.uint16), "years": [int(y) for y in det["years"]]}
 
 
 def plan(cfg: RunConfig) -> dict:

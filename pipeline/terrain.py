@@ -5,12 +5,15 @@ import numpy as np
 import xarray as xr
 
 
-def slope_deg(dem: xr.DataArray, resolution_m: float) -> xr.DataArray:
-    """Slope in degrees from elevations in metres on a square grid of ``resolution_m``.
+def slope_degrees(elevation: np.ndarray, resolution_m: float) -> np.ndarray:
+    """Slope in degrees (float32) from elevations in metres on a square grid of ``resolution_m``.
 
     Central differences (numpy.gradient), one-sided at the edges; NaN elevations give NaN slope.
     """
-    z = np.asarray(dem.values, dtype=np.float64)
-    dz_dy, dz_dx = np.gradient(z, resolution_m)
-    slope = np.degrees(np.arctan(np.hypot(dz_dx, dz_dy))).astype(np.float32)
-    return dem.copy(data=slope).rename("slope_deg")
+    dz_dy, dz_dx = np.gradient(np.asarray(elevation, dtype=np.float64), resolution_m)
+    return np.degrees(np.arctan(np.hypot(dz_dx, dz_dy))).astype(np.float32)
+
+
+def slope_deg(dem: xr.DataArray, resolution_m: float) -> xr.DataArray:
+    """``slope_degrees`` of a DEM DataArray, on its coordinates."""
+    return dem.copy(data=slope_degrees(dem.values, resolution_m)).rename("slope_deg")

@@ -39,17 +39,16 @@ MAX_TRAIN_PIXELS = 400_000  # HistGradientBoosting on 2 cores: ~10-20 s at this 
 
 
 def pixel_features(det: dict, slope: np.ndarray | None, resolution: float) -> np.ndarray:
-    """(y, x, len(FEATURES)) float32 from detect's onset and evidence maps (numpy) and the slope."""
-    p, b = det["ponds"], det["bare"]
-    pond_c = (p["onset"].values >= 0)
-    bare_c = (b["onset"].values >= 0)
+    """(y, x, len(FEATURES)) float32 from detect's onset and evidence maps (name -> array, or Datasets as
+    ``change_maps`` gives them) and the slope."""
+    p, b = ({k: np.asarray(v) for k, v in det[name].items()} for name in ("ponds", "bare"))  # or Datasets
+    pond_c = (p["onset"] >= 0)
+    bare_c = (b["onset"] >= 0)
     k = max(1, int(round(100.0 / resolution))) * 2 + 1
     dist = ndimage.distance_transform_edt(~bare_c) * resolution if bare_c.any() else np.full(bare_c.shape, 1e4)
     cols = [
-        pond_c, p["months_seen"].values, p["n_clear_obs"].values, p["water_share"].values, p["mndwi_mean"].values,
-        p["ndvi_mean"].values,
-        bare_c, b["months_seen"].values, b["n_clear_obs"].values, b["bare_share"].values, b["green_share"].values,
-        b["bsi_mean"].values, b["ndvi_mean"].values,
+        pond_c, p["months_seen"], p["n_clear_obs"], p["water_share"], p["mndwi_mean"], p["ndvi_mean"],
+        bare_c, b["months_seen"], b["n_clear_obs"], b["bare_share"], b["green_share"], b["bsi_mean"], b["ndvi_mean"],
         slope if slope is not None else np.full(pond_c.shape, np.nan),
         ndimage.uniform_filter(bare_c.astype(np.float32), k), ndimage.uniform_filter(pond_c.astype(np.float32), k),
         np.minimum(dist, 1000.0),

@@ -125,7 +125,7 @@ def test_dem_from_epsg4326_lands_on_the_grid(tmp_path):
                         dem=(1000 + 2.0 * yy).astype(np.float32))
     aoi = load_aoi(write_aoi_file(tmp_path / "aoi.geojson", BOUNDS, inset=40.0))
     found = LocalCatalogSource(cat).search(aoi.geometry, date(2021, 1, 1), date(2021, 12, 31), 100)
-    dem = load_dem(found.dem, aoi.grid).values
+    dem = load_dem(found.dem, aoi.grid)
     assert dem.shape == aoi.grid.shape.yx and not np.isnan(dem).any()
     assert np.median(np.diff(dem[5:-5, 10])) == pytest.approx(2.0, abs=0.2)  # rises 2 m per row southward
 

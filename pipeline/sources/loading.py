@@ -202,8 +202,8 @@ def load_reflectance(items: list[pystac.Item], grid: GeoBox, bands: list[str], c
     return res
 
 
-def load_dem(items: list[pystac.Item], grid: GeoBox) -> xr.DataArray | None:
-    """Elevation (float32 m, NaN where no tile has data) on the AOI grid: GLO-30 tiles arrive in
+def load_dem(items: list[pystac.Item], grid: GeoBox) -> np.ndarray | None:
+    """Elevation (float32 m, NaN where no tile has data; y, x) on the AOI grid: GLO-30 tiles arrive in
     EPSG:4326 at 1 arc-second and are each warped onto the grid here, once, bilinear, then mosaicked
     (the highest where tiles overlap, as their edges repeat the same posts). GDAL directly: the one
     small warp of a run needs none of odc-stac's dask machinery, whose import cost more than the warp."""
@@ -221,8 +221,7 @@ def load_dem(items: list[pystac.Item], grid: GeoBox) -> xr.DataArray | None:
             reproject(rasterio.band(src, 1), tile, src_nodata=nodata, dst_transform=grid.affine,
                       dst_crs=str(grid.crs), dst_nodata=np.nan, resampling=Resampling.bilinear)
         np.fmax(dem, tile, out=dem)
-    coords = grid.coords
-    return xr.DataArray(dem, dims=("y", "x"), coords={"y": coords["y"].values, "x": coords["x"].values})
+    return dem
 
 
 # ------------------------------------------------------- block reads for the fused count stage
