@@ -1,5 +1,6 @@
 """Bad input: one line naming the problem and the fix, a non-zero exit, no complete-looking run dir."""
 import json
+import sys
 
 import pytest
 
@@ -106,3 +107,27 @@ def test_rerun_replaces_a_previous_run(cli, tiny_catalog):
     assert cli(*_run_args(tiny_catalog))[0] == 0
     assert (tiny_catalog["root"] / "run" / "yearly_summary.csv").read_text() == first
     assert [p.name for p in tiny_catalog["root"].iterdir() if p.name.startswith(".run")] == []
+
+
+def test_an_unknown_command_or_option_is_a_usage_error(cli):
+    # click's usage message and exit code 2, not an "unexpected" error (typer raises its own copy of
+    # click's exceptions)
+    for args in (["bogus"], ["run", "--bogus-option", "1"]):
+        code, out, err = cli(*args)
+        assert code == 2 and "unexpected" not in err and ("No such command" in err or "No such option" in err), err
+
+
+def test_the_command_line_entry_exits_with_the_command_s_code(tiny_catalog, tmp_path):
+    # ``python -m pipeline`` leaves with os._exit after a success: the output is all there, and a failure
+    # still exits as usual, with its code and message
+    import subprocess
+
+    run = [sys.executable, "-m", "pipeline", "run", "--aoi", str(tiny_catalog["aoi"]), "--source", "local",
+           "--catalog", str(tiny_catalog["catalog"]), "--out", str(tmp_path / "run")]
+    ok = subprocess.run([*run, "--start", "2021-01-01", "--end", "2023-12-31"], capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0 and ok.stdout.rstrip().endswith("in a browser)"), ok.stderr
+    assert "Traceback" not in ok.stderr and "leaked" not in ok.stderr and (tmp_path / "run" / "run.json").is_file()
+    bad = subprocess.run([*run, "--start", "2023-01-01", "--end", "2021-12-31"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr, bad.stderr
