@@ -137,12 +137,13 @@ def classification_settings(cfg: RunConfig) -> dict:
             "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
 
 
-def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: Path) -> list:
+def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: Path,
+                scratch: composite.Scratch | None = None) -> list:
     """Tasks (dask.delayed) that count the clear, pond-like, bare and green views of ``scenes`` in
     [start, end], and sum their indices, per month, into the store layers at ``path``."""
     rules = composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
     return composite.count_tasks(path, overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px,
-                                 rules)
+                                 rules, scratch)
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
@@ -195,7 +196,8 @@ xarray object, whose first one makes xarray import dask.array (0.18 s of the int
             if milestones is not None:
                 milestones.counting.set()
             with timings("count"), dask_progress(progress, "count"):
-                dask.compute([count_tasks(cfg, aoi, years[year][2], *years[year][:2], path)
+                scratch = composite.Scratch()  # one set of work arrays per thread for all years' tasks
+                dask.compute([count_tasks(cfg, aoi, years[year][2], *years[year][:2], path, scratch)
                               for year, (_, path) in todo.items()])
         except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
             for _, path in todo.values():
