@@ -149,8 +149,8 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
            progress: Progress | None = None, milestones: Milestones | None = None) -> dict:
     """Scenes -> per-pixel onset maps (``ponds`` and ``bare``: name -> (y, x) array), clear views per year
-(``yearly_valid``: (year, y, x), ``years``), DEM and slope, all numpy on the AOI grid: a run builds no
-xarray object, whose first one makes xarray import dask.array (0.18 s of the interpreter's time).
+    (``yearly_valid``: (year, y, x), ``years``), DEM and slope, all numpy on the AOI grid: a run builds no
+    xarray object, whose first one makes xarray import dask.array (0.18 s of the interpreter's time).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
     monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
