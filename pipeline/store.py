@@ -257,9 +257,10 @@ def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
     from zarr.core.buffer.cpu import NDBuffer
 
     (r0, r1), (c0, c1) = rows, cols
+    scratch = scratch or Scratch()
     data = {}
     for name, stored in [*((k, STORED_COUNT) for k in COUNTS), *((k, STORED_SUM) for k in INDEX_SUMS)]:
-        raw = (scratch or Scratch()).array(name, (sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
+        raw = scratch.array(name, (sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
         m = 0
         for path, n in sources:
             if path is None:
