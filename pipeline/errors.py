@@ -5,9 +5,13 @@ Each message is one line that names what failed and how to fix it; the CLI print
 
 
 class PipelineError(Exception):
-    """Base class: an expected failure with a message meant for the user."""
+    """Base class: an expected failure with a message meant for the user, kept on one line (a library's
+    error quoted in it may end in a newline, as GEOS's do)."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(" ".join(line.strip() for line in str(message).splitlines() if line.strip()), *args)
 
 
 class ConfigError(PipelineError):
