@@ -147,24 +147,29 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
-           progress: Progress | None = None, milestones: Milestones | None = None) -> dict:
+           progress: Progress | None = None, milestones: Milestones | None = None, on_cluster: bool = False) -> dict:
     """Scenes -> per-pixel onset maps (``ponds`` and ``bare``: name -> (y, x) array), clear views per year
     (``yearly_valid``: (year, y, x), ``years``), DEM and slope, all numpy on the AOI grid: a run builds no
     xarray object, whose first one makes xarray import dask.array (0.18 s of the interpreter's time).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
     monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
-    onsets are computed over all months from the stores, one spatial chunk at a time.
+    onsets are computed over all months from the stores, one spatial chunk at a time. A run that keeps
+    no composites writes raw records instead (``store.create_raw``), unless ``on_cluster`` (the workers
+    of a dask.distributed cluster write files of their own, not ranges of shared ones) or short of disk.
     """
-    from pipeline.store import CompositeStore, composite_key
+    from pipeline.store import CompositeStore, composite_key, raw_records_fit
 
-    store = CompositeStore(cfg.compute.composite_dir or workdir / "composites",
-                           checksums=cfg.compute.composite_dir is not None)
-    settings = classification_settings(cfg)
-    reused, unreadable = [], []
     # the onset stage reads the stores in blocks of all months x a small area that line up with the
     # stored chunks, so each is read once and nothing is rechunked in memory
-    edge = cfg.compute.onset_chunk_px(len(composite.month_starts(cfg.period.start, cfg.period.end)))
+    n_months = len(composite.month_starts(cfg.period.start, cfg.period.end))
+    edge = cfg.compute.onset_chunk_px(n_months)
+    kept = cfg.compute.composite_dir is not None
+    raw = not (kept or on_cluster) and raw_records_fit(workdir, aoi.grid.shape.yx, n_months, edge, cfg.compute.chunk_px)
+    store = CompositeStore(cfg.compute.composite_dir or workdir / "composites", checksums=kept,
+                           raw_block_px=edge if raw else None)
+    settings = classification_settings(cfg)
+    reused, unreadable = [], []
     y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
     years = {}  # year -> its first and last day in the period, its scenes
     for year in range(cfg.period.start.year, cfg.period.end.year + 1):
@@ -573,10 +578,10 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         log.warning(warnings[-1])
     if not found.dem:
         warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
-    with dask_scheduler(cfg.compute), \
+    with dask_scheduler(cfg.compute) as client, \
             tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
                                         dir=_work_parent(cfg.out)) as work:
-        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress, milestones)
+        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress, milestones, client is not None)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
         rasters = feature_rasters(aoi, det, ponds, clearings, cfg.change.clearing_lead_months)

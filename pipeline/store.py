@@ -6,7 +6,8 @@ than one year's counts) and lets a re-run, or a monthly run, reuse every year wh
 not changed. A store is valid only if its recorded key matches, it reads back whole, and every
 file matches the checksum in its completion marker (``<store>.complete.json`` beside it, written
 only once the store is renamed into place): a store from an interrupted write, one damaged on disk since, or one
-from other settings is recomputed, never trusted.
+from other settings is recomputed, never trusted. A run that keeps no composites writes its scratch as raw
+records instead (the last section), which only this module reads.
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numba
 import numpy as np
@@ -92,15 +94,17 @@ def composite_key(grid, scene_ids: list[str], settings: dict) -> str:
 
 
 class CompositeStore:
-    def __init__(self, root: Path, checksums: bool = True):
+    def __init__(self, root: Path, checksums: bool = True, raw_block_px: int | None = None):
         """Stores under ``root``. Without ``checksums``, for a run's scratch stores (removed with the run,
         never reused): their files are not read back to be summed at ``commit`` (15-19 ms a year on the
-        bench AOI), and a store committed so is never trusted by ``load``."""
+        bench AOI), and a store committed so is never trusted by ``load``. With ``raw_block_px``, the
+        stores begun are raw records in blocks of that edge (``create_raw``), not Zarr: for scratch."""
         self.root = Path(root)
         self.checksums = checksums
+        self.raw_block_px = raw_block_px
 
     def path(self, year: int, key: str) -> Path:
-        return self.root / f"monthly-{year}-{key}.zarr"
+        return self.root / f"monthly-{year}-{key}.{'raw' if self.raw_block_px else 'zarr'}"
 
     def load(self, year: int, key: str, months: int, shape: tuple[int, int]) -> Path | None:
         """The store of ``year``'s counts if it exists, matches ``key`` and has the expected shape."""
@@ -140,7 +144,10 @@ class CompositeStore:
         """A scratch store for ``year`` with its layers (``create_layers``: zeros) to write blocks into."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{self.path(year, key).name}.{uuid.uuid4().hex[:8]}.tmp"
-        create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year})
+        if self.raw_block_px:
+            create_raw(tmp, len(months), (len(y), len(x)), self.raw_block_px)
+        else:
+            create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year})
         return tmp
 
     @staticmethod
@@ -158,7 +165,7 @@ class CompositeStore:
         part = marker_path(tmp)
         part.write_text(json.dumps({"key": key, "year": year, "files": files}))
         part.replace(marker_path(final))
-        for stale in self.root.glob(f"monthly-{year}-*.zarr"):
+        for stale in self.root.glob(f"monthly-{year}-*{final.suffix}"):
             if stale != final:
                 shutil.rmtree(stale, ignore_errors=True)
                 marker_path(stale).unlink(missing_ok=True)
@@ -238,6 +245,8 @@ def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, 
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
     ``cols`` into the store at ``path``. Blocks must cover whole shards (or reach the grid's edge), so
     tasks writing different blocks never touch the same file."""
+    if raw_layout(path) is not None:
+        return _write_raw(path, month, rows, cols, stored_layers(counts, sums, scratch), scratch)
     (r0, r1), (c0, c1) = rows, cols
     for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)):
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
@@ -265,6 +274,8 @@ def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
         for path, n in sources:
             if path is None:
                 raw[m:m + n] = 0
+            elif raw_layout(path) is not None:
+                _read_raw(path, name, rows, cols, raw[m:m + n])
             else:
                 _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
                                                             out=NDBuffer.from_numpy_array(raw[m:m + n]))
@@ -300,3 +311,100 @@ def _layer(path: str) -> zarr.Array:
     codec pipeline, a third of the onset stage's reading when done for every block. Stores are never
     changed in place (a recomputed store has a new key, so a new path, or the same metadata)."""
     return zarr.open_array(path, mode="r")
+
+
+# ----------------------------------------------------------- raw records: a run's scratch, never kept
+#
+# A run that keeps no composites (``compute.composite_dir`` unset) removes its stores when it ends. Those
+# are written as raw records rather than Zarr: per layer, one file holding each block of the onset stage
+# after the other, each block's months back to back, as stored (bytes and int16 thousandths). A count
+# task writes its month of each block with one pwrite and an onset task reads a block's year with one
+# pread. Encoding and decoding the Zarr chunks (LZ4, bit-shuffle, zarrs gathering chunks into shards in
+# fresh memory) had been a sixth of a run's CPU on the bench AOI, for stores read once and deleted; the
+# records take 3x the disk instead (10 bytes per pixel and month: ``RAW_BYTES_PER_CELL``), which the run
+# checks it has (``raw_records_fit``). Nothing reads them but this module.
+
+RAW_META = "records.json"
+RAW_BYTES_PER_CELL = 4 * np.dtype(STORED_COUNT).itemsize + 3 * np.dtype(STORED_SUM).itemsize
+_STORED_DTYPES = {**dict.fromkeys(COUNTS, STORED_COUNT), **dict.fromkeys(INDEX_SUMS, STORED_SUM)}
+
+
+class RawLayout(NamedTuple):
+    months: int
+    block_px: int
+    blocks: dict[tuple[int, int], tuple[int, int, int]]  # (first row, first col) -> (rows, cols, first cell)
+    cells: int  # per layer
+
+
+def _raw_blocks(months: int, shape: tuple[int, int], block_px: int) -> RawLayout:
+    blocks, cell = {}, 0
+    for r0 in range(0, shape[0], block_px):
+        for c0 in range(0, shape[1], block_px):
+            h, w = min(block_px, shape[0] - r0), min(block_px, shape[1] - c0)
+            blocks[(r0, c0)] = (h, w, cell)
+            cell += months * h * w
+    return RawLayout(months, block_px, blocks, cell)
+
+
+def create_raw(path: Path, months: int, shape: tuple[int, int], block_px: int) -> None:
+    """Empty raw records (``months`` x ``shape``, in blocks of ``block_px``): one file per layer of
+    ``composite.COUNT_LAYERS`` at its full size, sparse, so every month not written reads as zero."""
+    path.mkdir(parents=True)
+    layout = _raw_blocks(months, shape, block_px)
+    for name, dtype in _STORED_DTYPES.items():
+        with open(path / name, "wb") as f:
+            f.truncate(layout.cells * np.dtype(dtype).itemsize)
+    (path / RAW_META).write_text(json.dumps({"months": months, "shape": list(shape), "block_px": block_px}))
+
+
+@functools.lru_cache(maxsize=256)
+def _raw_layout(path: str) -> RawLayout | None:
+    try:
+        meta = json.loads((Path(path) / RAW_META).read_text())
+    except FileNotFoundError:
+        return None
+    return _raw_blocks(meta["months"], tuple(meta["shape"]), meta["block_px"])
+
+
+def raw_layout(path) -> RawLayout | None:
+    """The layout of the raw records at ``path``, or None if it holds a Zarr store (read once per process)."""
+    return _raw_layout(str(path))
+
+
+def raw_records_fit(where: Path, shape: tuple[int, int], months: int, block_px: int, chunk_px: int) -> bool:
+    """Whether a run's scratch can be raw records in blocks of ``block_px``: the count blocks of
+    ``chunk_px`` hold whole record blocks, and all years' records take at most half the free space at
+    ``where`` (else the compressed Zarr stores, a third of the size, are the scratch)."""
+    need = RAW_BYTES_PER_CELL * months * shape[0] * shape[1]
+    return chunk_px % block_px == 0 and need <= shutil.disk_usage(where).free // 2
+
+
+def _write_raw(path, month: int, rows: tuple[int, int], cols: tuple[int, int], layers: list[np.ndarray],
+               scratch: Scratch) -> None:
+    layout = raw_layout(path)
+    edge = layout.block_px
+    for name, layer in zip(COUNT_LAYERS, layers):
+        fd = os.open(f"{path}/{name}", os.O_WRONLY)
+        try:
+            for r0 in range(rows[0], rows[1], edge):
+                for c0 in range(cols[0], cols[1], edge):
+                    h, w, cell = layout.blocks[(r0, c0)]
+                    block = scratch.array("raw_block", (h, w), layer.dtype)  # contiguous, for one write
+                    block[...] = layer[r0 - rows[0]:r0 - rows[0] + h, c0 - cols[0]:c0 - cols[0] + w]
+                    os.pwrite(fd, block, (cell + month * h * w) * layer.itemsize)
+        finally:
+            os.close(fd)
+
+
+def _read_raw(path, name: str, rows: tuple[int, int], cols: tuple[int, int], out: np.ndarray) -> None:
+    layout = raw_layout(path)
+    h, w, cell = layout.blocks.get((rows[0], cols[0]), (0, 0, 0))
+    if (rows[0] + h, cols[0] + w) != (rows[1], cols[1]) or out.shape != (layout.months, h, w):
+        raise ValueError(f"{rows} x {cols} is not a block of the raw records at {path} ({layout.block_px} px)")
+    fd = os.open(f"{path}/{name}", os.O_RDONLY)
+    try:
+        got = os.preadv(fd, [out], cell * out.itemsize)
+    finally:
+        os.close(fd)
+    if got != out.nbytes:
+        raise OSError(f"raw records {path}/{name} cut short ({got} of {out.nbytes} bytes of a block read)")

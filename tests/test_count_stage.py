@@ -281,3 +281,52 @@ def test_a_block_read_into_reused_memory_has_zeros_for_a_year_without_scenes(tmp
         assert not raw[:2].any(), name
         np.testing.assert_array_equal(raw, fresh[name], err_msg=name)
     assert (record["valid"][2] == 3).all() and not record["valid"][3].any()
+
+
+def test_raw_records_hold_what_the_zarr_store_holds(simulated, tmp_path):
+    # a run's scratch: the same count tasks into raw records in 32 px blocks (several per 64 px count
+    # block, cut at the 120 px grid's edge) read back, block by block, as the Zarr store does
+    from pipeline.store import create_layers, create_raw, raw_layout, read_layers
+
+    aoi, scenes = simulated
+    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
+    days, start, end = overpasses(scenes, indices.BANDS), date(2021, 1, 1), date(2022, 2, 28)  # 2022: no scene
+    months = composite.month_starts(start, end)
+    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
+    zarr_path, raw_path = tmp_path / "store.zarr", tmp_path / "store.raw"
+    create_layers(zarr_path, months, y, x, 32, 64, {})
+    create_raw(raw_path, len(months), (len(y), len(x)), 32)
+    assert raw_layout(zarr_path) is None and raw_layout(raw_path).block_px == 32
+    dask.compute([composite.count_tasks(p, days, aoi.grid, start, end, 64, rules) for p in (zarr_path, raw_path)])
+    spans = lambda n: [(a, min(a + 32, n)) for a in range(0, n, 32)]  # noqa: E731
+    assert len(y) % 32 and len(x) % 32  # blocks cut by the grid's edge are in the test
+    scratch = composite.Scratch()
+    for rows in spans(len(y)):
+        for cols in spans(len(x)):
+            want = read_layers([(zarr_path, len(months)), (None, 2)], rows, cols)
+            got = read_layers([(raw_path, len(months)), (None, 2)], rows, cols, scratch)
+            for name in composite.COUNT_LAYERS:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} {rows} {cols}")
+    assert want["valid"][:12].any() and not got["valid"][12:].any()  # months never written read as zero
+    with pytest.raises(ValueError, match="not a block"):
+        read_layers([(raw_path, len(months))], (0, 64), (0, 32))
+    with open(raw_path / "ndvi_sum", "r+b") as f:  # a file cut short fails loudly, not as zeros
+        f.truncate(100)
+    with pytest.raises(OSError, match="cut short"):
+        read_layers([(raw_path, len(months))], (0, 32), (0, 32))
+
+
+def test_raw_records_are_the_scratch_only_in_whole_blocks_and_with_room_to_spare(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from pipeline import store
+
+    need = store.RAW_BYTES_PER_CELL * 24 * 1500 * 1500  # 540 MB: the bench AOI's two years
+    assert store.RAW_BYTES_PER_CELL == 10
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 2 * need))
+    assert store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)
+    assert not store.raw_records_fit(tmp_path, (1500, 1500), 24, 1024, 1536)  # count blocks cut record blocks
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 2 * need - 1))
+    assert not store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)  # the compressed stores, then

@@ -44,6 +44,30 @@ def test_composites_are_reused_and_a_broken_store_is_recomputed(tiny_catalog, tm
         assert (tmp_path / out / "yearly_summary.csv").read_bytes() == (tmp_path / "a" / "yearly_summary.csv").read_bytes()
 
 
+def test_a_run_keeping_no_composites_counts_into_raw_records_unless_short_of_disk(tiny_catalog, tmp_path,
+                                                                                  monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from pipeline import store
+
+    made = {"raw": 0, "zarr": 0}
+    for kind, name in (("raw", "create_raw"), ("zarr", "create_layers")):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _real=real, _kind=kind: made.update({_kind: made[_kind] + 1})
+                            or _real(*a))
+    run(_cfg(tiny_catalog, tmp_path / "raw"))
+    assert made == {"raw": 3, "zarr": 0}  # a year each
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(1 << 30, 1 << 30, 1 << 10))
+    run(_cfg(tiny_catalog, tmp_path / "zarr"))
+    assert made == {"raw": 3, "zarr": 3}
+    for layer in ("ponds", "clearings", "sites"):
+        a, b = (gpd.read_file(tmp_path / d / "footprints.gpkg", layer=layer) for d in ("raw", "zarr"))
+        assert len(a) and a.equals(b)
+    assert (tmp_path / "raw" / "yearly_summary.csv").read_bytes() == (tmp_path / "zarr" / "yearly_summary.csv").read_bytes()
+
+
 def test_local_cluster_over_tcp_gives_identical_outputs(tiny_catalog, tmp_path):
     distributed = pytest.importorskip("distributed")
     local = run(_cfg(tiny_catalog, tmp_path / "threads"))
