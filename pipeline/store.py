@@ -27,19 +27,26 @@ from typing import Callable, NamedTuple
 import numba
 import numpy as np
 import xarray as xr
-import zarr
-from zarr.codecs import BloscCodec
 
 from pipeline.composite import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch
 
 log = logging.getLogger(__name__)
 
-try:  # zarr's codec pipeline in Rust: the stores read 1.6x and write 1.4x faster (make bench); optional
-    import zarrs  # noqa: F401
 
-    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
-except ImportError:  # pragma: no cover - the pure-Python pipeline reads and writes the same stores
-    pass
+@functools.cache
+def _zarr():
+    """zarr, imported when a store is first opened or made: a run that keeps no composites writes raw
+    records and never does (importing it had been 73 ms of the interpreter before the count began)."""
+    import zarr
+
+    try:  # zarr's codec pipeline in Rust: the stores read 1.6x and write 1.4x faster (make bench); optional
+        import zarrs  # noqa: F401
+
+        zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+    except ImportError:  # pragma: no cover - the pure-Python pipeline reads and writes the same stores
+        pass
+    return zarr
+
 
 COMPOSITE_VERSION = 5  # bump when the counting logic or layout changes (2: index sums; 3: 512 px LZ4 chunks;
 #                        4: written block by block, zero fill, CRC-32 checksums; 5: uint8 counts, int16 sums,
@@ -118,7 +125,7 @@ class CompositeStore:
             marker_path(p).unlink(missing_ok=True)
             return None
         try:
-            group = zarr.open_group(p, mode="r")
+            group = _zarr().open_group(p, mode="r")
             ok = group.attrs.get("key") == key and all(
                 group[name].shape == (months, *shape) for name in COUNT_LAYERS)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
@@ -187,7 +194,9 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     itself: xarray's first write of a run cost a fifth of a second of setting up."""
     if shard_px % chunk_px:
         raise ValueError(f"shards of {shard_px} px do not hold whole chunks of {chunk_px} px")
-    group = zarr.open_group(path, mode="w", attributes=attrs)
+    from zarr.codecs import BloscCodec
+
+    group = _zarr().open_group(path, mode="w", attributes=attrs)
     days = (np.asarray(months, "datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
     for name, values, cf in (("month", days, {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
                              ("y", np.asarray(y, np.float64), {}), ("x", np.asarray(x, np.float64), {})):
@@ -263,8 +272,6 @@ def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
     read straight into its slice of the block's record. Widening a record to int16 and float32 had been a
     third of the onset stage's CPU, most of it the kernel zeroing the fresh memory (perf). With
     ``scratch``, into the thread's arrays of it (good until the thread's next block)."""
-    from zarr.core.buffer.cpu import NDBuffer
-
     (r0, r1), (c0, c1) = rows, cols
     scratch = scratch or Scratch()
     data = {}
@@ -277,6 +284,8 @@ def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
             elif raw_layout(path) is not None:
                 _read_raw(path, name, rows, cols, raw[m:m + n])
             else:
+                from zarr.core.buffer.cpu import NDBuffer
+
                 _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
                                                             out=NDBuffer.from_numpy_array(raw[m:m + n]))
             m += n
@@ -301,6 +310,7 @@ def _writable(path: str) -> zarr.Array:
     in the calling thread: the count stage runs a task per core already, and zarrs' own threads beside
     them only took turns with the other tasks: the count stage is 0.06 s shorter without (medians of 3 x 8
     interleaved runs)."""
+    zarr = _zarr()
     with zarr.config.set({"threading.max_workers": 1}):
         return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
 
@@ -310,7 +320,7 @@ def _layer(path: str) -> zarr.Array:
     """A store layer opened for reading, once per process: opening parses its metadata and builds its
     codec pipeline, a third of the onset stage's reading when done for every block. Stores are never
     changed in place (a recomputed store has a new key, so a new path, or the same metadata)."""
-    return zarr.open_array(path, mode="r")
+    return _zarr().open_array(path, mode="r")
 
 
 # ----------------------------------------------------------- raw records: a run's scratch, never kept
