@@ -64,3 +64,28 @@ def test_secrets_are_cut_from_urls_and_retry_after_is_read():
     assert retry_after_s(R()) == 7.0
     assert is_loopback("http://127.0.0.1:8080/") and is_loopback("http://localhost/")
     assert not is_loopback("https://planetarycomputer.microsoft.com/api/stac/v1")
+
+
+def test_a_local_catalog_takes_current_items_as_written_and_migrates_older_ones(tmp_path):
+    from pipeline.sources.base import item_epsg
+    from pipeline.sources.local_stac import LocalCatalogSource
+
+    proj = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
+    links = []
+    for sid, version in (("current", pystac.get_stac_version()), ("older", "1.0.0")):
+        item = {"type": "Feature", "stac_version": version, "stac_extensions": [proj], "id": sid,
+                "geometry": shapely.geometry.mapping(shapely.box(98.2, 25.6, 98.3, 25.7)),
+                "bbox": [98.2, 25.6, 98.3, 25.7], "links": [],
+                "properties": {"datetime": "2023-01-05T04:00:00Z", "proj:epsg": 32647, "eo:cloud_cover": 3.0},
+                "assets": {"red": {"href": "red.tif", "type": "image/tiff"}}}
+        (tmp_path / sid).mkdir()
+        (tmp_path / sid / f"{sid}.json").write_text(json.dumps(item))
+        links.append({"rel": "item", "href": f"./{sid}/{sid}.json", "type": "application/json"})
+    (tmp_path / "catalog.json").write_text(json.dumps({"type": "Catalog", "stac_version": pystac.get_stac_version(),
+                                                       "id": "c", "description": "c", "links": links}))
+    items = {it.id: it for it in LocalCatalogSource(tmp_path)._items()}
+    current, older = items["current"], items["older"]
+    assert current.stac_extensions == [proj] and "proj:code" not in current.properties  # as written: not copied
+    assert older.properties["proj:code"] == "EPSG:32647"  # migrated, as pystac does
+    assert item_epsg(current) == item_epsg(older) == 32647
+    assert current.assets["red"].href == str(tmp_path / "current" / "red.tif")  # hrefs made absolute all the same
