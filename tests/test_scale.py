@@ -113,16 +113,15 @@ def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
             self.waited.set()
             return super().wait(timeout)
 
-    milestones = Milestones(onsets=Watched())
-    milestones.counting.set()  # the count stage has begun: every kernel loads
-    kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
+    milestones = Milestones(counting=Watched())
     warm = start_warm_up(cfg, milestones)
-    assert milestones.onsets.waited.wait(120)  # the kernels loaded, it waits for the onset stage to import more
+    assert milestones.counting.waited.wait(120) and warm.is_alive()  # it waits for the count stage to begin
+    milestones.counting.set()  # it has: every kernel loads, then what vectorising and the export import
+    warm.join(120)
+    kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
     loaded = [list(k.signatures) for k in kernels]
-    assert all(loaded) and warm.is_alive()
-    milestones.onsets.set()
-    warm.join()
-    assert {"pyogrio", "scipy.sparse.csgraph", "skimage.measure._label"} <= set(sys.modules)
+    assert all(loaded) and not warm.is_alive()
+    assert {"pyogrio", "rasterio.features", "scipy.sparse.csgraph", "skimage.measure._label"} <= set(sys.modules)
     run(cfg)
     assert [list(k.signatures) for k in kernels] == loaded
 
