@@ -156,7 +156,8 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
     onsets are computed over all months from the stores, one spatial chunk at a time. A run that keeps
     no composites writes raw records instead (``store.create_raw``), unless ``on_cluster`` (the workers
-    of a dask.distributed cluster write files of their own, not ranges of shared ones) or short of disk.
+    of a dask.distributed cluster write files of their own, not ranges of shared ones) or the records
+    would not stay in the page cache (``store.raw_records_fit``).
     """
     from pipeline.store import CompositeStore, composite_key, raw_records_fit
 

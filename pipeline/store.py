@@ -381,12 +381,18 @@ def raw_layout(path) -> RawLayout | None:
     return _raw_layout(str(path))
 
 
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def raw_records_fit(where: Path, shape: tuple[int, int], months: int, block_px: int, chunk_px: int) -> bool:
     """Whether a run's scratch can be raw records in blocks of ``block_px``: the count blocks of
     ``chunk_px`` hold whole record blocks, and all years' records take at most half the free space at
-    ``where`` (else the compressed Zarr stores, a third of the size, are the scratch)."""
+    ``where`` and a quarter of the memory, so that they stay in the page cache from the count to the onset
+    stage. Larger, they would go to the disk and be read back from it, 3x the bytes of the compressed Zarr
+    stores, which are the scratch then (a full Chipwe/Pangwa decade: 20 GB of records)."""
     need = RAW_BYTES_PER_CELL * months * shape[0] * shape[1]
-    return chunk_px % block_px == 0 and need <= shutil.disk_usage(where).free // 2
+    return chunk_px % block_px == 0 and need <= min(shutil.disk_usage(where).free // 2, physical_memory() // 4)
 
 
 def _write_raw(path, month: int, rows: tuple[int, int], cols: tuple[int, int], layers: list[np.ndarray],

@@ -316,7 +316,7 @@ def test_raw_records_hold_what_the_zarr_store_holds(simulated, tmp_path):
         read_layers([(raw_path, len(months))], (0, 32), (0, 32))
 
 
-def test_raw_records_are_the_scratch_only_in_whole_blocks_and_with_room_to_spare(tmp_path, monkeypatch):
+def test_raw_records_are_the_scratch_only_in_whole_blocks_with_room_on_disk_and_in_memory(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 
@@ -330,3 +330,7 @@ def test_raw_records_are_the_scratch_only_in_whole_blocks_and_with_room_to_spare
     assert not store.raw_records_fit(tmp_path, (1500, 1500), 24, 1024, 1536)  # count blocks cut record blocks
     monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 2 * need - 1))
     assert not store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)  # the compressed stores, then
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 1 << 50))
+    monkeypatch.setattr(store, "physical_memory", lambda: 4 * need)
+    assert store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)
+    assert not store.raw_records_fit(tmp_path, (1500, 1500), 48, 512, 2048)  # would leave the page cache
