@@ -11,6 +11,7 @@ records instead (the last section), which only this module reads.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -255,6 +256,7 @@ def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, 
     ``cols`` into the store at ``path``. Blocks must cover whole shards (or reach the grid's edge), so
     tasks writing different blocks never touch the same file."""
     if raw_layout(path) is not None:
+        scratch = scratch or Scratch()
         return _write_raw(path, month, rows, cols, stored_layers(counts, sums, scratch), scratch)
     (r0, r1), (c0, c1) = rows, cols
     for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)):
@@ -407,7 +409,10 @@ def _write_raw(path, month: int, rows: tuple[int, int], cols: tuple[int, int], l
                     h, w, cell = layout.blocks[(r0, c0)]
                     block = scratch.array("raw_block", (h, w), layer.dtype)  # contiguous, for one write
                     block[...] = layer[r0 - rows[0]:r0 - rows[0] + h, c0 - cols[0]:c0 - cols[0] + w]
-                    os.pwrite(fd, block, (cell + month * h * w) * layer.itemsize)
+                    if os.pwrite(fd, block, (cell + month * h * w) * layer.itemsize) != block.nbytes:
+                        raise OSError(errno.ENOSPC, "short write (disk full?)")
+        except OSError as e:  # named, for the one-line error a full disk gets
+            raise OSError(e.errno, e.strerror, f"{path}/{name}") from None
         finally:
             os.close(fd)
 

@@ -334,3 +334,22 @@ def test_raw_records_are_the_scratch_only_in_whole_blocks_with_room_on_disk_and_
     monkeypatch.setattr(store, "physical_memory", lambda: 4 * need)
     assert store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)
     assert not store.raw_records_fit(tmp_path, (1500, 1500), 48, 512, 2048)  # would leave the page cache
+
+
+def test_a_full_disk_while_writing_raw_records_names_the_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from pipeline import store
+    from pipeline.export import disk_full
+
+    store.create_raw(tmp_path / "r.raw", 2, (8, 8), 4)
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError) as e:
+        store.write_block(tmp_path / "r.raw", 0, (0, 8), (0, 8), np.zeros((4, 8, 8), np.int16),
+                          np.zeros((3, 8, 8), np.float32))
+    assert disk_full(e.value) and e.value.filename == f"{tmp_path / 'r.raw'}/valid"
