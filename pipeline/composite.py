@@ -256,12 +256,14 @@ def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
     grid20 = grid.zoom_out(2)
     rows20, cols20 = (rows[0] // 2, rows[1] // 2), (cols[0] // 2, cols[1] // 2)
     dn10 = scratch.array("dn10", (len(FINE), h, w), np.uint16)
+    coarse = (h // 2 + 2 * halo, w // 2 + 2 * halo)
+    swir20, scl20 = scratch.array("swir20", coarse, np.uint16), scratch.array("scl20", coarse, np.uint8)
     for day in days:
         for k, b in enumerate(FINE):
             read_overpass(day.hrefs[b], grid, rows, cols, out=dn10[k])
-        swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo)
-        scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo)
-        accumulate_scene(dn10, day.scale_offset, swir, scl.astype(np.uint8, copy=False), halo, rules.cloud,
+        swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo, out=swir20)
+        scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo, out=scl20)
+        accumulate_scene(dn10, day.scale_offset, swir, scl, halo, rules.cloud,
                          rules.other, rules.buffer_px, rules.thresholds, counts, sums)
     return counts, sums
 

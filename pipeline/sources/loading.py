@@ -282,24 +282,31 @@ def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: t
                   classes: bool = False, halo: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """One band of one overpass (the tiles of a solar day, first valid pixel wins, as odc-stac fuses)
     on a block of ``grid``, with ``halo`` pixels more on each side; beyond the grid's edge the edge
-    pixels repeat (as the reference upsampling's ``boundary="nearest"``). Without a halo, into ``out``
-    if given (so the bands of a scene land in one array, not copied into it)."""
+    pixels repeat (as the reference upsampling's ``boundary="nearest"``). Into ``out`` if given, of the
+    block's shape with its halo (so the bands of a scene land in one array, and a task reuses its
+    arrays rather than page in fresh memory for every read)."""
     (r0, r1), (c0, c1) = rows, cols
     h, w = grid.shape.y, grid.shape.x
     rr = (max(r0 - halo, 0), min(r1 + halo, h))
     cc = (max(c0 - halo, 0), min(c1 + halo, w))
-    if out is not None and halo:
-        raise ValueError("read_overpass reads into out only without a halo")
+    if out is None:
+        out = np.empty((r1 - r0 + 2 * halo, c1 - c0 + 2 * halo), np.uint8 if classes else np.uint16)
+    # the part of the block and its halo inside the grid; the rest repeats its edge pixels
+    top, left = rr[0] - (r0 - halo), cc[0] - (c0 - halo)
+    inner = out[top:top + rr[1] - rr[0], left:left + cc[1] - cc[0]]
     for i, href in enumerate(hrefs):
-        dn = read_tile(href, grid, rr, cc, classes, out=out if i == 0 else None)
         if i == 0:
-            out = dn
+            read_tile(href, grid, rr, cc, classes, out=inner)
         else:
-            np.copyto(out, dn, where=out == 0)
-        if i + 1 < len(hrefs) and out.all():
+            np.copyto(inner, read_tile(href, grid, rr, cc, classes), where=inner == 0)
+        if i + 1 < len(hrefs) and inner.all():
             break
-    pad = ((rr[0] - (r0 - halo), (r1 + halo) - rr[1]), (cc[0] - (c0 - halo), (c1 + halo) - cc[1]))
-    return np.pad(out, pad, mode="edge") if any(pad[0] + pad[1]) else out
+    bottom, right = top + inner.shape[0], left + inner.shape[1]
+    out[:top] = out[top]
+    out[bottom:] = out[bottom - 1]
+    out[:, :left] = out[:, left:left + 1]
+    out[:, right:] = out[:, right - 1:right]
+    return out
 
 
 class Overpass(NamedTuple):
