@@ -353,3 +353,24 @@ def test_a_full_disk_while_writing_raw_records_names_the_file(tmp_path, monkeypa
         store.write_block(tmp_path / "r.raw", 0, (0, 8), (0, 8), np.zeros((4, 8, 8), np.int16),
                           np.zeros((3, 8, 8), np.float32))
     assert disk_full(e.value) and e.value.filename == f"{tmp_path / 'r.raw'}/valid"
+
+
+def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():
+    # the kernel reads the 20 m bands two 10 m columns at a time; a block of odd width (which the count
+    # stage never makes) gets its last column all the same
+    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
+    rng = np.random.default_rng(5)
+    h, w, halo = 10, 14, 2
+    dn10 = rng.integers(1, 4000, (4, h, w)).astype(np.uint16)
+    swir = rng.integers(1, 4000, (h // 2 + 2 * halo, w // 2 + 2 * halo)).astype(np.uint16)
+    scl = np.where(rng.random(swir.shape) < 0.9, 4, rng.choice(np.array([0, 5, 6], np.uint8), swir.shape)).astype(np.uint8)
+    scale_offset = np.array([[1e-4, -0.1]] * 5, np.float32)
+    out = {}
+    for width in (w, w - 1):
+        counts, sums = np.zeros((4, h, width), np.int16), np.zeros((3, h, width), np.float32)
+        composite.accumulate_scene(np.ascontiguousarray(dn10[:, :, :width]), scale_offset, swir, scl, halo,
+                                   rules.cloud, rules.other, rules.buffer_px, rules.thresholds, counts, sums)
+        out[width] = counts, sums
+    assert out[w][0].any()
+    np.testing.assert_array_equal(out[w - 1][0], out[w][0][:, :, :w - 1])
+    np.testing.assert_array_equal(out[w - 1][1], out[w][1][:, :, :w - 1])
