@@ -253,8 +253,9 @@ def load_kernel() -> None:
 def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,
                 sums: np.ndarray, scratch: Scratch | None = None) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
-    ``cols`` into the store at ``path``. Blocks must cover whole shards (or reach the grid's edge), so
-    tasks writing different blocks never touch the same file."""
+    ``cols`` into the store at ``path`` (Zarr, or raw records). Blocks must cover whole shards, or whole
+    blocks of the records (or reach the grid's edge), so tasks writing different blocks never touch the
+    same file, or the same bytes."""
     if raw_layout(path) is not None:
         scratch = scratch or Scratch()
         return _write_raw(path, month, rows, cols, stored_layers(counts, sums, scratch), scratch)
