@@ -60,6 +60,7 @@ COMPOSITE_VERSION = 5  # bump when the counting logic or layout changes (2: inde
 SUM_SCALE = 1000
 STORED_COUNT, STORED_SUM = np.uint8, np.int16
 STORED_SCALES = dict.fromkeys(INDEX_SUMS, 1 / SUM_SCALE)  # what one stored unit of each index sum is worth
+STORED_DTYPES = {**dict.fromkeys(COUNTS, STORED_COUNT), **dict.fromkeys(INDEX_SUMS, STORED_SUM)}  # layer -> type
 MARKER = ".complete.json"  # suffix of the marker file beside each store
 ORPHAN_AGE_S = 3600
 
@@ -278,7 +279,7 @@ def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
     (r0, r1), (c0, c1) = rows, cols
     scratch = scratch or Scratch()
     data = {}
-    for name, stored in [*((k, STORED_COUNT) for k in COUNTS), *((k, STORED_SUM) for k in INDEX_SUMS)]:
+    for name, stored in STORED_DTYPES.items():
         raw = scratch.array(name, (sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
         m = 0
         for path, n in sources:
@@ -338,8 +339,7 @@ def _layer(path: str) -> zarr.Array:
 # checks it has (``raw_records_fit``). Nothing reads them but this module.
 
 RAW_META = "records.json"
-RAW_BYTES_PER_CELL = 4 * np.dtype(STORED_COUNT).itemsize + 3 * np.dtype(STORED_SUM).itemsize
-_STORED_DTYPES = {**dict.fromkeys(COUNTS, STORED_COUNT), **dict.fromkeys(INDEX_SUMS, STORED_SUM)}
+RAW_BYTES_PER_CELL = sum(np.dtype(t).itemsize for t in STORED_DTYPES.values())
 
 
 class RawLayout(NamedTuple):
@@ -364,7 +364,7 @@ def create_raw(path: Path, months: int, shape: tuple[int, int], block_px: int) -
     ``composite.COUNT_LAYERS`` at its full size, sparse, so every month not written reads as zero."""
     path.mkdir(parents=True)
     layout = _raw_blocks(months, shape, block_px)
-    for name, dtype in _STORED_DTYPES.items():
+    for name, dtype in STORED_DTYPES.items():
         with open(path / name, "wb") as f:
             f.truncate(layout.cells * np.dtype(dtype).itemsize)
     (path / RAW_META).write_text(json.dumps({"months": months, "shape": list(shape), "block_px": block_px}))
