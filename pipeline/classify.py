@@ -4,6 +4,8 @@ Every threshold comes from the config, where each is explained.
 """
 from __future__ import annotations
 
+import math
+
 import geopandas as gpd
 import numpy as np
 import xarray as xr
@@ -43,10 +45,16 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     keep &= (clearings["bare_share"] >= rules.min_bare_share) & (clearings["green_share"] <= rules.max_green_share)
     out = clearings[keep].copy()
     slope = out["mean_slope_deg"]
+    road = out["road"].to_numpy(dtype=bool) if "road" in out else np.zeros(len(out), bool)
     strip_ok = (out["elongation"] <= rules.alone_max_elongation) | (out["months_seen"] >= rules.strip_min_months)
-    shape_ok = strip_ok & (slope.isna() | (slope >= rules.alone_min_slope_deg))
-    if "bsi_mean" in out:  # laterite, not a scar's grey debris under returning shrub
-        shape_ok &= out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)
+    hillside = ~road & (slope.isna() | (slope >= rules.alone_min_slope_deg)).to_numpy()
+    # laterite, not a scar's grey debris under returning shrub nor a river's gravel
+    laterite = (out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)).to_numpy() if "bsi_mean" in out \
+        else np.ones(len(out), bool)
+    # ground leach ponds are dug beside: a hillside or a levelled laterite terrace; not a road cut, nor
+    # the grey gravel of a river bar or an alluvial gold working on the valley floor
+    out["pond_ground"] = ~road & (hillside | laterite)
+    shape_ok = strip_ok & hillside & laterite
     out["persistent"] = (out["months_seen"] >= rules.alone_min_months) & shape_ok
     if months is None or rules.provisional_recent_months == 0 or "onset_month" not in out or out.empty:
         out["provisional"] = False
@@ -64,14 +72,83 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
 
 
 def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: PondRules) -> gpd.GeoDataFrame:
-    """Water bodies of pond size, confirmed in more than one month, that lie next to a cleared hillside
-    or have held water for ``alone_min_months``."""
+    """Water bodies of pond size, confirmed in more than one month and not part of a river or stream
+    (``river``, where the table has it), that lie next to a clearing where leach ponds are
+    dug (clearings flagged ``pond_ground``, where the table has it) or have held water for ``alone_min_months`` on sloping ground
+    (``setting_slope_deg``, where the table has it and the DEM was known)."""
     keep = (ponds["area_m2"] >= rules.min_area_m2) & (ponds["area_m2"] <= rules.max_area_m2)
     keep &= ponds["months_seen"] >= rules.min_months_seen
+    if "river" in ponds:
+        keep &= ~ponds["river"].astype(bool)
     ponds = ponds[keep]
     lasting = ponds["months_seen"].to_numpy() >= rules.alone_min_months
+    if "setting_slope_deg" in ponds:
+        setting = ponds["setting_slope_deg"].to_numpy(dtype=float)
+        lasting &= np.isnan(setting) | (setting >= rules.alone_min_slope_deg)
+    if "pond_ground" in clearings:
+        clearings = clearings[clearings["pond_ground"].astype(bool)]
     if ponds.empty or clearings.empty:
         return ponds[lasting]
     near, _ = clearings.sindex.query(ponds.geometry.values, predicate="dwithin",
                                      distance=rules.max_distance_to_clearing_m)
     return ponds[np.isin(np.arange(len(ponds)), near) | lasting]
+
+
+def water_network(water: np.ndarray, resolution_m: float, min_length_m: float, gap_m: float) -> np.ndarray:
+    """The pixels of ``water`` that belong to a river or stream: pieces no more than ``gap_m`` apart
+    joined (a river breaks into pieces where its mixed pixels fall short of the water rule), and kept
+    where the joined piece's greatest extent (maximum Feret diameter) reaches ``min_length_m``.
+
+    Running water is long and connected; a cluster of leaching ponds is compact: the 2,497 mapped Pang
+    War pools, joined at gaps of up to 100 m, span at most 267 m (``docs/methods.md``).
+    """
+    from scipy import ndimage
+    from skimage.measure import regionprops
+
+    water = np.asarray(water, dtype=bool)
+    eight = np.ones((3, 3), bool)
+    steps = math.ceil(gap_m / (2 * resolution_m))
+    joined = ndimage.binary_dilation(water, structure=eight, iterations=steps) if steps else water
+    labels, _ = ndimage.label(joined, structure=eight)
+    labels[~water] = 0
+    out = np.zeros(water.shape, bool)
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        # the box's diagonal bounds the extent: most pieces are measured by it alone
+        if resolution_m * math.hypot(box[0].stop - box[0].start, box[1].stop - box[1].start) < min_length_m:
+            continue
+        piece = labels[box] == i
+        if resolution_m * regionprops(piece.astype(np.uint8))[0].feret_diameter_max >= min_length_m:
+            out[box] |= piece
+    return out
+
+
+def strip_width_m(labels: np.ndarray, resolution_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean width and length (m) of each labelled feature (index = label): its area over the length of its
+    skeleton. A road cut is a few pixels wide however it winds; the minimum rotated rectangle of a road
+    with hairpin bends is nearly square."""
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1
+    # holes filled first: ponds inside a clearing would make its skeleton ring each of them
+    filled = ndimage.binary_fill_holes(labels > 0)
+    if (filled & (labels == 0)).any():  # each hole takes the label of the feature around it
+        nearest = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+        labels = np.where(filled, labels[tuple(nearest)], 0)
+    area = np.bincount(labels[filled], minlength=n).astype(float)
+    skeleton = skeletonize(filled)
+    length = np.maximum(np.bincount(labels[skeleton], minlength=n).astype(float), 1.0) * resolution_m
+    return area * resolution_m ** 2 / length, length
+
+
+def surrounding_slope(slope: np.ndarray, resolution_m: float, radius_m: float) -> np.ndarray:
+    """Mean slope (degrees) within ``radius_m`` of each pixel: the ground a pond was dug into. A pond's own
+    surface is flat; the hillside at whose foot a leach pond lies is not, a valley floor of fish ponds,
+    paddies and river bars is. NaN (no DEM) stays NaN."""
+    from scipy import ndimage
+
+    size = 2 * max(int(round(radius_m / resolution_m)), 1) + 1
+    return ndimage.uniform_filter(np.asarray(slope, dtype=np.float32), size=size, mode="nearest")

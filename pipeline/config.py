@@ -158,6 +158,20 @@ class PondRules(_Model):
     # for more than 7 months; 7 leach ponds seen for 25-60 months had no clearing within 150 m, and
     # with them 6 more truth sites are found.)
     alone_min_months: int = Field(24, ge=1)
+    # ... and when it lies on a hillside: the ground around it (within setting_radius_m) slopes at least
+    # this much. Fish ponds, paddies, river pools and alluvial gold workings lie on the flat valley floor,
+    # which also holds water through the dry season. (The clearing's hillside rule, for the same reason.)
+    alone_min_slope_deg: float = Field(7.0, ge=0, le=90)
+    setting_radius_m: float = Field(50.0, gt=0)
+    # Rivers and streams are not ponds. A pixel that showed water in this share of all its clear views
+    # (or became a pond) is water of some kind: a river's mixed edge pixels reach it, forest and bare
+    # hillside stay near 0 ...
+    network_min_water_share: float = Field(0.2, gt=0, le=1)
+    # ... pieces of such water this close are joined (a river breaks where its mixed pixels fall short) ...
+    network_gap_m: float = Field(20.0, ge=0)
+    # ... and water joined over this extent runs through the valley: no cluster of leaching pools does
+    # (the 2,497 mapped Pang War pools joined at gaps up to 100 m span at most 267 m).
+    network_min_length_m: float = Field(500.0, gt=0)
 
 
 class ClearingRules(_Model):
@@ -191,6 +205,12 @@ class ClearingRules(_Model):
     # at most 11 months on the tuning seeds (0-9), while two mines cut along the contour (length/width
     # 3.4 and 4.0, bare 28 and 60 months) were missed for their shape.
     strip_min_months: int = Field(24, ge=1)
+    # A road cut is a bare strip a few pixels wide however it winds (hairpins make its rotated rectangle
+    # square): bare ground whose area over skeleton length is at most this, and that runs at least
+    # road_min_length_m, never anchors a site or confirms a pond. Leaching clearings spread around
+    # their ponds and are 40 m wide and more.
+    road_max_width_m: float = Field(30.0, gt=0)
+    road_min_length_m: float = Field(200.0, gt=0)
     # ... and reads as laterite: a leached hillside is bare red soil (mean BSI of its clear views while
     # active 0.16-0.22 in about 19 of 20 mine clearings), a landslide scar grey debris with shrub
     # coming back. Tuning seeds 0-9: 11 of the 17 landslide scars and burnt swiddens that anchored sites

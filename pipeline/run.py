@@ -305,6 +305,11 @@ def change_arrays(layers: dict[str, np.ndarray], scales: dict[str, float], years
     bare["dip_onset"] = dip_onset(bare["onset"], valid, last["ndvi_sum"], ch.clearing_lead_months,
                                   ch.clearing_ndvi_drop / scales["ndvi_sum"])
     ponds.update(evidence(ponds, last["pond"], ("mndwi", "ndvi")))
+    # over the whole record, not an onset's span: a river's mixed edge pixels show water in a share of
+    # their views without reaching the majority a pond's onset needs, and they join its pieces into one
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ponds["water_share_all"] = (layers["pond"].sum(axis=0, dtype=np.int32)
+                                    / layers["valid"].sum(axis=0, dtype=np.int32)).astype(np.float32)
     bare.update(evidence(bare, None, ("bsi", "ndvi")))
     yearly = np.stack([layers["valid"][years_of_months == year].sum(axis=0, dtype=np.int16)
                        for year in np.unique(years_of_months)])
@@ -418,30 +423,39 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
         keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),
                                                           train.pixel_features(det, slope, cfg.resolution))
 
-    def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0, dated=None):
+    def layer(maps, with_slope, medians=(), only=True, grow_into=None, grow_px=0, dated=None, rasters=None):
         onset = maps["onset"]
         mask = (onset >= 0) & inside & only
         labels = label_features(mask)
         grown = grow_labels(labels, grow_into & inside, grow_px) if grow_into is not None and grow_px else None
         onset = onset if dated is None else dated
-        return feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"], months),
-                             maps["months_seen"], slope if with_slope else None,
-                             {**{k: maps[k] for k in medians},
-                              "onset_month": onset.astype(np.float32), "last_month": maps["last"].astype(np.float32)},
-                             grown)
+        table = feature_table(labels, aoi.grid, month_to_year(onset, months), month_to_year(maps["last"], months),
+                              maps["months_seen"], slope if with_slope else None,
+                              {**{k: maps[k] for k in medians}, **(rasters or {}),
+                               "onset_month": onset.astype(np.float32), "last_month": maps["last"].astype(np.float32)},
+                              grown)
+        return table, labels
 
     open_, dated = None, None
     if "open_onset" in det["bare"]:
         open_ = det["bare"]["open_onset"]
         dated = clearing_dates(det["bare"], cfg.change.clearing_lead_months)
         open_ = open_ >= 0
-    clearings = classify.select_clearings(layer(det["bare"], True, ("bare_share", "green_share",
-                                                                    *confidence.CLEARING_EVIDENCE), keep["bare"],
-                                                open_, cfg.clearings.grow_px, dated),
-                                          cfg.clearings, months)
+    bare, labels = layer(det["bare"], True, ("bare_share", "green_share", *confidence.CLEARING_EVIDENCE), keep["bare"],
+                         open_, cfg.clearings.grow_px, dated)
+    width, length = classify.strip_width_m(labels, cfg.resolution)
+    bare["road"] = ((width <= cfg.clearings.road_max_width_m)
+                    & (length >= cfg.clearings.road_min_length_m))[bare["label"].to_numpy()]
+    clearings = classify.select_clearings(bare, cfg.clearings, months)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
-    ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"]), clearings,
-                                  cfg.ponds)
+    water = det["ponds"]
+    rasters = {"river": classify.water_network(
+        (water["onset"] >= 0) | (water["water_share_all"] >= cfg.ponds.network_min_water_share), cfg.resolution,
+        cfg.ponds.network_min_length_m, cfg.ponds.network_gap_m).astype(np.float32)}
+    if slope is not None:
+        rasters["setting_slope_deg"] = classify.surrounding_slope(slope, cfg.resolution, cfg.ponds.setting_radius_m)
+    ponds = classify.select_ponds(layer(water, False, confidence.POND_EVIDENCE, keep["ponds"], rasters=rasters)[0],
+                                  clearings, cfg.ponds)
     ponds = confidence.pond_confidence(ponds, months, cfg.ponds)
     ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m, cfg.sites.attach_m)
     sites = confidence.site_confidence(sites, ponds, clearings)

@@ -380,7 +380,12 @@ def test_change_maps_equal_the_xarray_functions_composed():
     ref_ponds = ref_ponds.merge(evidence_maps(ref_ponds, m["valid"], m["pond"], {"mndwi": m["mndwi_sum"],
                                                                                 "ndvi": m["ndvi_sum"]}))
     ref_bare = ref_bare.merge(evidence_maps(ref_bare, m["valid"], None, {"bsi": m["bsi_sum"], "ndvi": m["ndvi_sum"]}))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref_ponds["water_share_all"] = (m["pond"].sum("month", dtype=np.int32)
+                                        / m["valid"].sum("month", dtype=np.int32)).astype(np.float32)
     assert (ponds["onset"] >= 0).any() and (bare["onset"] >= 0).any()
+    # the share of all clear views that showed water, onset or not
+    assert float(ponds["water_share_all"][0, 0]) == pytest.approx(int(m["pond"][:, 0, 0].sum()) / int(m["valid"][:, 0, 0].sum()))
     xr.testing.assert_identical(ponds, ref_ponds)
     xr.testing.assert_identical(bare, ref_bare)
     xr.testing.assert_identical(yearly, composite.yearly_counts(m["valid"]))
