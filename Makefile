@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench report clean monthly evaluate evaluate-scenarios realdata
+.PHONY: help setup demo test run bench report reference clean monthly evaluate evaluate-scenarios realdata
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ report: $(STAMP) ## (re)write a run's report.html and chart PNGs: make report AO
 	@test -f outputs/$(AOI)/run.json || $(MAKE) --no-print-directory $(if $(filter demo,$(AOI)),demo,run AOI=$(AOI))
 	$(PY) -m pipeline report --run outputs/$(AOI)
 	@echo "open outputs/$(AOI)/report.html in a browser (works offline)"
+
+reference: $(STAMP) ## check a run against the real labels inside its AOI: make reference AOI=demo -> outputs/$(AOI)/reference.md
+	$(PY) -m pipeline reference --run outputs/$(AOI)
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs .pytest_cache

@@ -374,6 +374,32 @@ def report_cmd(
             typer.echo(f"wrote {p}")
 
 
+@app.command("reference")
+def reference_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="folder of label files with the names of "
+                                                                 "pipeline/data's (default: the packaged ones)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Score a run against the real labels inside its AOI: Earth Genome's mapped pools, mine, non-mine and
+    river points, and CNN detections of 2022 and 2024-25 (pipeline/data/README.md).
+
+    Writes reference.md and reference.json into the run dir, adds the section "Check against real labels"
+    to its report.html and lists both files in run.json (verify checks them). Only labels inside the AOI
+    count; an AOI without any says so.
+
+    Example: python -m pipeline reference --run outputs/demo
+    """
+    from pipeline.reference import check_run, summary_lines, write_reference
+
+    _setup_logging(False, True)  # the summary below is this command's output; the log only warns
+    result = check_run(run_dir, labels)
+    write_reference(run_dir, result)
+    if not quiet:
+        for line in summary_lines(result):
+            typer.echo(line)
+
+
 @app.command("verify")
 def verify_cmd(
     run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),

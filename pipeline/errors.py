@@ -26,6 +26,12 @@ class AOIError(PipelineError):
     exit_code = 2
 
 
+class LabelError(PipelineError):
+    """A file of real labels (mapped pools, mine and non-mine points, detections) is missing or unusable."""
+
+    exit_code = 2
+
+
 class SourceError(PipelineError):
     """A scene source (catalog, API, file) cannot be read."""
 

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 GPKG = "footprints.gpkg"
 SUMMARY = "yearly_summary.csv"
 MANIFEST = "run.json"
+# written by ``python -m pipeline reference`` into a finished run dir, and listed in its run.json
+REFERENCE_JSON = "reference.json"
+REFERENCE_MD = "reference.md"
 
 
 def is_run_dir(path: Path) -> bool:

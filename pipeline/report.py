@@ -150,9 +150,50 @@ def page_layers(run_dir: Path) -> dict[str, dict]:
     return {name: _geojson(layers[name]) for name in export.LAYERS}
 
 
+def _reference_html(result: dict | None) -> str:
+    """The section "Check against real labels", from a run's reference.json (``python -m pipeline
+    reference``); empty for a run not checked yet."""
+    if result is None:
+        return ""
+    from pipeline import reference
+
+    def table(heads, rows, cls):
+        return (f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+                + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                                                   for r in rows) + "</tbody></table>")
+
+    head = '<h2 id="reference">Check against real labels</h2>'
+    if not reference.has_labels(result):
+        return head + f'<p class="note">{html.escape(reference.nothing_line(result))}.</p>'
+    body = [head, f"<p>The real labels inside this AOI (Earth Genome's mapped pools, mine, non-mine and river points "
+                  f"and CNN detections; MIT), and how many of them this run finds. Labels outside the AOI are ignored; "
+                  f"details in {export.REFERENCE_MD} and {export.REFERENCE_JSON}.</p>"]
+    if result.get("simulated"):
+        body.append('<p class="note">The scenes of this run are simulated, with ponds on the mapped pools: the pool '
+                    "figures check the detector on simulated imagery of the real layout, not on real imagery.</p>")
+    body.append(table(reference.TABLE_HEADS, reference.table_rows(result), "reference"))
+    det = reference.detection_rows(result)
+    if det:
+        body.append(f'<p class="note">Earth Genome\'s detections (48 px patches, about 480 m) against the run footprint, '
+                    f"the {html.escape(reference.FOOTPRINT)}.</p>")
+        body.append(table(reference.DETECTION_HEADS, det, "reference detections"))
+    return "\n".join(body)
+
+
+def _read_reference(run_dir: Path) -> dict | None:
+    p = run_dir / export.REFERENCE_JSON
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        log.warning("%s is not valid JSON (%s): the report leaves out the check against real labels", p, e)
+        return None
+
+
 def build_html(manifest: dict, layers: dict[str, dict], table: pd.DataFrame, svgs: dict[str, str],
-               coverage: dict) -> str:
-    """The page, from the layers as ``page_layers`` gives them."""
+               coverage: dict, reference: dict | None = None) -> str:
+    """The page, from the layers as ``page_layers`` gives them; ``reference``: the run's reference.json."""
     years = [int(y) for y in table["year"]]
     colours = styles.year_colours(years)
     page_data = {"layers": layers, "aoi": _aoi_outline(manifest), "years": years,
@@ -185,6 +226,7 @@ h1 {{ font-size: 1.5em; margin: 18px 0 4px; }} h2 {{ font-size: 1.15em; margin: 
 .charts {{ display: flex; flex-wrap: wrap; gap: 12px; }} .charts figure {{ margin: 0; flex: 1 1 480px; }}
 .charts svg {{ width: 100%; height: auto; }}
 table {{ border-collapse: collapse; font-size: 0.92em; }} td, th {{ padding: 3px 8px; border-bottom: 1px solid #e3e3e3; text-align: right; }}
+table.reference td:first-child, table.reference:not(.detections) td:last-child {{ text-align: left; }}
 table.prov th, table.prov td {{ text-align: left; vertical-align: top; }} table.prov th {{ white-space: nowrap; color: #444; }}
 .warnings li {{ color: #8a4b00; }} .ids {{ font-family: monospace; font-size: 0.8em; column-width: 24em; }}
 .popup table td, .popup table th {{ font-size: 0.85em; padding: 1px 6px; }}
@@ -216,6 +258,8 @@ OpenStreetMap backgrounds (layer control, top right) need a network connection; 
 <p class="note">Totals are cumulative to the end of each year. "Clear views" is the median number of cloud-free
 Sentinel-2 observations per pixel in the year (the monsoon, June-September, leaves few); a year with few clear views
 can hide new activity until the next dry season. Pond counts are detected water bodies, not individual pools.</p>
+
+{_reference_html(reference)}
 
 <h2>Provenance</h2>
 {_provenance_html(manifest)}
@@ -317,7 +361,7 @@ def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, st
     table = pd.read_csv(run_dir / export.SUMMARY)
     years = [int(y) for y in table["year"]]
     svgs = svgs if svgs is not None else charts.draw(run_dir / export.SUMMARY, str(manifest.get("aoi", "")), run_dir)
-    page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years, valid))
+    page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years, valid), _read_reference(run_dir))
     tmp = run_dir / (REPORT + ".tmp")  # refresh_report rewrites a finished run: never half a page
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(run_dir / REPORT)
@@ -325,14 +369,15 @@ def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, st
     return [run_dir / REPORT, run_dir / SITES_PNG, run_dir / FOOTPRINT_PNG]
 
 
-def refresh_report(run_dir: Path) -> list[Path]:
-    """Rewrite the report of an existing run dir and update the checksums in its run.json."""
+def refresh_report(run_dir: Path, add: list[Path] = ()) -> list[Path]:
+    """Rewrite the report of an existing run dir and update the checksums in its run.json; ``add``: files
+    just written into the run dir (``reference``'s) to list there too."""
     run_dir = Path(run_dir)
     manifest = export.read_manifest(run_dir)
     written = write_report(run_dir, manifest)
     outputs = manifest.pop("outputs", {})
     files = [run_dir / n for n in outputs if (run_dir / n).is_file()]
-    files += [p for p in written if p not in files]
+    files += [p for p in [*written, *map(Path, add)] if p not in files]
     tmp = run_dir / (export.MANIFEST + ".tmp")
     export.write_manifest(tmp, manifest, files)
     tmp.replace(run_dir / export.MANIFEST)

@@ -12,7 +12,7 @@ from pipeline.config import load_config
 from pipeline.run import run
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["run", "simulate", "evaluate", "demo", "aois", "export", "report"]
+COMMANDS = ["run", "simulate", "evaluate", "demo", "aois", "export", "report", "reference"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
