@@ -152,3 +152,15 @@ def surrounding_slope(slope: np.ndarray, resolution_m: float, radius_m: float) -
 
     size = 2 * max(int(round(radius_m / resolution_m)), 1) + 1
     return ndimage.uniform_filter(np.asarray(slope, dtype=np.float32), size=size, mode="nearest")
+
+
+def floodplain(river: np.ndarray, setting_slope: np.ndarray, resolution_m: float, distance_m: float,
+               max_slope_deg: float) -> np.ndarray:
+    """Flat ground (``setting_slope`` under ``max_slope_deg``) within ``distance_m`` of a river's water: where
+    its side channels, bar pools and oxbows lie, which the network rule sees as pieces apart from it."""
+    from scipy import ndimage
+
+    if not river.any():
+        return np.zeros(river.shape, bool)
+    near = ndimage.distance_transform_edt(~river) * resolution_m <= distance_m
+    return near & (np.asarray(setting_slope) < max_slope_deg)

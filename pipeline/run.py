@@ -449,11 +449,14 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
     clearings = classify.select_clearings(bare, cfg.clearings, months)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
     water = det["ponds"]
-    rasters = {"river": classify.water_network(
-        (water["onset"] >= 0) | (water["water_share_all"] >= cfg.ponds.network_min_water_share), cfg.resolution,
-        cfg.ponds.network_min_length_m, cfg.ponds.network_gap_m).astype(np.float32)}
+    river = classify.water_network((water["onset"] >= 0) | (water["water_share_all"] >= cfg.ponds.network_min_water_share),
+                                   cfg.resolution, cfg.ponds.network_min_length_m, cfg.ponds.network_gap_m)
+    rasters = {"river": river.astype(np.float32)}
     if slope is not None:
-        rasters["setting_slope_deg"] = classify.surrounding_slope(slope, cfg.resolution, cfg.ponds.setting_radius_m)
+        setting = classify.surrounding_slope(slope, cfg.resolution, cfg.ponds.setting_radius_m)
+        floodplain = classify.floodplain(river, setting, cfg.resolution, cfg.ponds.floodplain_m,
+                                         cfg.ponds.alone_min_slope_deg)
+        rasters.update(setting_slope_deg=setting, river=(river | floodplain).astype(np.float32))
     ponds = classify.select_ponds(layer(water, False, confidence.POND_EVIDENCE, keep["ponds"], rasters=rasters)[0],
                                   clearings, cfg.ponds)
     ponds = confidence.pond_confidence(ponds, months, cfg.ponds)
