@@ -13,9 +13,10 @@ import xarray as xr
 from pipeline.config import ClearingRules, PondRules
 
 
-def pond_like(ind: xr.Dataset, valid: xr.DataArray, rules: PondRules) -> xr.DataArray:
-    """Clear observations that look like open water."""
-    return (valid & (ind["mndwi"] > rules.mndwi_min) & (ind["ndvi"] < rules.ndvi_max)).rename("pond_like")
+def pond_like(ind: xr.Dataset, valid: xr.DataArray, rules: PondRules, nir: xr.DataArray) -> xr.DataArray:
+    """Clear observations that look like open water (``nir``: B08 reflectance, which water absorbs)."""
+    return (valid & (ind["mndwi"] > rules.mndwi_min) & (ind["ndvi"] < rules.ndvi_max)
+            & (nir < rules.nir_max)).rename("pond_like")
 
 
 def bare_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules, water: xr.DataArray) -> xr.DataArray:

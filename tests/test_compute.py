@@ -52,13 +52,15 @@ def test_scl_mask_is_lazy_and_same_on_dask():
 
 
 def test_pond_and_bare_rules():
-    ind = xr.Dataset({"ndvi": arr([-0.5, 0.15, 0.8, -0.5]), "mndwi": arr([0.8, -0.5, -0.4, 0.3]),
-                      "bsi": arr([-0.02, 0.2, -0.4, 0.18])})
-    valid = xr.DataArray(np.array([True, True, True, False]), dims="y")
-    water = classify.pond_like(ind, valid, PondRules())
+    # water, laterite, forest, an invalid view, a white roof (positive MNDWI, but bright in B08)
+    ind = xr.Dataset({"ndvi": arr([-0.5, 0.15, 0.8, -0.5, 0.0]), "mndwi": arr([0.8, -0.5, -0.4, 0.3, 0.12]),
+                      "bsi": arr([-0.02, 0.2, -0.4, 0.18, 0.0])})
+    nir = arr([0.04, 0.28, 0.3, 0.04, 0.58])
+    valid = xr.DataArray(np.array([True, True, True, False, True]), dims="y")
+    water = classify.pond_like(ind, valid, PondRules(), nir)
     bare = classify.bare_like(ind, valid, ClearingRules(), water)
-    assert water.values.tolist() == [True, False, False, False]
-    assert bare.values.tolist() == [False, True, False, False]  # an invalid view is neither
+    assert water.values.tolist() == [True, False, False, False, False]
+    assert bare.values.tolist() == [False, True, False, False, False]  # an invalid view is neither
 
 
 def test_monthly_counts_cover_every_month_of_the_period():

@@ -149,3 +149,15 @@ def test_pool_clusters_of_the_real_belt_stay_under_the_network_length():
     spans = [shapely.minimum_bounding_radius(shapely.multipoints(shapely.get_coordinates(pts[labels == k].values))) * 2
              for k in np.unique(labels)]
     assert max(spans) < 300.0 < PondRules().network_min_length_m
+
+
+def test_water_on_the_flat_floor_beside_a_river_is_its_floodplain():
+    river = np.zeros((60, 60), bool)
+    river[30, :] = True
+    setting = np.full(river.shape, 1.0, np.float32)
+    setting[:, 40:] = 20.0                                 # a hillside comes down to the river in the east
+    plain = classify.floodplain(river, setting, RES, 100.0, 7.0)
+    assert plain[22, 10] and plain[38, 10]                 # bar pools 80 m off the channel, on the flat
+    assert not plain[5, 10]                                # 250 m away
+    assert not plain[25, 50]                               # a hillside pond near the river is not floodplain
+    assert not classify.floodplain(np.zeros_like(river), setting, RES, 100.0, 7.0).any()

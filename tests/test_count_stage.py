@@ -23,7 +23,7 @@ def reference_counts(scenes, grid, start, end, buffer_px=3, hot_max=None, blue_m
     valid = masking.clear_mask(cube, INVALID, buffer_px, indices.BANDS)
     valid = valid & ~masking.haze_mask(cube["blue"], cube["red"], hot_max, blue_max)
     ind = indices.all_indices(cube)
-    water = classify.pond_like(ind, valid, PondRules())
+    water = classify.pond_like(ind, valid, PondRules(), cube["nir"])
     flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, ClearingRules(), water),
              "green": classify.green_like(ind, valid, ClearingRules())}
     out = composite.monthly_counts(flags, start, end)

@@ -84,7 +84,7 @@ def test_building_the_graph_reads_no_pixels(tmp_path):
         valid = masking.clear_mask(cube, [0, 3, 8, 9, 10], 3, ["red", "nir", "swir16"])
         cube = cube.assign(green=cube["red"], blue=cube["red"])
         ind = indices.all_indices(cube)
-        water = classify.pond_like(ind, valid, PondRules())
+        water = classify.pond_like(ind, valid, PondRules(), cube["nir"])
         m = composite.monthly_counts({"valid": valid, "pond": water,
                                       "bare": classify.bare_like(ind, valid, ClearingRules(), water)},
                                      date(2021, 1, 1), date(2021, 12, 31))
