@@ -24,6 +24,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 
 from pipeline import evaluate as ev
@@ -35,7 +36,9 @@ REPORTING_SEEDS = range(100, 120)
 BOOTSTRAP = 2000
 POND_SIZE_BINS = (0, 100, 300, 600, 1000, np.inf)  # m2: below one pixel, 1-3 pixels, ...
 CONFIDENCE_BANDS = (0.0, 0.5, 0.7, 0.9, 1.0001)
-CONFOUNDER_KINDS = ("swidden", "landslide", "all", "paddy", "river", "village", "road")
+CONFOUNDER_KINDS = ("swidden", "landslide", "all", "paddy", "river", "village", "road", "stream", "fish_pond",
+                    "gold_working", "road_cut", "plantation")
+CONFOUNDER_ERRORS = ("false_sites", "false_ponds", "claimed_m2")
 TARGETS = {  # issue 4, "What it must show"
     "site_f1": (">=", 0.95), "pond_detectable_f1": (">=", 0.90), "clearing_iou": (">=", 0.75),
     "site_first_year_exact": (">=", 0.90), "max_abs_rel_error_sites": ("<=", 0.10),
@@ -79,8 +82,40 @@ def seed_record(run_dir: Path, truth: Path, seed: int) -> dict:
                       "confidence": pred_sites["confidence"] if "confidence" in pred_sites else np.nan})])
     summary = pd.read_csv(Path(run_dir) / "yearly_summary.csv")
     clear_views = float(summary["valid_observations"].median()) if "valid_observations" in summary else np.nan
+    errors = {}
+    if "confounders" in set(pyogrio.list_layers(truth)[:, 0]):
+        pond_ok = np.isin(np.arange(len(pred_ponds)), pairs["pred"])
+        errors = confounder_errors(gpd.read_file(truth, layer="confounders").to_crs(crs), pred_ponds,
+                                   gpd.read_file(gpkg, layer="clearings").to_crs(crs), pred_sites, site_ok, pond_ok)
     return {"seed": seed, "scores": scores, "ponds": ponds, "sites": sites, "predicted": predicted,
-            "clear_views_per_year": clear_views}
+            "clear_views_per_year": clear_views, "confounder_errors": errors}
+
+
+def confounder_errors(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFrame, pred_clearings: gpd.GeoDataFrame,
+                      pred_sites: gpd.GeoDataFrame, site_ok: np.ndarray, pond_ok: np.ndarray) -> dict:
+    """Per confounder kind, what the run claimed on it: ``false_sites`` (run sites with a pond or clearing
+    on it that match no truth site), ``false_ponds`` (run ponds on it that match no truth pond) and
+    ``claimed_m2`` (its area inside run ponds or clearings), with its own ``area_m2``.
+
+    ``site_ok`` and ``pond_ok`` flag the run's sites and ponds (in row order) that match truth."""
+    kinds = confounders["kind"].astype(str).str.strip().str.lower().to_numpy()
+    geoms = ev._geoms(confounders)
+    features = np.concatenate([ev._geoms(pred_ponds), ev._geoms(pred_clearings)])
+    feature_site = np.concatenate([f["site_id"].to_numpy() if "site_id" in f else np.full(len(f), -1)
+                                   for f in (pred_ponds, pred_clearings)])
+    false_sites = set(pred_sites["site_id"].to_numpy()[~np.asarray(site_ok, dtype=bool)]) if len(pred_sites) else set()
+    mining = shapely.union_all(features)
+    out = {}
+    for kind in sorted(set(kinds)):
+        area = shapely.union_all(geoms[kinds == kind])
+        shapely.prepare(area)
+        on = shapely.intersects(area, features) if len(features) else np.zeros(0, dtype=bool)
+        ponds_on = on[:len(pred_ponds)]
+        a_kind, a_claimed = ev._areas([area, shapely.intersection(area, mining)], confounders.crs)
+        out[kind] = {"false_sites": len(set(feature_site[on]) & false_sites),
+                     "false_ponds": int((ponds_on & ~np.asarray(pond_ok, dtype=bool)).sum()),
+                     "claimed_m2": float(a_claimed), "area_m2": float(a_kind)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------- pooling
@@ -108,10 +143,20 @@ def _counts(rec: dict) -> dict:
         k = conf.get(kind) or {}
         out[f"conf_{kind}_area"] = k.get("area_m2") or 0.0
         out[f"conf_{kind}_hit"] = k.get("predicted_m2") or 0.0
+    out.update(_confounder_counts(rec.get("confounder_errors") or {}))
     for row in s["yearly"]["years"]:
         y = row["year"]
         out[f"y{y}_sites_truth"], out[f"y{y}_sites_run"] = row["truth_sites_total"], row["run_sites_total"]
         out[f"y{y}_area_truth"], out[f"y{y}_area_run"] = row["truth_footprint_m2"], row["run_footprint_m2"]
+    return out
+
+
+def _confounder_counts(errors: dict) -> dict:
+    """The additive numbers of one seed's :func:`confounder_errors`."""
+    out = {}
+    for kind, e in errors.items():
+        out[f"conf_{kind}_truth_m2"] = e["area_m2"]
+        out.update({f"conf_{kind}_{what}": e[what] for what in CONFOUNDER_ERRORS})
     return out
 
 
@@ -143,6 +188,12 @@ def metrics(c: pd.Series) -> dict:
     for kind in CONFOUNDER_KINDS:
         m[f"confounder_{kind}_as_mining"] = _div(c[f"conf_{kind}_hit"], c[f"conf_{kind}_area"])
     m["confounder_fraction_as_clearing"] = m["confounder_all_as_mining"]
+    for kind in CONFOUNDER_KINDS:
+        # undefined (not zero) where no seed's truth has the kind
+        present = c.get(f"conf_{kind}_truth_m2", 0.0) > 0
+        m[f"confounder_{kind}_area_m2"] = float(c[f"conf_{kind}_truth_m2"]) if present else np.nan
+        for what in CONFOUNDER_ERRORS:
+            m[f"confounder_{kind}_{what}"] = float(c.get(f"conf_{kind}_{what}", 0.0)) if present else np.nan
     years = sorted({int(k[1:5]) for k in c.index if k.startswith("y") and k.endswith("_sites_truth")})
     for what, t, r in (("sites", "sites_truth", "sites_run"), ("footprint", "area_truth", "area_run")):
         errs = [_div(c[f"y{y}_{r}"] - c[f"y{y}_{t}"], c[f"y{y}_{t}"]) for y in years]
@@ -330,12 +381,43 @@ def markdown(results: list[dict], config: dict) -> str:
             lines.append(f"| {layer} | {k.replace('1.0001', '1')} | {v['n']} | {_fmt(v['precision'])} |")
     lines += ["", "### Confounders: share of their area mapped as mining", "", "| kind | " + " | ".join(r["label"] for r in results) + " |",
               "|---|" + "---|" * len(results)]
-    for kind in ("swidden", "landslide", "paddy", "river", "village", "road"):
+    for kind in (k for k in CONFOUNDER_KINDS if k != "all"):
         if all(r["pooled"].get(f"confounder_{kind}_as_mining") is None for r in results):
             continue
         lines.append(f"| {kind} | " + " | ".join(_ci(r, f"confounder_{kind}_as_mining", True) for r in results) + " |")
+    lines += confounder_error_rows(results)
     lines += ["", "## Reading these numbers", "", *config.get("notes", []), ""]
     return "\n".join(lines)
+
+
+def _ci_amount(s: dict, key: str) -> str:
+    """A pooled total with its 95% interval, in whole numbers."""
+    v = s["pooled"].get(key)
+    if v is None:
+        return "-"
+    lo, hi = s["ci95"].get(key, [None, None])
+    return f"{v:,.0f}" + (f" ({lo:,.0f}-{hi:,.0f})" if lo is not None and hi is not None else "")
+
+
+def confounder_error_rows(results: list[dict]) -> list[str]:
+    """The table of false detections on each confounder kind, one column group per classifier."""
+    kinds = [k for k in CONFOUNDER_KINDS if k != "all"
+             and any(r["pooled"].get(f"confounder_{k}_area_m2") is not None for r in results)]
+    if not kinds:
+        return []
+    head = "| kind | area (ha) | " + " | ".join(f"false sites ({r['label']}) | false ponds ({r['label']}) | "
+                                               f"area claimed, m2 ({r['label']})" for r in results) + " |"
+    lines = ["", "### Confounders: false sites, false ponds and area claimed on each kind", "",
+             "Totals over the seeds (95% cluster-bootstrap interval). A false site is a run site with a pond or "
+             "clearing on the kind that matches no truth site; a false pond a run pond on it that matches no truth "
+             "pond; area claimed is the kind's area inside run ponds or clearings.", "",
+             head, "|---|---|" + "---|" * (3 * len(results))]
+    for kind in kinds:
+        area = next(r["pooled"][f"confounder_{kind}_area_m2"] for r in results
+                    if r["pooled"].get(f"confounder_{kind}_area_m2") is not None)
+        cells = [_ci_amount(r, f"confounder_{kind}_{what}") for r in results for what in CONFOUNDER_ERRORS]
+        lines.append(f"| {kind} | {area / 1e4:,.1f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def scenario_table(folder: Path) -> str:

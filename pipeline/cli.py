@@ -29,7 +29,7 @@ from pipeline.errors import ConfigError, PipelineError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 # simulate.SCENARIOS, spelled out so that --help does not import the simulator (tests check they agree)
 SCENARIO_HELP = ("harder variant: single_pixel_ponds, wet, haze, villages, regrowth, pre_period, two_orbits, "
-                 "dense, swidden_heavy, landslide_heavy, steep, flat or all")
+                 "dense, swidden_heavy, landslide_heavy, steep, flat, valley, misregistered or all")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.")
 log = logging.getLogger("pipeline")

@@ -29,7 +29,9 @@ Rules, and why:
   ``footprint_total_m2`` (summed over AOIs if the summary has several).
 * **Confounders** (optional truth layer): the fraction of swidden and landslide area (and of both,
   ``all``) covered by predicted clearings, and of paddy and river area covered by predicted ponds or
-  clearings. Overlapping confounder polygons are unioned first so no area counts twice.
+  clearings. Where the truth has them: villages, roads, streams, fish ponds and gold workings against
+  ponds or clearings; road cuts and plantations against clearings. Overlapping confounder polygons are
+  unioned first so no area counts twice.
 
 Empty inputs: a ratio whose denominator is zero is ``None`` (JSON null), never 0 and never 1, so an
 empty run is not silently scored as perfect. Precision with no predictions is null; recall with no
@@ -66,6 +68,12 @@ TRUTH_LAYERS = ("ponds", "clearings")
 CLEARING_CONFOUNDERS = ("swidden", "landslide")
 WATER_CONFOUNDERS = ("paddy", "river")
 BUILT_CONFOUNDERS = ("village", "road")  # scored only where the truth has them (simulated "villages" scenario)
+# Scored only where the truth has them (simulated "valley" scenario). Open water, and bare ground holding
+# water (a gold working's sluice ponds), against ponds and clearings: any mining mapped there is false.
+VALLEY_WATER_CONFOUNDERS = ("stream", "fish_pond", "gold_working")
+# bare or cleared ground that is not mining, against clearings as swidden and landslides are
+VALLEY_BARE_CONFOUNDERS = ("road_cut", "plantation")
+AGAINST_MINING = (*WATER_CONFOUNDERS, *BUILT_CONFOUNDERS, *VALLEY_WATER_CONFOUNDERS)
 
 
 # --------------------------------------------------------------------------------------------- entry point
@@ -467,13 +475,14 @@ def score_confounders(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFram
     kinds = confounders["kind"].to_numpy()
     groups = {k: kinds == k for k in (*CLEARING_CONFOUNDERS, *WATER_CONFOUNDERS)}
     groups["all"] = np.isin(kinds, CLEARING_CONFOUNDERS)
-    groups.update({k: kinds == k for k in BUILT_CONFOUNDERS if (kinds == k).any()})
+    groups.update({k: kinds == k for k in (*BUILT_CONFOUNDERS, *VALLEY_WATER_CONFOUNDERS, *VALLEY_BARE_CONFOUNDERS)
+                   if (kinds == k).any()})
     out = {}
     for name, mask in groups.items():
-        against = mining if name in (*WATER_CONFOUNDERS, *BUILT_CONFOUNDERS) else clearings
+        against = mining if name in AGAINST_MINING else clearings
         area = shapely.union_all(_geoms(confounders)[mask])
         a_conf, a_hit = _areas([area, shapely.intersection(area, against)], crs)
-        out[name] = {"n": int(mask.sum()), "compared_with": "ponds+clearings" if name in (*WATER_CONFOUNDERS, *BUILT_CONFOUNDERS)
+        out[name] = {"n": int(mask.sum()), "compared_with": "ponds+clearings" if name in AGAINST_MINING
                      else "clearings", "area_m2": _r(a_conf, 1), "predicted_m2": _r(a_hit, 1),
                      "fraction": _r(_ratio(a_hit, a_conf))}
     return out

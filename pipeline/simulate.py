@@ -14,6 +14,13 @@ the job hard in Kachin:
   dry-season paddies on the valley floor, and a turbid river;
 - processing baseline 04.00 (25 Jan 2022) shifts every DN by +1000, as in the real archive.
 
+The "valley" scenario adds what else a Kachin valley holds, each drawn anew per seed: a river 5-60 m
+wide, meandering or braided, turbid or clear, swelling over its sand and gravel bars in the monsoon (its
+mixed edge pixels break into chains of pond-sized blobs); streams off the hillsides, some dry in the dry
+season; fish ponds; alluvial gold workings with sluice ponds; new roads cut across the slopes;
+plantations; villages away from the mines; and scenes that land a few metres off the grid from date to
+date (misregistration, less after the 2021 GRI refinement).
+
 Everything is drawn from ``numpy.random.Generator`` streams keyed by (seed, purpose), so the same seed
 gives the same bytes, and changing one part of the landscape does not reshuffle the others.
 """
@@ -144,6 +151,13 @@ SPECTRA = {
     "plastic_white": (0.550, 0.570, 0.580, 0.580, 0.580, 0.580, 0.580, 0.570, 0.450, 0.380),
     "plastic_black": (0.040, 0.040, 0.040, 0.040, 0.040, 0.045, 0.045, 0.045, 0.050, 0.045),
     "mud":           (0.080, 0.100, 0.120, 0.130, 0.140, 0.150, 0.160, 0.160, 0.180, 0.140),
+    # the valley scenario's covers (appended, so the standard covers keep their rows): clear mountain water,
+    # dark beyond the green; fish-pond water green with algae, a small red-edge bump and dark SWIR; river
+    # gravel and sand, grey-beige with the high SWIR of dry mineral ground but no iron-oxide red rise
+    "clear_water":   (0.040, 0.045, 0.030, 0.022, 0.012, 0.010, 0.008, 0.007, 0.004, 0.003),
+    "algal_water":   (0.040, 0.075, 0.045, 0.050, 0.048, 0.042, 0.038, 0.032, 0.012, 0.009),
+    "gravel":        (0.110, 0.135, 0.155, 0.175, 0.190, 0.200, 0.210, 0.215, 0.270, 0.220),
+    "sand":          (0.140, 0.180, 0.215, 0.240, 0.260, 0.270, 0.280, 0.290, 0.340, 0.280),
 }
 COVERS = list(SPECTRA)
 ENDMEMBERS = np.array([SPECTRA[c] for c in COVERS], dtype=np.float32)  # (n_covers, n_bands)
@@ -204,6 +218,12 @@ class Scenario:
     landslide_rate: float = 1.0  # times the standard number of landslides each year
     hillside_slope_deg: float = 20.0  # median slope of the hillsides (the DEM's relief is scaled to it)
     diffuse_sky: float = DIFFUSE_SKY  # skylight share on slopes away from the sun: less in deep valleys
+    # what else the valley holds that reads like mining: a river of drawn width and form (meandering or
+    # braided, turbid or clear, swelling in the monsoon over sand and gravel bars), streams off the
+    # hillsides, fish ponds, alluvial gold workings, new roads cut across slopes, plantations, villages
+    valley_confounders: bool = False
+    # sd (m) of each scene's shift off the grid before 2021 (less after: GRI_REFINED_SHARE); 0: on the grid
+    misregistration_m: float = 0.0
 
     def changed(self) -> dict:
         """The fields that differ from the standard landscape (what goes into the catalog's parameters)."""
@@ -225,16 +245,20 @@ SCENARIOS = {
     "landslide_heavy": Scenario(landslide_rate=4.0),
     "steep": Scenario(hillside_slope_deg=30.0, diffuse_sky=0.08),
     "flat": Scenario(hillside_slope_deg=10.0),
+    "valley": Scenario(valley_confounders=True, misregistration_m=6.0),
+    "misregistered": Scenario(misregistration_m=6.0),
 }
 # two_orbits adds data rather than difficulty (and doubles the scenes), flat makes it easier: both stay out
 SCENARIOS["all"] = Scenario(pond_max_m=10.0, wetter=0.35, haze=0.6, village_share=0.5, abandon_share=0.6,
                             pre_period_share=0.6, site_link_m=120.0, site_gap_m=150.0, swidden_rate=4.0,
-                            landslide_rate=4.0, hillside_slope_deg=30.0, diffuse_sky=0.08)
+                            landslide_rate=4.0, hillside_slope_deg=30.0, diffuse_sky=0.08, valley_confounders=True,
+                            misregistration_m=6.0)
 
 # separate random streams, so that e.g. more landslides do not move the clouds
 STREAM = {name: i for i, name in enumerate(
     ["window", "river", "terrain", "background", "sites", "swidden", "landslide", "paddy", "noise", "scene", "village",
-     "orbit2"])}
+     "orbit2", "valley_river", "stream", "fish_pond", "gold", "road_cut", "plantation", "valley_village",
+     "misregistration"])}
 
 
 @dataclass(frozen=True)
@@ -717,6 +741,436 @@ def paddy_fields(rng: np.random.Generator, floor: shapely.Geometry, keep_out, cr
     return gpd.GeoDataFrame({"phase_days": rng.normal(0, 8, len(fields))}, geometry=fields, crs=crs)
 
 
+# ---------------------------------------------------------------------------------- the valley (scenario)
+# What else a Kachin valley holds that a detector of leaching ponds and cleared slopes can take for
+# mining, drawn only with ``Scenario.valley_confounders`` and each from a random stream of its own.
+
+# River stage through the year (0: lowest water, 1: a normal monsoon's bankfull): low January-April,
+# rising with the first rains in May-June, high July-September, falling through November.
+RIVER_STAGE = np.array([(0, .08), (45, .02), (105, 0.), (135, .1), (160, .4), (185, .75), (215, 1.), (255, 1.),
+                        (280, .8), (305, .45), (335, .2), (366, .08)])
+# A river bed's zones from the middle out: (name, stage above which it is under water, damp mud and grass
+# shares while it is dry). The low-water channel never dries; bars stand above all but the biggest floods.
+RIVER_ZONES = (("low_water", -1.0, 0.0, 0.0), ("low_bank", 0.3, 0.3, 0.0), ("high_bank", 0.7, 0.1, 0.1),
+               ("bar", 0.95, 0.05, 0.3))
+# seasonal streams stop flowing in the dry season: the share of their bed under water by day of year
+STREAM_FLOW = np.array([(0, 1.), (20, 1.), (50, 0.), (120, 0.), (145, 1.), (366, 1.)])
+FLAT_FLOOR_DEG = 5.0  # fish ponds need flat ground: a pond on a slope needs a dam, not a bund
+# Sentinel-2's multi-temporal co-registration was refined on the Global Reference Image from 2021: a
+# scene's shift off the grid fell from ~6 m to ~2.5 m (sd)
+GRI_FROM = date(2021, 1, 1)
+GRI_REFINED_SHARE = 2.5 / 6.0
+
+
+def _resample(line: shapely.LineString, step_m: float) -> np.ndarray:
+    """Points every ``step_m`` along ``line`` (its end included)."""
+    d = np.minimum(np.arange(0.0, line.length + step_m, step_m), line.length)
+    return shapely.get_coordinates(shapely.line_interpolate_point(line, d))
+
+
+def _along(xy: np.ndarray) -> np.ndarray:
+    return np.r_[0.0, np.cumsum(np.hypot(*np.diff(xy, axis=0).T))]
+
+
+def _normals(xy: np.ndarray) -> np.ndarray:
+    """Unit vectors to the left of a polyline, at each vertex."""
+    t = np.gradient(xy, axis=0)
+    n = np.c_[-t[:, 1], t[:, 0]]
+    return n / np.maximum(np.hypot(*n.T), 1e-9)[:, None]
+
+
+def _wander(rng: np.random.Generator, n: int, step_m: float, scale_m: float) -> np.ndarray:
+    """A smooth 1-D random profile (mean 0, sd 1) varying over ``scale_m``: widths and swings along a course."""
+    f = ndimage.gaussian_filter1d(rng.standard_normal(n + 1), max(scale_m / step_m, 1.0))[:n]
+    return (f - f.mean()) / max(f.std(), 1e-9)
+
+
+def ribbon(xy: np.ndarray, width: np.ndarray) -> shapely.Geometry:
+    """A band ``width`` wide (per vertex) along the polyline ``xy``. Bends tighter than the half-width
+    fold the sides over; ``make_valid`` keeps both lobes."""
+    side = _normals(xy) * (np.asarray(width)[:, None] / 2.0)
+    ring = np.r_[xy + side, (xy - side)[::-1]]
+    return shapely.make_valid(shapely.Polygon(ring), method="structure", keep_collapsed=False)
+
+
+@dataclass
+class RiverForm:
+    form: str  # meandering | braided
+    mean_width_m: float  # wet width at the river's mean stage, summed over threads
+    centreline: shapely.LineString  # where the bed runs (the valley axis swings about under it)
+    zones: list  # one geometry per RIVER_ZONES, disjoint
+    belt: shapely.Geometry  # the bankfull bed and its bars: the river as an analyst would draw it
+
+
+def valley_river(rng: np.random.Generator, axis: shapely.LineString, floor_m: float,
+                 image_box: shapely.Polygon) -> RiverForm:
+    """The river of this valley: 5-60 m wide at mean stage (log-uniform, so streams-as-rivers of 5-15 m
+    are common), meandering with a sinuosity of its own or, if 15 m or wider, sometimes braided into 2-4
+    threads that part around gravel bars and join again; wider and narrower along its course; under
+    water out to its low-water, mean or bankfull edges by season (RIVER_ZONES). It stays on the valley
+    floor, so as far from the pools as ``river_course`` put the axis."""
+    width = math.exp(rng.uniform(math.log(5.0), math.log(60.0)))
+    braided = width >= 15.0 and rng.random() < 0.4
+    low, high = rng.uniform(0.45, 0.75), rng.uniform(1.3, 1.8)  # low-water and bankfull width, share of mean
+    # meander wavelength scales with channel width (~10x); bends no tighter than the bankfull width
+    wavelength = width * high * rng.uniform(8.0, 14.0)
+    step = float(np.clip(wavelength / 16.0, 2.0, 10.0))
+    xy = _resample(axis, step)
+    s, n = _along(xy), len(xy)
+    normal = _normals(xy)
+    n_threads = int(rng.integers(2, 5)) if braided else 1
+    thread_w = np.maximum(width * rng.dirichlet(np.full(n_threads, 3.0)), 3.0)
+    along = np.clip(1.0 + rng.uniform(0.1, 0.35) * _wander(rng, n, step, rng.uniform(150, 600)), 0.4, 1.5)
+
+    sinuous = rng.uniform(0.02, 0.35) * wavelength  # bend amplitude: from nearly straight to tortuous
+    amp = min(sinuous, wavelength ** 2 / (4 * math.pi ** 2 * width * high)) * (0.3 if braided else 1.0)
+    lateral = amp * np.sin(2 * math.pi * s / wavelength + rng.uniform(0, 2 * math.pi))
+    lateral += amp * rng.uniform(0.0, 0.5) * np.sin(2 * math.pi * s / (wavelength * rng.uniform(1.6, 2.4))
+                                                      + rng.uniform(0, 2 * math.pi))
+    room = floor_m - 20.0
+    lateral += rng.uniform(0.1, 0.5) * room * _wander(rng, n, step, rng.uniform(500, 1500))  # across the floor
+
+    offsets = np.zeros((n_threads, n))
+    if braided:
+        # the threads part between nodes 250-900 m apart and join at them (sin^2 envelope), in an order
+        # kept within each reach so that they do not cross
+        gaps = rng.uniform(250, 900, int((s[-1] + 900) / 250) + 2)
+        nodes = np.cumsum(gaps) - rng.uniform(0, 900) - gaps[0]
+        reach = np.searchsorted(nodes, s, side="right")
+        phase = (s - nodes[reach - 1]) / (nodes[reach] - nodes[reach - 1])
+        spread = rng.uniform(0.5, 1.5) * width * high
+        order = np.sort(rng.uniform(-1.0, 1.0, (len(nodes) + 1, n_threads)), axis=1)
+        offsets = spread * (np.sin(np.pi * phase) ** 2)[None, :] * order[reach].T
+    half = float(thread_w.max() * high * along.max() / 2.0)
+    reach_m = np.abs(lateral[None, :] + offsets).max()
+    if reach_m > 0:
+        fit = min(1.0, max(room - half, 0.0) / reach_m)
+        lateral, offsets = lateral * fit, offsets * fit
+    threads = [xy + normal * (lateral + o)[:, None] for o in offsets]
+
+    edges = [shapely.union_all([ribbon(t, w * along * f) for t, w in zip(threads, thread_w)])
+             for f in (low, 1.0, high)]
+    zones = [edges[0], edges[1].difference(edges[0]), edges[2].difference(edges[1])]
+    if braided:
+        hw = (thread_w[:, None] * along[None, :] * high) / 2.0
+        left = (lateral + (offsets + hw).max(axis=0))[:, None]
+        right = (lateral + (offsets - hw).min(axis=0))[:, None]
+        between = shapely.make_valid(shapely.Polygon(np.r_[xy + normal * left, (xy + normal * right)[::-1]]),
+                                     method="structure", keep_collapsed=False)
+        zones.append(between.difference(edges[2]))
+    else:
+        zones.append(shapely.Polygon())
+    zones = [shapely.intersection(z, image_box) for z in zones]
+    return RiverForm("braided" if braided else "meandering", width, shapely.LineString(xy + normal * lateral[:, None]),
+                     zones, shapely.union_all(zones))
+
+
+def _bilinear(a: np.ndarray, r: float, c: float) -> float:
+    r0, c0 = min(int(r), a.shape[0] - 2), min(int(c), a.shape[1] - 2)
+    fr, fc = r - r0, c - c0
+    return float(a[r0, c0] * (1 - fr) * (1 - fc) + a[r0 + 1, c0] * fr * (1 - fc) + a[r0, c0 + 1] * (1 - fr) * fc
+                 + a[r0 + 1, c0 + 1] * fr * fc)
+
+
+def steepest_descent(dem: np.ndarray, to_river: np.ndarray, row: float, col: float, stop_at: float,
+                     step_px: float = 1.0, max_steps: int = 3000) -> np.ndarray:
+    """The path (rows, cols) water takes from (row, col) straight down ``dem`` until ``to_river`` (the
+    distance to the river, m) falls below ``stop_at`` or it leaves the grid. Where the smoothed DEM
+    holds a pit, the water spills toward the river until it is lower than the pit."""
+    ny, nx = dem.shape
+    dz_dr, dz_dc = np.gradient(dem)
+    dd_dr, dd_dc = np.gradient(to_river)
+    path, pit = [(row, col)], None
+    for _ in range(max_steps):
+        r, c = path[-1]
+        if not (1 <= r < ny - 2 and 1 <= c < nx - 2) or _bilinear(to_river, r, c) < stop_at:
+            break
+        z = _bilinear(dem, r, c)
+        if pit is not None and z < pit - 0.1:
+            pit = None
+        g = np.array([_bilinear(dz_dr, r, c), _bilinear(dz_dc, r, c)])
+        if pit is None:
+            nxt = (r - step_px * g[0] / max(np.hypot(*g), 1e-9), c - step_px * g[1] / max(np.hypot(*g), 1e-9))
+            if np.hypot(*g) > 1e-3 and _bilinear(dem, *np.clip(nxt, 0, (ny - 1.001, nx - 1.001))) < z:
+                path.append(nxt)
+                continue
+            pit = z
+        d = np.array([_bilinear(dd_dr, r, c), _bilinear(dd_dc, r, c)])
+        path.append((r - step_px * d[0] / max(np.hypot(*d), 1e-9), c - step_px * d[1] / max(np.hypot(*d), 1e-9)))
+    return np.array(path)
+
+
+def tributaries(rng: np.random.Generator, dem_smooth: np.ndarray, slope_deg: np.ndarray, grid: GeoBox,
+                river: RiverForm, axis: shapely.LineString, floor_m: float, window: shapely.Polygon,
+                avoid: shapely.Geometry) -> gpd.GeoDataFrame:
+    """1-4 streams, 3-15 m wide at the mouth and narrower up the hill, each running from a hillside point
+    by steepest descent to the valley floor, then meandering across it to the river (or off the window);
+    about half seasonal, dry from February to April; partly under the canopy on the hillside
+    (``openness``)."""
+    t, res = grid.affine, grid.resolution.x
+    on_axis = rasterize([axis], out_shape=dem_smooth.shape, transform=t, all_touched=True).astype(bool)
+    to_axis = (ndimage.distance_transform_edt(~on_axis) * res).astype(np.float32)
+    left, bottom, right, top = window.bounds
+    rows = []
+    for _ in range(int(rng.integers(1, 5))):
+        for _ in range(60):
+            x, y = rng.uniform(left, right), rng.uniform(bottom, top)
+            r, c = (t.f - y) / res, (x - t.c) / res
+            d = to_axis[int(r), int(c)]
+            if d < floor_m + 200 or d > floor_m + 2000 or slope_deg[int(r), int(c)] < 12:
+                continue
+            path = steepest_descent(dem_smooth, to_axis, r, c, floor_m)
+            xy = np.c_[t.c + (path[:, 1] + 0.5) * res, t.f - (path[:, 0] + 0.5) * res]
+            if len(xy) < 20:
+                continue
+            end = shapely.Point(xy[-1])
+            if not river.belt.is_empty and shapely.distance(end, axis) < floor_m + res:
+                # across the floor it meanders, bends 40-150 m apart
+                run = shapely.LineString(shapely.get_coordinates(shapely.shortest_line(end, river.belt)))
+                if run.length > 20:
+                    pts = _resample(run, 5.0)
+                    wavelength = rng.uniform(40, 150)
+                    swing = rng.uniform(0.05, 0.2) * wavelength * np.sin(np.pi * _along(pts) / run.length)
+                    pts = pts + _normals(pts) * (swing * np.sin(2 * np.pi * _along(pts) / wavelength))[:, None]
+                    xy = np.r_[xy, pts[1:]]
+            line = shapely.LineString(xy)
+            if line.length < 300 or line.intersects(avoid):
+                continue
+            pts = _resample(line, 5.0)
+            mouth = rng.uniform(3.0, 15.0)
+            width = mouth * (0.4 + 0.6 * _along(pts) / max(line.length, 1.0))
+            rows.append({"seasonal": float(rng.random() < 0.5), "openness": rng.uniform(0.4, 1.0),
+                         "clarity": rng.uniform(0.3, 1.0), "sand": rng.uniform(0.1, 0.6), "width_m": mouth,
+                         "geometry": ribbon(pts, width)})
+            avoid = avoid.union(rows[-1]["geometry"].buffer(100))
+            break
+    return gpd.GeoDataFrame(rows, columns=["seasonal", "openness", "clarity", "sand", "width_m", "geometry"],
+                            geometry="geometry", crs=grid.crs)
+
+
+def _point_in(rng: np.random.Generator, area: shapely.Geometry, tries: int = 64) -> shapely.Point | None:
+    if area.is_empty:
+        return None
+    left, bottom, right, top = area.bounds
+    pts = shapely.points(np.c_[rng.uniform(left, right, tries), rng.uniform(bottom, top, tries)])
+    inside = pts[shapely.contains(area, pts)]
+    return inside[0] if len(inside) else None
+
+
+def _pixel_values(a: np.ndarray, grid: GeoBox, xy: np.ndarray) -> np.ndarray:
+    t, res = grid.affine, grid.resolution.x
+    r = np.clip(((t.f - xy[:, 1]) / res).astype(int), 0, a.shape[0] - 1)
+    c = np.clip(((xy[:, 0] - t.c) / res).astype(int), 0, a.shape[1] - 1)
+    return a[r, c]
+
+
+def fish_pond_farms(rng: np.random.Generator, free: shapely.Geometry, slope_deg: np.ndarray, grid: GeoBox,
+                    start: float, end: float, years: range) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Farms of 3-15 rectangular fish ponds (sides 15-60 m, 3-6 m bunds between) in rows on flat floor
+    (under FLAT_FLOOR_DEG) inside ``free``: half dug before the period, half during it, some farms
+    extended a year or two later. Each pond is drained to mud for 1-3 months in the dry season of some
+    years (the harvest). Returns the farms (bunds and all) and their ponds."""
+    farms, ponds = [], []
+    for farm_id in range(1 + int(rng.poisson(1.0 * free.area / 1e6))):
+        for _ in range(100):
+            p = _point_in(rng, free)
+            if p is None:
+                break
+            n, cols = int(rng.integers(3, 16)), int(rng.integers(2, 6))
+            a, b, bund, angle = rng.uniform(15, 60), rng.uniform(15, 60), rng.uniform(3, 6), rng.uniform(0, math.pi)
+            sides = np.clip(np.c_[a * rng.uniform(0.85, 1.0, n), b * rng.uniform(0.85, 1.0, n)], 15, 60)
+            cells = [divmod(k, cols) for k in range(n)]
+            boxes = [shapely.box(j * (a + bund), -i * (b + bund), j * (a + bund) + w, -i * (b + bund) + h)
+                     for (i, j), (w, h) in zip(cells, sides)]
+            boxes = [affinity.translate(affinity.rotate(g, angle, origin=(0, 0), use_radians=True), p.x, p.y)
+                     for g in boxes]
+            farm = shapely.union_all(boxes).buffer(bund, join_style="mitre")
+            centres = shapely.get_coordinates(shapely.centroid(np.array(boxes)))
+            if not free.contains(farm) or _pixel_values(slope_deg, grid, centres).max() >= FLAT_FLOOR_DEG:
+                continue
+            dug = start - rng.uniform(30, 3000) if rng.random() < 0.5 else rng.uniform(start, end)
+            later = rng.random() < 0.3  # extended: the far half of the farm dug a year or two on
+            pond_dug = dug + rng.uniform(0, 90, n) + later * (np.arange(n) >= n // 2) * rng.uniform(365, 730)
+            drain = np.full((n, len(years)), NEVER)
+            for k, year in enumerate(years):
+                drained = rng.random(n) < 0.3
+                drain[drained, k] = _day(date(year, 1, 1)) + rng.uniform(-30, 150, int(drained.sum()))
+            for g, d, dr, green in zip(boxes, pond_dug, drain, rng.uniform(0.4, 1.0, n)):
+                ponds.append({"farm_id": farm_id, "dug_day": d, "green": green, "drain": dr,
+                              "drain_days": rng.uniform(30, 90), "geometry": g})
+            farms.append({"farm_id": farm_id, "dug_day": float(pond_dug.min()), "geometry": farm})
+            free = free.difference(farm.buffer(30))
+            break
+    farms = gpd.GeoDataFrame(farms, columns=["farm_id", "dug_day", "geometry"], geometry="geometry", crs=grid.crs)
+    ponds = gpd.GeoDataFrame(ponds, columns=["farm_id", "dug_day", "green", "drain", "drain_days", "geometry"],
+                             geometry="geometry", crs=grid.crs)
+    return farms, ponds
+
+
+def gold_workings(rng: np.random.Generator, river: RiverForm, free: shapely.Geometry, window: shapely.Polygon,
+                  start: float, end: float, crs) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Alluvial gold workings on the bank: grey gravel and mud 0.3-5 ha in all, with 1-4 turbid ponds of
+    10-40 m in each part, started in a random year; half of them move along the river a reach a year.
+    Returns the yearly parts (``start_day`` each) and their ponds."""
+    line = river.centreline
+    inside = line.intersection(window).length / 1000.0
+    parts, ponds = [], []
+    for working in range(1 + int(rng.poisson(0.3 * inside))):
+        for _ in range(30):
+            s0 = rng.uniform(0, line.length)
+            if not window.contains(line.interpolate(s0)):
+                continue
+            stages = 1 if rng.random() < 0.5 else int(rng.integers(2, 5))
+            areas = rng.uniform(0.3e4, 5e4) * rng.dirichlet(np.full(stages, 2.0))
+            side, way = rng.choice([-1.0, 1.0]), rng.choice([-1.0, 1.0])
+            day = rng.uniform(start - 730, end - 60)
+            s, placed = s0, []
+            for k, area in enumerate(np.maximum(areas, 3000.0)):
+                r = math.sqrt(area / math.pi)
+                a, b = line.interpolate(s - 5), line.interpolate(s + 5)
+                tangent = np.array([b.x - a.x, b.y - a.y]) / max(a.distance(b), 1e-9)
+                centre = np.array([line.interpolate(s).x, line.interpolate(s).y]) + side * np.array(
+                    [-tangent[1], tangent[0]]) * (r * 0.8 + 10)
+                g = _blob(rng, *centre, area, rng.uniform(1.5, 3.0), math.atan2(tangent[1], tangent[0]))
+                g = g.difference(river.belt.buffer(3)).intersection(free)
+                if placed:  # each year's part is new ground beside the last
+                    g = g.difference(shapely.union_all([q for q, _ in placed]))
+                g = max(getattr(g, "geoms", [g]), key=lambda part: part.area) if not g.is_empty else g
+                if g.is_empty or g.area < 1500:
+                    break
+                placed.append((g, day))
+                s, day = s + way * r * 1.6, day + rng.uniform(300, 450)
+            if not placed:
+                continue
+            for g, d in placed:
+                parts.append({"working_id": working, "start_day": d, "gravel": rng.uniform(0.4, 0.8),
+                              "mud": rng.uniform(0.1, 0.3), "geometry": g})
+                for _ in range(int(rng.integers(1, 5))):
+                    size = rng.uniform(10, 40)
+                    p = _point_in(rng, g.buffer(-size / 2 - 3))
+                    if p is None:
+                        continue
+                    shape_ = "round" if rng.random() < 0.4 else "square"
+                    pond = pond_polygon(p.x, p.y, size, shape_, rng.uniform(0, math.pi)).intersection(g)
+                    ponds.append({"working_id": working, "start_day": d + rng.uniform(10, 60),
+                                  "milky": rng.uniform(0.6, 1.0), "geometry": pond})
+            free = free.difference(shapely.union_all([g for g, _ in placed]).buffer(30))
+            break
+    parts = gpd.GeoDataFrame(parts, columns=["working_id", "start_day", "gravel", "mud", "geometry"],
+                             geometry="geometry", crs=crs)
+    return parts, gpd.GeoDataFrame(ponds, columns=["working_id", "start_day", "milky", "geometry"],
+                                   geometry="geometry", crs=crs)
+
+
+def road_cuts(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox, upslope_of,
+              keep_out: shapely.Geometry, years: range) -> gpd.GeoDataFrame:
+    """1-3 new roads across the hillsides, 5-15 m of cut and track, 0.5-3 km long: legs of 100-400 m
+    along the contour climbing at 4-12 degrees, joined by hairpins; bare laterite, or grey where they
+    are gravelled, permanent from the dry season they are built in. A road ends where it would run into
+    ``keep_out`` or out of the window."""
+    rows = []
+    left, bottom, right, top = window.bounds
+    for _ in range(int(rng.integers(1, 4))):
+        width = rng.uniform(5, 15)
+        blocked = keep_out.buffer(width / 2 + 5, quad_segs=4)
+        shapely.prepare(blocked)
+        for _ in range(40):
+            x, y = rng.uniform(left, right), rng.uniform(bottom, top)
+            slope = _pixel_values(slope_deg, grid, np.array([[x, y]]))[0]
+            if not 10 <= slope <= 40 or shapely.contains_xy(blocked, x, y):
+                continue
+            length, climb = rng.uniform(500, 3000), math.radians(rng.uniform(4, 12))
+            sign, leg, pts = rng.choice([-1.0, 1.0]), rng.uniform(100, 400), [(x, y)]
+            while len(pts) * 10 < length:
+                u = upslope_of(*pts[-1])
+                if leg <= 0:
+                    leg = rng.uniform(100, 400)
+                    if rng.random() < 0.7:  # a hairpin: up the slope a road's width or two, then back
+                        step = [(pts[-1][0] + 10 * k * u[0], pts[-1][1] + 10 * k * u[1])
+                                for k in range(1, int(rng.integers(3, 6)))]
+                        sign = -sign
+                    else:
+                        continue
+                else:
+                    d = sign * np.array([u[1], -u[0]]) * math.cos(climb) + u * math.sin(climb)
+                    step = [(pts[-1][0] + 10 * d[0], pts[-1][1] + 10 * d[1])]
+                    leg -= 10
+                if any(shapely.contains_xy(blocked, *q) or not shapely.contains_xy(window, *q) for q in step):
+                    break
+                pts += step
+            line = shapely.LineString(pts) if len(pts) > 1 else None
+            if line is None or line.length < 500:
+                continue
+            road = line.simplify(2.0).buffer(width / 2, quad_segs=4)
+            year = int(rng.integers(years[0], years[-1] + 1))
+            built = _random_days(rng, year, (1, 1), (5, 15)) if rng.random() < 0.8 \
+                else _random_days(rng, year, (11, 1), (12, 31))
+            laterite = rng.random() < 0.65
+            rows.append({"built_day": built, "redness": rng.uniform(0.6, 1.0) if laterite else rng.uniform(0.0, 0.2),
+                         "verge": rng.uniform(0.0, 0.15), "width_m": width, "length_m": line.length,
+                         "geometry": road})
+            keep_out = keep_out.union(road.buffer(60))
+            break
+    return gpd.GeoDataFrame(rows, columns=["built_day", "redness", "verge", "width_m", "length_m", "geometry"],
+                            geometry="geometry", crs=grid.crs)
+
+
+def plantations(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox, upslope_of,
+                keep_out: shapely.Geometry, years: range) -> gpd.GeoDataFrame:
+    """Banana and rubber: 1-10 ha on gentle slopes (5-20 degrees, 3-25 where the window has none), felled
+    and burnt bare in the dry season, planted 1-3 months later and green (shrub-like) 6-12 months after;
+    rubber closes to a forest-like canopy over two more years and drops its leaves in February-March."""
+    area_km2 = window.area / 1e6
+
+    def make(x, y):
+        u = upslope_of(x, y)
+        return _blob(rng, x, y, rng.uniform(1e4, 1e5), rng.uniform(1.0, 2.5), math.atan2(u[0], -u[1]))
+
+    n = 1 + int(rng.poisson(0.12 * area_km2))
+    placed = _place(rng, n, window, slope_deg, grid, (5, 20), keep_out, make)
+    if len(placed) < n:
+        placed += _place(rng, n - len(placed), window, slope_deg, grid, (3, 25),
+                         shapely.union_all([keep_out, *[g.buffer(30) for g in placed]]), make)
+    rows = []
+    for poly in placed:
+        cleared = _random_days(rng, int(rng.integers(years[0], years[-1] + 1)), (1, 5), (4, 10))
+        rubber = rng.random() < 0.6
+        rows.append({"cleared_day": cleared, "planted_day": cleared + rng.uniform(30, 100),
+                     "green_days": rng.uniform(180, 365), "canopy": 1.0 if rubber else rng.uniform(0.1, 0.3),
+                     "wintering": float(rubber), "redness": rng.uniform(0.2, 0.9), "geometry": poly})
+    return gpd.GeoDataFrame(rows, columns=["cleared_day", "planted_day", "green_days", "canopy", "wintering",
+                                           "redness", "geometry"], geometry="geometry", crs=grid.crs)
+
+
+def valley_villages(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox,
+                    keep_out: shapely.Geometry, start: float, end: float) -> gpd.GeoDataFrame:
+    """One or two villages of 0.5-3 ha on the floor or a gentle slope (under 12 degrees), away from the
+    mines: most older than the period; each grows by a second, smaller blob 1-4 years on."""
+    def make(x, y):
+        return _blob(rng, x, y, rng.uniform(5e3, 3e4), rng.uniform(1.0, 2.0), rng.uniform(0, math.pi))
+
+    rows = []
+    for village in _place(rng, 1 + int(rng.random() < 0.5), window, slope_deg, grid, (0, 12), keep_out, make):
+        built = start - rng.uniform(365, 20 * 365) if rng.random() < 0.7 else rng.uniform(start, end)
+        bare, roof = rng.uniform(0.4, 0.7), rng.uniform(0.1, 0.3)
+        rows.append({"built_day": built, "bare": bare, "roof": roof, "geometry": village})
+        keep_out = keep_out.union(village.buffer(30))
+        r = math.sqrt(village.area / math.pi)
+        for _ in range(12):
+            area, a = village.area * rng.uniform(0.3, 0.8), rng.uniform(0, 2 * math.pi)
+            d = r + 0.6 * math.sqrt(area / math.pi)
+            c = village.centroid
+            more = _blob(rng, c.x + d * math.cos(a), c.y + d * math.sin(a), area, rng.uniform(1.0, 2.0),
+                         rng.uniform(0, math.pi)).difference(village)
+            if window.contains(more) and not more.intersects(keep_out.difference(village.buffer(30))):
+                rows.append({"built_day": max(built, start) + rng.uniform(365, 4 * 365), "bare": bare, "roof": roof,
+                             "geometry": more})
+                keep_out = keep_out.union(more.buffer(30))
+                break
+    return gpd.GeoDataFrame(rows, columns=["built_day", "bare", "roof", "geometry"], geometry="geometry",
+                            crs=grid.crs)
+
+
 # ------------------------------------------------------------------------------------------ timelines
 # Each returns, for one day, the weights of every object over COVERS (rows sum to 1 where the object
 # shows, 0 where the land underneath shows through).
@@ -804,6 +1258,118 @@ def river_cover(day: float, day_of_year: float, n: int = 1) -> np.ndarray:
     return w
 
 
+def valley_river_cover(day: float, day_of_year: float, stage, mud, grass, clarity, silt_low, silt_high, sand,
+                       flood, first_year) -> np.ndarray:
+    """The bed's zones under water when the river stands above their stage (that year's flood scaled by
+    ``flood``), else bare: damp mud near the water, sand and gravel, grass on the high bars. Floods bring
+    silt: a clear river (``clarity``) is clear only at low water."""
+    year = int(np.clip(_date(day).year - int(first_year), 0, len(flood) - 1))
+    level = float(np.interp(day_of_year, RIVER_STAGE[:, 0], RIVER_STAGE[:, 1])) * float(flood[year])
+    wet = np.clip((level - stage) / 0.15, 0.0, 1.0)
+    silt = silt_low + (silt_high - silt_low) * min(level, 1.0)
+    clear = clarity * (1.0 - min(level, 1.0))
+    w = np.zeros((len(stage), len(COVERS)), dtype=np.float32)
+    w[:, COVER["milky_water"]] = wet * silt
+    w[:, COVER["clear_water"]] = wet * (1 - silt) * clear
+    w[:, COVER["river_water"]] = wet * (1 - silt) * (1 - clear)
+    dry = 1.0 - wet
+    bed = dry * (1.0 - mud - grass)
+    w[:, COVER["mud"]], w[:, COVER["shrub"]] = dry * mud, dry * grass
+    w[:, COVER["sand"]], w[:, COVER["gravel"]] = bed * sand, bed * (1 - sand)
+    return w
+
+
+def stream_cover(day: float, day_of_year: float, seasonal, openness, clarity, sand) -> np.ndarray:
+    """Water where the canopy leaves the stream open (``openness``), silty in the monsoon; a seasonal
+    stream's bed is dry gravel and grass from February to April."""
+    flow = np.where(seasonal > 0, np.interp(day_of_year, STREAM_FLOW[:, 0], STREAM_FLOW[:, 1]), 1.0)
+    silt = 0.35 * float(np.interp(day_of_year, RIVER_STAGE[:, 0], RIVER_STAGE[:, 1]))
+    water, dry = flow * openness, (1 - flow) * openness
+    w = np.zeros((len(seasonal), len(COVERS)), dtype=np.float32)
+    w[:, COVER["milky_water"]] = water * silt
+    w[:, COVER["clear_water"]] = water * (1 - silt) * clarity
+    w[:, COVER["river_water"]] = water * (1 - silt) * (1 - clarity)
+    w[:, COVER["sand"]], w[:, COVER["gravel"]] = dry * 0.5 * sand, dry * 0.5 * (1 - sand)
+    w[:, COVER["shrub"]] = dry * 0.5
+    return w
+
+
+def fish_farm_cover(day: float, day_of_year: float, dug_day) -> np.ndarray:
+    """A farm's ground: paddy until it is dug (two months of mud and spoil), grassy bunds after."""
+    w = paddy_cover(day, day_of_year, np.zeros(len(dug_day))) * (day < dug_day - 60)[:, None]
+    digging = (day >= dug_day - 60) & (day < dug_day)
+    w[digging, COVER["mud"]], w[digging, COVER["grey_soil"]] = 0.5, 0.5
+    bunds = day >= dug_day
+    w[bunds, COVER["shrub"]], w[bunds, COVER["stubble"]], w[bunds, COVER["grey_soil"]] = 0.5, 0.3, 0.2
+    return w
+
+
+def fish_pond_cover(day: float, day_of_year: float, dug_day, green, drain, drain_days) -> np.ndarray:
+    """Green, algal water (``green`` of it; the rest plain river water) filled within weeks of digging;
+    mud while drained for the harvest (``drain``: a start day per year, NEVER if not drained)."""
+    shown = day >= dug_day
+    drained = ((day >= drain) & (day < drain + drain_days[:, None])).any(axis=1)
+    water = _ramp(day, dug_day, dug_day + 20) * shown * ~drained
+    w = np.zeros((len(dug_day), len(COVERS)), dtype=np.float32)
+    w[:, COVER["algal_water"]], w[:, COVER["river_water"]] = water * green, water * (1 - green)
+    w[:, COVER["mud"]] = shown * (1 - water)
+    return w
+
+
+def gold_working_cover(day: float, day_of_year: float, start_day, gravel, mud) -> np.ndarray:
+    """The bank stripped within a month to grey gravel, spoil and mud, kept bare while it is worked."""
+    shown = day >= start_day
+    k = _ramp(day, start_day, start_day + 30)
+    bare = k * shown
+    w = np.zeros((len(start_day), len(COVERS)), dtype=np.float32)
+    w[:, COVER["shrub"]] = (1 - k) * shown
+    w[:, COVER["gravel"]], w[:, COVER["grey_soil"]] = bare * gravel * (1 - mud), bare * (1 - gravel) * (1 - mud)
+    w[:, COVER["mud"]] = bare * mud
+    return w
+
+
+def gold_pond_cover(day: float, day_of_year: float, start_day, milky) -> np.ndarray:
+    """Sluice ponds: turbid, clay-laden water with a muddy rim."""
+    shown = (day >= start_day).astype(np.float32)
+    w = np.zeros((len(start_day), len(COVERS)), dtype=np.float32)
+    w[:, COVER["milky_water"]], w[:, COVER["mud"]] = shown * milky, shown * (1 - milky)
+    return w
+
+
+def road_cut_cover(day: float, day_of_year: float, built_day, redness, verge) -> np.ndarray:
+    """Forest felled and bulldozed over six weeks into a bare cut and track, laterite or grey gravel,
+    with grass on the verges."""
+    shown = day >= built_day
+    k = _ramp(day, built_day, built_day + 45)
+    bare = k * (1 - verge) * shown
+    w = np.zeros((len(built_day), len(COVERS)), dtype=np.float32)
+    w[:, COVER["forest"]] = (1 - k) * shown
+    w[:, COVER["laterite"]] = bare * redness
+    w[:, COVER["gravel"]], w[:, COVER["grey_soil"]] = bare * (1 - redness) * 0.5, bare * (1 - redness) * 0.5
+    w[:, COVER["shrub"]] = k * verge * shown
+    return w
+
+
+def plantation_cover(day: float, day_of_year: float, cleared_day, planted_day, green_days, canopy, wintering,
+                     redness) -> np.ndarray:
+    """Slash for a month, bare soil until planting, then green: shrub-like within ``green_days``, and up
+    to a forest-like canopy (``canopy``: rubber 1, banana less) over two more years. Rubber sheds its
+    leaves in February-March."""
+    w = np.zeros((len(cleared_day), len(COVERS)), dtype=np.float32)
+    felled = (day >= cleared_day) & (day < cleared_day + 30)
+    w[felled, COVER["shrub"]], w[felled, COVER["stubble"]] = 0.5, 0.5
+    planted = day >= planted_day
+    k = _ramp(day, planted_day, planted_day + green_days)
+    k2 = _ramp(day, planted_day + green_days, planted_day + green_days + 730) * canopy
+    soil = ((day >= cleared_day + 30) & ~planted) + planted * (1 - k)
+    w[:, COVER["laterite"]], w[:, COVER["grey_soil"]] = soil * redness, soil * (1 - redness)
+    w[:, COVER["shrub"]] += planted * k * (1 - k2)
+    leafless = wintering * 0.4 * _ramp(day_of_year, 30, 45) * (1 - _ramp(day_of_year, 75, 95))
+    w[:, COVER["forest"]] = planted * k * k2 * (1 - leafless)
+    w[:, COVER["stubble"]] += planted * k * k2 * leafless
+    return w
+
+
 @dataclass(frozen=True)
 class CoverLayer:
     """Objects of one kind laid over the landscape: where they are (sub-pixel fractions) and what covers
@@ -833,6 +1399,97 @@ def cover_layer(name: str, gdf: gpd.GeoDataFrame, grid: GeoBox, timeline, **colu
     pixels, fractions = area_fractions(gdf.geometry.values, grid)
     params = {k: np.asarray(gdf[c] if isinstance(c, str) else c, dtype=np.float64) for k, c in columns.items()}
     return CoverLayer(name, pixels, fractions, partial(timeline, **params))
+
+
+@dataclass
+class Valley:
+    """The valley scenario's features, each frame with the columns of its timeline."""
+    river: RiverForm
+    river_colour: dict  # the river's water and bed through the years (valley_river_cover's scalars)
+    streams: gpd.GeoDataFrame
+    gold_workings: gpd.GeoDataFrame
+    gold_ponds: gpd.GeoDataFrame
+    fish_farms: gpd.GeoDataFrame
+    fish_ponds: gpd.GeoDataFrame
+    villages: gpd.GeoDataFrame
+    roads: gpd.GeoDataFrame
+    plantations: gpd.GeoDataFrame
+
+    def on_the_floor(self) -> shapely.Geometry:
+        """What paddy fields give way to."""
+        return shapely.union_all([*self.streams.geometry.values, *self.gold_workings.geometry.values,
+                                  *self.fish_farms.geometry.values, *self.villages.geometry.values])
+
+
+def valley_features(seed: int, river: RiverForm, axis: shapely.LineString, floor: shapely.Geometry, floor_m: float,
+                    grid: GeoBox, window: shapely.Polygon, slope_deg: np.ndarray, dem_smooth: np.ndarray, upslope_of,
+                    mining_zone: shapely.Geometry, taken: shapely.Geometry, start: date, end: date,
+                    years: range) -> Valley:
+    """Streams, gold workings, fish ponds, villages, roads and plantations, placed in that order, each
+    clear of the mines (``mining_zone``), of what is already there (``taken``: swidden, landslides,
+    villages beside mines) and of each other. The river is drawn first (it shapes the DEM's floor)."""
+    t0, t1 = _day(start), _day(end)
+    rng = _rng(seed, "valley_river", 1)
+    colour = {"clarity": rng.uniform(0.0, 1.0), "silt_low": rng.uniform(0.0, 0.2), "silt_high": rng.uniform(0.2, 0.6),
+              "sand": rng.uniform(0.1, 0.7), "flood": rng.uniform(0.75, 1.1, len(years)), "first_year": years[0]}
+    mines = shapely.union(mining_zone, taken)
+    streams = tributaries(_rng(seed, "stream"), dem_smooth, slope_deg, grid, river, axis, floor_m, window, mines)
+    wet = shapely.union_all([river.belt, *streams.geometry.values])
+    free = floor.intersection(window).difference(wet.buffer(15)).difference(mines.buffer(30))
+    gold, gold_ponds = gold_workings(_rng(seed, "gold"), river, free, window, t0, t1, grid.crs)
+    free = free.difference(shapely.union_all(gold.geometry.values).buffer(30))
+    farms, fish = fish_pond_farms(_rng(seed, "fish_pond"), free, slope_deg, grid, t0, t1, years)
+    built = shapely.union_all([mines, wet.buffer(15), *gold.geometry.buffer(30), *farms.geometry.buffer(30)])
+    villages = valley_villages(_rng(seed, "valley_village"), window, slope_deg, grid, built, t0, t1)
+    built = shapely.union_all([built, *villages.geometry.buffer(30)])
+    # roads cross swidden and old landslides as they find them; they keep off the mines and the floor
+    roads = road_cuts(_rng(seed, "road_cut"), window, slope_deg, grid, upslope_of,
+                      built.difference(taken).union(mining_zone).union(floor), range(start.year - 1, end.year + 1))
+    built = shapely.union_all([built, *roads.geometry.buffer(30)])
+    farms_of_trees = plantations(_rng(seed, "plantation"), window, slope_deg, grid, upslope_of, built,
+                                 range(start.year - 1, end.year + 1))
+    return Valley(river, colour, streams, gold, gold_ponds, farms, fish, villages, roads, farms_of_trees)
+
+
+def valley_layers(v: Valley, grid: GeoBox) -> dict[str, list[CoverLayer]]:
+    """The valley's cover layers by where they go in the paint order: ``ground`` over the paddies,
+    ``built`` over swidden and landslides, ``river`` in place of the standard river, ``water`` last
+    but the mining ponds."""
+    zones = gpd.GeoDataFrame({"stage": [z[1] for z in RIVER_ZONES], "mud": [z[2] for z in RIVER_ZONES],
+                              "grass": [z[3] for z in RIVER_ZONES]}, geometry=v.river.zones, crs=grid.crs)
+    drain = np.stack(v.fish_ponds["drain"].to_list()) if len(v.fish_ponds) else np.zeros((0, 1))
+    return {
+        "ground": [cover_layer("fish_farm", v.fish_farms, grid, fish_farm_cover, dug_day="dug_day"),
+                   cover_layer("plantation", v.plantations, grid, plantation_cover, cleared_day="cleared_day",
+                               planted_day="planted_day", green_days="green_days", canopy="canopy",
+                               wintering="wintering", redness="redness")],
+        "built": [cover_layer("road_cut", v.roads, grid, road_cut_cover, built_day="built_day", redness="redness",
+                              verge="verge"),
+                  cover_layer("valley_village", v.villages, grid, village_cover, built_day="built_day", bare="bare",
+                              roof="roof"),
+                  cover_layer("gold_working", v.gold_workings, grid, gold_working_cover, start_day="start_day",
+                              gravel="gravel", mud="mud"),
+                  cover_layer("stream", v.streams, grid, stream_cover, seasonal="seasonal", openness="openness",
+                              clarity="clarity", sand="sand")],
+        "river": [cover_layer("river", zones, grid, valley_river_cover, stage="stage", mud="mud", grass="grass",
+                              **v.river_colour)],
+        "water": [cover_layer("fish_pond", v.fish_ponds, grid, fish_pond_cover, dug_day="dug_day", green="green",
+                              drain=drain, drain_days="drain_days"),
+                  cover_layer("gold_pond", v.gold_ponds, grid, gold_pond_cover, start_day="start_day", milky="milky")],
+    }
+
+
+def valley_confounders(v: Valley, start: date) -> list[tuple[str, gpd.GeoDataFrame, np.ndarray]]:
+    """(kind, features, first day) of what the valley adds to the truth's confounders. A gold working's
+    ponds lie inside its parts and a fish farm's ponds are the farm's features: confounders, not the
+    truth's ponds."""
+    t0 = _day(start)
+    return [("stream", v.streams, np.full(len(v.streams), t0)),
+            ("fish_pond", v.fish_ponds, v.fish_ponds["dug_day"].to_numpy()),
+            ("gold_working", v.gold_workings, v.gold_workings["start_day"].to_numpy()),
+            ("road_cut", v.roads, v.roads["built_day"].to_numpy()),
+            ("plantation", v.plantations, v.plantations["cleared_day"].to_numpy()),
+            ("village", v.villages, v.villages["built_day"].to_numpy())]
 
 
 # ---------------------------------------------------------------------------------------- landscape
@@ -901,7 +1558,12 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     rng = _rng(seed, "river")
     floor_m = rng.uniform(100, 220)
     centreline = river_course(rng, image, inside_xy, floor_m + 50)
-    channel = river_channel(rng, centreline)
+    river_form = None
+    if scenario.valley_confounders:
+        river_form = valley_river(_rng(seed, "valley_river"), centreline, floor_m, image_box)
+        channel = river_form.belt
+    else:
+        channel = river_channel(rng, centreline)
     dem_padded = valley_terrain(_rng(seed, "terrain"), dem_grid, centreline, floor_m, scenario.hillside_slope_deg)
     dem = dem_padded[pad:-pad, pad:-pad]
     dz_dy, dz_dx = np.gradient(dem.astype(np.float64), RESOLUTION_M)
@@ -932,33 +1594,50 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
         avoid = shapely.union_all([*mining.clearings.geometry.values, *mining.ponds.geometry.values, channel])
         villages = villages_beside_mines(_rng(seed, "village"), mining.clearings, scenario.village_share,
                                          window_box, avoid, t1)
+    valley, painted = None, {"ground": [], "built": [], "water": []}
+    if river_form is not None:
+        taken = shapely.union_all([*swiddens.geometry.values, *landslides.geometry.values,
+                                   *(villages.geometry.values if villages is not None else [])])
+        valley = valley_features(seed, river_form, centreline, floor, floor_m, grid, window_box, slope_deg, dem_smooth,
+                                 upslope_of, mining_zone, taken, start, end, years)
+        fields = shapely.difference(paddies.geometry.values, valley.on_the_floor().buffer(5))
+        keep = shapely.area(fields) > 500  # slivers of a field left beside a fish farm are bunds, not paddy
+        paddies = gpd.GeoDataFrame({"phase_days": paddies["phase_days"].to_numpy()[keep]}, geometry=fields[keep],
+                                   crs=crs)
+        painted = valley_layers(valley, grid)
 
     ponds = mining.ponds
     layers = [
         cover_layer("paddy", paddies, grid, paddy_cover, phase_days="phase_days"),
+        *painted["ground"],
         cover_layer("swidden", swiddens, grid, swidden_cover, cut_day="cut_day", burn_day="burn_day",
                     plant_day="plant_day", harvest_day="harvest_day", regrow_days="regrow_days"),
         cover_layer("landslide", landslides, grid, landslide_cover, slide_day="slide_day", heal_days="heal_days",
                     redness="redness"),
         *([cover_layer("village", villages, grid, village_cover, built_day="built_day", bare="bare", roof="roof")]
           if villages is not None and len(villages) else []),
+        *painted["built"],
         cover_layer("clearing", mining.clearings, grid, clearing_cover, cleared_day="cleared_day",
                     abandoned_day="abandoned_day", heal_days="heal_days", greyness="greyness"),
-        cover_layer("river", river, grid, river_cover),
+        *(painted["river"] if valley is not None else [cover_layer("river", river, grid, river_cover)]),
+        *painted["water"],
         cover_layer("pond", ponds, grid, pond_cover, built_day="built_day", abandoned_day="abandoned_day",
                     heal_days="heal_days", cover_index=ponds["colour"].map(POND_COVER).to_numpy()),
     ]
     lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform((left + right) / 2, (bottom + top) / 2)
     landscape = Landscape(grid, grid20, lat, forest_background(_rng(seed, "background"), grid.shape.yx), layers,
                           dz_dx.astype(np.float32), dz_dy.astype(np.float32), dem20, scenario=scenario)
-    truth = ground_truth(mining, swiddens, landslides, paddies, river, window_box, start, end, villages)
+    truth = ground_truth(mining, swiddens, landslides, paddies, river, window_box, start, end, villages,
+                         valley_confounders(valley, start) if valley is not None else None)
     return landscape, truth, dem_padded, dem_grid
 
 
 def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_box, start: date, end: date,
-                 villages: gpd.GeoDataFrame | None = None) -> Truth:
+                 villages: gpd.GeoDataFrame | None = None,
+                 more: list[tuple[str, gpd.GeoDataFrame, np.ndarray]] | None = None) -> Truth:
     """Contract 5 layers: what exists by the end of the period, clipped to the AOI window; first_year is
-    never before start_year (mining older than the period counts in its first year)."""
+    never before start_year (mining older than the period counts in its first year). ``more`` adds
+    confounders as (kind, features, the day each first exists)."""
     t1, y0 = _day(end), start.year
 
     def iso(days):
@@ -999,6 +1678,9 @@ def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_bo
         for k in ("village", "road"):
             part = villages[villages["kind"] == k]
             kinds.append((k, part, first_year(part["built_day"]) if len(part) else np.zeros(0, int)))
+    for k, part, days in more or ():
+        there = np.asarray(days) <= t1
+        kinds.append((k, part[there], first_year(np.asarray(days)[there]) if there.any() else np.zeros(0, int)))
     geoms = np.concatenate([shapely.intersection(g.geometry.values, window_box) for _, g, _ in kinds])
     confounders = gpd.GeoDataFrame({
         "kind": np.concatenate([[k] * len(g) for k, g, _ in kinds]),
@@ -1174,6 +1856,10 @@ def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) ->
     sun = solar_position(doy, land.lat, scene.solar_hour)
     sky = sky_conditions(rng, scene.date.month, land.scenario)
     illum = land.illumination(doy, scene.solar_hour)
+    if land.scenario.misregistration_m > 0:
+        # the ground and its terrain shading land off the grid; the sky is drawn on the image as it is
+        dx, dy = scene_shift(seed, scene, land.scenario.misregistration_m)
+        refl, illum = misregister(refl, dx, dy), misregister(illum, dx, dy)
     cloud = cloud_field(rng, shape, sky["cover"]) if sky["cover"] > 0 else np.zeros(shape, np.float32)
     shadow = cloud_shadow(cloud, *sun, sky["cloud_height_m"])
     gain = rng.normal(1.0, 0.02) * rng.normal(1.0, 0.005, len(BANDS)).astype(np.float32)
@@ -1216,6 +1902,33 @@ def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) ->
     valid = scl != 0
     cloud_cover = 100.0 * float(np.isin(scl[valid], (8, 9, 10)).mean()) if valid.any() else 100.0
     return RenderedScene(scene, dn, scl, round(cloud_cover, 2), sun)
+
+
+def scene_shift(seed: int, scene: Scene, sd_m: float) -> tuple[float, float]:
+    """How far (east, north; metres) a scene's ground lands off the grid: ``sd_m`` per axis before the
+    GRI refinement, GRI_REFINED_SHARE of it after. From the scene's own stream, so scenes stay as they are."""
+    sd = sd_m if scene.date < GRI_FROM else sd_m * GRI_REFINED_SHARE
+    dx, dy = _rng(seed, "misregistration", scene.orbit, scene.index).normal(0.0, sd, 2)
+    return float(dx), float(dy)
+
+
+def misregister(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``a`` (..., y, x) on the 10 m grid with its content moved ``dx`` m east and ``dy`` m north: bilinear,
+    the edge repeated where the shift uncovers it. The same as ``scipy.ndimage.shift(order=1,
+    mode="nearest")``, from four shifted views of the padded array at a fifth of its cost (a 6 km scene:
+    30 ms, not 160)."""
+    rows, cols = -dy / RESOLUTION_M, dx / RESOLUTION_M
+    kr, kc = math.floor(rows), math.floor(cols)
+    fr, fc = np.float32(rows - kr), np.float32(cols - kc)
+    pad = max(abs(kr), abs(kc)) + 1
+    padded = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(pad, pad), (pad, pad)], mode="edge")
+    ny, nx = a.shape[-2:]
+
+    def view(dr: int, dc: int) -> np.ndarray:  # a[r - dr, c - dc]
+        return padded[..., pad - dr:pad - dr + ny, pad - dc:pad - dc + nx]
+
+    return ((1 - fr) * ((1 - fc) * view(kr, kc) + fc * view(kr, kc + 1))
+            + fr * ((1 - fc) * view(kr + 1, kc) + fc * view(kr + 1, kc + 1))).astype(a.dtype, copy=False)
 
 
 def noise_slice(rng: np.random.Generator, noise: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

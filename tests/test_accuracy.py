@@ -1,7 +1,9 @@
 """The accuracy report's pooling and bootstrap (the long runs are `make evaluate`, not the suite)."""
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
 from pipeline import accuracy
 
@@ -55,3 +57,25 @@ def test_bootstrap_interval_brackets_the_pooled_value_and_is_degenerate_for_iden
 
 def test_parse_seeds():
     assert accuracy.parse_seeds("100-103,110") == [100, 101, 102, 103, 110]
+
+
+def test_false_detections_on_each_confounder_kind():
+    def frame(geoms, **cols):
+        return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries(geoms, crs="EPSG:32647"), crs="EPSG:32647")
+
+    conf = frame([shapely.box(0, 0, 100, 1000), shapely.box(1000, 0, 1100, 100)], kind=["river", "fish_pond"])
+    # site 0: two ponds and a clearing on the river, matching nothing; site 1: a true site whose stray
+    # pond sits on the fish pond
+    ponds = frame([shapely.box(0, 0, 20, 20), shapely.box(0, 500, 20, 520), shapely.box(1000, 0, 1020, 20)],
+                  site_id=[0, 0, 1])
+    clearings = frame([shapely.box(50, 0, 150, 100)], site_id=[0])
+    sites = frame([shapely.box(0, 0, 150, 520), shapely.box(1000, 0, 1020, 20)], site_id=[0, 1])
+    e = accuracy.confounder_errors(conf, ponds, clearings, sites, site_ok=np.array([False, True]),
+                                   pond_ok=np.array([False, False, False]))
+    assert e["river"] == {"false_sites": 1, "false_ponds": 2, "claimed_m2": 800.0 + 5000.0, "area_m2": 1e5}
+    assert e["fish_pond"]["false_sites"] == 0 and e["fish_pond"]["false_ponds"] == 1
+    # pooled over seeds: summed, and undefined (not zero) for the kinds no seed has
+    row = {**_counts(1, 1, 1, 1), **accuracy._confounder_counts(e)}
+    m = accuracy.metrics(pd.DataFrame([row, row]).sum())
+    assert m["confounder_river_false_ponds"] == 4 and m["confounder_river_claimed_m2"] == 11600.0
+    assert np.isnan(m["confounder_road_cut_false_sites"])

@@ -262,6 +262,23 @@ def test_confounder_fraction(tmp_path):
     assert s["summary"]["confounder_fraction_as_clearing"] == 0.25
 
 
+def test_valley_confounders_are_scored_where_the_truth_has_them(tmp_path):
+    confounders = [(rect(0, 0, 100, 100), "stream"), (rect(1000, 0, 1100, 100), "fish_pond"),
+                   (rect(2000, 0, 2100, 100), "gold_working"), (rect(3000, 0, 3100, 100), "road_cut"),
+                   (rect(4000, 0, 4100, 100), "plantation"), (rect(6000, 0, 6100, 100), "swidden")]
+    truth = write_truth(tmp_path, ponds=[(sq(9000, 0), 2020)], confounders=confounders)
+    run = write_run(tmp_path / "run", ponds=[(rect(1000, 0, 1050, 100), 2020), (rect(3000, 0, 3050, 100), 2020)],
+                    clearings=[(rect(2000, 0, 2100, 25), 2020), (rect(4000, 0, 4100, 50), 2020)])
+    c = evaluate(run, truth)["confounders"]
+    # water, and bare ground holding water, against ponds and clearings
+    assert c["fish_pond"]["fraction"] == 0.5 and c["fish_pond"]["compared_with"] == "ponds+clearings"
+    assert c["gold_working"]["fraction"] == 0.25 and c["stream"]["fraction"] == 0.0
+    # bare ground against clearings, as swidden: a pond on a road cut is not a clearing there
+    assert c["road_cut"]["fraction"] == 0.0 and c["road_cut"]["compared_with"] == "clearings"
+    assert c["plantation"]["fraction"] == 0.5
+    assert "village" not in c and c["all"]["n"] == 1  # the headline stays swidden + landslide
+
+
 def test_no_confounder_layer_gives_null(tmp_path):
     truth = write_truth(tmp_path, ponds=[(sq(0, 0), 2020)])
     run = write_run(tmp_path / "run", ponds=[(sq(0, 0), 2020)])

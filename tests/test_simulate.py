@@ -1,8 +1,11 @@
 """The simulated AOI: contract 3 catalog, contract 5 truth, determinism, and the physics tests rely on."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from datetime import date
+import math
+from datetime import date, timedelta
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,11 +15,14 @@ import pystac
 import pytest
 import rasterio
 import shapely
+from pyproj import CRS
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from pipeline.aoi import load_aoi
 from conftest import run_checker
 from pipeline.errors import OutputError
+from pipeline import simulate as sim_mod
 from pipeline.simulate import RELATIVE_ORBIT, SECOND_ORBIT, SCENARIOS, Scenario, load_pools, scene_schedule, simulate
 
 SMALL = dict(size_km=2, start_year=2021, end_year=2023, revisit_days=20)
@@ -241,3 +247,148 @@ def test_second_orbit_adds_scenes_on_days_of_its_own(revisit):
 def test_every_named_scenario_changes_something_and_the_default_is_standard():
     assert Scenario().changed() == {} and SCENARIOS["standard"] == Scenario()
     assert all(sc.changed() for name, sc in SCENARIOS.items() if name != "standard")
+
+
+# ------------------------------------------------------------------------------------ the standard, unchanged
+
+# The digest of a small standard simulation (decoded rasters and truth) recorded before the valley and
+# misregistration scenarios were added: new scenarios must draw from streams of their own and leave the
+# standard landscape as it was. A numpy/scipy/GDAL upgrade may change it too; then re-record it, after
+# checking that only the library changed.
+STANDARD_DIGEST = "339342b851776ec2a84990312dae53e27b726aa1095dba4c5a1cc227b300c723"
+
+
+def _digest(sim) -> str:
+    h = hashlib.sha256()
+    for tif in sorted(sim.catalog.parent.rglob("*.tif")):
+        with rasterio.open(tif) as src:
+            h.update(tif.relative_to(sim.catalog.parent).as_posix().encode())
+            h.update(src.read(1).tobytes())
+    for layer in ("ponds", "clearings", "sites", "confounders"):
+        t = gpd.read_file(sim.truth, layer=layer)
+        h.update(b"".join(shapely.to_wkb(t.geometry.values)))
+        h.update(t.drop(columns="geometry").to_csv().encode())
+    return h.hexdigest()
+
+
+def test_the_standard_scenario_is_what_it_was(tmp_path):
+    sim = simulate(tmp_path / "standard", 0, size_km=1, start_year=2020, end_year=2021, revisit_days=120)
+    assert _digest(sim) == STANDARD_DIGEST
+
+
+# ------------------------------------------------------------------------------------------------ the valley
+
+VALLEY_KINDS = {"river", "stream", "fish_pond", "gold_working", "road_cut", "plantation", "village"}
+
+
+@pytest.fixture(scope="module")
+def valley(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("valley") / "aoi", 3, size_km=1.5, start_year=2023, end_year=2023,
+                    revisit_days=30, scenario="valley")
+
+
+def test_the_valley_holds_every_confounder_kind_and_none_is_a_truth_pond(valley):
+    conf = gpd.read_file(valley.truth, layer="confounders")
+    ponds = gpd.read_file(valley.truth, layer="ponds")
+    assert VALLEY_KINDS <= set(conf["kind"])
+    mine = conf[conf["kind"].isin(VALLEY_KINDS)]  # the year a feature first exists, the period's first at least
+    assert mine["year"].between(2023, 2023).all() and (mine["area_m2"] > 0).all()
+    assert len(conf[conf["kind"] == "river"]) == 1
+    # fish ponds and gold workings (their sluice ponds inside) keep off the mines' ponds
+    water = conf[conf["kind"].isin(["fish_pond", "gold_working"])].union_all()
+    assert not ponds.geometry.intersects(water).any()
+    params = json.loads(json.loads(valley.catalog.read_text())["simulation"])
+    assert params["scenario"] == {"valley_confounders": True, "misregistration_m": 6.0}
+    done = run_checker("check_catalog.py", valley.catalog)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_valley_leaves_the_mines_as_they_are(valley, tmp_path):
+    standard = simulate(tmp_path / "standard", 3, size_km=1.5, start_year=2023, end_year=2023, revisit_days=180)
+    for layer in ("ponds", "clearings", "sites"):
+        assert gpd.read_file(valley.truth, layer=layer).equals(gpd.read_file(standard.truth, layer=layer)), layer
+
+
+def test_rivers_differ_in_width_and_form_from_seed_to_seed_and_swell_in_the_monsoon():
+    axis = shapely.LineString([(0, -2500), (0, 2500)])
+    box = shapely.box(-1000, -1000, 1000, 1000)
+    rivers = [sim_mod.valley_river(sim_mod._rng(seed, "valley_river"), axis, 160.0, box) for seed in range(16)]
+    widths = np.array([r.mean_width_m for r in rivers])
+    assert widths.min() >= 5 and widths.max() <= 60
+    assert (widths < 15).sum() >= 4 and (widths > 25).sum() >= 3  # streams-as-rivers common, wide ones too
+    assert {r.form for r in rivers} == {"meandering", "braided"}
+    assert np.ptp([r.belt.area for r in rivers]) > 5e4
+    stage = np.array([z[1] for z in sim_mod.RIVER_ZONES])
+
+    def wet_m2(river, day):
+        w = sim_mod.valley_river_cover(sim_mod._day(day), float(day.timetuple().tm_yday), stage, stage * 0, stage * 0,
+                                       0.5, 0.1, 0.4, 0.5, np.ones(1), day.year)
+        water = w[:, [sim_mod.COVER[c] for c in ("milky_water", "clear_water", "river_water")]].sum(axis=1)
+        return float(np.dot(water, [z.area for z in river.zones]))
+
+    for r in rivers:  # the bed's banks and bars are under water in August, dry in March
+        assert wet_m2(r, date(2023, 8, 15)) > 1.3 * wet_m2(r, date(2023, 3, 15))
+
+
+def test_misregistration_shifts_the_ground_of_a_scene_off_the_grid():
+    pools = load_pools()
+    window = sim_mod.choose_window(pools, 3, 1500.0)
+    crs = CRS.from_epsg(32647)
+    land = sim_mod.build_landscape(3, window, crs, date(2020, 1, 1), date(2020, 12, 31), pools.to_crs(crs))[0]
+    moved = dataclasses.replace(land, scenario=Scenario(misregistration_m=20.0))
+    noise = np.zeros(1 << 18, np.float32)
+    for k in range(12):  # a clear winter scene: the sky is drawn on the grid, the ground moves under it
+        scene = sim_mod.Scene(k, date(2020, 1, 5) + timedelta(days=5 * k), "sentinel-2a")
+        still = sim_mod.render_scene(land, scene, 3, noise)
+        if still.cloud_cover < 1:
+            break
+    shifted = sim_mod.render_scene(moved, scene, 3, noise)
+    dx, dy = sim_mod.scene_shift(3, scene, 20.0)
+    a, b = still.dn["red"].astype(np.float32), shifted.dn["red"].astype(np.float32)
+    assert math.hypot(dx, dy) > 2 and np.abs(b - a).mean() > 5
+    assert np.abs(b - sim_mod.misregister(a, dx, dy)).mean() < 0.3 * np.abs(b - a).mean()
+    # the shift is scipy's bilinear one with the edge repeated, only faster
+    block = a[:60, :80]
+    assert np.allclose(sim_mod.misregister(block, dx, dy), ndimage.shift(block, (-dy / 10, dx / 10), order=1,
+                                                                         mode="nearest"), atol=1e-3)
+    # about 6 m (sd) before the GRI refinement of 2021, about 2.5 m after; each scene its own draw
+    sd = [np.std([sim_mod.scene_shift(1, sim_mod.Scene(k, day, "sentinel-2a"), 6.0) for k in range(400)])
+          for day in (date(2019, 6, 1), date(2022, 6, 1))]
+    assert sd[0] == pytest.approx(6.0, rel=0.15) and sd[1] == pytest.approx(2.5, rel=0.15)
+
+
+def _indices(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NDVI, MNDWI and BSI of cover weights (objects, covers); NaN where the object does not show yet."""
+    refl = np.where(w.sum(axis=1, keepdims=True) > 0, w @ sim_mod.ENDMEMBERS, np.nan)
+    blue, green, red, nir, swir = (refl[:, [b.key for b in sim_mod.BANDS].index(k)]
+                                   for k in ("blue", "green", "red", "nir", "swir16"))
+    return (nir - red) / (nir + red), (green - swir) / (green + swir), (swir + red - nir - blue) / (swir + red + nir + blue)
+
+
+def test_valley_covers_read_as_what_they_are():
+    months = [date(2023, m, 15) for m in range(1, 13)]
+    one = lambda v: np.array([float(v)])  # noqa: E731
+    built = one(sim_mod._day(date(2022, 6, 1)))
+
+    def through_the_year(timeline, **kw):
+        return np.array([_indices(timeline(sim_mod._day(d), float(d.timetuple().tm_yday), **kw)) for d in months])[..., 0]
+
+    for clarity in (0.0, 1.0):  # the low-water channel, turbid or clear: water in every month
+        river = through_the_year(sim_mod.valley_river_cover, stage=one(-1), mud=one(0), grass=one(0), clarity=clarity,
+                                 silt_low=0.1, silt_high=0.5, sand=0.5, flood=np.ones(1), first_year=2023)
+        assert (river[:, 1] > 0.5).all()
+    fish = through_the_year(sim_mod.fish_pond_cover, dug_day=built, green=one(0.7), drain=np.full((1, 1), sim_mod.NEVER),
+                            drain_days=one(60))
+    stream = through_the_year(sim_mod.stream_cover, seasonal=one(1), openness=one(1), clarity=one(0.5), sand=one(0.5))
+    assert (fish[:, 1] > 0.5).all() and (stream[:, 1] > 0).sum() >= 8
+    for redness in (0.1, 0.9):  # road cuts and gold workings are bare, laterite ones the barest
+        road = through_the_year(sim_mod.road_cut_cover, built_day=built, redness=one(redness), verge=one(0.15))
+        assert (road[:, 0] < 0.3).all() and (road[:, 2] > (0.15 if redness > 0.5 else 0.05)).all()
+    gold = through_the_year(sim_mod.gold_working_cover, start_day=built, gravel=one(0.6), mud=one(0.2))
+    assert (gold[:, 0] < 0.3).all() and (0.05 < gold[:, 2]).all() and (gold[:, 2] < road[:, 2]).all()
+    gravel = _indices(np.eye(len(sim_mod.COVERS))[[sim_mod.COVER["gravel"], sim_mod.COVER["laterite"]]])
+    assert gravel[0][0] < 0.3 and 0.05 < gravel[2][0] < gravel[2][1]
+    plantation = through_the_year(sim_mod.plantation_cover, cleared_day=one(sim_mod._day(date(2023, 1, 20))),
+                                  planted_day=one(sim_mod._day(date(2023, 4, 1))), green_days=one(300), canopy=one(1),
+                                  wintering=one(1), redness=one(0.5))
+    assert plantation[2, 0] < 0.3 < 0.6 < plantation[11, 0]  # bare in March, green by December
