@@ -51,8 +51,9 @@ bench: $(STAMP) ## time and memory against a read floor and a notebook baseline,
 EVAL_SEEDS ?= 100-119
 EVAL_KM    ?= 4
 TRAIN_SEEDS ?= 0-5
+EVAL_SCENARIO ?= standard
 evaluate: $(STAMP) ## accuracy on held-out simulated seeds (EVAL_SEEDS, EVAL_KM) -> reports/accuracy.md + .json (~15 min; EVAL_KM=6 is the full size)
-	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --workdir outputs/evaluate --report reports/accuracy.md
+	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --scenario $(EVAL_SCENARIO) --workdir outputs/evaluate --report reports/accuracy.md
 
 SCENARIOS ?= standard single_pixel_ponds wet haze villages regrowth pre_period two_orbits dense swidden_heavy landslide_heavy steep flat
 evaluate-scenarios: $(STAMP) ## rule-based scores on the harder simulated scenarios (seeds 100-102) -> reports/scenarios/
