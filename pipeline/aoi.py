@@ -95,6 +95,17 @@ def _read_geojson(path: Path) -> gpd.GeoDataFrame:
     return gdf
 
 
+def lonlat_fault(bounds) -> str | None:
+    """What is wrong with ``(lon0, lat0, lon1, lat1)`` bounds of a file meant to be WGS84 degrees:
+    "swapped" (latitude and longitude exchanged), "outside" (not degrees: a projected CRS), or None."""
+    lon0, lat0, lon1, lat1 = bounds
+    if -90 <= lon0 <= lon1 <= 90 and not (-90 <= lat0 <= lat1 <= 90) and -180 <= lat0 <= lat1 <= 180:
+        return "swapped"
+    if not (-180 <= lon0 <= lon1 <= 180 and -90 <= lat0 <= lat1 <= 90):
+        return "outside"
+    return None
+
+
 def load_aoi(path: str | Path, resolution: float = 10.0) -> AOI:
     """Read and check an AOI GeoJSON (lon/lat WGS84) and build its UTM analysis grid."""
     path = Path(path)
@@ -107,10 +118,11 @@ def load_aoi(path: str | Path, resolution: float = 10.0) -> AOI:
         raise AOIError(f"AOI file {path} holds {', '.join(sorted(kinds))}, not a Polygon: "
                        "an AOI must be an area (Polygon or MultiPolygon)")
     lon0, lat0, lon1, lat1 = geoms.total_bounds
-    if -90 <= lon0 <= lon1 <= 90 and not (-90 <= lat0 <= lat1 <= 90) and -180 <= lat0 <= lat1 <= 180:
+    fault = lonlat_fault(geoms.total_bounds)
+    if fault == "swapped":
         raise AOIError(f"AOI file {path} has latitudes up to {max(abs(lat0), abs(lat1)):.1f}: latitude and "
                        "longitude look swapped; GeoJSON puts longitude first ([lon, lat])")
-    if not (-180 <= lon0 <= lon1 <= 180 and -90 <= lat0 <= lat1 <= 90):
+    if fault == "outside":
         raise AOIError(f"AOI file {path} has coordinates outside lon/lat ranges ({lon0:.1f}..{lon1:.1f}, "
                        f"{lat0:.1f}..{lat1:.1f}): GeoJSON must be in WGS84 degrees, longitude first")
     invalid = ~geoms.is_valid

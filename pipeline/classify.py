@@ -9,6 +9,7 @@ import math
 import geopandas as gpd
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
 from pipeline.config import ClearingRules, PondRules
 
@@ -48,14 +49,14 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     slope = out["mean_slope_deg"]
     road = out["road"].to_numpy(dtype=bool) if "road" in out else np.zeros(len(out), bool)
     strip_ok = (out["elongation"] <= rules.alone_max_elongation) | (out["months_seen"] >= rules.strip_min_months)
-    hillside = ~road & (slope.isna() | (slope >= rules.alone_min_slope_deg)).to_numpy()
+    hillside = (slope.isna() | (slope >= rules.alone_min_slope_deg)).to_numpy()
     # laterite, not a scar's grey debris under returning shrub nor a river's gravel
     laterite = (out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)).to_numpy() if "bsi_mean" in out \
         else np.ones(len(out), bool)
     # ground leach ponds are dug beside: a hillside or a levelled laterite terrace; not a road cut, nor
     # the grey gravel of a river bar or an alluvial gold working on the valley floor
     out["pond_ground"] = ~road & (hillside | laterite)
-    shape_ok = strip_ok & hillside & laterite
+    shape_ok = strip_ok & ~road & hillside & laterite
     out["persistent"] = (out["months_seen"] >= rules.alone_min_months) & shape_ok
     if months is None or rules.provisional_recent_months == 0 or "onset_month" not in out or out.empty:
         out["provisional"] = False
@@ -74,9 +75,9 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
 
 def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: PondRules) -> gpd.GeoDataFrame:
     """Water bodies of pond size, confirmed in more than one month and not part of a river or stream
-    (``river``, where the table has it), that lie next to a clearing where leach ponds are
-    dug (clearings flagged ``pond_ground``, where the table has it) or have held water for ``alone_min_months`` on sloping ground
-    (``setting_slope_deg``, where the table has it and the DEM was known)."""
+    (``river``, where the table has it), that lie next to a clearing where leach ponds are dug (clearings
+    flagged ``pond_ground``, where the table has it) or have held water for ``alone_min_months`` on sloping
+    ground (``setting_slope_deg``, where the table has it and the DEM was known)."""
     keep = (ponds["area_m2"] >= rules.min_area_m2) & (ponds["area_m2"] <= rules.max_area_m2)
     keep &= ponds["months_seen"] >= rules.min_months_seen
     if "river" in ponds:
@@ -103,7 +104,6 @@ def water_network(water: np.ndarray, resolution_m: float, min_length_m: float, g
     Running water is long and connected; a cluster of leaching ponds is compact: the 2,497 mapped Pang
     War pools, joined at gaps of up to 100 m, span at most 267 m (``docs/methods.md``).
     """
-    from scipy import ndimage
     from skimage.measure import regionprops
 
     water = np.asarray(water, dtype=bool)
@@ -129,7 +129,6 @@ def strip_width_m(labels: np.ndarray, resolution_m: float) -> tuple[np.ndarray, 
     """Mean width and length (m) of each labelled feature (index = label): its area over the length of its
     skeleton. A road cut is a few pixels wide however it winds; the minimum rotated rectangle of a road
     with hairpin bends is nearly square."""
-    from scipy import ndimage
     from skimage.morphology import skeletonize
 
     labels = np.asarray(labels)
@@ -149,8 +148,6 @@ def surrounding_slope(slope: np.ndarray, resolution_m: float, radius_m: float) -
     """Mean slope (degrees) within ``radius_m`` of each pixel: the ground a pond was dug into. A pond's own
     surface is flat; the hillside at whose foot a leach pond lies is not, a valley floor of fish ponds,
     paddies and river bars is. NaN (no DEM) stays NaN."""
-    from scipy import ndimage
-
     size = 2 * max(int(round(radius_m / resolution_m)), 1) + 1
     return ndimage.uniform_filter(np.asarray(slope, dtype=np.float32), size=size, mode="nearest")
 
@@ -159,9 +156,27 @@ def floodplain(river: np.ndarray, setting_slope: np.ndarray, resolution_m: float
                max_slope_deg: float) -> np.ndarray:
     """Flat ground (``setting_slope`` under ``max_slope_deg``) within ``distance_m`` of a river's water: where
     its side channels, bar pools and oxbows lie, which the network rule sees as pieces apart from it."""
-    from scipy import ndimage
-
     if not river.any():
         return np.zeros(river.shape, bool)
     near = ndimage.distance_transform_edt(~river) * resolution_m <= distance_m
     return near & (np.asarray(setting_slope) < max_slope_deg)
+
+
+def road_cuts(labels: np.ndarray, resolution_m: float, rules: ClearingRules) -> np.ndarray:
+    """Per label (index = label) of a bare-ground label raster: whether it is a road cut, a strip at most
+    ``road_max_width_m`` wide that runs at least ``road_min_length_m``."""
+    width, length = strip_width_m(labels, resolution_m)
+    return (width <= rules.road_max_width_m) & (length >= rules.road_min_length_m)
+
+
+def pond_settings(water: dict, slope: np.ndarray | None, resolution_m: float, rules: PondRules) -> dict:
+    """Where each water pixel lies, as (y, x) rasters for ``select_ponds``: ``river`` (1 on a river or stream
+    network or, with a DEM, its floodplain) and, with a DEM, ``setting_slope_deg``. ``water``: the onset
+    stage's pond maps (``onset``, ``water_share_all``)."""
+    seen = (water["onset"] >= 0) | (water["water_share_all"] >= rules.network_min_water_share)
+    river = water_network(seen, resolution_m, rules.network_min_length_m, rules.network_gap_m)
+    if slope is None:
+        return {"river": river.astype(np.float32)}
+    setting = surrounding_slope(slope, resolution_m, rules.setting_radius_m)
+    river |= floodplain(river, setting, resolution_m, rules.floodplain_m, rules.alone_min_slope_deg)
+    return {"river": river.astype(np.float32), "setting_slope_deg": setting}

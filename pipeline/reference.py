@@ -22,7 +22,7 @@ import shapely
 from pyproj import CRS
 
 from pipeline import export
-from pipeline.aoi import area_m2
+from pipeline.aoi import area_m2, lonlat_fault
 from pipeline.errors import LabelError, OutputError
 from pipeline.vectorize import link_sites
 
@@ -90,10 +90,11 @@ def _check_lonlat(path: Path, bounds) -> None:
     lon0, lat0, lon1, lat1 = bounds
     if not np.all(np.isfinite(bounds)):
         raise LabelError(f"label file {path} has coordinates that are not numbers: fix or drop those rows")
-    if -90 <= lon0 <= lon1 <= 90 and not (-90 <= lat0 <= lat1 <= 90) and -180 <= lat0 <= lat1 <= 180:
+    fault = lonlat_fault(bounds)
+    if fault == "swapped":
         raise LabelError(f"label file {path} has latitudes up to {max(abs(lat0), abs(lat1)):.1f}: latitude and "
                          "longitude look swapped; put longitude first (x = lon, y = lat)")
-    if not (-180 <= lon0 <= lon1 <= 180 and -90 <= lat0 <= lat1 <= 90):
+    if fault == "outside":
         raise LabelError(f"label file {path} has coordinates outside lon/lat ranges ({lon0:.1f}..{lon1:.1f}, "
                          f"{lat0:.1f}..{lat1:.1f}): it must be in WGS84 degrees (EPSG:4326); reproject it "
                          "(QGIS: Export > Save Features As, CRS EPSG:4326)")

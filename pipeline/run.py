@@ -443,22 +443,12 @@ def features(cfg: RunConfig, aoi: AOI, det: dict):
         open_ = open_ >= 0
     bare, labels = layer(det["bare"], True, ("bare_share", "green_share", *confidence.CLEARING_EVIDENCE), keep["bare"],
                          open_, cfg.clearings.grow_px, dated)
-    width, length = classify.strip_width_m(labels, cfg.resolution)
-    bare["road"] = ((width <= cfg.clearings.road_max_width_m)
-                    & (length >= cfg.clearings.road_min_length_m))[bare["label"].to_numpy()]
+    bare["road"] = classify.road_cuts(labels, cfg.resolution, cfg.clearings)[bare["label"].to_numpy()]
     clearings = classify.select_clearings(bare, cfg.clearings, months)
     clearings = confidence.clearing_confidence(clearings, months, cfg.clearings)
-    water = det["ponds"]
-    river = classify.water_network((water["onset"] >= 0) | (water["water_share_all"] >= cfg.ponds.network_min_water_share),
-                                   cfg.resolution, cfg.ponds.network_min_length_m, cfg.ponds.network_gap_m)
-    rasters = {"river": river.astype(np.float32)}
-    if slope is not None:
-        setting = classify.surrounding_slope(slope, cfg.resolution, cfg.ponds.setting_radius_m)
-        floodplain = classify.floodplain(river, setting, cfg.resolution, cfg.ponds.floodplain_m,
-                                         cfg.ponds.alone_min_slope_deg)
-        rasters.update(setting_slope_deg=setting, river=(river | floodplain).astype(np.float32))
-    ponds = classify.select_ponds(layer(water, False, confidence.POND_EVIDENCE, keep["ponds"], rasters=rasters)[0],
-                                  clearings, cfg.ponds)
+    settings = classify.pond_settings(det["ponds"], slope, cfg.resolution, cfg.ponds)
+    ponds = classify.select_ponds(layer(det["ponds"], False, confidence.POND_EVIDENCE, keep["ponds"],
+                                        rasters=settings)[0], clearings, cfg.ponds)
     ponds = confidence.pond_confidence(ponds, months, cfg.ponds)
     ponds, clearings, sites = assign_sites(ponds, clearings, cfg.sites.linkage_m, cfg.sites.attach_m)
     sites = confidence.site_confidence(sites, ponds, clearings)

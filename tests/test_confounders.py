@@ -67,10 +67,6 @@ def test_a_road_cut_is_narrow_however_it_winds_a_clearing_with_ponds_is_not():
         labels[10:100, x:x + 2] = 1
         y = 98 if k % 2 == 0 else 10
         labels[y:y + 2, x:x + 22] = 1
-    labels[:, 110:] = 0
-    labels[30:60, 112:118] = 0
-    mine = np.zeros_like(labels)
-    mine[5:25, 2:8] = 0
     labels2 = np.zeros((80, 80), np.int32)
     labels2[10:60, 10:60] = 2                             # a 500 m clearing ...
     labels2[20:24, 20:24] = labels2[30:34, 40:44] = 0     # ... with two ponds dug into it
