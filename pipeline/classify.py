@@ -77,7 +77,8 @@ def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: Po
     """Water bodies of pond size, confirmed in more than one month and not part of a river or stream
     (``river``, where the table has it), that lie next to a clearing where leach ponds are dug (clearings
     flagged ``pond_ground``, where the table has it) or have held water for ``alone_min_months`` on sloping
-    ground (``setting_slope_deg``, where the table has it and the DEM was known)."""
+    ground (``setting_slope_deg``, where the table has it and the DEM was known) and do not line up with
+    other such lone water into a chain a river would make (``chain_gap_m``, ``network_min_length_m``)."""
     keep = (ponds["area_m2"] >= rules.min_area_m2) & (ponds["area_m2"] <= rules.max_area_m2)
     keep &= ponds["months_seen"] >= rules.min_months_seen
     if "river" in ponds:
@@ -89,11 +90,29 @@ def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: Po
         lasting &= np.isnan(setting) | (setting >= rules.alone_min_slope_deg)
     if "pond_ground" in clearings:
         clearings = clearings[clearings["pond_ground"].astype(bool)]
-    if ponds.empty or clearings.empty:
-        return ponds[lasting]
-    near, _ = clearings.sindex.query(ponds.geometry.values, predicate="dwithin",
-                                     distance=rules.max_distance_to_clearing_m)
-    return ponds[np.isin(np.arange(len(ponds)), near) | lasting]
+    beside = np.zeros(len(ponds), bool)
+    if len(ponds) and len(clearings):
+        beside[clearings.sindex.query(ponds.geometry.values, predicate="dwithin",
+                                      distance=rules.max_distance_to_clearing_m)[0]] = True
+    lone = lasting & ~beside
+    lone[lone] = ~in_long_chains(ponds.geometry[lone], rules.chain_gap_m, rules.network_min_length_m)
+    return ponds[beside | lone]
+
+
+def in_long_chains(geoms: gpd.GeoSeries, gap_m: float, min_length_m: float) -> np.ndarray:
+    """Whether each geometry belongs to a chain (single linkage at ``gap_m``) whose smallest enclosing
+    circle is at least ``min_length_m`` across: the pieces of a river too broken for the network rule
+    line up along it; lone leach ponds do not (the mapped pools, linked at 100 m, span under 300 m)."""
+    import shapely
+
+    from pipeline.vectorize import link_sites
+
+    if len(geoms) == 0:
+        return np.zeros(0, bool)
+    chain = link_sites(geoms, gap_m)
+    across = {c: 2 * shapely.minimum_bounding_radius(shapely.union_all(geoms.values[chain == c]))
+              for c in np.unique(chain)}
+    return np.array([across[c] >= min_length_m for c in chain])
 
 
 def water_network(water: np.ndarray, resolution_m: float, min_length_m: float, gap_m: float) -> np.ndarray:

@@ -177,6 +177,9 @@ class PondRules(_Model):
     # ... and water joined over this extent runs through the valley: no cluster of leaching pools does
     # (the 2,497 mapped Pang War pools joined at gaps up to 100 m span at most 267 m).
     network_min_length_m: float = Field(500.0, gt=0)
+    # Lone water bodies (no clearing beside them) this close are one chain; a chain over
+    # network_min_length_m is a river's pieces, however broken, and anchors no site.
+    chain_gap_m: float = Field(100.0, gt=0)
     # Water on the flat ground within this distance of a river is its floodplain: side channels and bar
     # pools cut off from the main stream, oxbows, gold workings' pits; not a hillside's leach pond.
     floodplain_m: float = Field(100.0, ge=0)

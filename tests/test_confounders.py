@@ -157,3 +157,14 @@ def test_water_on_the_flat_floor_beside_a_river_is_its_floodplain():
     assert not plain[5, 10]                                # 250 m away
     assert not plain[25, 50]                               # a hillside pond near the river is not floodplain
     assert not classify.floodplain(np.zeros_like(river), setting, RES, 100.0, 7.0).any()
+
+
+def test_lone_water_lined_up_over_half_a_kilometre_is_a_river_not_mines():
+    base = {"area_m2": 200.0, "months_seen": 60, "river": 0.0, "setting_slope_deg": 12.0}
+    chain = {f"piece {i}": {**base, "geometry": box(60 * i, 0, 60 * i + 20, 10)} for i in range(10)}  # 560 m
+    pools = {f"pool {i}": {**base, "geometry": box(5000 + 25 * i, 0, 5000 + 25 * i + 15, 15)} for i in range(6)}
+    out = classify.select_ponds(_ponds({**chain, **pools}), gpd.GeoDataFrame(geometry=[], crs=32647), PondRules())
+    assert out["name"].tolist() == list(pools)
+    # beside a clearing, the same pieces are judged by the clearing, not the chain
+    clearing = gpd.GeoDataFrame({"pond_ground": [True]}, geometry=[box(0, 20, 600, 120)], crs=32647)
+    assert len(classify.select_ponds(_ponds(chain), clearing, PondRules())) == 10
