@@ -28,6 +28,12 @@ LATERITE = {"blue": 0.07, "green": 0.11, "red": 0.18, "rededge1": 0.22, "rededge
             "nir": 0.26, "nir08": 0.27, "swir16": 0.33, "swir22": 0.26}
 MILKY_WATER = {"blue": 0.12, "green": 0.16, "red": 0.15, "rededge1": 0.12, "rededge2": 0.08, "rededge3": 0.06,
                "nir": 0.05, "nir08": 0.04, "swir16": 0.015, "swir22": 0.01}
+RIVER_WATER = {"blue": 0.06, "green": 0.08, "red": 0.07, "rededge1": 0.06, "rededge2": 0.035, "rededge3": 0.03,
+               "nir": 0.025, "nir08": 0.02, "swir16": 0.01, "swir22": 0.008}
+ALGAL_WATER = {"blue": 0.04, "green": 0.09, "red": 0.05, "rededge1": 0.06, "rededge2": 0.06, "rededge3": 0.06,
+               "nir": 0.06, "nir08": 0.05, "swir16": 0.015, "swir22": 0.01}
+MUD = {"blue": 0.08, "green": 0.10, "red": 0.12, "rededge1": 0.13, "rededge2": 0.14, "rededge3": 0.15,
+       "nir": 0.16, "nir08": 0.16, "swir16": 0.18, "swir22": 0.14}
 
 
 def tools_dir() -> Path:

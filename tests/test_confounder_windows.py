@@ -12,18 +12,12 @@ import shapely
 from rasterio.features import rasterize
 from affine import Affine
 
-from conftest import FOREST, LATERITE, MILKY_WATER, write_aoi_file, write_catalog
+from conftest import ALGAL_WATER, FOREST, LATERITE, MILKY_WATER, MUD, RIVER_WATER, write_aoi_file, write_catalog
 from pipeline.config import load_config
 from pipeline.run import run
 
 BOUNDS = (436000.0, 2841000.0, 437200.0, 2842000.0)  # 1.2 km x 1 km
 SHAPE = (100, 120)
-RIVER_WATER = {"blue": 0.06, "green": 0.08, "red": 0.07, "rededge1": 0.06, "rededge2": 0.035, "rededge3": 0.03,
-               "nir": 0.025, "nir08": 0.02, "swir16": 0.01, "swir22": 0.008}
-ALGAL_WATER = {"blue": 0.04, "green": 0.09, "red": 0.05, "rededge1": 0.06, "rededge2": 0.06, "rededge3": 0.06,
-               "nir": 0.06, "nir08": 0.05, "swir16": 0.015, "swir22": 0.01}
-MUD = {"blue": 0.08, "green": 0.10, "red": 0.12, "rededge1": 0.13, "rededge2": 0.14, "rededge3": 0.15,
-       "nir": 0.16, "nir08": 0.16, "swir16": 0.18, "swir22": 0.14}
 
 
 def cover_fraction(geom, dx=0.0, dy=0.0, sub=5) -> np.ndarray:
