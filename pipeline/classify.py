@@ -123,8 +123,6 @@ def water_network(water: np.ndarray, resolution_m: float, min_length_m: float, g
     Running water is long and connected; a cluster of leaching ponds is compact: the 2,497 mapped Pang
     War pools, joined at gaps of up to 100 m, span at most 267 m (``docs/methods.md``).
     """
-    from skimage.measure import regionprops
-
     water = np.asarray(water, dtype=bool)
     eight = np.ones((3, 3), bool)
     steps = math.ceil(gap_m / (2 * resolution_m))
@@ -139,9 +137,25 @@ def water_network(water: np.ndarray, resolution_m: float, min_length_m: float, g
         if resolution_m * math.hypot(box[0].stop - box[0].start, box[1].stop - box[1].start) < min_length_m:
             continue
         piece = labels[box] == i
-        if resolution_m * regionprops(piece.astype(np.uint8))[0].feret_diameter_max >= min_length_m:
+        if resolution_m * feret_diameter(piece) >= min_length_m:
             out[box] |= piece
     return out
+
+
+def feret_diameter(mask: np.ndarray) -> float:
+    """Greatest extent (pixels) of the pixels of ``mask``, taken as squares: the largest distance between
+    corners of its outline's pixels, over the vertices of their convex hull."""
+    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial.distance import pdist
+
+    edge = mask & ~ndimage.binary_erosion(mask)
+    rows, cols = np.nonzero(edge)
+    corners = np.unique(np.concatenate([np.c_[rows + dr, cols + dc] for dr in (0, 1) for dc in (0, 1)]), axis=0)
+    try:
+        corners = corners[ConvexHull(corners).vertices]
+    except QhullError:  # all on one line: every corner is a candidate
+        pass
+    return float(pdist(corners).max()) if len(corners) > 1 else 0.0
 
 
 def strip_width_m(labels: np.ndarray, resolution_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +168,11 @@ def strip_width_m(labels: np.ndarray, resolution_m: float) -> tuple[np.ndarray, 
     n = int(labels.max()) + 1
     # holes filled first: ponds inside a clearing would make its skeleton ring each of them
     filled = ndimage.binary_fill_holes(labels > 0)
-    if (filled & (labels == 0)).any():  # each hole takes the label of the feature around it
-        nearest = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
-        labels = np.where(filled, labels[tuple(nearest)], 0)
+    holes, n_holes = ndimage.label(filled & (labels == 0))
+    if n_holes:  # each hole takes the label of the feature around it: the pixel above its first pixel
+        _, first = np.unique(holes.ravel(), return_index=True)
+        rows, cols = np.unravel_index(first[1:], holes.shape)
+        labels = np.where(holes > 0, np.append(0, labels[rows - 1, cols])[holes], labels)
     area = np.bincount(labels[filled], minlength=n).astype(float)
     skeleton = skeletonize(filled)
     length = np.maximum(np.bincount(labels[skeleton], minlength=n).astype(float), 1.0) * resolution_m
@@ -172,13 +188,23 @@ def surrounding_slope(slope: np.ndarray, resolution_m: float, radius_m: float) -
 
 
 def floodplain(river: np.ndarray, setting_slope: np.ndarray, resolution_m: float, distance_m: float,
-               max_slope_deg: float) -> np.ndarray:
+               max_slope_deg: float, where: np.ndarray | None = None) -> np.ndarray:
     """Flat ground (``setting_slope`` under ``max_slope_deg``) within ``distance_m`` of a river's water: where
-    its side channels, bar pools and oxbows lie, which the network rule sees as pieces apart from it."""
-    if not river.any():
-        return np.zeros(river.shape, bool)
-    near = ndimage.distance_transform_edt(~river) * resolution_m <= distance_m
-    return near & (np.asarray(setting_slope) < max_slope_deg)
+    its side channels, bar pools and oxbows lie, which the network rule sees as pieces apart from it. Only
+    the pixels of ``where`` (default: all) are judged: the water pixels are all that need it."""
+    from scipy.spatial import cKDTree
+
+    out = np.zeros(river.shape, bool)
+    candidates = np.asarray(setting_slope) < max_slope_deg
+    if where is not None:
+        candidates &= where
+    if not river.any() or not candidates.any():
+        return out
+    points = np.argwhere(candidates)
+    distance, _ = cKDTree(np.argwhere(river)).query(points, distance_upper_bound=distance_m / resolution_m + 1e-6)
+    near = points[distance * resolution_m <= distance_m]
+    out[near[:, 0], near[:, 1]] = True
+    return out
 
 
 def road_cuts(labels: np.ndarray, resolution_m: float, rules: ClearingRules) -> np.ndarray:
@@ -197,5 +223,5 @@ def pond_settings(water: dict, slope: np.ndarray | None, resolution_m: float, ru
     if slope is None:
         return {"river": river.astype(np.float32)}
     setting = surrounding_slope(slope, resolution_m, rules.setting_radius_m)
-    river |= floodplain(river, setting, resolution_m, rules.floodplain_m, rules.alone_min_slope_deg)
+    river |= floodplain(river, setting, resolution_m, rules.floodplain_m, rules.alone_min_slope_deg, where=seen)
     return {"river": river.astype(np.float32), "setting_slope_deg": setting}
