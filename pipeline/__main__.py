@@ -1,4 +1,4 @@
-from pipeline.cli import entry
+from pipeline.cli import main
 
 if __name__ == "__main__":
-    entry()
+    main()

@@ -1,21 +1,12 @@
 """The report's two charts (sites and footprint per year), drawn with matplotlib from a run's
 ``yearly_summary.csv``: PNG files for a briefing paper, SVG for the page.
-
-A command-line run draws them in a process of their own, started with the run (``start_worker``):
-matplotlib's import and the drawing are a third of a second of interpreter work, which in the run's
-process would wait for the GIL behind the vector export and come last (make bench). The worker does its
-imports on the core the run's own start-up leaves idle, then waits. Only the standard library is
-imported here, so that the worker starts light.
 """
 from __future__ import annotations
 
-import atexit
 import csv
 import io
 import logging
 import math
-import threading
-from concurrent.futures import Executor, Future
 from pathlib import Path
 
 from pipeline import styles
@@ -98,88 +89,3 @@ def draw(summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
         svg = buf.getvalue()
         svgs[key] = svg[svg.index("<svg"):]
     return svgs
-
-
-# --- the chart worker -------------------------------------------------------------------------------
-
-_worker = None  # the worker waiting for a run's charts (a one-process pool), or None
-_lock = threading.Lock()
-
-
-def _load() -> None:
-    """The worker's start: matplotlib and the backends ``draw`` saves with. Ctrl-C is the run's to
-    handle (it stops the worker at exit), not the worker's to report; a run killed outright (SIGKILL, the
-    out-of-memory killer) cannot stop it, so it leaves when its parent is gone rather than wait forever."""
-    import multiprocessing
-    import os
-    import signal
-    from multiprocessing.connection import wait
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=lambda: (wait([parent.sentinel]), os._exit(0)), daemon=True).start()
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.backends.backend_svg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-    # once its job is done and its result sent (the pool's result queue writes straight to the pipe), the
-    # process leaves without tearing down matplotlib's objects, which a run's exit waited for (0.03 s)
-    atexit.register(os._exit, 0)
-
-
-def start_worker() -> None:
-    """Start a process to draw the next run's charts (``submit``), now, if none is waiting. Best effort:
-    where a process cannot be started, the charts are drawn in a thread of the run, as without it."""
-    global _worker
-    with _lock:
-        if _worker is not None:
-            return
-        try:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_load)
-            pool.submit(int)  # a pool starts its process at the first task
-            _worker = pool
-        except (OSError, RuntimeError) as e:
-            log.debug("no chart process (%s): charts are drawn in the run's process", e)
-
-
-def _stop() -> None:
-    """Stop a worker never used (the run failed first) before the interpreter tears its modules down
-    (the pool's own clean-up, left to then, fails on them)."""
-    global _worker
-    if _worker is not None:
-        _worker.shutdown()
-        _worker = None
-
-
-atexit.register(_stop)
-
-
-def submit(summary_csv: Path, aoi: str, out_dir: Path, threads: Executor) -> Future:
-    """``draw`` in the chart process if started (its one job: it exits once done, while the run writes its
-    files, not at the run's exit, where its interpreter's tear-down would be waited for), else on ``threads``."""
-    global _worker
-    with _lock:
-        worker, _worker = _worker, None
-    if worker is not None:
-        try:
-            return worker.submit(draw, summary_csv, aoi, out_dir)
-        except RuntimeError as e:  # the process died (BrokenProcessPool is a RuntimeError)
-            log.warning("the chart process stopped (%s): drawing the charts in the run's process", e)
-        finally:
-            worker.shutdown(wait=False)
-    return threads.submit(draw, summary_csv, aoi, out_dir)
-
-
-def result(drawn: Future, summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
-    """The SVGs of a ``submit``, drawn here if the chart process died meanwhile (killed, out of memory)."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        return drawn.result()
-    except BrokenProcessPool as e:
-        log.warning("the chart process stopped (%s): drawing the charts in the run's process", e)
-        return draw(summary_csv, aoi, out_dir)

@@ -5,7 +5,6 @@ one line on stderr and a non-zero exit code.
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -18,9 +17,6 @@ from typing import Optional
 # No linear algebra here: OpenBLAS (numpy's and scipy's each) would start a thread per core that spins
 # for a tenth of a second beside the run's own, as dask.distributed also sets for its workers
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# A run's threads hand the interpreter back and forth between C calls (GDAL, numba, zarrs): a thread
-# back from one waited up to the default 5 ms for whichever held it (make bench: 0.1 s less a run at 1 ms)
-sys.setswitchinterval(0.001)
 
 import typer  # noqa: E402
 
@@ -186,8 +182,6 @@ def run(
       python -m pipeline run --config configs/chipwe_pangwa.yaml --start 2023-01-01 --set ponds.mndwi_min=0.05\n
       python -m pipeline run --aoi aois/x.geojson --source local --catalog DIR/catalog.json --start 2018-01-01 --end 2024-12-31 --out DIR
     """
-    if not dry_run:
-        _start_chart_worker()
     from pipeline.config import load_config
     from pipeline.run import plan
     from pipeline.run import run as run_pipeline
@@ -201,7 +195,6 @@ def run(
     if dry_run:
         _print_plan(plan(cfg), verbose)
         return
-    _freeze_imported()
     with _run_log(cfg.out), _console_above_bars(), _fetch_progress(quiet) as fetch_progress:
         result = run_pipeline(cfg, progress=_progress(quiet), fetch_progress=fetch_progress)
     if not quiet:
@@ -444,7 +437,6 @@ def demo(
       python -m pipeline demo                      # -> outputs/demo/report.html\n
       python -m pipeline demo --seed 100 --out outputs/seed100 --scenes outputs/seed100-scenes
     """
-    _start_chart_worker()
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate as evaluate_run, format_scores
     from pipeline.run import run as run_pipeline
@@ -455,7 +447,6 @@ def demo(
     cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
                                            "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
                                            "out": out})
-    _freeze_imported()
     with _run_log(cfg.out), _console_above_bars():
         result = run_pipeline(cfg, progress=_progress(quiet))
     scores = evaluate_run(result.out, sim.truth)
@@ -538,7 +529,6 @@ def monthly(
       python -m pipeline monthly --config configs/chipwe_pangwa.yaml\n
       make monthly AOI=chipwe_pangwa
     """
-    _start_chart_worker()
     from datetime import date
 
     from pipeline.config import load_config
@@ -553,7 +543,6 @@ def monthly(
         overrides["period.end"] = start  # replaced by today; the period must validate first
     cfg = load_config(config, overrides)
     day = date.fromisoformat(today) if today else None
-    _freeze_imported()
     with _monthly_log(cfg.out), _console_above_bars(), _fetch_progress(quiet) as fetch_progress:
         result = monthly_run(cfg, day, lookback_days, progress=_progress(quiet), fetch_progress=fetch_progress)
     if not quiet:
@@ -589,48 +578,7 @@ def _monthly_log(out: Path):
         handler.close()
 
 
-def _start_chart_worker() -> None:
-    """Start the process that will draw the run's charts (``charts.start_worker``) first thing, so that
-    its imports run beside this process's own."""
-    from pipeline.charts import start_worker
-
-    start_worker()
-
-
-def _freeze_imported() -> None:
-    """Exempt everything imported so far from garbage collection: the collector's full passes during a
-    run walked every object of numba, pandas, xarray... (0.5 s of a run, make bench); they are never
-    garbage (a collection here found none), and the run's own objects are still collected, at a slower
-    pace: the run's big arrays are freed by reference counting as soon as they are dropped, and the
-    default pace (a pass every 700 new containers, ~800 passes a run) cost 0.3 s more (``main``)."""
-    gc.freeze()
-
-
 def main() -> None:
-    gc.set_threshold(20_000, 20, 20)  # see _freeze_imported
-    try:
-        _main()
-    finally:
-        # a run leaves millions of objects (numba, pandas, GDAL bindings, the run's own): the interpreter's
-        # last garbage collection walked them all, half a second of every run's exit (make bench).
-        # Frozen, they are skipped; atexit handlers and file closing still run as usual.
-        gc.freeze()
-
-
-def entry() -> None:
-    """``main`` as a process's entry point (``python -m pipeline``, ``kachin-watch``): after a command that
-    succeeded, once its output is flushed, the process leaves without the interpreter's tear-down of every
-    module's objects, which nothing needs and which had been 40 ms of a run's exit (the run dir is already
-    swapped into place, its files closed; the chart process, done too, leaves by itself). A failed command
-    exits as usual."""
-    main()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _main() -> None:
     try:
         app(standalone_mode=False)
     except PipelineError as e:

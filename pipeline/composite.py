@@ -317,25 +317,25 @@ def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: Observ
                       coords=coords)
 
 
-def _count_into(path, month: int, days, grid, rows, cols, rules: ObservationRules, scratch: Scratch) -> None:
-    from pipeline.store import write_block
-
-    write_block(path, month, rows, cols, *count_month(days, grid, rows, cols, rules, scratch), scratch)
+def _count_into(write, month: int, days, grid, rows, cols, rules: ObservationRules, scratch: Scratch) -> None:
+    write(month, rows, cols, *count_month(days, grid, rows, cols, rules, scratch), scratch)
 
 
-def count_tasks(path, days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules,
+def count_tasks(write, name: str, days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules,
                 scratch: Scratch | None = None) -> list:
-    """``count_stage`` as tasks (dask.delayed, to compute) that write straight into the layers of the
-    store at ``path`` (``store.create_layers``): each task writes its own block, so no month's counts
-    are gathered anywhere, and a month without a scene is left to the store's zeros. ``chunk_px`` must
-    be a multiple of the store's chunks. Tasks computed together share one ``scratch``."""
+    """``count_stage`` as tasks (dask.delayed, to compute) that hand each block's counts to
+    ``write(month, rows, cols, counts, sums, scratch)`` (``store.write_block`` on a store's layers): each
+    task writes its own block, so no month's counts are gathered anywhere, and a month without a scene is
+    left to the store's zeros. ``chunk_px`` must be a multiple of the store's chunks; ``name`` (the
+    store's) keeps the tasks of stores computed together apart. Tasks computed together share one
+    ``scratch``."""
     import dask
     from dask.base import tokenize
 
     # keyed by their number of overpasses: dask runs independent tasks in the order of their keys,
     # from the last, so the months with the most overpasses go first and the shortest last, not a long
-    # one in a thread while the other idles (a tenth of a second of the count stage on the bench AOI)
+    # one in a thread while the other idles
     scratch = scratch or Scratch()
-    return [dask.delayed(_count_into, pure=True)(path, i, these, grid, rows, cols, rules, scratch,
-                                                 dask_key_name=f"count-{len(these):03d}-{tokenize(path, i, rows, cols)}")
+    return [dask.delayed(_count_into, pure=True)(write, i, these, grid, rows, cols, rules, scratch,
+                                                 dask_key_name=f"count-{len(these):03d}-{tokenize(name, i, rows, cols)}")
             for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px) if these]

@@ -5,14 +5,13 @@ handful of 2-D rasters, and the rest (vectorising, sites, the table, export) wor
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
 import subprocess
 import tempfile
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import shapely
 import xarray as xr
 
 import pipeline
-from pipeline import charts, classify, composite, confidence, export, indices, report, terrain
+from pipeline import charts, classify, composite, confidence, export, indices, report, store, terrain
 from pipeline.aoi import AOI, aoi_mask, load_aoi
 from pipeline.change import dip_onset, lead_onset, month_to_year, persistent_onset, share_while_active, sum_scale
 from pipeline.config import RunConfig
@@ -58,19 +57,6 @@ class Timings:
             yield
         finally:
             self.seconds[stage] = round(time.perf_counter() - t0, 3)
-            release_freed_memory()
-
-
-def release_freed_memory() -> None:
-    """Give the memory freed by a stage back to the system (glibc keeps freed blocks in per-thread
-    arenas, so a run's resident memory would otherwise ratchet up stage by stage, and with it the
-    number of years; dask.distributed trims its workers the same way). A no-op off glibc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 # A progress factory, tqdm-like: ``progress(total=n, desc=..., unit=...)`` returns an object with
@@ -142,33 +128,27 @@ def count_tasks(cfg: RunConfig, aoi: AOI, scenes, start: date, end: date, path: 
     """Tasks (dask.delayed) that count the clear, pond-like, bare and green views of ``scenes`` in
     [start, end], and sum their indices, per month, into the store layers at ``path``."""
     rules = composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
-    return composite.count_tasks(path, overpasses(scenes, indices.BANDS), aoi.grid, start, end, cfg.compute.chunk_px,
-                                 rules, scratch)
+    write = functools.partial(store.write_block, store.open_layers(path, write=True))
+    return composite.count_tasks(write, path.name, overpasses(scenes, indices.BANDS), aoi.grid, start, end,
+                                 cfg.compute.chunk_px, rules, scratch)
 
 
 def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
-           progress: Progress | None = None, milestones: Milestones | None = None, on_cluster: bool = False) -> dict:
+           progress: Progress | None = None) -> dict:
     """Scenes -> per-pixel onset maps (``ponds`` and ``bare``: name -> (y, x) array), clear views per year
     (``yearly_valid``: (year, y, x), ``years``), DEM and slope, all numpy on the AOI grid: a run builds no
     xarray object, whose first one makes xarray import dask.array (0.18 s of the interpreter's time).
 
     Year by year, so memory does not grow with the period: each year's scenes are counted into
     monthly composites persisted as Zarr (reused when nothing they depend on has changed), then the
-    onsets are computed over all months from the stores, one spatial chunk at a time. A run that keeps
-    no composites writes raw records instead (``store.create_raw``), unless ``on_cluster`` (the workers
-    of a dask.distributed cluster write files of their own, not ranges of shared ones) or the records
-    would not stay in the page cache (``store.raw_records_fit``).
+    onsets are computed over all months from the stores, one spatial chunk at a time.
     """
-    from pipeline.store import CompositeStore, composite_key, raw_records_fit
-
     # the onset stage reads the stores in blocks of all months x a small area that line up with the
     # stored chunks, so each is read once and nothing is rechunked in memory
     n_months = len(composite.month_starts(cfg.period.start, cfg.period.end))
     edge = cfg.compute.onset_chunk_px(n_months)
     kept = cfg.compute.composite_dir is not None
-    raw = not (kept or on_cluster) and raw_records_fit(workdir, aoi.grid.shape.yx, n_months, edge, cfg.compute.chunk_px)
-    store = CompositeStore(cfg.compute.composite_dir or workdir / "composites", checksums=kept,
-                           raw_block_px=edge if raw else None)
+    stores_at = store.CompositeStore(cfg.compute.composite_dir or workdir / "composites", checksums=kept)
     settings = classification_settings(cfg)
     reused, unreadable = [], []
     y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
@@ -185,13 +165,13 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             if not these:  # no scene that year (or none readable): its months count zero
                 stores[year] = None
                 continue
-            key = composite_key(aoi.grid, [s.id for s in these], settings)
-            found = store.load(year, key, len(composite.month_starts(y0, y1)), aoi.grid.shape.yx)
+            key = store.composite_key(aoi.grid, [s.id for s in these], settings)
+            found = stores_at.load(year, key, len(composite.month_starts(y0, y1)), aoi.grid.shape.yx)
             if found is not None:
                 stores[year] = found
                 reused.append(year)
             else:
-                todo[year] = (key, store.begin(year, key, composite.month_starts(y0, y1), y, x,
+                todo[year] = (key, stores_at.begin(year, key, composite.month_starts(y0, y1), y, x,
                                                cfg.compute.store_chunk_px, cfg.compute.chunk_px))
         if not todo:
             break
@@ -199,23 +179,21 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
             # every year's count tasks in one go: the two threads stay busy to the end of the last year,
             # not to the end of each
             log.info("counting the scenes of %s", ", ".join(map(str, todo)))
-            if milestones is not None:
-                milestones.counting.set()
             with timings("count"), dask_progress(progress, "count"):
                 scratch = composite.Scratch()  # one set of work arrays per thread for all years' tasks
                 dask.compute([count_tasks(cfg, aoi, years[year][2], *years[year][:2], path, scratch)
                               for year, (_, path) in todo.items()])
         except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
             for _, path in todo.values():
-                store.abort(path)
+                stores_at.abort(path)
             if isinstance(e, OSError) and e.errno is not None:
                 raise  # the disk, not a scene: let the caller report it
             good = {s.id for s in _drop_unreadable([s for year in todo for s in years[year][2]], unreadable, e)}
             years.update({year: (*years[year][:2], [s for s in years[year][2] if s.id in good]) for year in todo})
             continue
         for year, (key, path) in todo.items():
-            stores[year] = store.commit(year, key, path)
-    per_year = [(stores[year], len(composite.month_starts(y0, y1))) for year, (y0, y1, _) in years.items()]
+            stores[year] = stores_at.commit(year, key, path)
+    per_year = [(None if stores[year] is None else store.open_layers(stores[year]), len(composite.month_starts(y0, y1))) for year, (y0, y1, _) in years.items()]
     used = [s for _, _, these in years.values() for s in these]
     if not used:
         first = unreadable[0] if unreadable else {"id": "-", "reason": "no scene"}
@@ -224,27 +202,20 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
     months = composite.month_starts(cfg.period.start, cfg.period.end)
     ny, nx = aoi.grid.shape.yx
     spans = lambda n: [(a, min(a + edge, n)) for a in range(0, n, edge)]  # noqa: E731
-    if milestones is not None:  # the count is over, or was not needed (every year reused)
-        milestones.counting.set()
     with timings("onsets"), dask_progress(progress, "onsets"):
         # one task per block reads the block's whole record and derives everything from it, so only
         # two blocks' records (one per thread) are ever in memory, whatever the period
-        mosaics, token, scratch = [Mosaic((ny, nx)) for _ in range(3)], uuid.uuid4().hex, composite.Scratch()
+        mosaics, scratch = [Mosaic((ny, nx)) for _ in range(3)], composite.Scratch()
         years_of_months = month_years(months)
         tasks = {(rows, cols): dask.delayed(_change_block, pure=True)(per_year, years_of_months, rows, cols,
-                                                                      cfg.change, token, scratch)
+                                                                      cfg.change, scratch)
                  for rows in spans(ny) for cols in spans(nx)}
-        _MOSAICS[token] = mosaics
-        try:
-            # the DEM is read, warped and its slope worked out as one more task, beside the blocks
-            blocks, (dem, slope) = dask.compute(tasks, dask.delayed(dem_and_slope, pure=True)(dem_items, aoi.grid,
-                                                                                            cfg.resolution))
-        finally:
-            del _MOSAICS[token]
-        for span, block in zip(tasks, blocks.values()):
-            if block is not None:  # computed in another process (dask.distributed): placed here
-                for m, r in zip(mosaics, block):
-                    m.place(r, *span)
+        # the DEM is read, warped and its slope worked out as one more task, beside the blocks
+        blocks, (dem, slope) = dask.compute(tasks, dask.delayed(dem_and_slope, pure=True)(dem_items, aoi.grid,
+                                                                                        cfg.resolution))
+        for span, block in blocks.items():
+            for m, r in zip(mosaics, block):
+                m.place(r, *span)
     days = sorted({solar_day(s) for s in used})
     return {"months": months, "ponds": mosaics[0].arrays, "bare": mosaics[1].arrays,
             "yearly_valid": mosaics[2].arrays["valid"], "years": np.unique(years_of_months), "dem": dem,
@@ -254,21 +225,17 @@ def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdi
 
 class Mosaic:
     """Blocks (dicts of arrays, axes ending in y, x) placed one by one into arrays on the whole grid of
-    ``shape``: the onset stage's threads each place the block they computed (``_change_block``), side by
-    side, while the others compute."""
+    ``shape``."""
 
     def __init__(self, shape: tuple[int, int]):
         self.shape = shape
         self.arrays: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
 
     def place(self, block: dict[str, np.ndarray], rows: tuple[int, int], cols: tuple[int, int]) -> None:
         (r0, r1), (c0, c1) = rows, cols
-        with self._lock:  # the first block of each thread would make its own arrays
-            for name, a in block.items():
-                if name not in self.arrays:
-                    self.arrays[name] = np.empty((*a.shape[:-2], *self.shape), a.dtype)
-        for name, a in block.items():  # blocks do not overlap: copied without the lock
+        for name, a in block.items():
+            if name not in self.arrays:
+                self.arrays[name] = np.empty((*a.shape[:-2], *self.shape), a.dtype)
             self.arrays[name][..., r0:r1, c0:c1] = a
 
 
@@ -334,72 +301,17 @@ def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.Dat
     return _as_xarray(ponds, bare, yearly, np.unique(years), coords)
 
 
-_MOSAICS: dict[str, list[Mosaic]] = {}  # the AOI-wide maps of the onset stages running in this process
-
-
-def _change_block(sources, years_of_months, rows, cols, ch, mosaics: str, scratch: composite.Scratch):
-    """One block's ``change_arrays``, placed by the thread that computed it into the onset stage's maps
-    (``_MOSAICS[mosaics]``), not by the scheduler's thread, which had kept the next blocks waiting while
-    it placed (a tenth of the stage). In a process without those maps (a dask.distributed worker), the
-    block is returned to be placed by the caller."""
-    from pipeline.store import STORED_SCALES, read_layers
-
-    ponds, bare, yearly = change_arrays(read_layers(sources, rows, cols, scratch), STORED_SCALES, years_of_months, ch)
-    maps = (ponds, bare, {"valid": yearly})
-    into = _MOSAICS.get(mosaics)
-    if into is None:
-        return maps
-    for m, block in zip(into, maps):
-        m.place(block, rows, cols)
-    return None
+def _change_block(sources, years_of_months, rows, cols, ch, scratch: composite.Scratch):
+    """One block's ``change_arrays``, read from the stores' layers (``store.read_layers``)."""
+    ponds, bare, yearly = change_arrays(store.read_layers(sources, rows, cols, scratch), store.STORED_SCALES,
+                                        years_of_months, ch)
+    return ponds, bare, {"valid": yearly}
 
 
 def dem_and_slope(items, grid, resolution_m: float) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The DEM on ``grid`` (``load_dem``) and its slope in degrees, or (None, None) without DEM tiles."""
     dem = load_dem(items, grid)
     return dem, None if dem is None else terrain.slope_degrees(dem, resolution_m)
-
-
-@dataclass
-class Milestones:
-    """Set by ``detect`` as it reaches its stages: when the warm-up thread does its work."""
-    counting: threading.Event = field(default_factory=threading.Event)
-
-
-def start_warm_up(cfg: RunConfig, milestones: Milestones) -> threading.Thread:
-    """Load numba's compiled kernels (tenths of a second each from its cache, which the first task of
-    a stage would otherwise wait for) in a background thread, once counting has begun: loading them is
-    work for the interpreter, which the search and the stores' creation need (loaded beside them, the
-    kernels had slowed those by 0.14 s; loaded once counting has begun, while the first tasks read their
-    scenes off the GIL, they lengthen the count stage by 0.05 s: medians of 6 interleaved runs), and the
-    count tasks hardly do. Then import what only vectorising and the export use (pyogrio, GDAL's
-    polygonize, scipy.sparse) and have scikit-image load the modules its labelling pulls in lazily:
-    waiting for the onset stage, as before the raw records made that stage short, they took a fifth of it
-    and spilled into vectorising (2 x 8 interleaved runs: onsets 0.43 -> 0.34 s, vectorise 0.50 -> 0.46 s,
-    the count 0.05 s longer). Best effort: whatever fails here is loaded later, where it is needed."""
-    def warm():
-        try:
-            milestones.counting.wait()
-            composite.load_kernel(composite.observation_rules(cfg.mask, cfg.ponds, cfg.clearings))
-            from pipeline import store
-
-            store.load_kernel()
-            change_arrays(store.read_layers([(None, 3)], (0, 2), (0, 2)), store.STORED_SCALES, np.zeros(3, np.int64),
-                          cfg.change)
-            import pyogrio  # noqa: F401
-            import rasterio.features  # noqa: F401
-            import scipy.sparse.csgraph  # noqa: F401
-            from skimage.measure import label
-            from skimage.morphology import skeletonize
-
-            label(np.zeros((2, 2), bool), connectivity=1)
-            skeletonize(np.zeros((3, 3), bool))  # road cuts' length
-        except Exception as e:  # noqa: BLE001
-            log.debug("warm-up stopped early: %s", e)
-
-    thread = threading.Thread(target=warm, name="warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
@@ -569,8 +481,6 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     timings = Timings()
     started = datetime.now(timezone.utc)
     warnings: list[str] = []
-    milestones = Milestones()
-    start_warm_up(cfg, milestones)
     with timings("aoi"):
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
@@ -591,7 +501,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     with dask_scheduler(cfg.compute) as client, \
             tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
                                         dir=_work_parent(cfg.out)) as work:
-        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress, milestones, client is not None)
+        det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det)
         rasters = feature_rasters(aoi, det, ponds, clearings, cfg.change.clearing_lead_months)
@@ -623,16 +533,16 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     with timings("export"), export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_summary(csv, table)
-        # the charts are drawn (in the chart process if the CLI started one) while GDAL writes the files
+        # the charts are drawn while GDAL writes the files
         with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
-            drawn = charts.submit(csv, name, tmp, pool)
+            drawn = pool.submit(charts.draw, csv, name, tmp)
             written = pool.submit(export.write_rasters, tmp, aoi.grid, rasters["first_year"], rasters["classes"],
                                   rasters["valid_per_year"], rasters["years"])
             export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
             export.write_layer_styles(gpkg, years)
             export.write_sld(tmp / export.STYLES_SLD, years)
             layers = report.page_layers(tmp)  # the page's map, while the rasters are written
-            tifs, svgs = written.result(), charts.result(drawn, csv, name, tmp)
+            tifs, svgs = written.result(), drawn.result()
         manifest["timings_s"] = timings.seconds
         pages = report.write_report(tmp, manifest, svgs, layers, rasters["valid_per_year"])
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])

@@ -6,47 +6,38 @@ than one year's counts) and lets a re-run, or a monthly run, reuse every year wh
 not changed. A store is valid only if its recorded key matches, it reads back whole, and every
 file matches the checksum in its completion marker (``<store>.complete.json`` beside it, written
 only once the store is renamed into place): a store from an interrupted write, one damaged on disk since, or one
-from other settings is recomputed, never trusted. A run that keeps no composites writes its scratch as raw
-records instead (the last section), which only this module reads.
+from other settings is recomputed, never trusted. A run that keeps no composites writes its stores in its
+scratch directory, removed when it ends.
 """
 from __future__ import annotations
 
-import errno
-import functools
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numba
 import numpy as np
-import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+from zarr.core.buffer.cpu import NDBuffer
 
 from pipeline.composite import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch
 
 log = logging.getLogger(__name__)
 
+try:  # zarr's codec pipeline in Rust: the stores read and write faster (make bench); optional
+    import zarrs  # noqa: F401
 
-@functools.cache
-def _zarr():
-    """zarr, imported when a store is first opened or made: a run that keeps no composites writes raw
-    records and never does (importing it had been 73 ms of the interpreter before the count began)."""
-    import zarr
-
-    try:  # zarr's codec pipeline in Rust: the stores read 1.6x and write 1.4x faster (make bench); optional
-        import zarrs  # noqa: F401
-
-        zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
-    except ImportError:  # pragma: no cover - the pure-Python pipeline reads and writes the same stores
-        pass
-    return zarr
+    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+except ImportError:  # pragma: no cover - the pure-Python pipeline reads and writes the same stores
+    pass
 
 
 COMPOSITE_VERSION = 5  # bump when the counting logic or layout changes (2: index sums; 3: 512 px LZ4 chunks;
@@ -103,17 +94,15 @@ def composite_key(grid, scene_ids: list[str], settings: dict) -> str:
 
 
 class CompositeStore:
-    def __init__(self, root: Path, checksums: bool = True, raw_block_px: int | None = None):
+    def __init__(self, root: Path, checksums: bool = True):
         """Stores under ``root``. Without ``checksums``, for a run's scratch stores (removed with the run,
-        never reused): their files are not read back to be summed at ``commit`` (15-19 ms a year on the
-        bench AOI), and a store committed so is never trusted by ``load``. With ``raw_block_px``, the
-        stores begun are raw records in blocks of that edge (``create_raw``), not Zarr: for scratch."""
+        never reused): their files are not read back to be summed at ``commit``, and a store committed so
+        is never trusted by ``load``."""
         self.root = Path(root)
         self.checksums = checksums
-        self.raw_block_px = raw_block_px
 
     def path(self, year: int, key: str) -> Path:
-        return self.root / f"monthly-{year}-{key}.{'raw' if self.raw_block_px else 'zarr'}"
+        return self.root / f"monthly-{year}-{key}.zarr"
 
     def load(self, year: int, key: str, months: int, shape: tuple[int, int]) -> Path | None:
         """The store of ``year``'s counts if it exists, matches ``key`` and has the expected shape."""
@@ -127,7 +116,7 @@ class CompositeStore:
             marker_path(p).unlink(missing_ok=True)
             return None
         try:
-            group = _zarr().open_group(p, mode="r")
+            group = zarr.open_group(p, mode="r")
             ok = group.attrs.get("key") == key and all(
                 group[name].shape == (months, *shape) for name in COUNT_LAYERS)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
@@ -153,10 +142,7 @@ class CompositeStore:
         """A scratch store for ``year`` with its layers (``create_layers``: zeros) to write blocks into."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{self.path(year, key).name}.{uuid.uuid4().hex[:8]}.tmp"
-        if self.raw_block_px:
-            create_raw(tmp, len(months), (len(y), len(x)), self.raw_block_px)
-        else:
-            create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year})
+        create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year})
         return tmp
 
     @staticmethod
@@ -196,9 +182,7 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     itself: xarray's first write of a run cost a fifth of a second of setting up."""
     if shard_px % chunk_px:
         raise ValueError(f"shards of {shard_px} px do not hold whole chunks of {chunk_px} px")
-    from zarr.codecs import BloscCodec
-
-    group = _zarr().open_group(path, mode="w", attributes=attrs)
+    group = zarr.open_group(path, mode="w", attributes=attrs)
     days = (np.asarray(months, "datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
     for name, values, cf in (("month", days, {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
                              ("y", np.asarray(y, np.float64), {}), ("x", np.asarray(x, np.float64), {})):
@@ -251,182 +235,54 @@ def load_kernel() -> None:
     stored_layers(np.zeros((4, 1, 1), np.int16), np.zeros((3, 1, 1), np.float32))
 
 
-def write_block(path: Path, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,
+Layers = dict[str, zarr.Array]  # a store's count layers, opened: name -> array
+
+
+def open_layers(path: Path, write: bool = False) -> Layers:
+    """The count layers of the store at ``path``, opened once per stage and handed to its tasks: opening
+    parses the metadata and builds the codec pipeline, which per block had been a third of reading. For
+    writing, blocks are encoded in the calling thread: the count stage runs a task per core already, and
+    zarrs' own threads beside them only take turns with the other tasks."""
+    if not write:
+        return {name: zarr.open_array(f"{path}/{name}", mode="r") for name in COUNT_LAYERS}
+    with zarr.config.set({"threading.max_workers": 1}):
+        return {name: zarr.open_array(f"{path}/{name}", mode="r+").with_config({"write_empty_chunks": True})
+                for name in COUNT_LAYERS}
+
+
+def write_block(layers: Layers, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,
                 sums: np.ndarray, scratch: Scratch | None = None) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
-    ``cols`` into the store at ``path`` (Zarr, or raw records). Blocks must cover whole shards, or whole
-    blocks of the records (or reach the grid's edge), so tasks writing different blocks never touch the
-    same file, or the same bytes."""
-    if raw_layout(path) is not None:
-        scratch = scratch or Scratch()
-        return _write_raw(path, month, rows, cols, stored_layers(counts, sums, scratch), scratch)
+    ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``). Blocks must cover whole shards
+    (or reach the grid's edge), so tasks writing different blocks never touch the same file."""
     (r0, r1), (c0, c1) = rows, cols
     for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)):
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.
-        _writable(f"{path}/{name}")[month:month + 1, r0:r1, c0:c1] = layer[None]
+        layers[name][month:month + 1, r0:r1, c0:c1] = layer[None]
 
 
-def read_layers(sources: list[tuple[Path | None, int]], rows: tuple[int, int],
+def read_layers(sources: list[tuple[Layers | None, int]], rows: tuple[int, int],
                 cols: tuple[int, int], scratch: Scratch | None = None) -> dict[str, np.ndarray]:
     """Every layer of consecutive years' counts on one block (``rows`` x ``cols``), as stored (counts as
     bytes, index sums as int16 thousandths: ``SUM_SCALE``), dims (month, y, x). ``sources`` are each
-    year's store (None: no scene that year, all zeros) and its number of months, in order. Each year is
-    read straight into its slice of the block's record. Widening a record to int16 and float32 had been a
-    third of the onset stage's CPU, most of it the kernel zeroing the fresh memory (perf). With
-    ``scratch``, into the thread's arrays of it (good until the thread's next block)."""
+    year's store layers (``open_layers``; None: no scene that year, all zeros) and its number of months,
+    in order. Each year is read straight into its slice of the block's record, left narrow: widening it
+    had been most of the onset stage's CPU (perf). With ``scratch``, into the thread's arrays of it (good
+    until the thread's next block)."""
     (r0, r1), (c0, c1) = rows, cols
     scratch = scratch or Scratch()
     data = {}
     for name, stored in STORED_DTYPES.items():
-        raw = scratch.array(name, (sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
+        record = scratch.array(name, (sum(n for _, n in sources), r1 - r0, c1 - c0), stored)
         m = 0
-        for path, n in sources:
-            if path is None:
-                raw[m:m + n] = 0
-            elif raw_layout(path) is not None:
-                _read_raw(path, name, rows, cols, raw[m:m + n])
+        for layers, n in sources:
+            if layers is None:
+                record[m:m + n] = 0
             else:
-                from zarr.core.buffer.cpu import NDBuffer
-
-                _layer(f"{path}/{name}").get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
-                                                            out=NDBuffer.from_numpy_array(raw[m:m + n]))
+                layers[name].get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
+                                                 out=NDBuffer.from_numpy_array(record[m:m + n]))
             m += n
-        data[name] = raw
+        data[name] = record
     return data
-
-
-def read_record(sources: list[tuple[Path | None, int]], months, y, x, rows: tuple[int, int],
-                cols: tuple[int, int]) -> xr.Dataset:
-    """``read_layers`` as a Dataset on the grid of coordinates ``y`` and ``x``: the index sums with their
-    CF ``scale_factor`` (``xr.decode_cf`` gives floats; ``change_maps`` takes them as they are)."""
-    (r0, r1), (c0, c1) = rows, cols
-    sums = {"scale_factor": 1 / SUM_SCALE}
-    return xr.Dataset({k: (("month", "y", "x"), a, sums if k in INDEX_SUMS else {})
-                       for k, a in read_layers(sources, rows, cols).items()},
-                      coords={"month": months, "y": y[r0:r1], "x": x[c0:c1]})
-
-
-@functools.lru_cache(maxsize=64)
-def _writable(path: str) -> zarr.Array:
-    """A layer of a store being written, opened once per process (see ``_layer``). Its blocks are encoded
-    in the calling thread: the count stage runs a task per core already, and zarrs' own threads beside
-    them only took turns with the other tasks: the count stage is 0.06 s shorter without (medians of 3 x 8
-    interleaved runs)."""
-    zarr = _zarr()
-    with zarr.config.set({"threading.max_workers": 1}):
-        return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
-
-
-@functools.lru_cache(maxsize=256)
-def _layer(path: str) -> zarr.Array:
-    """A store layer opened for reading, once per process: opening parses its metadata and builds its
-    codec pipeline, a third of the onset stage's reading when done for every block. Stores are never
-    changed in place (a recomputed store has a new key, so a new path, or the same metadata)."""
-    return _zarr().open_array(path, mode="r")
-
-
-# ----------------------------------------------------------- raw records: a run's scratch, never kept
-#
-# A run that keeps no composites (``compute.composite_dir`` unset) removes its stores when it ends. Those
-# are written as raw records rather than Zarr: per layer, one file holding each block of the onset stage
-# after the other, each block's months back to back, as stored (bytes and int16 thousandths). A count
-# task writes its month of each block with one pwrite and an onset task reads a block's year with one
-# pread. Encoding and decoding the Zarr chunks (LZ4, bit-shuffle, zarrs gathering chunks into shards in
-# fresh memory) had been a sixth of a run's CPU on the bench AOI, for stores read once and deleted; the
-# records take 3x the disk instead (10 bytes per pixel and month: ``RAW_BYTES_PER_CELL``), which the run
-# checks it has (``raw_records_fit``). Nothing reads them but this module.
-
-RAW_META = "records.json"
-RAW_BYTES_PER_CELL = sum(np.dtype(t).itemsize for t in STORED_DTYPES.values())
-
-
-class RawLayout(NamedTuple):
-    months: int
-    block_px: int
-    blocks: dict[tuple[int, int], tuple[int, int, int]]  # (first row, first col) -> (rows, cols, first cell)
-    cells: int  # per layer
-
-
-def _raw_blocks(months: int, shape: tuple[int, int], block_px: int) -> RawLayout:
-    blocks, cell = {}, 0
-    for r0 in range(0, shape[0], block_px):
-        for c0 in range(0, shape[1], block_px):
-            h, w = min(block_px, shape[0] - r0), min(block_px, shape[1] - c0)
-            blocks[(r0, c0)] = (h, w, cell)
-            cell += months * h * w
-    return RawLayout(months, block_px, blocks, cell)
-
-
-def create_raw(path: Path, months: int, shape: tuple[int, int], block_px: int) -> None:
-    """Empty raw records (``months`` x ``shape``, in blocks of ``block_px``): one file per layer of
-    ``composite.COUNT_LAYERS`` at its full size, sparse, so every month not written reads as zero."""
-    path.mkdir(parents=True)
-    layout = _raw_blocks(months, shape, block_px)
-    for name, dtype in STORED_DTYPES.items():
-        with open(path / name, "wb") as f:
-            f.truncate(layout.cells * np.dtype(dtype).itemsize)
-    (path / RAW_META).write_text(json.dumps({"months": months, "shape": list(shape), "block_px": block_px}))
-
-
-@functools.lru_cache(maxsize=256)
-def _raw_layout(path: str) -> RawLayout | None:
-    try:
-        meta = json.loads((Path(path) / RAW_META).read_text())
-    except FileNotFoundError:
-        return None
-    return _raw_blocks(meta["months"], tuple(meta["shape"]), meta["block_px"])
-
-
-def raw_layout(path) -> RawLayout | None:
-    """The layout of the raw records at ``path``, or None if it holds a Zarr store (read once per process)."""
-    return _raw_layout(str(path))
-
-
-def physical_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def raw_records_fit(where: Path, shape: tuple[int, int], months: int, block_px: int, chunk_px: int) -> bool:
-    """Whether a run's scratch can be raw records in blocks of ``block_px``: the count blocks of
-    ``chunk_px`` hold whole record blocks, and all years' records take at most half the free space at
-    ``where`` and a quarter of the memory, so that they stay in the page cache from the count to the onset
-    stage. Larger, they would go to the disk and be read back from it, 3x the bytes of the compressed Zarr
-    stores, which are the scratch then (a full Chipwe/Pangwa decade: 20 GB of records)."""
-    need = RAW_BYTES_PER_CELL * months * shape[0] * shape[1]
-    return chunk_px % block_px == 0 and need <= min(shutil.disk_usage(where).free // 2, physical_memory() // 4)
-
-
-def _write_raw(path, month: int, rows: tuple[int, int], cols: tuple[int, int], layers: list[np.ndarray],
-               scratch: Scratch) -> None:
-    layout = raw_layout(path)
-    edge = layout.block_px
-    for name, layer in zip(COUNT_LAYERS, layers):
-        fd = os.open(f"{path}/{name}", os.O_WRONLY)
-        try:
-            for r0 in range(rows[0], rows[1], edge):
-                for c0 in range(cols[0], cols[1], edge):
-                    h, w, cell = layout.blocks[(r0, c0)]
-                    block = scratch.array("raw_block", (h, w), layer.dtype)  # contiguous, for one write
-                    block[...] = layer[r0 - rows[0]:r0 - rows[0] + h, c0 - cols[0]:c0 - cols[0] + w]
-                    if os.pwrite(fd, block, (cell + month * h * w) * layer.itemsize) != block.nbytes:
-                        raise OSError(errno.ENOSPC, "short write (disk full?)")
-        except OSError as e:  # named, for the one-line error a full disk gets
-            raise OSError(e.errno, e.strerror, f"{path}/{name}") from None
-        finally:
-            os.close(fd)
-
-
-def _read_raw(path, name: str, rows: tuple[int, int], cols: tuple[int, int], out: np.ndarray) -> None:
-    layout = raw_layout(path)
-    h, w, cell = layout.blocks.get((rows[0], cols[0]), (0, 0, 0))
-    if (rows[0] + h, cols[0] + w) != (rows[1], cols[1]) or out.shape != (layout.months, h, w):
-        raise ValueError(f"{rows} x {cols} is not a block of the raw records at {path} ({layout.block_px} px)")
-    fd = os.open(f"{path}/{name}", os.O_RDONLY)
-    try:
-        got = os.preadv(fd, [out], cell * out.itemsize)
-    finally:
-        os.close(fd)
-    if got != out.nbytes:
-        raise OSError(f"raw records {path}/{name} cut short ({got} of {out.nbytes} bytes of a block read)")

@@ -118,8 +118,8 @@ def test_an_unknown_command_or_option_is_a_usage_error(cli):
 
 
 def test_the_command_line_entry_exits_with_the_command_s_code(tiny_catalog, tmp_path):
-    # ``python -m pipeline`` leaves with os._exit after a success: the output is all there, and a failure
-    # still exits as usual, with its code and message
+    # ``python -m pipeline``: after a success the output is all there and exit 0; a failure exits with its
+    # code and one line
     import subprocess
 
     run = [sys.executable, "-m", "pipeline", "run", "--aoi", str(tiny_catalog["aoi"]), "--source", "local",

@@ -1,3 +1,4 @@
+import functools
 """The fused count stage against its reference: the xarray formulation (clear_mask -> all_indices ->
 pond_like / bare_like / green_like -> monthly_counts / monthly_sums) on the same scenes."""
 from datetime import date, datetime
@@ -170,7 +171,7 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     # the lazy stage computes, every month present (zero without a scene)
     import zarr
 
-    from pipeline.store import create_layers, read_record
+    from pipeline.store import create_layers, open_layers, read_layers, write_block
 
     aoi, scenes = simulated
     rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
@@ -179,25 +180,27 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     months, y, x = lazy["month"].values, lazy["y"].values, lazy["x"].values
     path = tmp_path / "store.zarr"
     create_layers(path, months, y, x, 32, 64, {})
-    dask.compute(composite.count_tasks(path, days, aoi.grid, start, end, 64, rules))
-    stored = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))
-    decoded = xr.decode_cf(stored)
+    write = functools.partial(write_block, open_layers(path, write=True))
+    dask.compute(composite.count_tasks(write, path.name, days, aoi.grid, start, end, 64, rules))
+    whole = (0, len(y)), (0, len(x))
+    stored = read_layers([(open_layers(path), len(months))], *whole)
     for name in composite.COUNT_LAYERS:
         if name in composite.COUNTS:  # kept exactly, as bytes
             assert zarr.open_array(f"{path}/{name}", mode="r").dtype == stored[name].dtype == np.uint8
-            np.testing.assert_array_equal(stored[name].values, lazy[name].values, err_msg=name)
-        else:  # kept to a thousandth, as int16 with its scale
-            assert stored[name].dtype == np.int16 and stored[name].attrs["scale_factor"] == 0.001
-            np.testing.assert_allclose(decoded[name].values, lazy[name].values, rtol=0, atol=0.0005 + 1e-6,
+            np.testing.assert_array_equal(stored[name], lazy[name].values, err_msg=name)
+        else:  # kept to a thousandth, as int16
+            assert stored[name].dtype == np.int16
+            np.testing.assert_allclose(stored[name] / 1000, lazy[name].values, rtol=0, atol=0.0005 + 1e-6,
                                        err_msg=name)
     assert len(list((path / "valid").glob("0.*"))) == 4  # one shard per month and 64 px block, not per chunk
     opened = xr.open_zarr(path, consolidated=False)  # what an analyst opens: coordinates and sums decoded
     assert (opened["month"].values == months).all() and (opened["x"].values == x).all()
     np.testing.assert_allclose(opened["ndvi_sum"].values, lazy["ndvi_sum"].values, rtol=0, atol=0.0005 + 1e-6)
-    assert stored["valid"].values[:12].any() and not stored["valid"].values[12:].any()
+    assert stored["valid"][:12].any() and not stored["valid"][12:].any()
     with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
-        plain = read_record([(path, len(months))], months, y, x, (0, len(y)), (0, len(x)))  # without zarrs
-    assert plain.identical(stored)
+        plain = read_layers([(open_layers(path), len(months))], *whole)  # without zarrs
+    for name in composite.COUNT_LAYERS:
+        np.testing.assert_array_equal(plain[name], stored[name], err_msg=name)
 
 
 def test_months_with_the_most_overpasses_are_counted_first(simulated, tmp_path, monkeypatch):
@@ -205,8 +208,8 @@ def test_months_with_the_most_overpasses_are_counted_first(simulated, tmp_path, 
     aoi, scenes = simulated
     days = overpasses(scenes, indices.BANDS)
     done = []
-    monkeypatch.setattr(composite, "_count_into", lambda path, i, these, *a: done.append(len(these)))
-    tasks = composite.count_tasks(tmp_path, days, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64,
+    monkeypatch.setattr(composite, "_count_into", lambda write, i, these, *a: done.append(len(these)))
+    tasks = composite.count_tasks(None, "store", days, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64,
                                   composite.observation_rules(MaskConfig(), PondRules(), ClearingRules()))
     dask.compute(tasks, scheduler="threads", num_workers=1)
     assert len(done) == len(tasks) and len(set(done)) > 1
@@ -266,11 +269,11 @@ def test_scratch_gives_each_thread_its_own_memory_again_and_again():
 
 def test_a_block_read_into_reused_memory_has_zeros_for_a_year_without_scenes(tmp_path):
     # the scratch memory holds the previous block's record: a year with no store must be zeroed, not left
-    from pipeline.store import create_layers, read_layers, write_block
+    from pipeline.store import create_layers, open_layers, read_layers, write_block
 
     months = composite.month_starts(date(2021, 1, 1), date(2021, 2, 28))
-    path = tmp_path / "s.zarr"
-    create_layers(path, months, np.arange(8.0), np.arange(8.0), 4, 8, {})
+    create_layers(tmp_path / "s.zarr", months, np.arange(8.0), np.arange(8.0), 4, 8, {})
+    path = open_layers(tmp_path / "s.zarr", write=True)
     write_block(path, 0, (0, 8), (0, 8), np.full((4, 8, 8), 3, np.int16), np.full((3, 8, 8), 0.5, np.float32))
     scratch = composite.Scratch()
     for name, raw in read_layers([(path, 2), (path, 2)], (0, 8), (0, 8), scratch).items():
@@ -281,78 +284,6 @@ def test_a_block_read_into_reused_memory_has_zeros_for_a_year_without_scenes(tmp
         assert not raw[:2].any(), name
         np.testing.assert_array_equal(raw, fresh[name], err_msg=name)
     assert (record["valid"][2] == 3).all() and not record["valid"][3].any()
-
-
-def test_raw_records_hold_what_the_zarr_store_holds(simulated, tmp_path):
-    # a run's scratch: the same count tasks into raw records in 32 px blocks (several per 64 px count
-    # block, cut at the 120 px grid's edge) read back, block by block, as the Zarr store does
-    from pipeline.store import create_layers, create_raw, raw_layout, read_layers
-
-    aoi, scenes = simulated
-    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
-    days, start, end = overpasses(scenes, indices.BANDS), date(2021, 1, 1), date(2022, 2, 28)  # 2022: no scene
-    months = composite.month_starts(start, end)
-    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
-    zarr_path, raw_path = tmp_path / "store.zarr", tmp_path / "store.raw"
-    create_layers(zarr_path, months, y, x, 32, 64, {})
-    create_raw(raw_path, len(months), (len(y), len(x)), 32)
-    assert raw_layout(zarr_path) is None and raw_layout(raw_path).block_px == 32
-    dask.compute([composite.count_tasks(p, days, aoi.grid, start, end, 64, rules) for p in (zarr_path, raw_path)])
-    spans = lambda n: [(a, min(a + 32, n)) for a in range(0, n, 32)]  # noqa: E731
-    assert len(y) % 32 and len(x) % 32  # blocks cut by the grid's edge are in the test
-    scratch = composite.Scratch()
-    for rows in spans(len(y)):
-        for cols in spans(len(x)):
-            want = read_layers([(zarr_path, len(months)), (None, 2)], rows, cols)
-            got = read_layers([(raw_path, len(months)), (None, 2)], rows, cols, scratch)
-            for name in composite.COUNT_LAYERS:
-                np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} {rows} {cols}")
-    assert want["valid"][:12].any() and not got["valid"][12:].any()  # months never written read as zero
-    with pytest.raises(ValueError, match="not a block"):
-        read_layers([(raw_path, len(months))], (0, 64), (0, 32))
-    with open(raw_path / "ndvi_sum", "r+b") as f:  # a file cut short fails loudly, not as zeros
-        f.truncate(100)
-    with pytest.raises(OSError, match="cut short"):
-        read_layers([(raw_path, len(months))], (0, 32), (0, 32))
-
-
-def test_raw_records_are_the_scratch_only_in_whole_blocks_with_room_on_disk_and_in_memory(tmp_path, monkeypatch):
-    import shutil
-    from collections import namedtuple
-
-    from pipeline import store
-
-    need = store.RAW_BYTES_PER_CELL * 24 * 1500 * 1500  # 540 MB: the bench AOI's two years
-    assert store.RAW_BYTES_PER_CELL == 10
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 2 * need))
-    assert store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)
-    assert not store.raw_records_fit(tmp_path, (1500, 1500), 24, 1024, 1536)  # count blocks cut record blocks
-    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 2 * need - 1))
-    assert not store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)  # the compressed stores, then
-    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(0, 0, 1 << 50))
-    monkeypatch.setattr(store, "physical_memory", lambda: 4 * need)
-    assert store.raw_records_fit(tmp_path, (1500, 1500), 24, 512, 2048)
-    assert not store.raw_records_fit(tmp_path, (1500, 1500), 48, 512, 2048)  # would leave the page cache
-
-
-def test_a_full_disk_while_writing_raw_records_names_the_file(tmp_path, monkeypatch):
-    import errno
-    import os
-
-    from pipeline import store
-    from pipeline.export import disk_full
-
-    store.create_raw(tmp_path / "r.raw", 2, (8, 8), 4)
-
-    def full(fd, data, offset):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "pwrite", full)
-    with pytest.raises(OSError) as e:
-        store.write_block(tmp_path / "r.raw", 0, (0, 8), (0, 8), np.zeros((4, 8, 8), np.int16),
-                          np.zeros((3, 8, 8), np.float32))
-    assert disk_full(e.value) and e.value.filename == f"{tmp_path / 'r.raw'}/valid"
 
 
 def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():

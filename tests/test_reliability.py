@@ -90,14 +90,15 @@ def test_composite_store_without_its_marker_or_with_a_changed_file_is_recomputed
     import numpy as np
     import pandas as pd
 
-    from pipeline.store import CompositeStore, marker_path, write_block
+    from pipeline.store import CompositeStore, marker_path, open_layers, write_block
 
     store = CompositeStore(tmp_path)
     months, y, x = pd.date_range("2022-01-01", periods=2, freq="MS"), np.arange(4.0), np.arange(4.0)
 
     def fill(path):
+        layers = open_layers(path, write=True)
         for m in range(2):
-            write_block(path, m, (0, 4), (0, 4), np.ones((4, 4, 4), np.int16), np.ones((3, 4, 4), np.float32))
+            write_block(layers, m, (0, 4), (0, 4), np.ones((4, 4, 4), np.int16), np.ones((3, 4, 4), np.float32))
 
     store.save(2022, "k1", months, y, x, 4, 4, fill)
     assert store.load(2022, "k1", 2, (4, 4)) is not None

@@ -44,30 +44,6 @@ def test_composites_are_reused_and_a_broken_store_is_recomputed(tiny_catalog, tm
         assert (tmp_path / out / "yearly_summary.csv").read_bytes() == (tmp_path / "a" / "yearly_summary.csv").read_bytes()
 
 
-def test_a_run_keeping_no_composites_counts_into_raw_records_unless_short_of_disk(tiny_catalog, tmp_path,
-                                                                                  monkeypatch):
-    import shutil
-    from collections import namedtuple
-
-    from pipeline import store
-
-    made = {"raw": 0, "zarr": 0}
-    for kind, name in (("raw", "create_raw"), ("zarr", "create_layers")):
-        real = getattr(store, name)
-        monkeypatch.setattr(store, name, lambda *a, _real=real, _kind=kind: made.update({_kind: made[_kind] + 1})
-                            or _real(*a))
-    run(_cfg(tiny_catalog, tmp_path / "raw"))
-    assert made == {"raw": 3, "zarr": 0}  # a year each
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(1 << 30, 1 << 30, 1 << 10))
-    run(_cfg(tiny_catalog, tmp_path / "zarr"))
-    assert made == {"raw": 3, "zarr": 3}
-    for layer in ("ponds", "clearings", "sites"):
-        a, b = (gpd.read_file(tmp_path / d / "footprints.gpkg", layer=layer) for d in ("raw", "zarr"))
-        assert len(a) and a.equals(b)
-    assert (tmp_path / "raw" / "yearly_summary.csv").read_bytes() == (tmp_path / "zarr" / "yearly_summary.csv").read_bytes()
-
-
 def test_local_cluster_over_tcp_gives_identical_outputs(tiny_catalog, tmp_path):
     distributed = pytest.importorskip("distributed")
     local = run(_cfg(tiny_catalog, tmp_path / "threads"))
@@ -94,38 +70,6 @@ def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, mon
     assert not (tmp_path / "x").exists()
 
 
-def test_the_warm_up_loads_the_kernels_a_run_calls(tiny_catalog, tmp_path):
-    # the background warm-up is only worth its thread if it loads the very specialisations the stages
-    # call: a run after it compiles or loads nothing new
-    import sys
-    import threading
-
-    from pipeline import change, composite, store
-    from pipeline.run import Milestones, start_warm_up
-
-    cfg = _cfg(tiny_catalog, tmp_path / "run")
-    class Watched(threading.Event):  # tells when the warm-up has come to wait for it
-        def __init__(self):
-            super().__init__()
-            self.waited = threading.Event()
-
-        def wait(self, timeout=None):
-            self.waited.set()
-            return super().wait(timeout)
-
-    milestones = Milestones(counting=Watched())
-    warm = start_warm_up(cfg, milestones)
-    assert milestones.counting.waited.wait(120) and warm.is_alive()  # it waits for the count stage to begin
-    milestones.counting.set()  # it has: every kernel loads, then what vectorising and the export import
-    warm.join(120)
-    kernels = (composite.accumulate_scene, change._onset_kernel, change._span_kernel, change._dip_kernel, store._pack)
-    loaded = [list(k.signatures) for k in kernels]
-    assert all(loaded) and not warm.is_alive()
-    assert {"pyogrio", "rasterio.features", "scipy.sparse.csgraph", "skimage.measure._label"} <= set(sys.modules)
-    run(cfg)
-    assert [list(k.signatures) for k in kernels] == loaded
-
-
 def test_a_mosaic_of_blocks_is_the_whole():
     # blocks of maps (y, x) and of yearly counts (year, y, x), placed in any order, as the threads finish them
     import numpy as np
@@ -143,20 +87,3 @@ def test_a_mosaic_of_blocks_is_the_whole():
         assert mosaic.arrays.keys() == arrays.keys()
         for k, a in arrays.items():
             assert mosaic.arrays[k].dtype == a.dtype and (mosaic.arrays[k] == a).all()
-
-
-def test_a_run_builds_no_xarray_object_and_opens_no_zarr_store(tiny_catalog, tmp_path):
-    # xarray imports dask.array the first time it wraps an array (0.18 s of the interpreter's time): a run
-    # keeps its maps in numpy from the store to the files, so it never does; and a run that keeps no
-    # composites writes raw records, so it never imports zarr (73 ms). A fresh interpreter tells
-    import subprocess
-    import sys
-
-    code = ("import sys; from pipeline import cli; sys.argv = ['pipeline', 'run', '--aoi', sys.argv[1], '--source', "
-            "'local', '--catalog', sys.argv[2], '--start', '2021-01-01', '--end', '2023-12-31', '--out', sys.argv[3], "
-            "'--quiet']\ntry: cli.main()\nexcept SystemExit as e: assert not e.code, e.code\n"
-            "print('dask.array' in sys.modules, 'zarr' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(tiny_catalog["aoi"]), str(tiny_catalog["catalog"]),
-                          str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[-2:] == ["False", "False"] and (tmp_path / "run" / "run.json").is_file()
