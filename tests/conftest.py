@@ -184,7 +184,7 @@ def simulated_run(tmp_path_factory):
     export and report tests all read the same run dir."""
     from pipeline.config import load_config
     from pipeline.run import run
-    from pipeline.simulate import simulate
+    from pipeline.lab.simulate import simulate
 
     root = tmp_path_factory.mktemp("sim")
     sim = simulate(root / "scenes", seed=1, size_km=2.0, start_year=2021, end_year=2023, revisit_days=10)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from pipeline import accuracy
+from pipeline.lab import accuracy
 
 
 def _counts(site_truth, site_found, site_pred, site_correct, **more):

@@ -1,7 +1,7 @@
 """make bench's arithmetic: steps measured in turns, the fastest run kept, the scaling line."""
 import pytest
 
-from pipeline import bench
+from pipeline.lab import bench
 
 
 def test_best_of_takes_turns_keeps_the_fastest_run_and_the_highest_memory(monkeypatch):

@@ -12,7 +12,7 @@ from conftest import FOREST, uniform, write_aoi_file, write_catalog
 from pipeline import classify, composite, indices, masking
 from pipeline.aoi import load_aoi
 from pipeline.config import ClearingRules, MaskConfig, PondRules
-from pipeline.simulate import simulate
+from pipeline.lab.simulate import simulate
 from pipeline.sources.local_stac import LocalCatalogSource
 from pipeline.sources.loading import load_reflectance, overpasses
 

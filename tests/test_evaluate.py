@@ -10,7 +10,7 @@ import pytest
 import shapely
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate import evaluate, format_scores
+from pipeline.lab.evaluate import evaluate, format_scores
 from pipeline.vectorize import link_sites
 
 UTM = "EPSG:32647"

@@ -22,7 +22,7 @@ from pytest_httpserver import HTTPServer
 from pipeline.config import load_config
 from pipeline.errors import SourceError
 from pipeline.monthly import EXIT_LOCKED, EXIT_NOTHING_NEW, MonthlyPaths, monthly
-from pipeline.simulate import simulate
+from pipeline.lab.simulate import simulate
 from tests.conftest import run_checker
 from tests.stac_api_double import StacApiDouble
 

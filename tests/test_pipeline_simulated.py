@@ -3,7 +3,7 @@ import json
 
 
 from conftest import run_checker
-from pipeline.evaluate import evaluate
+from pipeline.lab.evaluate import evaluate
 from pipeline.run import run
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline import masking, realdata
+from pipeline import masking
+from pipeline.lab import realdata
 from pipeline.config import MaskConfig, RunConfig
 from pipeline.errors import RegistryError, SourceError
 

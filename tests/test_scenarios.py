@@ -16,7 +16,7 @@ from shapely.geometry import shape
 from conftest import run_checker
 from pipeline.aoi import utm_crs
 from pipeline.errors import ConfigError
-from pipeline.simulate import (RELATIVE_ORBIT, SECOND_ORBIT, SCENARIOS, SITE_LINK_M, build_landscape, choose_window,
+from pipeline.lab.simulate import (RELATIVE_ORBIT, SECOND_ORBIT, SCENARIOS, SITE_LINK_M, build_landscape, choose_window,
                                load_pools, simulate)
 
 SMALL = dict(size_km=1.5, start_year=2023, end_year=2024)
@@ -182,7 +182,7 @@ def test_the_cli_help_names_every_scenario():
     import re
 
     from pipeline.cli import SCENARIO_HELP
-    from pipeline.simulate import SCENARIOS
+    from pipeline.lab.simulate import SCENARIOS
 
     named = set(re.findall(r"[a-z_]+", SCENARIO_HELP.split(":", 1)[1])) - {"or"}
     assert named == set(SCENARIOS) - {"standard"}

@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, SourceError
 from pipeline.run import run
-from pipeline.simulate import simulate
+from pipeline.lab.simulate import simulate
 from pipeline.sources import sentinelhub as shmod
 from tests.conftest import run_checker
 from tests.sentinelhub_double import SentinelHubDouble

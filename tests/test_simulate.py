@@ -22,8 +22,8 @@ from scipy.spatial import cKDTree
 from pipeline.aoi import load_aoi
 from conftest import run_checker
 from pipeline.errors import OutputError
-from pipeline import simulate as sim_mod
-from pipeline.simulate import RELATIVE_ORBIT, SECOND_ORBIT, SCENARIOS, Scenario, load_pools, scene_schedule, simulate
+from pipeline.lab import simulate as sim_mod
+from pipeline.lab.simulate import RELATIVE_ORBIT, SECOND_ORBIT, SCENARIOS, Scenario, load_pools, scene_schedule, simulate
 
 SMALL = dict(size_km=2, start_year=2021, end_year=2023, revisit_days=20)
 

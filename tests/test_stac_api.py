@@ -12,7 +12,7 @@ from pytest_httpserver import HTTPServer
 
 from pipeline.config import load_config
 from pipeline.run import run
-from pipeline.simulate import simulate
+from pipeline.lab.simulate import simulate
 from tests.stac_api_double import StacApiDouble
 
 

