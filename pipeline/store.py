@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
 import uuid
 import zlib
@@ -28,9 +29,36 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.buffer.cpu import NDBuffer
 
-from pipeline.composite import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch
-
 log = logging.getLogger(__name__)
+
+# the layers of a store, a year of monthly counts: clear, pond-like, bare and green views, and the sums
+# of each index over the clear views
+COUNTS = ("valid", "pond", "bare", "green")
+INDEX_SUMS = ("mndwi_sum", "ndvi_sum", "bsi_sum")
+COUNT_LAYERS = (*COUNTS, *INDEX_SUMS)
+
+
+class Scratch:
+    """Work arrays each thread of a stage reuses from one task to the next, not allocated afresh: the
+    kernel zeroes every fresh page a task touches, which on the bench AOI had been a tenth of the run's
+    CPU, now 3% (perf, ``clear_page``). ``array`` gives a thread the same memory each time it asks for a
+    name, uninitialised, so what it returns is only good until that thread asks again. Pickled (to a
+    dask.distributed worker), it starts empty."""
+
+    def __init__(self):
+        self._buffers: dict[tuple[int, str], np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        key = (threading.get_ident(), name)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.nbytes < nbytes:
+            buffer = self._buffers[key] = np.empty(nbytes, np.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+    def __getstate__(self):
+        return {"_buffers": {}}
+
 
 try:  # zarr's codec pipeline in Rust: the stores read and write faster (make bench); optional
     import zarrs  # noqa: F401
@@ -172,7 +200,7 @@ class CompositeStore:
 
 
 def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs: dict) -> None:
-    """An empty store of the count layers (``composite.COUNT_LAYERS``, dims month, y, x; counts as
+    """An empty store of the count layers (``count.COUNT_LAYERS``, dims month, y, x; counts as
     ``STORED_COUNT``, sums as ``STORED_SUM`` thousandths) on the grid of coordinates ``y`` and ``x``:
     metadata only; every chunk reads as zero until ``write_block`` writes it. Chunks of one month x
     ``chunk_px`` x ``chunk_px`` (what the onset stage reads) are gathered in shards of ``shard_px`` (one

@@ -38,10 +38,10 @@ NEGATIVES_PER_POSITIVE = 3  # non-candidate pixels are trivially "other": a few 
 MAX_TRAIN_PIXELS = 400_000  # HistGradientBoosting on 2 cores: ~10-20 s at this size
 
 
-def pixel_features(det: dict, slope: np.ndarray | None, resolution: float) -> np.ndarray:
-    """(y, x, len(FEATURES)) float32 from detect's onset and evidence maps (name -> array, or Datasets as
-    ``change_maps`` gives them) and the slope."""
-    p, b = ({k: np.asarray(v) for k, v in det[name].items()} for name in ("ponds", "bare"))  # or Datasets
+def pixel_features(ponds, bare, slope: np.ndarray | None, resolution: float) -> np.ndarray:
+    """(y, x, len(FEATURES)) float32 from the pond and the clearing onset and evidence maps (name -> array,
+    as ``onset.OnsetMaps`` holds them, or Datasets) and the slope."""
+    p, b = ({k: np.asarray(v) for k, v in maps.items()} for maps in (ponds, bare))
     pond_c = (p["onset"] >= 0)
     bare_c = (b["onset"] >= 0)
     k = max(1, int(round(100.0 / resolution))) * 2 + 1
@@ -148,13 +148,14 @@ def load(path: Path) -> dict:
     return bundle
 
 
-def detect_catalog(cfg) -> tuple[dict, object, np.ndarray | None]:
-    """detect() on a configured catalog: (det, aoi, slope)."""
+def detect_catalog(cfg):
+    """detect() on a configured catalog: (its Detection, the AOI)."""
     import tempfile
 
     from pipeline import indices
     from pipeline.aoi import load_aoi
-    from pipeline.run import Timings, _work_parent, dask_scheduler, detect
+    from pipeline.run import _work_parent, detect
+    from pipeline.scheduler import Timings, dask_scheduler
     from pipeline.sources import find_scenes
     from pipeline.sources.loading import SCL, usable_scenes
 
@@ -163,7 +164,7 @@ def detect_catalog(cfg) -> tuple[dict, object, np.ndarray | None]:
     scenes, _ = usable_scenes(got.search.scenes, [*indices.BANDS, SCL], probe=False)
     with dask_scheduler(cfg.compute), tempfile.TemporaryDirectory(prefix=".train-", dir=_work_parent(cfg.out)) as w:
         det = detect(cfg, aoi, scenes, got.search.dem, Timings(), Path(w))
-    return det, aoi, det["slope"]
+    return det, aoi
 
 
 def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: int = 0) -> dict:
@@ -173,11 +174,11 @@ def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: in
     xs, ys, ids = [], [], []
     rng = np.random.default_rng(seed)
     for cfg, labels in zip(cfgs, label_files):
-        det, aoi, slope = detect_catalog(cfg)
+        det, aoi = detect_catalog(cfg)
         truth = _read_truth(Path(labels), aoi.grid.crs)
         y = label_raster(aoi.grid, truth["ponds"], truth["clearings"])
-        x, yy = training_pixels(pixel_features(det, slope, cfg.resolution), y, rng)
-        xs.append(x), ys.append(yy), ids.append(det["scene_ids"])
+        x, yy = training_pixels(pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng)
+        xs.append(x), ys.append(yy), ids.append(det.scene_ids)
         log.info("%s: %d training pixels (%d pond, %d clearing)", labels, len(yy), (yy == 2).sum(), (yy == 1).sum())
     x, y = np.concatenate(xs), np.concatenate(ys)
     model = fit(x, y, seed)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from pipeline import classify, composite, indices, masking, terrain
+from pipeline import classify, count, indices, masking, terrain
 from pipeline.change import NONE, month_to_year, onset_maps, persistent_onset
 from pipeline.config import ClearingRules, PondRules
 
@@ -66,9 +66,9 @@ def test_pond_and_bare_rules():
 def test_monthly_counts_cover_every_month_of_the_period():
     times = pd.to_datetime(["2021-01-05", "2021-01-25", "2021-03-10"])
     flag = xr.DataArray(np.array([[[True]], [[False]], [[True]]]), dims=("time", "y", "x"), coords={"time": times})
-    m = composite.monthly_counts({"hit": flag}, pd.Timestamp("2021-01-01").date(), pd.Timestamp("2021-04-30").date())
+    m = count.monthly_counts({"hit": flag}, pd.Timestamp("2021-01-01").date(), pd.Timestamp("2021-04-30").date())
     assert m["hit"].values[:, 0, 0].tolist() == [1, 0, 1, 0]
-    assert composite.yearly_counts(m["hit"]).values[:, 0, 0].tolist() == [2]
+    assert count.yearly_counts(m["hit"]).values[:, 0, 0].tolist() == [2]
 
 
 def test_onset_rejects_a_cloud_edge_and_a_swidden_but_dates_a_november_pond():
@@ -322,7 +322,7 @@ def test_change_maps_take_a_record_as_stored_or_decoded():
     # the onset stage computes on the stored record (byte counts, int16 thousandths with a CF scale_factor);
     # every map must be what the decoded floats give: dates exactly, means to float32 rounding
     from pipeline.config import ChangeConfig
-    from pipeline.run import change_maps
+    from pipeline.onset import change_maps
 
     rng = np.random.default_rng(5)
     shape = (24, 6, 7)
@@ -357,7 +357,7 @@ def test_change_maps_equal_the_xarray_functions_composed():
     from pipeline.change import dip_onset_maps, share_while_active_maps
     from pipeline.confidence import evidence_maps
     from pipeline.config import ChangeConfig
-    from pipeline.run import change_maps
+    from pipeline.onset import change_maps
 
     rng = np.random.default_rng(11)
     shape, ch = (36, 9, 8), ChangeConfig()
@@ -366,7 +366,7 @@ def test_change_maps_equal_the_xarray_functions_composed():
     dims = ("month", "y", "x")
     monthly = xr.Dataset({"valid": (dims, valid), **{k: (dims, v) for k, v in counts.items()},
                           **{k: (dims, rng.integers(-900, 900, size=shape).astype(np.int16), {"scale_factor": 0.001})
-                             for k in composite.INDEX_SUMS}},
+                             for k in count.INDEX_SUMS}},
                          coords={"month": pd.date_range("2021-01-01", periods=36, freq="MS"),
                                  "y": np.arange(9.0), "x": np.arange(8.0)})
     ponds, bare, yearly = change_maps(monthly, ch)
@@ -390,4 +390,4 @@ def test_change_maps_equal_the_xarray_functions_composed():
     assert float(ponds["water_share_all"][0, 0]) == pytest.approx(int(m["pond"][:, 0, 0].sum()) / int(m["valid"][:, 0, 0].sum()))
     xr.testing.assert_identical(ponds, ref_ponds)
     xr.testing.assert_identical(bare, ref_bare)
-    xr.testing.assert_identical(yearly, composite.yearly_counts(m["valid"]))
+    xr.testing.assert_identical(yearly, count.yearly_counts(m["valid"]))

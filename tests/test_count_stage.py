@@ -9,7 +9,7 @@ import xarray as xr
 import pytest
 
 from conftest import FOREST, uniform, write_aoi_file, write_catalog
-from pipeline import classify, composite, indices, masking
+from pipeline import classify, count, indices, masking
 from pipeline.aoi import load_aoi
 from pipeline.config import ClearingRules, MaskConfig, PondRules
 from pipeline.lab.simulate import simulate
@@ -27,22 +27,22 @@ def reference_counts(scenes, grid, start, end, buffer_px=3, hot_max=None, blue_m
     water = classify.pond_like(ind, valid, PondRules(), cube["nir"])
     flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, ClearingRules(), water),
              "green": classify.green_like(ind, valid, ClearingRules())}
-    out = composite.monthly_counts(flags, start, end)
-    sums = composite.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
+    out = count.monthly_counts(flags, start, end)
+    sums = count.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
     return out.assign(sums.data_vars).compute()
 
 
 def fused_counts(scenes, grid, start, end, chunk_px, buffer_px=3, hot_max=None, blue_max=None):
     mask = MaskConfig(invalid_scl=INVALID, cloud_buffer_px=buffer_px, hot_max=hot_max, blue_max=blue_max)
-    rules = composite.observation_rules(mask, PondRules(), ClearingRules())
-    return composite.count_stage(overpasses(scenes, indices.BANDS), grid, start, end, chunk_px, rules).compute()
+    rules = count.observation_rules(mask, PondRules(), ClearingRules())
+    return count.count_stage(overpasses(scenes, indices.BANDS), grid, start, end, chunk_px, rules).compute()
 
 
 def assert_same(fused, ref):
-    for name in composite.COUNTS:
+    for name in count.COUNTS:
         assert fused[name].dtype == np.int16
         np.testing.assert_array_equal(fused[name].values, ref[name].values, err_msg=name)
-    for name in composite.INDEX_SUMS:
+    for name in count.INDEX_SUMS:
         np.testing.assert_allclose(fused[name].values, ref[name].values, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
@@ -144,8 +144,8 @@ def test_two_tiles_of_one_overpass_are_fused_first_valid(tmp_path):
 
 def test_months_without_a_scene_are_zero_and_the_stage_is_lazy(tmp_path):
     aoi, scenes = _catalog_scenes(tmp_path, [{"datetime": datetime(2021, 3, 5), "refl": uniform(FOREST, (40, 40))}])
-    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
-    lazy = composite.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, date(2021, 1, 1),
+    rules = count.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
+    lazy = count.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, date(2021, 1, 1),
                                  date(2021, 6, 30), 16, rules)
     assert lazy["valid"].chunks is not None and lazy.sizes["month"] == 6
     valid = lazy["valid"].values
@@ -174,18 +174,18 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     from pipeline.store import create_layers, open_layers, read_layers, write_block
 
     aoi, scenes = simulated
-    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
+    rules = count.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
     days, start, end = overpasses(scenes, indices.BANDS), date(2021, 1, 1), date(2022, 2, 28)  # 2022: no scene
-    lazy = composite.count_stage(days, aoi.grid, start, end, 64, rules).compute()
+    lazy = count.count_stage(days, aoi.grid, start, end, 64, rules).compute()
     months, y, x = lazy["month"].values, lazy["y"].values, lazy["x"].values
     path = tmp_path / "store.zarr"
     create_layers(path, months, y, x, 32, 64, {})
     write = functools.partial(write_block, open_layers(path, write=True))
-    dask.compute(composite.count_tasks(write, path.name, days, aoi.grid, start, end, 64, rules))
+    dask.compute(count.count_tasks(write, path.name, days, aoi.grid, start, end, 64, rules))
     whole = (0, len(y)), (0, len(x))
     stored = read_layers([(open_layers(path), len(months))], *whole)
-    for name in composite.COUNT_LAYERS:
-        if name in composite.COUNTS:  # kept exactly, as bytes
+    for name in count.COUNT_LAYERS:
+        if name in count.COUNTS:  # kept exactly, as bytes
             assert zarr.open_array(f"{path}/{name}", mode="r").dtype == stored[name].dtype == np.uint8
             np.testing.assert_array_equal(stored[name], lazy[name].values, err_msg=name)
         else:  # kept to a thousandth, as int16
@@ -199,7 +199,7 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
     assert stored["valid"][:12].any() and not stored["valid"][12:].any()
     with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
         plain = read_layers([(open_layers(path), len(months))], *whole)  # without zarrs
-    for name in composite.COUNT_LAYERS:
+    for name in count.COUNT_LAYERS:
         np.testing.assert_array_equal(plain[name], stored[name], err_msg=name)
 
 
@@ -208,9 +208,9 @@ def test_months_with_the_most_overpasses_are_counted_first(simulated, tmp_path, 
     aoi, scenes = simulated
     days = overpasses(scenes, indices.BANDS)
     done = []
-    monkeypatch.setattr(composite, "_count_into", lambda write, i, these, *a: done.append(len(these)))
-    tasks = composite.count_tasks(None, "store", days, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64,
-                                  composite.observation_rules(MaskConfig(), PondRules(), ClearingRules()))
+    monkeypatch.setattr(count, "_count_into", lambda write, i, these, *a: done.append(len(these)))
+    tasks = count.count_tasks(None, "store", days, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64,
+                                  count.observation_rules(MaskConfig(), PondRules(), ClearingRules()))
     dask.compute(tasks, scheduler="threads", num_workers=1)
     assert len(done) == len(tasks) and len(set(done)) > 1
     assert done == sorted(done, reverse=True)
@@ -238,7 +238,7 @@ def test_a_store_shard_is_no_larger_than_the_grid_in_whole_chunks(tmp_path):
 
     from pipeline.store import create_layers
 
-    months = composite.month_starts(date(2021, 1, 1), date(2021, 2, 1))
+    months = count.month_starts(date(2021, 1, 1), date(2021, 2, 1))
     create_layers(tmp_path / "s.zarr", months, np.arange(100.0), np.arange(70.0), 32, 256, {})
     assert zarr.open_array(tmp_path / "s.zarr" / "valid", mode="r").shards == (1, 128, 96)
     create_layers(tmp_path / "t.zarr", months, np.arange(600.0), np.arange(70.0), 32, 256, {})
@@ -249,7 +249,7 @@ def test_scratch_gives_each_thread_its_own_memory_again_and_again():
     import pickle
     import threading
 
-    scratch = composite.Scratch()
+    scratch = count.Scratch()
     a = scratch.array("counts", (2, 3, 4), np.int16)
     a[:] = 7
     again = scratch.array("counts", (2, 3, 4), np.int16)
@@ -271,11 +271,11 @@ def test_a_block_read_into_reused_memory_has_zeros_for_a_year_without_scenes(tmp
     # the scratch memory holds the previous block's record: a year with no store must be zeroed, not left
     from pipeline.store import create_layers, open_layers, read_layers, write_block
 
-    months = composite.month_starts(date(2021, 1, 1), date(2021, 2, 28))
+    months = count.month_starts(date(2021, 1, 1), date(2021, 2, 28))
     create_layers(tmp_path / "s.zarr", months, np.arange(8.0), np.arange(8.0), 4, 8, {})
     path = open_layers(tmp_path / "s.zarr", write=True)
     write_block(path, 0, (0, 8), (0, 8), np.full((4, 8, 8), 3, np.int16), np.full((3, 8, 8), 0.5, np.float32))
-    scratch = composite.Scratch()
+    scratch = count.Scratch()
     for name, raw in read_layers([(path, 2), (path, 2)], (0, 8), (0, 8), scratch).items():
         raw[:] = 9  # what the previous block left
     record = read_layers([(None, 2), (path, 2)], (0, 8), (0, 8), scratch)
@@ -289,7 +289,7 @@ def test_a_block_read_into_reused_memory_has_zeros_for_a_year_without_scenes(tmp
 def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():
     # the kernel reads the 20 m bands two 10 m columns at a time; a block of odd width (which the count
     # stage never makes) gets its last column all the same
-    rules = composite.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
+    rules = count.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
     rng = np.random.default_rng(5)
     h, w, halo = 10, 14, 2
     dn10 = rng.integers(1, 4000, (4, h, w)).astype(np.uint16)
@@ -299,7 +299,7 @@ def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():
     out = {}
     for width in (w, w - 1):
         counts, sums = np.zeros((4, h, width), np.int16), np.zeros((3, h, width), np.float32)
-        composite.accumulate_scene(np.ascontiguousarray(dn10[:, :, :width]), scale_offset, swir, scl, halo,
+        count.accumulate_scene(np.ascontiguousarray(dn10[:, :, :width]), scale_offset, swir, scl, halo,
                                    rules.cloud, rules.other, rules.buffer_px, rules.thresholds, counts, sums)
         out[width] = counts, sums
     assert out[w][0].any()

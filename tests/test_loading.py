@@ -6,7 +6,7 @@ import pytest
 from dask.callbacks import Callback
 
 from conftest import FOREST, uniform, write_aoi_file, write_catalog
-from pipeline import classify, composite, indices, masking
+from pipeline import classify, count, indices, masking
 from pipeline.aoi import load_aoi
 from pipeline.change import onset_maps
 from pipeline.config import ClearingRules, PondRules
@@ -85,7 +85,7 @@ def test_building_the_graph_reads_no_pixels(tmp_path):
         cube = cube.assign(green=cube["red"], blue=cube["red"])
         ind = indices.all_indices(cube)
         water = classify.pond_like(ind, valid, PondRules(), cube["nir"])
-        m = composite.monthly_counts({"valid": valid, "pond": water,
+        m = count.monthly_counts({"valid": valid, "pond": water,
                                       "bare": classify.bare_like(ind, valid, ClearingRules(), water)},
                                      date(2021, 1, 1), date(2021, 12, 31))
         onset_maps(m["valid"], m["pond"], 12, 0.6, 3)

@@ -61,10 +61,10 @@ def test_local_cluster_over_tcp_gives_identical_outputs(tiny_catalog, tmp_path):
 
 
 def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, monkeypatch):
-    from pipeline import run as run_module
+    from pipeline import scheduler
     from pipeline.errors import PipelineError
 
-    monkeypatch.setattr(run_module, "SCHEDULER_TIMEOUT_S", 2)
+    monkeypatch.setattr(scheduler, "SCHEDULER_TIMEOUT_S", 2)
     with pytest.raises(PipelineError, match="cannot reach the dask scheduler"):
         run(_cfg(tiny_catalog, tmp_path / "x", **{"compute.scheduler": "tcp://127.0.0.1:9"}))
     assert not (tmp_path / "x").exists()
@@ -74,7 +74,7 @@ def test_a_mosaic_of_blocks_is_the_whole():
     # blocks of maps (y, x) and of yearly counts (year, y, x), placed in any order, as the threads finish them
     import numpy as np
 
-    from pipeline.run import Mosaic
+    from pipeline.onset import Mosaic
 
     rng = np.random.default_rng(0)
     whole = {"onset": rng.integers(-1, 30, (5, 7)).astype(np.int16), "share": rng.random((5, 7), np.float32)}

@@ -37,7 +37,7 @@ def _det(shape=(40, 40)):
 def test_features_labels_fit_and_predict_separate_mine_from_paddy(tmp_path):
     grid = snapped_grid((436000.0, 2841000.0, 436400.0, 2841400.0), "EPSG:32647", 10.0)
     det = _det(grid.shape.yx)
-    x = train.pixel_features(det, np.full(grid.shape.yx, 15.0, np.float32), 10.0)
+    x = train.pixel_features(det["ponds"], det["bare"], np.full(grid.shape.yx, 15.0, np.float32), 10.0)
     assert x.shape == (*grid.shape.yx, len(train.FEATURES))
     # distance to bare ground is 0 on it and grows off it; the pond has bare ground within 100 m
     assert x[10, 10, train.FEATURES.index("dist_to_bare_m")] == 0 and x[0, 0, train.FEATURES.index("dist_to_bare_m")] > 0

@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     from datetime import date
 
     from pipeline.lab import simulate as sim_mod
-    from pipeline.run import code_version
+    from pipeline.provenance import code_version
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.lab.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="100-119", help="reporting seeds, e.g. 100-119 or 100,105")

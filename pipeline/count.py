@@ -1,4 +1,5 @@
-"""Composites of the per-observation classification: counts per month and per year.
+"""The count stage: every clear view of every scene classified and counted, per pixel and month, into
+the yearly stores of monthly counts (``store``).
 
 Counting is what survives Kachin's weather: the monsoon (June-September) leaves months with no
 clear view at all, so medians of reflectance over a calendar year are dominated by whichever
@@ -9,16 +10,27 @@ hundreds of scenes to one layer per month before anything is held in memory.
 """
 from __future__ import annotations
 
-import threading
+import functools
+import logging
+from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import NamedTuple
 
+import dask
+import numba
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pipeline import indices, store
+from pipeline.config import RunConfig
+from pipeline.masking import CLOUD_CLASSES, HOT_OFFSET, HOT_SLOPE
+from pipeline.scheduler import Progress, Timings, dask_progress
+from pipeline.sources.loading import SCL, overpasses, solar_day, usable_scenes
+from pipeline.store import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch  # noqa: F401 - the layers the stage counts
 
-COUNTS = ("valid", "pond", "bare", "green")  # the monthly count layers a run keeps
+log = logging.getLogger(__name__)
 
 
 def month_starts(start: date, end: date) -> pd.DatetimeIndex:
@@ -48,9 +60,6 @@ def yearly_counts(monthly: xr.DataArray) -> xr.DataArray:
     return monthly.groupby(monthly["month"].dt.year).sum("month", dtype=np.int16)
 
 
-INDEX_SUMS = ("mndwi_sum", "ndvi_sum", "bsi_sum")  # monthly sums of each index over clear views
-
-
 def monthly_sums(values: dict[str, xr.DataArray], valid: xr.DataArray, start: date, end: date) -> xr.Dataset:
     """Per-month float32 sums (dims month, y, x) of each (time, y, x) index over clear views only.
 
@@ -74,11 +83,6 @@ def monthly_sums(values: dict[str, xr.DataArray], valid: xr.DataArray, start: da
 # in one pass over each pixel, without temporaries, with the GIL released; tests check it gives the
 # reference's counts exactly and its sums to float32 rounding.
 
-import numba  # noqa: E402 - kept beside the kernel it compiles
-
-from pipeline.masking import CLOUD_CLASSES, HOT_OFFSET, HOT_SLOPE  # noqa: E402
-
-COUNT_LAYERS = ("valid", "pond", "bare", "green", "mndwi_sum", "ndvi_sum", "bsi_sum")
 
 
 class ObservationRules(NamedTuple):
@@ -224,28 +228,6 @@ def load_kernel(rules: ObservationRules) -> None:
                      np.zeros((4, 2, 2), np.int16), np.zeros((3, 2, 2), np.float32))
 
 
-class Scratch:
-    """Work arrays each thread of a stage reuses from one task to the next, not allocated afresh: the
-    kernel zeroes every fresh page a task touches, which on the bench AOI had been a tenth of the run's
-    CPU, now 3% (perf, ``clear_page``). ``array`` gives a thread the same memory each time it asks for a
-    name, uninitialised, so what it returns is only good until that thread asks again. Pickled (to a
-    dask.distributed worker), it starts empty."""
-
-    def __init__(self):
-        self._buffers: dict[tuple[int, str], np.ndarray] = {}
-
-    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        key = (threading.get_ident(), name)
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.nbytes < nbytes:
-            buffer = self._buffers[key] = np.empty(nbytes, np.uint8)
-        return buffer[:nbytes].view(dtype).reshape(shape)
-
-    def __getstate__(self):
-        return {"_buffers": {}}
-
-
 FINE = ("blue", "green", "red", "nir")  # the 10 m bands of ``accumulate_scene``, in its order; then swir16
 
 
@@ -339,3 +321,98 @@ def count_tasks(write, name: str, days, grid, start: date, end: date, chunk_px: 
     return [dask.delayed(_count_into, pure=True)(write, i, these, grid, rows, cols, rules, scratch,
                                                  dask_key_name=f"count-{len(these):03d}-{tokenize(name, i, rows, cols)}")
             for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px) if these]
+
+
+def classification_settings(cfg: RunConfig) -> dict:
+    """The settings the monthly counts depend on (and nothing else), for the composite key."""
+    return {"mask": cfg.mask.model_dump(), "bands": indices.BANDS,
+            "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max", "nir_max")},
+            "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
+
+
+def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path,
+               scratch: Scratch | None = None) -> list:
+    """Tasks (dask.delayed) that count the clear, pond-like, bare and green views of ``scenes`` in
+    [start, end], and sum their indices, per month, into the store layers at ``path``."""
+    rules = observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
+    write = functools.partial(store.write_block, store.open_layers(path, write=True))
+    return count_tasks(write, path.name, overpasses(scenes, indices.BANDS), aoi.grid, start, end,
+                       cfg.compute.chunk_px, rules, scratch)
+
+
+def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
+    """After a failed load, probe each scene's files and keep those that read; re-raise if all do
+    (then the failure was not a scene's)."""
+    good, bad = usable_scenes(scenes, [*indices.BANDS, SCL], probe=True)
+    if not bad:
+        raise error
+    unreadable.extend(bad)
+    return good
+
+
+@dataclass
+class CountedYears:
+    """The count stage's result: each year's store (None: no scene that year) and its number of months, in
+    order; the scenes counted, the years whose stores were reused, the scenes that could not be read."""
+    stores: list[tuple[Path | None, int]]
+    scenes: list
+    reused: list[int] = field(default_factory=list)
+    unreadable: list[dict] = field(default_factory=list)
+
+
+def count_years(cfg: RunConfig, aoi, scenes, workdir: Path, timings: Timings,
+                progress: Progress | None = None) -> CountedYears:
+    """Count ``scenes`` year by year into stores (``store.CompositeStore``) under ``compute.composite_dir``,
+    or under ``workdir`` when none are kept, reusing every year whose store matches its scenes and
+    settings. A scene that fails to read is set aside (``unreadable``) and its year counted again without
+    it; a disk error is raised."""
+    kept = cfg.compute.composite_dir is not None
+    stores_at = store.CompositeStore(cfg.compute.composite_dir or workdir / "composites", checksums=kept)
+    settings = classification_settings(cfg)
+    result = CountedYears([], [])
+    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
+    years = {}  # year -> its first and last day in the period, its scenes
+    for year in range(cfg.period.start.year, cfg.period.end.year + 1):
+        y0, y1 = max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31))
+        years[year] = (y0, y1, [s for s in scenes if y0 <= date.fromisoformat(solar_day(s)) <= y1])
+    stores: dict[int, Path | None] = {}
+    while True:
+        todo = {}  # year -> (key, its store being written)
+        for year, (y0, y1, these) in years.items():
+            if year in stores:
+                continue
+            if not these:  # no scene that year (or none readable): its months count zero
+                stores[year] = None
+                continue
+            key = store.composite_key(aoi.grid, [s.id for s in these], settings)
+            found = stores_at.load(year, key, len(month_starts(y0, y1)), aoi.grid.shape.yx)
+            if found is not None:
+                stores[year] = found
+                result.reused.append(year)
+            else:
+                todo[year] = (key, stores_at.begin(year, key, month_starts(y0, y1), y, x,
+                                                   cfg.compute.store_chunk_px, cfg.compute.chunk_px))
+        if not todo:
+            break
+        try:
+            # every year's count tasks in one go: the two threads stay busy to the end of the last year,
+            # not to the end of each
+            log.info("counting the scenes of %s", ", ".join(map(str, todo)))
+            with timings("count"), dask_progress(progress, "count"):
+                scratch = Scratch()  # one set of work arrays per thread for all years' tasks
+                dask.compute([year_tasks(cfg, aoi, years[year][2], *years[year][:2], path, scratch)
+                              for year, (_, path) in todo.items()])
+        except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
+            for _, path in todo.values():
+                stores_at.abort(path)
+            if isinstance(e, OSError) and e.errno is not None:
+                raise  # the disk, not a scene: let the caller report it
+            todo_scenes = [s for year in todo for s in years[year][2]]
+            good = {s.id for s in _drop_unreadable(todo_scenes, result.unreadable, e)}
+            years.update({year: (*years[year][:2], [s for s in years[year][2] if s.id in good]) for year in todo})
+            continue
+        for year, (key, path) in todo.items():
+            stores[year] = stores_at.commit(year, key, path)
+    result.stores = [(stores[year], len(month_starts(y0, y1))) for year, (y0, y1, _) in years.items()]
+    result.scenes = [s for _, _, these in years.values() for s in these]
+    return result
