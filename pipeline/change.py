@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import xarray as xr
 
 NONE = -1
 
@@ -101,40 +100,6 @@ def active_sum(onset: np.ndarray, last: np.ndarray, values: np.ndarray) -> np.nd
     return out.reshape(np.shape(values)[:-1])
 
 
-def per_pixel(func, maps: list[xr.DataArray], records: list[xr.DataArray], n_out: int = 1, **kwargs):
-    """``func(*maps, *records, **kwargs)`` for (y, x) ``maps`` and (month, y, x) ``records``, which
-    ``func`` sees with months on the last axis (a view); returns ``n_out`` (y, x) DataArrays (a tuple
-    if more than one). Lazy, block by block, when the records are dask-backed: each block holds one
-    area's whole record, so the month axis is brought into one chunk first."""
-    k = len(maps)
-
-    def block(*arrays):
-        out = func(*arrays[:k], *[np.moveaxis(r, 0, -1) for r in arrays[k:]], **kwargs)
-        return np.stack(out) if n_out > 1 else out[None]
-
-    template = records[0].isel(month=0, drop=True)
-    if records[0].chunks is None:
-        stacked = block(*[m.values for m in maps], *[r.values for r in records])
-    else:
-        import dask.array as da
-
-        recs = [r.chunk({"month": -1}).data for r in records]
-        spatial = recs[0].chunks[1:]
-        args = [m.chunk(dict(zip(m.dims, spatial))).data for m in maps] + recs
-        dtype = np.result_type(*[block(*[np.zeros((1,) * a.ndim, a.dtype) for a in args])])
-        stacked = da.map_blocks(block, *args, dtype=dtype, chunks=((n_out,), *spatial))
-    outs = [template.copy(data=stacked[i]) for i in range(n_out)]
-    return tuple(outs) if n_out > 1 else outs[0]
-
-
-def onset_maps(valid: xr.DataArray, hits: xr.DataArray, window: int, persistence: float,
-               min_obs: int) -> xr.Dataset:
-    """``persistent_onset`` over (month, y, x) counts, lazily when they are dask-backed."""
-    onset, last, seen = per_pixel(persistent_onset, [], [valid, hits], n_out=3, window=window,
-                                  persistence=persistence, min_obs=min_obs)
-    return xr.Dataset({"onset": onset, "last": last, "months_seen": seen})
-
-
 def share_while_active(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, hits: np.ndarray) -> np.ndarray:
     """Fraction of a pixel's clear views from its onset to its last month that show ``hits``; NaN
     without onset. Months on the last axis; ``onset`` and ``last`` as from ``persistent_onset``.
@@ -143,11 +108,6 @@ def share_while_active(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, h
     v, h = active_sum(onset, last, valid), active_sum(onset, last, hits)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((np.asarray(onset) >= 0) & (v > 0), h / v, np.nan).astype(np.float32)
-
-
-def share_while_active_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray) -> xr.DataArray:
-    """``share_while_active`` over (month, y, x) counts and ``onset_maps`` output, lazily when dask-backed."""
-    return per_pixel(share_while_active, [maps["onset"], maps["last"]], [valid, hits])
 
 
 def lead_onset(onset: np.ndarray, earlier: np.ndarray, lead: int) -> np.ndarray:
@@ -198,20 +158,6 @@ def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead:
     _dip_kernel(np.asarray(onset).reshape(v3.shape[:2]).astype(np.int64), v3, s3, int(lead), float(drop),
                 int(baseline_months), out)
     return out.reshape(np.shape(valid)[:-1])
-
-
-def dip_onset_maps(onset: xr.DataArray, valid: xr.DataArray, index_sum: xr.DataArray, lead: int,
-                   drop: float) -> xr.DataArray:
-    """``dip_onset`` over (month, y, x) counts and sums, lazily when they are dask-backed; the sums
-    as floats or encoded as stored (``sum_scale``)."""
-    return per_pixel(dip_onset, [onset], [valid, index_sum], lead=lead, drop=drop / sum_scale(index_sum))
-
-
-def sum_scale(index_sum: xr.DataArray) -> float:
-    """What one unit of ``index_sum`` is worth in index units: its CF ``scale_factor`` when it comes as
-    stored (int16 thousandths, ``store.read_record``), else 1. Means and thresholds are worked out in
-    the stored units and scaled once per pixel, not the record once per value."""
-    return float(index_sum.attrs.get("scale_factor", 1.0))
 
 
 def month_to_year(index: np.ndarray, months) -> np.ndarray:

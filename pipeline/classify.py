@@ -8,27 +8,9 @@ import math
 
 import geopandas as gpd
 import numpy as np
-import xarray as xr
 from scipy import ndimage
 
 from pipeline.config import ClearingRules, PondRules
-
-
-def pond_like(ind: xr.Dataset, valid: xr.DataArray, rules: PondRules, nir: xr.DataArray) -> xr.DataArray:
-    """Clear observations that look like open water (``nir``: B08 reflectance, which water absorbs)."""
-    return (valid & (ind["mndwi"] > rules.mndwi_min) & (ind["ndvi"] < rules.ndvi_max)
-            & (nir < rules.nir_max)).rename("pond_like")
-
-
-def bare_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules, water: xr.DataArray) -> xr.DataArray:
-    """Clear observations of bare soil (laterite, fresh cuts) that are not water: turbid water next to
-    laterite (a pond pixel whose 20 m SWIR is mixed with its bank) can have a positive BSI too."""
-    return (valid & ~water & (ind["ndvi"] < rules.ndvi_max) & (ind["bsi"] > rules.bsi_min)).rename("bare_like")
-
-
-def green_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules) -> xr.DataArray:
-    """Clear observations of green vegetation: rice on a paddy, regrowth on a swidden or a healing scar."""
-    return (valid & (ind["ndvi"] > rules.green_ndvi_min)).rename("green_like")
 
 
 def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=None) -> gpd.GeoDataFrame:

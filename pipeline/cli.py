@@ -260,7 +260,7 @@ def fetch(
     """
     from pipeline.aoi import load_aoi
     from pipeline.config import load_config
-    from pipeline.indices import BANDS
+    from pipeline.count import BANDS
     from pipeline.sources import find_scenes
     from pipeline.sources.loading import SCL
 

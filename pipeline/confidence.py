@@ -25,9 +25,8 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from pipeline.change import active_sum, per_pixel, share_while_active, sum_scale
+from pipeline.change import active_sum, share_while_active
 from pipeline.config import ClearingRules, PondRules
 
 OBS_SCALE = 8.0  # clear views while active at which the evidence term reaches 1 - 1/e
@@ -55,23 +54,6 @@ def evidence(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, hits: np.nd
     for name, (s, scale) in sums.items():
         out[f"{name}_mean"] = share_while_active(onset, last, valid, s) * np.float32(scale)
     return out
-
-
-def evidence_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | None,
-                  sums: dict[str, xr.DataArray]) -> xr.Dataset:
-    """Per-pixel evidence over each pixel's active span (from ``change.onset_maps`` output): clear views
-    (``n_clear_obs``), the share showing ``hits`` (``water_share``, when given) and the mean of each
-    index in ``sums`` (``<name>_mean``, from monthly sums over clear views, as floats or as stored). Lazy
-    when dask-backed."""
-    def over(func, *records, dtype):
-        return per_pixel(func, [maps["onset"], maps["last"]], list(records)).astype(dtype)
-
-    out = {"n_clear_obs": over(active_total, valid, dtype=np.int32)}
-    if hits is not None:
-        out["water_share"] = over(share_while_active, valid, hits, dtype=np.float32)
-    for name, s in sums.items():  # floats, or encoded as stored (``change.sum_scale``)
-        out[f"{name}_mean"] = over(share_while_active, valid, s, dtype=np.float32) * np.float32(sum_scale(s))
-    return xr.Dataset(out)
 
 
 # ------------------------------------------------------------------------------------- per polygon

@@ -124,7 +124,7 @@ class MaskConfig(_Model):
     # SCL misses the thin edges of clouds and shadows; growing the mask by this many 10 m pixels
     # removes most of them. Persistence (change.*) removes what is left.
     cloud_buffer_px: int = Field(3, ge=0, le=50)
-    # An optional spectral haze/cloud screen on top of SCL (masking.haze_mask): a view is not clear
+    # An optional spectral haze/cloud screen on top of SCL (the haze screen: count.accumulate_scene): a view is not clear
     # where the haze-optimised transform blue - 0.5 red - 0.08 exceeds ``hot_max`` (Fmask: 0, on
     # top-of-atmosphere reflectance) or blue exceeds ``blue_max``. None = off, the default: the
     # pipeline's masks stay SCL-only. Measured against real masks in reports/realdata.md.

@@ -21,16 +21,37 @@ import dask
 import numba
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from pipeline import indices, store
+from pipeline import store
 from pipeline.config import RunConfig
-from pipeline.masking import CLOUD_CLASSES, HOT_OFFSET, HOT_SLOPE
 from pipeline.scheduler import Progress, Timings, dask_progress
 from pipeline.sources.loading import SCL, overpasses, solar_day, usable_scenes
 from pipeline.store import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch  # noqa: F401 - the layers the stage counts
 
 log = logging.getLogger(__name__)
+
+# SCL classes that come from clouds: they get a buffer, because SCL misses their thin edges.
+# Nodata and saturation have sharp edges and are masked as they are.
+CLOUD_CLASSES = (3, 8, 9, 10)
+
+
+# The clear-sky line of the haze-optimised transform (Zhang, Guindon & Cihlar 2002, Remote Sens.
+# Environ. 82: 173-187), with the slope and offset Fmask uses on top-of-atmosphere reflectance
+# (Zhu & Woodcock 2012, Remote Sens. Environ. 118: 83-94, eq. 5): on clear land blue and red rise
+# together along it; haze and thin cloud scatter blue far more than red and lift a pixel above it.
+HOT_SLOPE = 0.5
+
+
+HOT_OFFSET = 0.08
+
+
+def hot(blue, red):
+    """Haze-optimised transform ``blue - 0.5 red - 0.08``: about 0 or below on clear land, above 0 in
+    haze and cloud. Works on numpy arrays and DataArrays alike (float32 in, float32 out)."""
+    return blue - HOT_SLOPE * red - HOT_OFFSET
+
+
+BANDS = ["blue", "green", "red", "nir", "swir16"]  # the reflectance bands the count reads (and SCL)
 
 
 def month_starts(start: date, end: date) -> pd.DatetimeIndex:
@@ -38,51 +59,11 @@ def month_starts(start: date, end: date) -> pd.DatetimeIndex:
                          pd.Timestamp(end).to_period("M").to_timestamp(), freq="MS")
 
 
-def monthly_counts(flags: dict[str, xr.DataArray], start: date, end: date) -> xr.Dataset:
-    """Per-month counts (int16, dims month, y, x) of each boolean (time, y, x) flag.
-
-    Every month of the period is present, with zeros where there was no scene.
-    """
-    months = month_starts(start, end)
-    out = {}
-    for name, flag in flags.items():
-        # resample leaves NaN in a month without scenes (e.g. a monsoon month under the cloud limit):
-        # fill before casting, since NaN has no integer value
-        counts = flag.astype(np.int16).resample(time="MS").sum()
-        counts = counts.reindex(time=months).fillna(0).astype(np.int16)
-        out[name] = counts.rename(time="month")
-    return xr.Dataset(out)
-
-
-def yearly_counts(monthly: xr.DataArray) -> xr.DataArray:
-    """Sum a (month, y, x) count over each calendar year: dims (year, y, x), int16 (at most a few
-    hundred clear views a year even where orbits overlap)."""
-    return monthly.groupby(monthly["month"].dt.year).sum("month", dtype=np.int16)
-
-
-def monthly_sums(values: dict[str, xr.DataArray], valid: xr.DataArray, start: date, end: date) -> xr.Dataset:
-    """Per-month float32 sums (dims month, y, x) of each (time, y, x) index over clear views only.
-
-    With the ``valid`` count they give the mean index of any span of months, e.g. while a pond is
-    active: the evidence a polygon carries, without keeping the scenes.
-    """
-    months = month_starts(start, end)
-    out = {}
-    for name, v in values.items():
-        s = v.where(valid & v.notnull(), 0).astype(np.float32).resample(time="MS").sum()
-        out[name] = s.reindex(time=months).fillna(0).astype(np.float32).rename(time="month")
-    return xr.Dataset(out)
-
-
-# ------------------------------------------------------------------ the count stage, fused per scene
-#
-# The xarray formulation above and in masking / indices / classify (clear_mask -> all_indices ->
-# pond_like / bare_like / green_like -> monthly_counts) is the reference and what an analyst reads.
-# Run as one dask graph it costs ~20 tasks and a dozen full-size float32 temporaries per scene and
-# band block, ten times the time it takes to read the scene. ``accumulate_scene`` does the same work
-# in one pass over each pixel, without temporaries, with the GIL released; tests check it gives the
-# reference's counts exactly and its sums to float32 rounding.
-
+# The xarray formulation of the stage (pipeline/lab/xarray_reference.py: clear_mask -> all_indices ->
+# pond_like / bare_like / green_like -> monthly_counts) is the reference and what an analyst reads; run
+# as a dask graph it makes a dozen full-size temporaries per scene and block. ``accumulate_scene`` does
+# the same work in one pass over each pixel, with the GIL released; tests check it gives the reference's
+# counts exactly and its sums to float32 rounding.
 
 
 class ObservationRules(NamedTuple):
@@ -123,8 +104,8 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     float32 [5, 2] of those and swir16; ``swir20`` (uint16) and ``scl20`` (uint8): the block's 20 m
     pixels with ``halo`` more on every side (edge pixels repeated beyond the grid). The 20 m bands are
     doubled as ``loading.upsample2`` does (bilinear, NaN spreading; nearest for SCL) and cloud-born
-    SCL classes grown by ``buffer_px`` (a square, as ``masking.grow_mask``): ``halo`` >= (buffer_px+1)//2.
-    Views the optional haze screen flags (``masking.haze_mask``) are not clear views.
+    SCL classes grown by ``buffer_px`` (a square, as ``lab.xarray_reference.grow_mask``): ``halo`` >= (buffer_px+1)//2.
+    Views the optional haze screen flags (``lab.xarray_reference.haze_mask``) are not clear views.
     """
     h, w = dn10.shape[1], dn10.shape[2]
     q3, q1 = np.float32(0.75), np.float32(0.25)
@@ -274,31 +255,6 @@ def month_blocks(days, grid, start: date, end: date, chunk_px: int):
                 yield i, these, rows, cols
 
 
-def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules) -> xr.Dataset:
-    """Lazy monthly counts (int16) and index sums (float32) of ``days`` (``loading.Overpass``, bands
-    blue, green, red, nir, swir16) on ``grid``: one task per month and block of ``chunk_px``, dims
-    (month, y, x), every month of the period present (zeros where there was no scene). For analysts
-    and tests; a run writes the same tasks' results straight into its store (``count_tasks``)."""
-    import dask
-    import dask.array as da
-
-    months = month_starts(start, end)
-    cells: dict[int, dict[int, list]] = {}  # month -> first row -> the row's blocks, (counts, sums) each
-    for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px):
-        hw = (1, rows[1] - rows[0], cols[1] - cols[0])
-        task = dask.delayed(count_month, pure=True, nout=2)(these, grid, rows, cols, rules) if these else None
-        cells.setdefault(i, {}).setdefault(rows[0], []).append(
-            [da.from_delayed(task[out], shape=(n, *hw[1:]), dtype=dtype)[:, None] if these
-             else da.zeros((n, *hw), dtype=dtype, chunks=(n, *hw))
-             for out, (dtype, n) in enumerate(((np.int16, 4), (np.float32, 3)))])
-    counts, sums = (da.block([[[[cell[out] for cell in row] for row in month.values()] for month in cells.values()]])
-                    for out in (0, 1))
-    coords = {"month": months, "y": grid.coords["y"].values, "x": grid.coords["x"].values}
-    dims = ("month", "y", "x")
-    return xr.Dataset({name: (dims, counts[k] if k < 4 else sums[k - 4]) for k, name in enumerate(COUNT_LAYERS)},
-                      coords=coords)
-
-
 def _count_into(write, month: int, days, grid, rows, cols, rules: ObservationRules, scratch: Scratch) -> None:
     write(month, rows, cols, *count_month(days, grid, rows, cols, rules, scratch), scratch)
 
@@ -325,7 +281,7 @@ def count_tasks(write, name: str, days, grid, start: date, end: date, chunk_px: 
 
 def classification_settings(cfg: RunConfig) -> dict:
     """The settings the monthly counts depend on (and nothing else), for the composite key."""
-    return {"mask": cfg.mask.model_dump(), "bands": indices.BANDS,
+    return {"mask": cfg.mask.model_dump(), "bands": BANDS,
             "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max", "nir_max")},
             "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
 
@@ -336,14 +292,14 @@ def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path,
     [start, end], and sum their indices, per month, into the store layers at ``path``."""
     rules = observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
     write = functools.partial(store.write_block, store.open_layers(path, write=True))
-    return count_tasks(write, path.name, overpasses(scenes, indices.BANDS), aoi.grid, start, end,
+    return count_tasks(write, path.name, overpasses(scenes, BANDS), aoi.grid, start, end,
                        cfg.compute.chunk_px, rules, scratch)
 
 
 def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
     """After a failed load, probe each scene's files and keep those that read; re-raise if all do
     (then the failure was not a scene's)."""
-    good, bad = usable_scenes(scenes, [*indices.BANDS, SCL], probe=True)
+    good, bad = usable_scenes(scenes, [*BANDS, SCL], probe=True)
     if not bad:
         raise error
     unreadable.extend(bad)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import dask
 import numpy as np
-import xarray as xr
 
 from pipeline import confidence, count, store, terrain
-from pipeline.change import dip_onset, persistent_onset, share_while_active, sum_scale
+from pipeline.change import dip_onset, persistent_onset, share_while_active
 from pipeline.sources.loading import load_dem
 
 
@@ -72,24 +71,6 @@ def change_arrays(layers: dict[str, np.ndarray], scales: dict[str, float], years
     yearly = np.stack([layers["valid"][years_of_months == year].sum(axis=0, dtype=np.int16)
                        for year in np.unique(years_of_months)])
     return ponds, bare, yearly
-
-
-def _as_xarray(ponds: dict, bare: dict, yearly: np.ndarray, years: np.ndarray, coords: dict):
-    """``change_arrays``' maps as Datasets and the clear views per year as a DataArray, on ``coords``."""
-    maps = lambda arrays: xr.Dataset({k: (("y", "x"), a) for k, a in arrays.items()}, coords=coords)  # noqa: E731
-    return maps(ponds), maps(bare), xr.DataArray(yearly, dims=("year", "y", "x"), name="valid",
-                                                 coords={"year": years, **coords})
-
-
-def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
-    """``change_arrays`` on a Dataset of monthly counts (dims month, y, x; the index sums as floats, or as
-    stored with their CF ``scale_factor``): pond and clearing onset maps with their evidence, and the clear
-    views per year."""
-    years = month_years(monthly["month"].values)
-    ponds, bare, yearly = change_arrays({k: monthly[k].values for k in count.COUNT_LAYERS},
-                                        {k: sum_scale(monthly[k]) for k in count.INDEX_SUMS}, years, ch)
-    coords = {k: c for k, c in monthly.coords.items() if "month" not in c.dims}
-    return _as_xarray(ponds, bare, yearly, np.unique(years), coords)
 
 
 def _change_block(sources, years_of_months, rows, cols, ch, scratch: count.Scratch):

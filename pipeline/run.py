@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import shapely
 
-from pipeline import charts, count, export, indices, report
+from pipeline import charts, count, export, report
 from pipeline.aoi import AOI, load_aoi
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError
@@ -80,7 +80,7 @@ def plan(cfg: RunConfig) -> dict:
     return {"aoi": cfg.name or aoi.name, "area_km2": round(aoi.area_km2, 2), "grid": f"{w} x {h} px",
             "crs": str(aoi.grid.crs), "period": [cfg.period.start.isoformat(), cfg.period.end.isoformat()],
             "source": source.name, "scenes": scenes, "skipped": found.skipped,
-            "dem_items": [it.id for it in found.dem], "bands": [*indices.BANDS, SCL],
+            "dem_items": [it.id for it in found.dem], "bands": [*count.BANDS, SCL],
             "bytes_per_scene": per_scene, "bytes_total": per_scene * len(scenes), "out": str(cfg.out)}
 
 
@@ -93,7 +93,7 @@ def pixel_bytes_per_scene(grid) -> int:
     """Bytes of pixels one scene contributes on ``grid``: uint16 reflectance, uint8 SCL, 20 m bands at 20 m."""
     h, w = grid.shape.yx
     return sum((h // 2) * (w // 2) * (1 if b == SCL else 2) if b in BANDS_20M else h * w * 2
-               for b in [*indices.BANDS, SCL])
+               for b in [*count.BANDS, SCL])
 
 
 def _work_parent(out: Path) -> Path:
@@ -114,9 +114,9 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
     with timings("search"):
-        got = find_scenes(cfg, aoi, [*indices.BANDS, SCL], fetch_progress)
+        got = find_scenes(cfg, aoi, [*count.BANDS, SCL], fetch_progress)
     found = got.search
-    scenes, incomplete = usable_scenes(found.scenes, [*indices.BANDS, SCL], probe=False)
+    scenes, incomplete = usable_scenes(found.scenes, [*count.BANDS, SCL], probe=False)
     if not scenes:
         raise NoScenesError(f"none of the {len(found.scenes)} scenes found has the assets needed "
                             f"(first: {incomplete[0]['id']}: {incomplete[0]['reason']}): check the catalog")

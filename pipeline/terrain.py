@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 
 def slope_degrees(elevation: np.ndarray, resolution_m: float) -> np.ndarray:
@@ -14,6 +13,3 @@ def slope_degrees(elevation: np.ndarray, resolution_m: float) -> np.ndarray:
     return np.degrees(np.arctan(np.hypot(dz_dx, dz_dy))).astype(np.float32)
 
 
-def slope_deg(dem: xr.DataArray, resolution_m: float) -> xr.DataArray:
-    """``slope_degrees`` of a DEM DataArray, on its coordinates."""
-    return dem.copy(data=slope_degrees(dem.values, resolution_m)).rename("slope_deg")

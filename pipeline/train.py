@@ -152,7 +152,7 @@ def detect_catalog(cfg):
     """detect() on a configured catalog: (its Detection, the AOI)."""
     import tempfile
 
-    from pipeline import indices
+    from pipeline import count
     from pipeline.aoi import load_aoi
     from pipeline.run import _work_parent, detect
     from pipeline.scheduler import Timings, dask_scheduler
@@ -160,8 +160,8 @@ def detect_catalog(cfg):
     from pipeline.sources.loading import SCL, usable_scenes
 
     aoi = load_aoi(cfg.aoi, cfg.resolution)
-    got = find_scenes(cfg, aoi, [*indices.BANDS, SCL], None)
-    scenes, _ = usable_scenes(got.search.scenes, [*indices.BANDS, SCL], probe=False)
+    got = find_scenes(cfg, aoi, [*count.BANDS, SCL], None)
+    scenes, _ = usable_scenes(got.search.scenes, [*count.BANDS, SCL], probe=False)
     with dask_scheduler(cfg.compute), tempfile.TemporaryDirectory(prefix=".train-", dir=_work_parent(cfg.out)) as w:
         det = detect(cfg, aoi, scenes, got.search.dem, Timings(), Path(w))
     return det, aoi

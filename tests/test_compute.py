@@ -5,9 +5,11 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from pipeline import classify, count, indices, masking, terrain
-from pipeline.change import NONE, month_to_year, onset_maps, persistent_onset
+from pipeline import classify, count
+from pipeline.change import NONE, month_to_year, persistent_onset
+from pipeline.lab.xarray_reference import onset_maps
 from pipeline.config import ClearingRules, PondRules
+from pipeline.lab import xarray_reference as xr_ref
 
 
 def arr(values, dims=("y",)):
@@ -16,20 +18,20 @@ def arr(values, dims=("y",)):
 
 def test_ndvi_of_known_reflectances():
     # forest: red 0.03, NIR 0.33 -> (0.33 - 0.03) / 0.36; the sign is NIR minus red
-    assert float(indices.ndvi(arr([0.03]), arr([0.33]))[0]) == pytest.approx(0.8333, abs=1e-4)
-    assert float(indices.ndvi(arr([0.2]), arr([0.1]))[0]) == pytest.approx(-1 / 3, abs=1e-4)
+    assert float(xr_ref.ndvi(arr([0.03]), arr([0.33]))[0]) == pytest.approx(0.8333, abs=1e-4)
+    assert float(xr_ref.ndvi(arr([0.2]), arr([0.1]))[0]) == pytest.approx(-1 / 3, abs=1e-4)
 
 
 def test_mndwi_separates_milky_water_from_laterite():
-    water = float(indices.mndwi(arr([0.16]), arr([0.015]))[0])
-    laterite = float(indices.mndwi(arr([0.11]), arr([0.33]))[0])
+    water = float(xr_ref.mndwi(arr([0.16]), arr([0.015]))[0])
+    laterite = float(xr_ref.mndwi(arr([0.11]), arr([0.33]))[0])
     assert water == pytest.approx(0.8284, abs=1e-3) and laterite == pytest.approx(-0.5, abs=1e-3)
 
 
 def test_bsi_and_zero_sum_is_nan():
-    b = indices.bsi(arr([0.07]), arr([0.18]), arr([0.26]), arr([0.33]))
+    b = xr_ref.bsi(arr([0.07]), arr([0.18]), arr([0.26]), arr([0.33]))
     assert float(b[0]) == pytest.approx((0.51 - 0.33) / 0.84, abs=1e-4)
-    nd = indices.normalized_difference(arr([0.0]), arr([0.0]))
+    nd = xr_ref.normalized_difference(arr([0.0]), arr([0.0]))
     assert np.isnan(nd[0]) and nd.dtype == np.float32
 
 
@@ -37,7 +39,7 @@ def test_scl_mask_buffers_clouds_but_not_nodata():
     scl = np.full((1, 9, 9), 4, np.uint8)
     scl[0, 4, 4] = 9  # one cloud pixel
     scl[0, 0, 8] = 0  # one nodata pixel
-    valid = masking.scl_mask(xr.DataArray(scl, dims=("time", "y", "x")), [0, 1, 3, 8, 9, 10], 2).values[0]
+    valid = xr_ref.scl_mask(xr.DataArray(scl, dims=("time", "y", "x")), [0, 1, 3, 8, 9, 10], 2).values[0]
     assert not valid[2:7, 2:7].any()  # cloud grown by 2 px each way: a 5 x 5 hole
     assert valid[1, 4] and valid[4, 1]
     assert not valid[0, 8] and valid[0, 7] and valid[1, 8]  # nodata not grown
@@ -45,8 +47,8 @@ def test_scl_mask_buffers_clouds_but_not_nodata():
 
 def test_scl_mask_is_lazy_and_same_on_dask():
     scl = np.random.default_rng(0).choice(np.array([4, 5, 9, 3], np.uint8), size=(3, 40, 40))
-    eager = masking.scl_mask(xr.DataArray(scl, dims=("time", "y", "x")), [3, 9], 3)
-    lazy = masking.scl_mask(xr.DataArray(da.from_array(scl, chunks=(1, 16, 16)), dims=("time", "y", "x")), [3, 9], 3)
+    eager = xr_ref.scl_mask(xr.DataArray(scl, dims=("time", "y", "x")), [3, 9], 3)
+    lazy = xr_ref.scl_mask(xr.DataArray(da.from_array(scl, chunks=(1, 16, 16)), dims=("time", "y", "x")), [3, 9], 3)
     assert isinstance(lazy.data, da.Array)
     np.testing.assert_array_equal(eager.values, lazy.values)  # chunk edges do not cut the buffer
 
@@ -57,8 +59,8 @@ def test_pond_and_bare_rules():
                       "bsi": arr([-0.02, 0.2, -0.4, 0.18, 0.0])})
     nir = arr([0.04, 0.28, 0.3, 0.04, 0.58])
     valid = xr.DataArray(np.array([True, True, True, False, True]), dims="y")
-    water = classify.pond_like(ind, valid, PondRules(), nir)
-    bare = classify.bare_like(ind, valid, ClearingRules(), water)
+    water = xr_ref.pond_like(ind, valid, PondRules(), nir)
+    bare = xr_ref.bare_like(ind, valid, ClearingRules(), water)
     assert water.values.tolist() == [True, False, False, False, False]
     assert bare.values.tolist() == [False, True, False, False, False]  # an invalid view is neither
 
@@ -66,9 +68,9 @@ def test_pond_and_bare_rules():
 def test_monthly_counts_cover_every_month_of_the_period():
     times = pd.to_datetime(["2021-01-05", "2021-01-25", "2021-03-10"])
     flag = xr.DataArray(np.array([[[True]], [[False]], [[True]]]), dims=("time", "y", "x"), coords={"time": times})
-    m = count.monthly_counts({"hit": flag}, pd.Timestamp("2021-01-01").date(), pd.Timestamp("2021-04-30").date())
+    m = xr_ref.monthly_counts({"hit": flag}, pd.Timestamp("2021-01-01").date(), pd.Timestamp("2021-04-30").date())
     assert m["hit"].values[:, 0, 0].tolist() == [1, 0, 1, 0]
-    assert count.yearly_counts(m["hit"]).values[:, 0, 0].tolist() == [2]
+    assert xr_ref.yearly_counts(m["hit"]).values[:, 0, 0].tolist() == [2]
 
 
 def test_onset_rejects_a_cloud_edge_and_a_swidden_but_dates_a_november_pond():
@@ -114,7 +116,7 @@ def test_onset_maps_lazy_equals_eager():
 def test_slope_of_a_plane():
     yy, xx = np.mgrid[0:20, 0:20]
     dem = xr.DataArray((100 + 10.0 * xx).astype(np.float32), dims=("y", "x"))  # 10 m up per 10 m
-    assert np.allclose(terrain.slope_deg(dem, 10.0).values, 45.0, atol=1e-4)
+    assert np.allclose(xr_ref.slope_deg(dem, 10.0).values, 45.0, atol=1e-4)
 
 
 def test_share_while_active_ignores_regrowth_after_abandonment():
@@ -210,8 +212,7 @@ def test_a_pond_that_held_water_two_years_needs_no_clearing_beside_it():
 
 
 def test_evidence_maps_lazy_equal_eager():
-    from pipeline.change import share_while_active_maps
-    from pipeline.confidence import evidence_maps
+    from pipeline.lab.xarray_reference import evidence_maps, share_while_active_maps
 
     rng = np.random.default_rng(2)
     valid = rng.integers(0, 4, size=(24, 10, 12)).astype(np.int16)
@@ -296,7 +297,8 @@ def test_a_clearing_is_dated_from_the_month_its_canopy_went_when_bare_follows_at
 
 
 def test_a_december_cut_is_dated_from_the_month_its_ndvi_fell():
-    from pipeline.change import dip_onset, dip_onset_maps
+    from pipeline.change import dip_onset
+    from pipeline.lab.xarray_reference import dip_onset_maps
 
     months = 24
     valid = np.full((4, months), 2)
@@ -322,7 +324,7 @@ def test_change_maps_take_a_record_as_stored_or_decoded():
     # the onset stage computes on the stored record (byte counts, int16 thousandths with a CF scale_factor);
     # every map must be what the decoded floats give: dates exactly, means to float32 rounding
     from pipeline.config import ChangeConfig
-    from pipeline.onset import change_maps
+    from pipeline.lab.xarray_reference import change_maps
 
     rng = np.random.default_rng(5)
     shape = (24, 6, 7)
@@ -354,10 +356,9 @@ def test_change_maps_take_a_record_as_stored_or_decoded():
 def test_change_maps_equal_the_xarray_functions_composed():
     # the onset stage's numpy core (change_arrays) against the lazy xarray functions an analyst composes
     # (onset_maps, share_while_active_maps, dip_onset_maps, evidence_maps): the same maps, to the bit
-    from pipeline.change import dip_onset_maps, share_while_active_maps
-    from pipeline.confidence import evidence_maps
+    from pipeline.lab.xarray_reference import dip_onset_maps, evidence_maps, share_while_active_maps
     from pipeline.config import ChangeConfig
-    from pipeline.onset import change_maps
+    from pipeline.lab.xarray_reference import change_maps
 
     rng = np.random.default_rng(11)
     shape, ch = (36, 9, 8), ChangeConfig()
@@ -390,4 +391,4 @@ def test_change_maps_equal_the_xarray_functions_composed():
     assert float(ponds["water_share_all"][0, 0]) == pytest.approx(int(m["pond"][:, 0, 0].sum()) / int(m["valid"][:, 0, 0].sum()))
     xr.testing.assert_identical(ponds, ref_ponds)
     xr.testing.assert_identical(bare, ref_bare)
-    xr.testing.assert_identical(yearly, count.yearly_counts(m["valid"]))
+    xr.testing.assert_identical(yearly, xr_ref.yearly_counts(m["valid"]))

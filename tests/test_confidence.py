@@ -7,8 +7,9 @@ import shapely
 import xarray as xr
 
 from pipeline import confidence
-from pipeline.change import onset_maps
+from pipeline.lab.xarray_reference import onset_maps
 from pipeline.config import ClearingRules, PondRules
+from pipeline.lab import xarray_reference as xr_ref
 
 
 def _cube(values, name):
@@ -23,7 +24,7 @@ def test_evidence_counts_only_the_active_span_and_averages_indices_over_clear_vi
     mndwi_sum = _cube([-0.8, -0.8, -0.8, 1.2, 1.5, 0.6, 1.0, 1.0], "mndwi")  # pond months average 0.5 a view
     maps = onset_maps(valid, pond, window=4, persistence=0.6, min_obs=3)
     assert int(maps["onset"]) == 3 and int(maps["last"]) == 7
-    ev = confidence.evidence_maps(maps, valid, pond, {"mndwi": mndwi_sum})
+    ev = xr_ref.evidence_maps(maps, valid, pond, {"mndwi": mndwi_sum})
     assert int(ev["n_clear_obs"]) == 10
     assert float(ev["water_share"]) == pytest.approx(1.0)
     assert float(ev["mndwi_mean"]) == pytest.approx(5.3 / 10)
@@ -32,7 +33,7 @@ def test_evidence_counts_only_the_active_span_and_averages_indices_over_clear_vi
 def test_evidence_is_zero_or_nan_without_onset():
     valid, hits = _cube([3, 3, 3], "valid"), _cube([0, 0, 0], "pond")
     maps = onset_maps(valid, hits, window=3, persistence=0.6, min_obs=3)
-    ev = confidence.evidence_maps(maps, valid, hits, {"ndvi": _cube([2.4, 2.4, 2.4], "ndvi")})
+    ev = xr_ref.evidence_maps(maps, valid, hits, {"ndvi": _cube([2.4, 2.4, 2.4], "ndvi")})
     assert int(ev["n_clear_obs"]) == 0 and np.isnan(float(ev["ndvi_mean"]))
 
 

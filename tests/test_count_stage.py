@@ -9,33 +9,34 @@ import xarray as xr
 import pytest
 
 from conftest import FOREST, uniform, write_aoi_file, write_catalog
-from pipeline import classify, count, indices, masking
+from pipeline import count
 from pipeline.aoi import load_aoi
 from pipeline.config import ClearingRules, MaskConfig, PondRules
 from pipeline.lab.simulate import simulate
 from pipeline.sources.local_stac import LocalCatalogSource
 from pipeline.sources.loading import load_reflectance, overpasses
+from pipeline.lab import xarray_reference as xr_ref
 
 INVALID = [0, 1, 3, 8, 9, 10]
 
 
 def reference_counts(scenes, grid, start, end, buffer_px=3, hot_max=None, blue_max=None):
-    cube = load_reflectance(scenes, grid, indices.BANDS, 128)
-    valid = masking.clear_mask(cube, INVALID, buffer_px, indices.BANDS)
-    valid = valid & ~masking.haze_mask(cube["blue"], cube["red"], hot_max, blue_max)
-    ind = indices.all_indices(cube)
-    water = classify.pond_like(ind, valid, PondRules(), cube["nir"])
-    flags = {"valid": valid, "pond": water, "bare": classify.bare_like(ind, valid, ClearingRules(), water),
-             "green": classify.green_like(ind, valid, ClearingRules())}
-    out = count.monthly_counts(flags, start, end)
-    sums = count.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
+    cube = load_reflectance(scenes, grid, count.BANDS, 128)
+    valid = xr_ref.clear_mask(cube, INVALID, buffer_px, count.BANDS)
+    valid = valid & ~xr_ref.haze_mask(cube["blue"], cube["red"], hot_max, blue_max)
+    ind = xr_ref.all_indices(cube)
+    water = xr_ref.pond_like(ind, valid, PondRules(), cube["nir"])
+    flags = {"valid": valid, "pond": water, "bare": xr_ref.bare_like(ind, valid, ClearingRules(), water),
+             "green": xr_ref.green_like(ind, valid, ClearingRules())}
+    out = xr_ref.monthly_counts(flags, start, end)
+    sums = xr_ref.monthly_sums({f"{k}_sum": ind[k] for k in ("mndwi", "ndvi", "bsi")}, valid, start, end)
     return out.assign(sums.data_vars).compute()
 
 
 def fused_counts(scenes, grid, start, end, chunk_px, buffer_px=3, hot_max=None, blue_max=None):
     mask = MaskConfig(invalid_scl=INVALID, cloud_buffer_px=buffer_px, hot_max=hot_max, blue_max=blue_max)
     rules = count.observation_rules(mask, PondRules(), ClearingRules())
-    return count.count_stage(overpasses(scenes, indices.BANDS), grid, start, end, chunk_px, rules).compute()
+    return xr_ref.count_stage(overpasses(scenes, count.BANDS), grid, start, end, chunk_px, rules).compute()
 
 
 def assert_same(fused, ref):
@@ -136,7 +137,7 @@ def test_two_tiles_of_one_overpass_are_fused_first_valid(tmp_path):
                                            {"datetime": when, "refl": uniform(FOREST, (40, 40))}], bounds=BOUNDS)
     aoi = load_aoi(write_aoi_file(tmp_path / "aoi.geojson", BOUNDS, inset=40.0))
     scenes = sorted(pystac.Catalog.from_file(cat).get_items(recursive=True), key=lambda it: it.id)
-    days = overpasses(scenes, indices.BANDS)
+    days = overpasses(scenes, count.BANDS)
     assert len(days) == 1 and len(days[0].hrefs["red"]) == 2
     out = fused_counts(scenes, aoi.grid, date(2021, 5, 1), date(2021, 5, 31), 16)
     assert (out["valid"].values == 1).all()
@@ -145,7 +146,7 @@ def test_two_tiles_of_one_overpass_are_fused_first_valid(tmp_path):
 def test_months_without_a_scene_are_zero_and_the_stage_is_lazy(tmp_path):
     aoi, scenes = _catalog_scenes(tmp_path, [{"datetime": datetime(2021, 3, 5), "refl": uniform(FOREST, (40, 40))}])
     rules = count.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
-    lazy = count.count_stage(overpasses(scenes, indices.BANDS), aoi.grid, date(2021, 1, 1),
+    lazy = xr_ref.count_stage(overpasses(scenes, count.BANDS), aoi.grid, date(2021, 1, 1),
                                  date(2021, 6, 30), 16, rules)
     assert lazy["valid"].chunks is not None and lazy.sizes["month"] == 6
     valid = lazy["valid"].values
@@ -175,8 +176,8 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
 
     aoi, scenes = simulated
     rules = count.observation_rules(MaskConfig(invalid_scl=INVALID), PondRules(), ClearingRules())
-    days, start, end = overpasses(scenes, indices.BANDS), date(2021, 1, 1), date(2022, 2, 28)  # 2022: no scene
-    lazy = count.count_stage(days, aoi.grid, start, end, 64, rules).compute()
+    days, start, end = overpasses(scenes, count.BANDS), date(2021, 1, 1), date(2022, 2, 28)  # 2022: no scene
+    lazy = xr_ref.count_stage(days, aoi.grid, start, end, 64, rules).compute()
     months, y, x = lazy["month"].values, lazy["y"].values, lazy["x"].values
     path = tmp_path / "store.zarr"
     create_layers(path, months, y, x, 32, 64, {})
@@ -206,7 +207,7 @@ def test_a_run_writes_the_count_stage_into_its_store_block_by_block(simulated, t
 def test_months_with_the_most_overpasses_are_counted_first(simulated, tmp_path, monkeypatch):
     # so the last task of the stage is a short one, not a long one with the other thread idle
     aoi, scenes = simulated
-    days = overpasses(scenes, indices.BANDS)
+    days = overpasses(scenes, count.BANDS)
     done = []
     monkeypatch.setattr(count, "_count_into", lambda write, i, these, *a: done.append(len(these)))
     tasks = count.count_tasks(None, "store", days, aoi.grid, date(2021, 1, 1), date(2021, 12, 31), 64,

@@ -6,13 +6,13 @@ import pytest
 from dask.callbacks import Callback
 
 from conftest import FOREST, uniform, write_aoi_file, write_catalog
-from pipeline import classify, count, indices, masking
 from pipeline.aoi import load_aoi
-from pipeline.change import onset_maps
+from pipeline.lab.xarray_reference import onset_maps
 from pipeline.config import ClearingRules, PondRules
 from pipeline.errors import NoScenesError
 from pipeline.sources.loading import load_dem, load_reflectance, usable_scenes
 from pipeline.sources.local_stac import LocalCatalogSource
+from pipeline.lab import xarray_reference as xr_ref
 
 BOUNDS = (436000.0, 2841000.0, 436400.0, 2841400.0)  # 400 m: 40 x 40 px at 10 m
 
@@ -81,12 +81,12 @@ def test_building_the_graph_reads_no_pixels(tmp_path):
     scenes = [_scene(datetime(2021, m, 1)) for m in range(1, 7)]
     with Count():
         aoi, found, cube = _load(tmp_path, scenes)
-        valid = masking.clear_mask(cube, [0, 3, 8, 9, 10], 3, ["red", "nir", "swir16"])
+        valid = xr_ref.clear_mask(cube, [0, 3, 8, 9, 10], 3, ["red", "nir", "swir16"])
         cube = cube.assign(green=cube["red"], blue=cube["red"])
-        ind = indices.all_indices(cube)
-        water = classify.pond_like(ind, valid, PondRules(), cube["nir"])
-        m = count.monthly_counts({"valid": valid, "pond": water,
-                                      "bare": classify.bare_like(ind, valid, ClearingRules(), water)},
+        ind = xr_ref.all_indices(cube)
+        water = xr_ref.pond_like(ind, valid, PondRules(), cube["nir"])
+        m = xr_ref.monthly_counts({"valid": valid, "pond": water,
+                                      "bare": xr_ref.bare_like(ind, valid, ClearingRules(), water)},
                                      date(2021, 1, 1), date(2021, 12, 31))
         onset_maps(m["valid"], m["pond"], 12, 0.6, 3)
     assert Count.n == 0

@@ -11,34 +11,35 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline import masking
+from pipeline import count
 from pipeline.lab import realdata
 from pipeline.config import MaskConfig, RunConfig
 from pipeline.errors import RegistryError, SourceError
+from pipeline.lab import xarray_reference as xr_ref
 
 
 # ------------------------------------------------------------------------------------------ haze screen units
 
 def test_hot_of_known_reflectances():
     # clear forest: blue 0.03, red 0.03 -> 0.03 - 0.015 - 0.08; a cloud: blue 0.45, red 0.42 -> +0.16
-    h = masking.hot(np.array([0.03, 0.45], np.float32), np.array([0.03, 0.42], np.float32))
+    h = count.hot(np.array([0.03, 0.45], np.float32), np.array([0.03, 0.42], np.float32))
     assert h.dtype == np.float32
     assert h == pytest.approx([-0.065, 0.16], abs=1e-6)
 
 
 def test_haze_mask_off_by_default_flags_nothing():
     blue = np.array([[0.9, 0.02]], np.float32)
-    assert not masking.haze_mask(blue, blue).any()
+    assert not xr_ref.haze_mask(blue, blue).any()
 
 
 def test_haze_mask_tests_and_nan():
     blue = np.array([0.03, 0.20, 0.16, np.nan], np.float32)  # forest, haze, bright blue pond liner, no data
     red = np.array([0.03, 0.12, 0.30, np.nan], np.float32)  # the liner's red is high here: HOT -0.07
-    assert masking.haze_mask(blue, red, hot_max=0.0).tolist() == [False, True, False, False]
-    assert masking.haze_mask(blue, red, blue_max=0.15).tolist() == [False, True, True, False]
-    assert masking.haze_mask(blue, red, hot_max=0.0, blue_max=0.15).tolist() == [False, True, True, False]
+    assert xr_ref.haze_mask(blue, red, hot_max=0.0).tolist() == [False, True, False, False]
+    assert xr_ref.haze_mask(blue, red, blue_max=0.15).tolist() == [False, True, True, False]
+    assert xr_ref.haze_mask(blue, red, hot_max=0.0, blue_max=0.15).tolist() == [False, True, True, False]
     # the threshold is strict: HOT exactly at it stays clear
-    assert not masking.haze_mask(np.float32(0.08), np.float32(0.0), hot_max=0.0)
+    assert not xr_ref.haze_mask(np.float32(0.08), np.float32(0.0), hot_max=0.0)
 
 
 def test_haze_mask_keeps_dataarray_coords_and_laziness():
@@ -47,7 +48,7 @@ def test_haze_mask_keeps_dataarray_coords_and_laziness():
     blue = xr.DataArray(da.from_array(np.array([[0.03, 0.30]], np.float32), chunks=1), dims=("y", "x"),
                         coords={"x": [10.0, 20.0]})
     red = blue * 0 + np.float32(0.05)
-    m = masking.haze_mask(blue, red, hot_max=0.0)
+    m = xr_ref.haze_mask(blue, red, hot_max=0.0)
     assert isinstance(m.data, da.Array) and m.name == "haze" and list(m.x.values) == [10.0, 20.0]
     assert m.values.tolist() == [[False, True]]
 

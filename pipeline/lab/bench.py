@@ -90,10 +90,10 @@ def work_read(aoi_path, catalog, start, end) -> dict:
     import rasterio
     from rasterio.windows import from_bounds
 
-    from pipeline import indices
+    from pipeline import count
 
     aoi, scenes = _scenes(aoi_path, catalog, start, end)
-    hrefs = [it.assets[b].get_absolute_href() for it in scenes for b in [*indices.BANDS, "scl"]]
+    hrefs = [it.assets[b].get_absolute_href() for it in scenes for b in [*count.BANDS, "scl"]]
     bounds = aoi.grid.boundingbox
 
     def read(href):

