@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from pipeline.errors import ConfigError
 
@@ -337,7 +338,8 @@ class SitesConfig(_Model):
 class RunConfig(_Model):
     """One run: an AOI, a period and every setting."""
     aoi: Path = Field(description="AOI GeoJSON polygon (lon/lat)")
-    name: str | None = Field(None, description="the AOI's name in the outputs; default the AOI's")
+    name: str | None = Field(None, description="the AOI's name in the outputs; default the GeoJSON's name property, else "
+                                                      "its file name")
     period: PeriodConfig
     source: SourceConfig = SourceConfig()
     cache: CacheConfig = CacheConfig()
@@ -369,6 +371,42 @@ class RunConfig(_Model):
         if v not in (10.0, 20.0):
             raise ValueError("resolution must be 10 or 20 (m), the Sentinel-2 grids")
         return v
+
+
+def settings() -> list[tuple[str, str, str, str]]:
+    """Every setting as ``(dotted name, default, bounds, description)``, in the order of the models: what
+    ``python -m pipeline settings`` prints and docs/methods.md shows."""
+    rows = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, f"{prefix}{name}.")
+                continue
+            default = "required" if field.is_required() else _shown(field.default)
+            rows.append((prefix + name, default, _bounds(field.annotation, field.metadata), field.description or ""))
+
+    walk(RunConfig, "")
+    return rows
+
+
+def _shown(value: Any) -> str:
+    """A default as it is written in YAML."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _bounds(annotation: Any, metadata: list) -> str:
+    parts = [f"{sign} {getattr(m, key):g}" for m in metadata for key, sign in _SIGNS.items() if hasattr(m, key)]
+    parts += [f"multiple of {m.multiple_of}" for m in metadata if hasattr(m, "multiple_of")]
+    if get_origin(annotation) is Literal:
+        parts.append("one of " + ", ".join(map(str, get_args(annotation))))
+    if get_origin(annotation) is list and get_origin(get_args(annotation)[0]) is Annotated:
+        inner = [m for info in get_args(get_args(annotation)[0])[1:] if isinstance(info, FieldInfo) for m in info.metadata]
+        parts.append("each " + _bounds(None, inner))
+    return ", ".join(parts)
 
 
 class _Loader(yaml.SafeLoader):

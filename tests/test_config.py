@@ -1,8 +1,10 @@
 """The settings: bounds and the order the rules assume, each a one-line ConfigError naming the fix.
 (Errors on the command line and in YAML files: tests/test_bad_inputs.py.)"""
+from pathlib import Path
+
 import pytest
 
-from pipeline.config import RunConfig, load_config
+from pipeline.config import RunConfig, load_config, settings
 from pipeline.errors import ConfigError
 
 BASE = {"aoi": "a.geojson", "period.start": "2021-01-01", "period.end": "2021-12-31"}
@@ -74,3 +76,31 @@ def test_every_setting_is_described():
 
     walk(RunConfig, "")
     assert not missing
+
+
+def _settings_markdown() -> str:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    res = CliRunner().invoke(app, ["settings", "--markdown"])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_the_settings_table_shows_defaults_and_bounds():
+    rows = {line.split(" | ")[0].strip("| `"): line for line in _settings_markdown().splitlines()}
+    assert len(rows) - 2 == len(settings())  # a header and its rule, then one row a setting
+    assert rows["ponds.mndwi_min"].startswith("| `ponds.mndwi_min` | `-0.2` | >= -1, <= 1 | ")
+    assert "| `20000.0` | > 0 |" in rows["ponds.max_area_m2"]
+    assert "| `[1, 2, 3, 4, 5]` | each >= 1, <= 12 |" in rows["clearings.swidden_start_months"]
+    assert "| `null` | >= 1 |" in rows["compute.workers"]
+    assert "| `required` |" in rows["period.start"]
+
+
+def test_docs_methods_shows_the_settings_as_they_are():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
+    documented = text.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert documented == _settings_markdown(), (
+        "docs/methods.md's Settings table is out of date: replace the lines between <!-- settings:start --> and "
+        "<!-- settings:end --> with the output of `python -m pipeline settings --markdown`")
