@@ -19,6 +19,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox
 from pyproj import CRS
 
+from pipeline.config import RunConfig
 from pipeline.errors import AOIError
 
 SNAP_M = 20.0
@@ -47,7 +48,7 @@ def utm_crs(lon: float, lat: float) -> CRS:
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
-def snapped_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution: float = 10.0) -> GeoBox:
+def snapped_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution: float) -> GeoBox:
     """A north-up grid covering ``bounds`` (in ``crs``), edges snapped outward to the 20 m lattice."""
     left, bottom, right, top = bounds
     snap = max(SNAP_M, resolution)
@@ -106,8 +107,8 @@ def lonlat_fault(bounds) -> str | None:
     return None
 
 
-def load_aoi(path: str | Path, resolution: float = 10.0) -> AOI:
-    """Read and check an AOI GeoJSON (lon/lat WGS84) and build its UTM analysis grid."""
+def load_aoi(path: str | Path, resolution: float = RunConfig.model_fields["resolution"].default) -> AOI:
+    """Read and check an AOI GeoJSON (lon/lat WGS84) and build its UTM analysis grid (default: the run's)."""
     path = Path(path)
     gdf = _read_geojson(path)
     geoms = gdf.geometry

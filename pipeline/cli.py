@@ -166,7 +166,8 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory to write"),
     workers: Optional[int] = typer.Option(None, help="dask threads (default: all cores)"),
     scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler, e.g. tcp://10.0.0.5:8786"),
-    set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1"),
+    set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1 "
+                                                     "(every threshold: python -m pipeline settings)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="search only: list the scenes found and the data "
                                                           "volume to fetch; read no pixels, write nothing"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
@@ -175,6 +176,7 @@ def run(
     """Detect ponds, clearings and sites for one AOI and period; write a run directory.
 
     The run dir holds footprints.gpkg, yearly_summary.csv, rasters, report.html, run.json and run.log.
+    The thresholds and every other setting, with defaults, bounds and reasons: python -m pipeline settings.
 
     Examples:\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml\n
@@ -200,6 +202,26 @@ def run(
     if not quiet:
         _print_table(result.summary)
         typer.echo(f"wrote {result.out} (open {result.out}/report.html in a browser)")
+
+
+@app.command("settings")
+def settings_cmd(markdown: bool = typer.Option(False, "--markdown", help="a Markdown table, as in docs/methods.md")):
+    """List every setting with its default, bounds and reason; set them in a YAML config or with --set.
+
+    Examples:\n
+      python -m pipeline settings\n
+      python -m pipeline settings --markdown     # the table in docs/methods.md
+    """
+    from pipeline.config import settings
+
+    if markdown:
+        typer.echo("| setting | default | bounds | what and why |\n|---|---|---|---|")
+    for name, default, bounds, description in settings():
+        if markdown:
+            cells = (f"`{name}`", f"`{default}`", bounds, description)
+            typer.echo("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        else:
+            typer.echo(f"{name} = {default}" + (f"  ({bounds})" if bounds else "") + f"\n    {description}")
 
 
 class _TqdmProgress:

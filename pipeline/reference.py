@@ -23,6 +23,7 @@ from pyproj import CRS
 
 from pipeline import export
 from pipeline.aoi import area_m2, lonlat_fault
+from pipeline.config import SitesConfig
 from pipeline.errors import LabelError, OutputError
 from pipeline.vectorize import link_sites
 
@@ -57,7 +58,7 @@ LABEL_FILES = (POOLS, MINES, NON_MINES, RIVERS, *(d.file for d in DETECTIONS))
 POOL_MATCH_M = 20.0
 # The pipeline's site rule (vectorize.link_sites): the 2,497 pools make 283 clusters, close to Global
 # Witness's "almost 300 locations"
-POOL_LINKAGE_M = 200.0
+POOL_LINKAGE_M = SitesConfig.model_fields["linkage_m"].default
 # A mine point marks a mine, not a pond: it may sit on a track or terrace between the detected features
 MINE_NEAR_M = 100.0
 RIVER_MATCH_M = 20.0

@@ -12,7 +12,7 @@ from pipeline.config import load_config
 from pipeline.run import run
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["run", "simulate", "evaluate", "demo", "aois", "export", "report", "reference"]
+COMMANDS = ["run", "simulate", "evaluate", "demo", "aois", "export", "report", "reference", "settings"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -98,3 +98,8 @@ def test_progress_is_passed_in_and_ticked(tiny_catalog):
     assert set(bars) == {"count", "onsets"}
     assert all(b.total > 0 and b.n == b.total for b in bars.values())
     assert all(b.closed for b in Recorder.bars)
+
+
+def test_run_help_points_to_the_settings():
+    res = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "python -m pipeline settings" in res.output

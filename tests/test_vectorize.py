@@ -31,7 +31,7 @@ def test_link_sites_uses_edge_distance_and_is_deterministic():
 
 
 def test_a_pond_of_known_area_keeps_it_and_its_place():
-    grid = snapped_grid((436000, 2841000, 436200, 2841200), CRS)
+    grid = snapped_grid((436000, 2841000, 436200, 2841200), CRS, 10.0)
     mask = np.zeros(grid.shape.yx, bool)
     mask[3:6, 4:8] = True  # 3 x 4 pixels = 1200 m2
     labels = label_features(mask)
@@ -42,7 +42,7 @@ def test_a_pond_of_known_area_keeps_it_and_its_place():
 
 
 def test_diagonal_pixels_are_separate_valid_polygons():
-    grid = snapped_grid((0, 0, 100, 100), CRS)
+    grid = snapped_grid((0, 0, 100, 100), CRS, 10.0)
     mask = np.zeros(grid.shape.yx, bool)
     mask[2, 2] = mask[3, 3] = True
     gdf = polygonize(label_features(mask), grid)
@@ -67,7 +67,7 @@ def test_clearings_grow_one_pixel_into_open_neighbours_only():
 
 
 def test_grown_outline_keeps_the_core_pixels_evidence():
-    grid = snapped_grid((0, 0, 100, 100), CRS)
+    grid = snapped_grid((0, 0, 100, 100), CRS, 10.0)
     mask = np.zeros(grid.shape.yx, bool)
     mask[3:6, 3:6] = True
     labels = label_features(mask)
@@ -80,7 +80,7 @@ def test_grown_outline_keeps_the_core_pixels_evidence():
 
 
 def test_feature_year_is_the_median_of_its_pixels():
-    grid = snapped_grid((0, 0, 100, 100), CRS)
+    grid = snapped_grid((0, 0, 100, 100), CRS, 10.0)
     mask = np.zeros(grid.shape.yx, bool)
     mask[1:4, 1:4] = True
     first = np.full(grid.shape.yx, 2021, np.int16)
@@ -140,7 +140,7 @@ def test_the_footprint_of_label_rasters_is_the_area_of_their_union():
     from pipeline.summary import footprint_to_year
 
     rng = np.random.default_rng(3)
-    grid = snapped_grid((436000, 2841000, 436600, 2841600), CRS)
+    grid = snapped_grid((436000, 2841000, 436600, 2841600), CRS, 10.0)
     ponds, clearings = (feature_table(label_features(rng.random(grid.shape.yx) < share), grid,
                                       rng.choice([2021, 2022, 2023], grid.shape.yx).astype(np.int16),
                                       np.full(grid.shape.yx, 2023, np.int16), np.ones(grid.shape.yx, np.int16))

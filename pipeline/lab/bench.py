@@ -125,6 +125,7 @@ def work_baseline(aoi_path, catalog, start, end) -> dict:
     import odc.stac
     import rasterio.features
 
+    from pipeline.config import ClearingRules, MaskConfig, PondRules
     from pipeline.sources.base import scale_offset
 
     aoi, scenes = _scenes(aoi_path, catalog, start, end)
@@ -133,7 +134,9 @@ def work_baseline(aoi_path, catalog, start, end) -> dict:
                        resampling={"scl": "nearest", "*": "bilinear"}, pool=WORKERS)
     offset = np.array([scale_offset(s, "red")[1] for s in scenes][: ds.sizes["time"]])[:, None, None]
     r = {b: np.where(ds[b].values == 0, np.nan, ds[b].values * 0.0001 + offset) for b in bands}
-    valid = ~np.isin(ds["scl"].values, [0, 1, 3, 8, 9, 10])
+    # the run's own default thresholds, so the baseline differs from a run in its method only
+    mask, ponds, bare = MaskConfig(), PondRules(), ClearingRules()
+    valid = ~np.isin(ds["scl"].values, mask.invalid_scl)
     nd = lambda a, b: (a - b) / (a + b)  # noqa: E731 - as a notebook would write it
     ndvi = np.where(valid, nd(r["nir"], r["red"]), np.nan)
     mndwi = np.where(valid, nd(r["green"], r["swir16"]), np.nan)
@@ -143,9 +146,9 @@ def work_baseline(aoi_path, catalog, start, end) -> dict:
     for y in np.unique(years):
         sel = years == y
         med = {k: np.nanmedian(v[sel], axis=0) for k, v in (("ndvi", ndvi), ("mndwi", mndwi), ("bsi", bsi))}
-        for name, mask in (("pond", (med["mndwi"] > -0.2) & (med["ndvi"] < 0.25)),
-                           ("bare", (med["ndvi"] < 0.3) & (med["bsi"] > 0.05))):
-            first[name][(first[name] == 0) & mask] = y
+        for name, seen in (("pond", (med["mndwi"] > ponds.mndwi_min) & (med["ndvi"] < ponds.ndvi_max)),
+                           ("bare", (med["ndvi"] < bare.ndvi_max) & (med["bsi"] > bare.bsi_min))):
+            first[name][(first[name] == 0) & seen] = y
     n = 0
     for name, fy in first.items():
         n += sum(1 for _ in rasterio.features.shapes(fy, mask=fy > 0, transform=aoi.grid.affine))

