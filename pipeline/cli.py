@@ -1,4 +1,4 @@
-"""Command line: thin wrappers that build a config and call run.py, simulate.py or evaluate.py.
+"""Command line: thin wrappers that build a config and call the pipeline (run, monthly, export, report...).
 
 Only this module configures logging and prints; errors the pipeline expects (PipelineError) become
 one line on stderr and a non-zero exit code.
@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer  # noqa: E402
 
+from pipeline import console  # noqa: E402
 from pipeline.errors import ConfigError, PipelineError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,36 +29,6 @@ SCENARIO_HELP = ("harder variant: single_pixel_ponds, wet, haze, villages, regro
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.")
 log = logging.getLogger("pipeline")
-_state = {"verbose": False, "level": logging.INFO}
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(verbose: bool, quiet: bool) -> None:
-    _state["verbose"] = verbose
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    _state["level"] = level
-    # the root logger lets INFO through for the run's log file; the console shows what was asked for
-    logging.basicConfig(level=min(level, logging.INFO), format=LOG_FORMAT, datefmt="%H:%M:%S")
-    for h in logging.getLogger().handlers:
-        if type(h) is logging.StreamHandler:
-            h.setLevel(level)
-    for noisy in ("rasterio", "odc", "urllib3", "distributed", "fiona", "pyogrio", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-
-
-@contextmanager
-def _console_above_bars():
-    """tqdm's ``logging_redirect_tqdm`` (log lines print above the progress bars), keeping the console's
-    level, which tqdm's handler does not copy: without this, --quiet printed every INFO line."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with logging_redirect_tqdm():
-        for h in logging.getLogger().handlers:
-            if type(h).__name__ == "_TqdmLoggingHandler":
-                h.setLevel(_state["level"])
-        yield
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -77,50 +47,6 @@ def _overrides(pairs: list[str]) -> dict:
             raise ConfigError(f"--set {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}): "
                               "quote it, e.g. --set 'name=\"x: y\"'") from None
     return out
-
-
-def _progress(quiet: bool):
-    """Progress bars for the run (tqdm, on stderr; off with --quiet and when stderr is not a terminal)."""
-    if quiet:
-        return None
-    from functools import partial
-
-    from tqdm import tqdm
-
-    return partial(tqdm, file=sys.stderr, disable=None, dynamic_ncols=True, leave=False)
-
-
-@contextmanager
-def _run_log(out: Path):
-    """Log the run (INFO and up, whatever the console shows) to ``out/run.log``. The run dir appears
-    only when complete, so the log is written beside it and moved in at the end; a failed run leaves
-    it as ``<out>.failed.log`` next to where the run dir would be."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.log-{os.getpid()}"
-    handler = logging.FileHandler(tmp, encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(min(root.level or logging.INFO, logging.INFO))
-    logging.getLogger("pipeline").info("command: %s", " ".join(sys.argv))
-    ok = False
-    try:
-        yield
-        ok = True
-    except BaseException as e:
-        logging.getLogger("pipeline").error("failed: %s", e)
-        raise
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        if ok and out.is_dir():
-            os.replace(tmp, out / "run.log")
-        else:
-            failed = out.parent / f"{out.name}.failed.log"
-            os.replace(tmp, failed)
-            typer.echo(f"log of the failed run: {failed}", err=True)
 
 
 def _print_plan(plan: dict, verbose: bool) -> None:
@@ -188,7 +114,7 @@ def run(
     from pipeline.run import plan
     from pipeline.run import run as run_pipeline
 
-    _setup_logging(verbose, quiet)
+    console.setup_logging(verbose, quiet)
     overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "source.stac_url": stac_url,
                  "cache.dir": cache_dir, "cache.offline": offline, "period.start": start,
                  "period.end": end, "out": out, "compute.workers": workers, "compute.scheduler": scheduler,
@@ -197,8 +123,8 @@ def run(
     if dry_run:
         _print_plan(plan(cfg), verbose)
         return
-    with _run_log(cfg.out), _console_above_bars(), _fetch_progress(quiet) as fetch_progress:
-        result = run_pipeline(cfg, progress=_progress(quiet), fetch_progress=fetch_progress)
+    with console.run_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
+        result = run_pipeline(cfg, progress=console.progress_bars(quiet), fetch_progress=fetch_progress)
     if not quiet:
         _print_table(result.summary)
         typer.echo(f"wrote {result.out} (open {result.out}/report.html in a browser)")
@@ -222,41 +148,6 @@ def settings_cmd(markdown: bool = typer.Option(False, "--markdown", help="a Mark
             typer.echo("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         else:
             typer.echo(f"{name} = {default}" + (f"  ({bounds})" if bounds else "") + f"\n    {description}")
-
-
-class _TqdmProgress:
-    """Scenes and bytes of the scene cache's downloads, on stderr (created here, passed in)."""
-
-    def __init__(self):
-        from tqdm import tqdm
-
-        self.scenes = tqdm(desc="scenes", unit="scene", total=0, position=0, leave=False)
-        self.bytes = tqdm(desc="download", unit="B", unit_scale=True, unit_divisor=1024, position=1, leave=False)
-
-    def set_scenes(self, total: int) -> None:
-        self.scenes.reset(total=total)
-
-    def scene_done(self) -> None:
-        self.scenes.update(1)
-
-    def add_bytes(self, n: int) -> None:
-        self.bytes.update(n)
-
-    def close(self) -> None:
-        self.scenes.close()
-        self.bytes.close()
-
-
-class _fetch_progress:
-    def __init__(self, quiet: bool):
-        self.p = None if quiet or not sys.stderr.isatty() else _TqdmProgress()
-
-    def __enter__(self):
-        return self.p
-
-    def __exit__(self, *exc):
-        if self.p is not None:
-            self.p.close()
 
 
 @app.command()
@@ -286,14 +177,14 @@ def fetch(
     from pipeline.sources import find_scenes
     from pipeline.sources.loading import SCL
 
-    _setup_logging(verbose, quiet)
+    console.setup_logging(verbose, quiet)
     overrides = {"aoi": aoi, "source.kind": source, "source.stac_url": stac_url, "cache.dir": cache_dir,
                  "cache.verify": "checksum" if verify else None, "period.start": start, "period.end": end,
                  **_overrides(set_)}
     cfg = load_config(config, overrides)
     if cfg.source.kind == "local":
         raise ConfigError("fetch needs an online source: pass --source earth-search (or planetary-computer)")
-    with _fetch_progress(quiet) as progress:
+    with console.fetch_progress(quiet) as progress:
         found = find_scenes(cfg, load_aoi(cfg.aoi, cfg.resolution), [*BANDS, SCL], progress)
     typer.echo(json.dumps(found.fetch, indent=1))
 
@@ -316,7 +207,7 @@ def simulate(
     """
     from pipeline.lab.simulate import simulate as simulate_aoi
 
-    _setup_logging(verbose, quiet)
+    console.setup_logging(verbose, quiet)
     sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days,
                        scenario=scenario)
     if not quiet:
@@ -335,7 +226,7 @@ def evaluate(
     """
     from pipeline.lab.evaluate import evaluate as evaluate_run
 
-    _setup_logging(verbose, True)
+    console.setup_logging(verbose, True)
     typer.echo(json.dumps(evaluate_run(run_dir, truth), indent=1))
 
 
@@ -363,7 +254,7 @@ def export_cmd(
     """
     from pipeline.export import export_layers
 
-    _setup_logging(False, quiet)
+    console.setup_logging(False, quiet)
     paths = export_layers(run_dir, fmt, out, layer or None, year)
     if not quiet:
         for p in paths:
@@ -383,7 +274,7 @@ def report_cmd(
     """
     from pipeline.report import refresh_report
 
-    _setup_logging(False, quiet)
+    console.setup_logging(False, quiet)
     for p in refresh_report(run_dir):
         if not quiet:
             typer.echo(f"wrote {p}")
@@ -407,7 +298,7 @@ def reference_cmd(
     """
     from pipeline.reference import check_run, summary_lines, write_reference
 
-    _setup_logging(False, True)  # the summary below is this command's output; the log only warns
+    console.setup_logging(False, True)  # the summary below is this command's output; the log only warns
     result = check_run(run_dir, labels)
     write_reference(run_dir, result)
     if not quiet:
@@ -427,7 +318,7 @@ def verify_cmd(
     from pipeline.errors import OutputError
     from pipeline.export import verify_run
 
-    _setup_logging(False, quiet)
+    console.setup_logging(False, quiet)
     result = verify_run(run_dir)
     if result["problems"]:
         more = f" (and {len(result['problems']) - 1} more)" if len(result["problems"]) > 1 else ""
@@ -464,13 +355,13 @@ def demo(
     from pipeline.run import run as run_pipeline
     from pipeline.lab.simulate import simulate as simulate_aoi
 
-    _setup_logging(verbose, quiet)
+    console.setup_logging(verbose, quiet)
     sim = simulate_aoi(scenes, seed, reuse=True)
     cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
                                            "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
                                            "out": out})
-    with _run_log(cfg.out), _console_above_bars():
-        result = run_pipeline(cfg, progress=_progress(quiet))
+    with console.run_log(cfg.out), console.log_above_bars():
+        result = run_pipeline(cfg, progress=console.progress_bars(quiet))
     scores = evaluate_run(result.out, sim.truth)
     (result.out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
     _print_table(result.summary)
@@ -499,7 +390,7 @@ def train_cmd(
     from pipeline.config import load_config
     from pipeline.train import train_from_catalogs
 
-    _setup_logging(verbose, False)
+    console.setup_logging(verbose, False)
     if len(labels) != len(catalog) or (aoi and len(aoi) != len(catalog)):
         raise ConfigError("give one --labels (and --aoi, if any) per --catalog, in the same order")
     aois = aoi or [c.parent / "aoi.geojson" for c in catalog]
@@ -556,7 +447,7 @@ def monthly(
     from pipeline.config import load_config
     from pipeline.monthly import monthly as monthly_run
 
-    _setup_logging(verbose, quiet)
+    console.setup_logging(verbose, quiet)
     overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "source.stac_url": stac_url,
                  "cache.dir": cache_dir, "period.start": start, "out": out, **_overrides(set_)}
     if config is None and start is None:
@@ -565,8 +456,8 @@ def monthly(
         overrides["period.end"] = start  # replaced by today; the period must validate first
     cfg = load_config(config, overrides)
     day = date.fromisoformat(today) if today else None
-    with _monthly_log(cfg.out), _console_above_bars(), _fetch_progress(quiet) as fetch_progress:
-        result = monthly_run(cfg, day, lookback_days, progress=_progress(quiet), fetch_progress=fetch_progress)
+    with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
+        result = monthly_run(cfg, day, lookback_days, progress=console.progress_bars(quiet), fetch_progress=fetch_progress)
     if not quiet:
         if result.exit_code == 0:
             typer.echo(f"updated {result.out}: {len(result.scenes_new)} new scenes, {result.sites_new} new sites "
@@ -574,30 +465,6 @@ def monthly(
         else:
             typer.echo(f"nothing new since the last run: {cfg.out} left as it was ({result.duration_s:.1f} s)")
     raise SystemExit(result.exit_code)
-
-
-@contextmanager
-def _monthly_log(out: Path):
-    """Scheduled runs log to ``<out>.monthly.log`` (appended): a run that finds nothing new must not
-    touch the run dir, not even its run.log."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out.parent / f"{out.name}.monthly.log", encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    logging.getLogger("pipeline").info("command: %s", " ".join(sys.argv))
-    try:
-        yield
-    except BaseException as e:
-        if not isinstance(e, SystemExit):  # into the file only: main() prints the one line on the console
-            handler.handle(logging.makeLogRecord({"name": "pipeline", "levelno": logging.ERROR, "levelname": "ERROR",
-                                                  "msg": "failed: %s", "args": (e,)}))
-        raise
-    finally:
-        root.removeHandler(handler)
-        handler.close()
 
 
 def main() -> None:
@@ -623,7 +490,7 @@ def main() -> None:
             typer.echo(f"error: disk full writing {e.filename or 'a file'} ({e.strerror}): free disk space (or put "
                        "--out / compute.composite_dir on a larger disk) and run again; no output was replaced", err=True)
             sys.exit(1)
-        if _state["verbose"]:
+        if console.state["verbose"]:
             traceback.print_exc()
         typer.echo(f"error: unexpected {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
                    "and report it)", err=True)
