@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import numpy as np
 import shapely
 from odc.geo.geobox import GeoBox
@@ -57,7 +58,7 @@ def snapped_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution
     return GeoBox.from_bbox(BoundingBox(left, bottom, right, top, crs), crs=crs, resolution=resolution)
 
 
-def area_m2(geoms: gpd.GeoSeries | gpd.GeoDataFrame) -> "np.ndarray":
+def area_m2(geoms: gpd.GeoSeries | gpd.GeoDataFrame) -> pd.Series:
     """Planar area in square metres. The one place areas are computed: geometries must be in a
     projected CRS (the AOI's UTM zone), never degrees."""
     crs = geoms.crs

@@ -495,7 +495,7 @@ def _one_line(e: ValidationError, path) -> str:
     return f"{src}: '{where}': {msg}{more}{_fix(err, where, src)}"
 
 
-def _fix(err: dict, where: str, src: str) -> str:
+def _fix(err: Any, where: str, src: str) -> str:
     """How to fix one validation error, unless its message says so already."""
     if err["type"] == "value_error":
         return ""  # our own validators name the fix

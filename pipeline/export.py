@@ -14,6 +14,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -546,7 +547,7 @@ def write_rasters(out_dir: Path, grid, first_year, classes, valid_per_year, year
 
     pond, clear = styles.POND_OUTLINE, "#a0522d"
     cmap = {0: (0, 0, 0, 0), 1: (*styles._hex_to_rgb(clear), 255), 2: (*styles._hex_to_rgb(pond), 255)}
-    files = {
+    files: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
         FIRST_YEAR_TIF: (np.asarray(first_year, np.uint16), dict(
             nodata=0, descriptions=["first_year"],
             tags={"meaning": "calendar year of the pixel's first month as a pond or cleared slope, "

@@ -17,8 +17,8 @@ def features(cfg: RunConfig, aoi: AOI, maps: OnsetMaps, months):
     inside = aoi_mask(aoi)
     slope = maps.slope
 
-    keep = {"ponds": True, "bare": True}
-    if cfg.classifier == "model":  # the trained pixel classifier filters the onset candidates
+    keep: dict[str, np.ndarray | bool] = {"ponds": True, "bare": True}
+    if cfg.classifier == "model" and cfg.model_path is not None:  # the trained pixel classifier filters
         from pipeline import train
 
         keep["ponds"], keep["bare"] = train.predict_masks(train.load(cfg.model_path),

@@ -363,7 +363,7 @@ def table_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
 def detection_rows(result: dict) -> list[tuple[str, ...]]:
     """Earth Genome's detections: product, patches in the AOI (with a run feature), detection area,
     run footprint, share of the footprint inside, share of the detections holding a run feature."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, d in (result.get("detections") or {}).items():
         if d is None:
             rows.append((name, "0", "", "", "none in the AOI", ""))

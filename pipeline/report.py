@@ -8,6 +8,8 @@ things that need a network, and they are off until switched on.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import base64
 import html
 import json
@@ -369,7 +371,7 @@ def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, st
     return [run_dir / REPORT, run_dir / SITES_PNG, run_dir / FOOTPRINT_PNG]
 
 
-def refresh_report(run_dir: Path, add: list[Path] = ()) -> list[Path]:
+def refresh_report(run_dir: Path, add: Sequence[Path] = ()) -> list[Path]:
     """Rewrite the report of an existing run dir and update the checksums in its run.json; ``add``: files
     just written into the run dir (``reference``'s) to list there too."""
     run_dir = Path(run_dir)

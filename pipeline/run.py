@@ -153,7 +153,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
         "warnings": warnings, "packages": package_versions(),
     }
-    if cfg.classifier == "model":  # which model decided, exactly (its training data's hash)
+    if cfg.classifier == "model" and cfg.model_path is not None:  # which model decided, exactly (its training data's hash)
         from pipeline import train
 
         b = train.load(cfg.model_path)

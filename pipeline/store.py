@@ -21,7 +21,7 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -45,7 +45,7 @@ class Scratch:
     name, uninitialised, so what it returns is only good until that thread asks again. Pickled (to a
     dask.distributed worker), it starts empty."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buffers: dict[tuple[int, str], np.ndarray] = {}
 
     def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -146,7 +146,7 @@ class CompositeStore:
         try:
             group = zarr.open_group(p, mode="r")
             ok = group.attrs.get("key") == key and all(
-                group[name].shape == (months, *shape) for name in COUNT_LAYERS)
+                getattr(group[name], "shape", None) == (months, *shape) for name in COUNT_LAYERS)
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
             log.warning("composite store %s unreadable (%s): recomputing", p, e)
             ok = False
@@ -212,8 +212,10 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
         raise ValueError(f"shards of {shard_px} px do not hold whole chunks of {chunk_px} px")
     group = zarr.open_group(path, mode="w", attributes=attrs)
     days = (np.asarray(months, "datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
-    for name, values, cf in (("month", days, {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
-                             ("y", np.asarray(y, np.float64), {}), ("x", np.asarray(x, np.float64), {})):
+    coords: list[tuple[str, np.ndarray, dict[str, Any]]] = [
+        ("month", days, {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
+        ("y", np.asarray(y, np.float64), {}), ("x", np.asarray(x, np.float64), {})]
+    for name, values, cf in coords:
         coord = group.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=(name,),
                                    attributes=cf, fill_value=None)
         coord[:] = values

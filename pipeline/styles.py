@@ -8,6 +8,8 @@ outline (water), sites outlines only, so they can be stacked in one map.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from xml.sax.saxutils import escape, quoteattr
 
 # ColorBrewer YlOrRd without its palest class (invisible on white and on imagery)
@@ -17,7 +19,7 @@ POND_OUTLINE = "#08519c"
 LAYER_TITLES = {"sites": "Mining sites (by first year)", "ponds": "Collection ponds (by first year)",
                 "clearings": "Cleared slopes (by first year)"}
 # symbol per layer: fill opacity, outline colour (None: the year colour), outline width in mm
-SYMBOLS = {
+SYMBOLS: dict[str, dict[str, Any]] = {
     "clearings": {"fill_opacity": 0.55, "outline": None, "width_mm": 0.0},
     "ponds": {"fill_opacity": 1.0, "outline": POND_OUTLINE, "width_mm": 0.3},
     "sites": {"fill_opacity": 0.0, "outline": None, "width_mm": 0.8},

@@ -106,8 +106,8 @@ def predict_masks(bundle: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     label = np.zeros(len(flat), np.uint8)
     if cand.any():
         label[cand] = bundle["model"].predict(flat[cand])
-    label = label.reshape(shape)
-    return label == 2, label == 1
+    classes = label.reshape(shape)
+    return classes == 2, classes == 1
 
 
 # ------------------------------------------------------------------------------------------------ I/O
@@ -178,7 +178,9 @@ def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: in
         truth = _read_truth(Path(labels), aoi.grid.crs)
         y = label_raster(aoi.grid, truth["ponds"], truth["clearings"])
         x, yy = training_pixels(pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng)
-        xs.append(x), ys.append(yy), ids.append(det.scene_ids)
+        xs.append(x)
+        ys.append(yy)
+        ids.append(det.scene_ids)
         log.info("%s: %d training pixels (%d pond, %d clearing)", labels, len(yy), (yy == 2).sum(), (yy == 1).sum())
     x, y = np.concatenate(xs), np.concatenate(ys)
     model = fit(x, y, seed)
