@@ -28,7 +28,8 @@ from pipeline.charts import FOOTPRINT_PNG, SITES_PNG
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-LEAFLET = Path(__file__).parent / "data" / "leaflet"
+DATA = Path(__file__).parent / "data"
+LEAFLET = DATA / "leaflet"
 MAP_DECIMALS = 6  # ~10 cm: plenty for a screen, keeps the page small
 
 
@@ -203,6 +204,7 @@ def build_html(manifest: dict, layers: dict[str, dict], table: pd.DataFrame, svg
                  "symbols": {k: styles.SYMBOLS[k] for k in export.LAYERS},
                  "titles": styles.LAYER_TITLES}
     js, css = _leaflet()
+    page_css, page_js = (DATA / "report.css").read_text(encoding="utf-8"), (DATA / "report.js").read_text(encoding="utf-8")
     aoi = html.escape(str(manifest.get("aoi", "")))
     p = manifest.get("config", {}).get("period", {})
     last = table.iloc[-1]
@@ -217,23 +219,7 @@ def build_html(manifest: dict, layers: dict[str, dict], table: pd.DataFrame, svg
 <title>{aoi}: rare-earth mining watch, {html.escape(str(p.get('start')))} to {html.escape(str(p.get('end')))}</title>
 <style>{css}</style>
 <style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1180px;
-  padding: 0 16px 40px; color: #222; }}
-h1 {{ font-size: 1.5em; margin: 18px 0 4px; }} h2 {{ font-size: 1.15em; margin: 26px 0 8px; border-bottom: 1px solid #ddd; }}
-.sub {{ color: #555; margin: 0 0 10px; }} .lead {{ font-size: 1.05em; }}
-#map {{ height: 560px; border: 1px solid #bbb; background: #eef0ea; }}
-.bar {{ display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin: 8px 0; }}
-#year {{ width: 260px; }} #year-label {{ font-weight: bold; min-width: 3em; display: inline-block; }}
-.legend span.sw {{ display: inline-block; width: 14px; height: 14px; margin: 0 3px -2px 8px; border: 1px solid #666; }}
-.charts {{ display: flex; flex-wrap: wrap; gap: 12px; }} .charts figure {{ margin: 0; flex: 1 1 480px; }}
-.charts svg {{ width: 100%; height: auto; }}
-table {{ border-collapse: collapse; font-size: 0.92em; }} td, th {{ padding: 3px 8px; border-bottom: 1px solid #e3e3e3; text-align: right; }}
-table.reference td:first-child, table.reference:not(.detections) td:last-child {{ text-align: left; }}
-table.prov th, table.prov td {{ text-align: left; vertical-align: top; }} table.prov th {{ white-space: nowrap; color: #444; }}
-.warnings li {{ color: #8a4b00; }} .ids {{ font-family: monospace; font-size: 0.8em; column-width: 24em; }}
-.popup table td, .popup table th {{ font-size: 0.85em; padding: 1px 6px; }}
-.note {{ color: #555; font-size: 0.9em; }}
-</style></head>
+{page_css}</style></head>
 <body data-aoi="{aoi}" data-sites="{counts['sites']}" data-ponds="{counts['ponds']}" data-clearings="{counts['clearings']}">
 <h1>{aoi}: rare-earth mining sites from Sentinel-2</h1>
 <p class="sub">Period {html.escape(str(p.get('start')))} to {html.escape(str(p.get('end')))} ·
@@ -269,84 +255,7 @@ can hide new activity until the next dry season. Pond counts are detected water 
 <script>{js}</script>
 <script>const RUN = {json.dumps(page_data, separators=(",", ":"))};</script>
 <script>
-(function () {{
-  const map = L.map('map', {{preferCanvas: false, zoomSnap: 0.25}});
-  const none = L.layerGroup();
-  const bases = {{
-    'No background (offline)': none,
-    'Satellite, Esri World Imagery (online)': L.tileLayer(
-      'https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{{z}}/{{y}}/{{x}}',
-      {{maxZoom: 19, attribution: 'Imagery &copy; Esri, Maxar, Earthstar Geographics'}}),
-    'OpenStreetMap (online)': L.tileLayer('https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png',
-      {{maxZoom: 19, attribution: '&copy; OpenStreetMap contributors'}})
-  }};
-  none.addTo(map);
-  const aoi = L.geoJSON(RUN.aoi, {{style: {{color: '#333', weight: 1.5, dashArray: '4 4', fill: false}},
-    interactive: false}}).addTo(map);
-  function style(name) {{
-    const s = RUN.symbols[name];
-    return function (f) {{
-      const c = RUN.colours[String(f.properties.first_year)] || '#999';
-      return {{className: 'kw-' + name, color: s.outline || c, weight: s.width_mm > 0 ? s.width_mm * 3.78 : 0,
-        opacity: s.width_mm > 0 ? 1 : 0, fillColor: c, fillOpacity: s.fill_opacity, fill: s.fill_opacity > 0}};
-    }};
-  }}
-  const LABELS = {{first_year: 'first year', last_year: 'last year', months_seen: 'months seen', area_m2: 'area (m²)',
-    mean_slope_deg: 'mean slope (°)', bare_share: 'bare share of clear views', green_share: 'green share of clear views',
-    n_ponds: 'ponds', n_clearings: 'clearings', pond_area_m2: 'pond area (m²)', cleared_area_m2: 'cleared area (m²)',
-    footprint_m2: 'footprint (m²)', envelope_m2: 'envelope (m²)'}};
-  function evidence(name, p) {{
-    if (name === 'ponds') return 'water confirmed over ' + p.months_seen + ' months';
-    if (name === 'clearings') return 'bare in ' + Math.round(100 * p.bare_share) + '% and green in ' +
-      Math.round(100 * p.green_share) + '% of clear views while active, over ' + p.months_seen + ' months';
-    return p.n_ponds + ' ponds and ' + p.n_clearings + ' clearings linked within the site distance' +
-      (p.provisional ? '; provisional: only young clearings, no pond yet (a later run confirms or drops it)' : '');
-  }}
-  function popup(name) {{
-    return function (f, layer) {{
-      const p = f.properties;
-      let rows = '';
-      for (const k in p) {{
-        let v = p[k];
-        if (v === null) v = 'n/a';
-        else if (typeof v === 'number' && !Number.isInteger(v)) v = v.toLocaleString(undefined, {{maximumFractionDigits: 2}});
-        else if (typeof v === 'number' && k.endsWith('_m2')) v = v.toLocaleString();
-        rows += '<tr><th>' + (LABELS[k] || k.replace(/_/g, ' ')) + '</th><td>' + v + '</td></tr>';
-      }}
-      layer.bindPopup('<div class="popup"><b>' + RUN.titles[name].split(' (')[0] + '</b><br><i>evidence: ' +
-        evidence(name, p) + '</i><table>' + rows + '</table></div>');
-    }};
-  }}
-  const groups = {{}}, overlays = {{}};
-  for (const name of ['clearings', 'ponds', 'sites']) {{
-    const fc = RUN.layers[name];
-    groups[name] = L.geoJSON(fc, {{style: style(name), onEachFeature: popup(name)}}).addTo(map);
-    overlays[RUN.titles[name] + ' (' + fc.features.length + ')'] = groups[name];
-  }}
-  overlays['AOI outline'] = aoi;
-  L.control.layers(bases, overlays, {{collapsed: false}}).addTo(map);
-  L.control.scale({{imperial: false}}).addTo(map);
-  map.fitBounds(aoi.getBounds(), {{padding: [10, 10]}});
-  const slider = document.getElementById('year'), label = document.getElementById('year-label');
-  function showYear(y) {{
-    label.textContent = y;
-    for (const name in groups) {{
-      groups[name].eachLayer(function (l) {{
-        const on = l.feature.properties.first_year <= y;
-        l.setStyle(on ? style(name)(l.feature) : {{opacity: 0, fillOpacity: 0}});
-        if (l.getElement()) l.getElement().style.pointerEvents = on ? '' : 'none';
-      }});
-    }}
-    document.body.dataset.year = y;
-  }}
-  // report.html#year=2022 opens the map at that year (a link for a briefing note)
-  const wanted = location.hash.match(/year=(\\d{{4}})/);
-  if (wanted) slider.value = wanted[1];
-  slider.addEventListener('input', function () {{ showYear(+slider.value); }});
-  showYear(+slider.value);
-  document.body.dataset.mapReady = '1';
-}})();
-</script>
+{page_js}</script>
 </body></html>
 """
 
