@@ -93,40 +93,33 @@ def _nd(a, b):
     return (a - b) / total if total != 0 else np.float32(np.nan)
 
 
-# error_model="numpy": a division by zero gives inf or NaN instead of raising, so the per-pixel loop has
-# no exception branch and LLVM vectorises it (the one zero denominator that matters is tested in _nd)
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buffer_px, thresholds, counts, sums):
-    """Add one overpass of a block to a month's ``counts`` (int16 [4, h, w]: valid, pond, bare, green)
-    and ``sums`` (float32 [3, h, w]: MNDWI, NDVI, BSI over clear views).
-
-    ``dn10``: uint16 [4, h, w] DN of blue, green, red, nir on the block (0: no data); ``scale_offset``:
-    float32 [5, 2] of those and swir16; ``swir20`` (uint16) and ``scl20`` (uint8): the block's 20 m
-    pixels with ``halo`` more on every side (edge pixels repeated beyond the grid). The 20 m bands are
-    doubled as ``loading.upsample2`` does (bilinear, NaN spreading; nearest for SCL) and cloud-born
-    SCL classes grown by ``buffer_px`` (a square, as ``lab.xarray_reference.grow_mask``): ``halo`` >= (buffer_px+1)//2.
-    Views the optional haze screen flags (``lab.xarray_reference.haze_mask``) are not clear views.
-    """
-    h, w = dn10.shape[1], dn10.shape[2]
+@numba.njit(nogil=True, cache=True)
+def _swir_rows(swir20, scale, offset, h, halo):
+    """swir16 reflectance at 20 m with its rows doubled to the block's ``h`` 10 m rows (as ``upsample2``):
+    (h, 20 m columns) float32, NaN where there is no data."""
     q3, q1 = np.float32(0.75), np.float32(0.25)
     nan = np.float32(np.nan)
-    # swir16 reflectance at 20 m, then rows and columns doubled (rows first, as upsample2)
     hh, ww = swir20.shape
     s20 = np.empty((hh, ww), np.float32)
     for i in range(hh):
         for j in range(ww):
             d = swir20[i, j]
-            s20[i, j] = np.float32(d) * scale_offset[4, 0] + scale_offset[4, 1] if d != 0 else nan
+            s20[i, j] = np.float32(d) * scale + offset if d != 0 else nan
     rows = np.empty((h, ww), np.float32)
     for i in range(h):
         p = i // 2 + halo
         n = p - 1 if i % 2 == 0 else p + 1
         for j in range(ww):
             rows[i, j] = q3 * s20[p, j] + q1 * s20[n, j]
-    # cloud-born classes at 10 m over the block and buffer_px around it, grown by a square: a running
-    # count along each row, then down each column, so the buffer costs the same whatever its width
-    b = buffer_px
-    hm = np.zeros((h + 2 * b, w), np.uint8)  # a cloud within b columns
+    return rows
+
+
+@numba.njit(nogil=True, cache=True)
+def _cloud_within_columns(scl20, cloud, h, w, b, halo):
+    """Whether a cloud-born SCL class lies within ``b`` 10 m columns of each pixel, on the block's rows
+    and ``b`` rows above and below it: (h + 2b, w) uint8. A running count along each row, so the buffer
+    costs the same whatever its width (the kernel then runs one down each column)."""
+    hm = np.zeros((h + 2 * b, w), np.uint8)
     flag = np.zeros(w + 2 * b, np.uint8)
     last = -1
     for a in range(h + 2 * b):
@@ -144,6 +137,28 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             run += flag[j + 2 * b]
             hm[a, j] = run > 0
             run -= flag[j]
+    return hm
+
+
+# error_model="numpy": a division by zero gives inf or NaN instead of raising, so the per-pixel loop has
+# no exception branch and LLVM vectorises it (the one zero denominator that matters is tested in _nd)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buffer_px, thresholds, counts, sums):
+    """Add one overpass of a block to a month's ``counts`` (int16 [4, h, w]: valid, pond, bare, green)
+    and ``sums`` (float32 [3, h, w]: MNDWI, NDVI, BSI over clear views).
+
+    ``dn10``: uint16 [4, h, w] DN of blue, green, red, nir on the block (0: no data); ``scale_offset``:
+    float32 [5, 2] of those and swir16; ``swir20`` (uint16) and ``scl20`` (uint8): the block's 20 m
+    pixels with ``halo`` more on every side (edge pixels repeated beyond the grid). The 20 m bands are
+    doubled as ``loading.upsample2`` does (bilinear, NaN spreading; nearest for SCL) and cloud-born
+    SCL classes grown by ``buffer_px`` (a square, as ``lab.xarray_reference.grow_mask``): ``halo`` >= (buffer_px+1)//2.
+    Views the optional haze screen flags (``lab.xarray_reference.haze_mask``) are not clear views.
+    """
+    h, w = dn10.shape[1], dn10.shape[2]
+    q3, q1 = np.float32(0.75), np.float32(0.25)
+    rows = _swir_rows(swir20, scale_offset[4, 0], scale_offset[4, 1], h, halo)
+    b = buffer_px
+    hm = _cloud_within_columns(scl20, cloud, h, w, b, halo)
     near = np.zeros(w, np.int32)  # clouds within b rows and b columns of row i's pixels
     for a in range(2 * b):
         for j in range(w):
