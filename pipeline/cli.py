@@ -388,7 +388,7 @@ def train_cmd(
     Example: python -m pipeline train --labels sim0/truth.gpkg --catalog sim0/catalog.json --out models/m.joblib
     """
     from pipeline.config import load_config
-    from pipeline.train import train_from_catalogs
+    from pipeline.run import train_from_catalogs
 
     console.setup_logging(verbose, False)
     if len(labels) != len(catalog) or (aoi and len(aoi) != len(catalog)):

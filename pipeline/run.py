@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline import charts, count, export, report
+from pipeline import charts, count, export, report, train
 from pipeline.aoi import AOI, load_aoi
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError
@@ -176,3 +177,34 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         pages = report.write_report(tmp, manifest, svgs, layers, rasters["valid_per_year"])
         export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
+
+
+def detect_catalog(cfg):
+    """detect() on a configured catalog: (its Detection, the AOI)."""
+    aoi = load_aoi(cfg.aoi, cfg.resolution)
+    got = find_scenes(cfg, aoi, [*count.BANDS, SCL], None)
+    scenes, _ = usable_scenes(got.search.scenes, [*count.BANDS, SCL], probe=False)
+    with dask_scheduler(cfg.compute), tempfile.TemporaryDirectory(prefix=".train-", dir=_work_parent(cfg.out)) as w:
+        det = detect(cfg, aoi, scenes, got.search.dem, Timings(), Path(w))
+    return det, aoi
+
+
+def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: int = 0) -> dict:
+    """Fit the pixel classifier (``train``) on every (config, labels) pair and save it to ``out``; returns
+    the saved bundle (without re-reading)."""
+    from pipeline.lab.evaluate import read_truth
+
+    xs, ys, ids = [], [], []
+    rng = np.random.default_rng(seed)
+    for cfg, labels in zip(cfgs, label_files):
+        det, aoi = detect_catalog(cfg)
+        truth = read_truth(Path(labels), aoi.grid.crs)
+        y = train.label_raster(aoi.grid, truth["ponds"], truth["clearings"])
+        x, yy = train.training_pixels(train.pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng)
+        xs.append(x)
+        ys.append(yy)
+        ids.append(det.scene_ids)
+        log.info("%s: %d training pixels (%d pond, %d clearing)", labels, len(yy), (yy == 2).sum(), (yy == 1).sum())
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    model = train.fit(x, y, seed)
+    return train.save(out, model, label_files, ids, len(y))

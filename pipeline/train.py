@@ -11,7 +11,7 @@ exists, so the dates stay those of the persistence logic, and the object rules (
 a clearing, site linkage) apply unchanged after it. It can remove what the rules let in; it cannot
 find a pond the persistence logic never saw.
 
-Compute is pure (arrays in, arrays out); ``train_from_catalogs`` and the CLI do the I/O. The saved
+Compute is pure (arrays in, arrays out); ``run.train_from_catalogs`` and the CLI do the I/O. The saved
 file (joblib) holds the estimator, its feature list, ``MODEL_VERSION``, the scikit-learn version and
 a SHA-256 of the training data (label files and scene ids), so a run records exactly what it used.
 """
@@ -148,40 +148,3 @@ def load(path: Path) -> dict:
     return bundle
 
 
-def detect_catalog(cfg):
-    """detect() on a configured catalog: (its Detection, the AOI)."""
-    import tempfile
-
-    from pipeline import count
-    from pipeline.aoi import load_aoi
-    from pipeline.run import _work_parent, detect
-    from pipeline.scheduler import Timings, dask_scheduler
-    from pipeline.sources import find_scenes
-    from pipeline.sources.loading import SCL, usable_scenes
-
-    aoi = load_aoi(cfg.aoi, cfg.resolution)
-    got = find_scenes(cfg, aoi, [*count.BANDS, SCL], None)
-    scenes, _ = usable_scenes(got.search.scenes, [*count.BANDS, SCL], probe=False)
-    with dask_scheduler(cfg.compute), tempfile.TemporaryDirectory(prefix=".train-", dir=_work_parent(cfg.out)) as w:
-        det = detect(cfg, aoi, scenes, got.search.dem, Timings(), Path(w))
-    return det, aoi
-
-
-def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: int = 0) -> dict:
-    """Fit on every (config, labels) pair and save to ``out``; returns the saved bundle (without re-reading)."""
-    from pipeline.lab.evaluate import _read_truth
-
-    xs, ys, ids = [], [], []
-    rng = np.random.default_rng(seed)
-    for cfg, labels in zip(cfgs, label_files):
-        det, aoi = detect_catalog(cfg)
-        truth = _read_truth(Path(labels), aoi.grid.crs)
-        y = label_raster(aoi.grid, truth["ponds"], truth["clearings"])
-        x, yy = training_pixels(pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng)
-        xs.append(x)
-        ys.append(yy)
-        ids.append(det.scene_ids)
-        log.info("%s: %d training pixels (%d pond, %d clearing)", labels, len(yy), (yy == 2).sum(), (yy == 1).sum())
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    model = fit(x, y, seed)
-    return save(out, model, label_files, ids, len(y))

@@ -475,7 +475,7 @@ def train_on_seeds(seeds: list[int], workdir: Path, size_km: float) -> Path:
     from pipeline.cli import demo_config_path
     from pipeline.config import load_config
     from pipeline.lab.simulate import simulate
-    from pipeline.train import train_from_catalogs
+    from pipeline.run import train_from_catalogs
 
     if set(seeds) & set(REPORTING_SEEDS):
         raise ValueError(f"training seeds {sorted(set(seeds) & set(REPORTING_SEEDS))} are reporting seeds")

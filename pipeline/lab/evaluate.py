@@ -95,7 +95,7 @@ def evaluate(run_dir: str | Path, truth: str | Path, *, linkage_m: float | None 
     if linkage_m is None:
         linkage_m = run["linkage_m"] if run["linkage_m"] is not None else DEFAULT_LINKAGE_M
     crs = run["ponds"].crs
-    layers = _read_truth(Path(truth), crs)
+    layers = read_truth(Path(truth), crs)
     years = run["summary"].index.to_numpy()
     first, last = int(years.min()), int(years.max())
 
@@ -219,7 +219,7 @@ def _summary_by_year(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("year").agg(agg).sort_index()
 
 
-def _read_truth(path: Path, crs) -> dict[str, gpd.GeoDataFrame]:
+def read_truth(path: Path, crs) -> dict[str, gpd.GeoDataFrame]:
     """The truth layers, checked, in ``crs``: ``ponds`` and ``clearings`` always, ``confounders`` if present."""
     if path.is_dir():
         sources = {}
