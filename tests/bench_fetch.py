@@ -44,6 +44,21 @@ def pixel_digest(cache_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def served_bytes(api: StacApiDouble, root: Path) -> int:
+    """Body bytes the double sent for asset requests, from its log (HEAD: none; no range: the file)."""
+    total = 0
+    for method, path, rng in api.requests_for("/files/"):
+        if method == "HEAD":
+            continue
+        if rng:
+            first, last = rng.removeprefix("bytes=").split("-")
+            size = (root / path.removeprefix("/files/")).stat().st_size
+            total += min(int(last), size - 1) - int(first) + 1
+        else:
+            total += (root / path.removeprefix("/files/")).stat().st_size
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-km", type=float, default=3.0)
@@ -58,37 +73,41 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     sim = simulate(work / f"sim{a.size_km:g}", seed=1, size_km=a.size_km, start_year=2022, end_year=2022,
                    revisit_days=30, reuse=True)
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    try:
-        url = server.url_for("/").rstrip("/")
-        api = StacApiDouble(sim.catalog, url)
-        server.expect_request(re.compile(".*")).respond_with_handler(api)
-        aoi = load_aoi(sim.aoi)
-        if a.window_km:
-            c = aoi.geometry.centroid
-            half = a.window_km / 2 / 111.0
-            aoi = load_aoi(write_aoi(work / "window.geojson", shapely.box(c.x - half, c.y - half, c.x + half,
-                                                                          c.y + half), "window"))
-        found = StacApiSource("earth-search", url).search(aoi.geometry, sim.start, sim.end, 100)
-        bands = [*indices.BANDS, SCL]
-        print(f"{len(found.scenes)} scenes x {len(bands)} bands + {len(found.dem)} DEM, {a.size_km:g} km scenes, "
-              f"{a.window_km or a.size_km:g} km AOI, concurrency {a.concurrency}")
-        for latency in a.latency_ms:
-            api.file_delay_s = latency / 1000
-            for rep in range(a.repeat):
+    aoi = load_aoi(sim.aoi)
+    if a.window_km:
+        c = aoi.geometry.centroid
+        half = a.window_km / 2 / 111.0
+        aoi = load_aoi(write_aoi(work / "window.geojson", shapely.box(c.x - half, c.y - half, c.x + half, c.y + half),
+                                 "window"))
+    bands = [*indices.BANDS, SCL]
+    for latency in a.latency_ms:
+        for rep in range(a.repeat):
+            # a new server (a new port, so new URLs) each time: GDAL keeps what it read of a URL for the
+            # life of the process, and a second fetch of the same URLs would be served from memory
+            server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+            server.start()
+            try:
+                url = server.url_for("/").rstrip("/")
+                api = StacApiDouble(sim.catalog, url)
+                server.expect_request(re.compile(".*")).respond_with_handler(api)
+                found = StacApiSource("earth-search", url).search(aoi.geometry, sim.start, sim.end, 100)
+                if latency == a.latency_ms[0] and rep == 0:
+                    print(f"{len(found.scenes)} scenes x {len(bands)} bands + {len(found.dem)} DEM, {a.size_km:g} km "
+                          f"scenes, {a.window_km or a.size_km:g} km AOI, concurrency {a.concurrency}")
+                api.file_delay_s = latency / 1000
                 cache = work / "cache"
                 shutil.rmtree(cache, ignore_errors=True)
-                api.log.clear()
                 http = Http(timeout_s=30, retries=2, backoff_s=0.01)
                 t0 = time.perf_counter()
                 report = SceneCache(cache, aoi.grid).fetch(found, bands, http, concurrency=a.concurrency)
                 dt = time.perf_counter() - t0
                 assert not report.failed, report.failed
+                served = served_bytes(api, Path(sim.catalog).parent)
                 print(f"latency {latency:4.0f} ms  run {rep + 1}: {dt:6.2f} s  {len(api.requests_for('/files/')):4d} "
-                      f"asset requests  {report.http['bytes']:9d} bytes counted  pixels {pixel_digest(cache)}")
-    finally:
-        server.stop()
+                      f"asset requests  {served:9d} bytes served  {report.http['bytes']:9d} counted  "
+                      f"pixels {pixel_digest(cache)}")
+            finally:
+                server.stop()
 
 
 if __name__ == "__main__":

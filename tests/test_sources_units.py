@@ -8,7 +8,7 @@ import pystac
 import shapely
 
 from pipeline.sources.base import deduplicate, item_orbit, item_tile, scale_offset
-from pipeline.sources.http import redact, retry_after_s
+from pipeline.sources.http import redact, redact_text, retry_after_s
 from pipeline.sources.stac_api import is_loopback, to_earth_search_keys
 
 DATA = Path(__file__).parent / "data"
@@ -57,6 +57,8 @@ def test_secrets_are_cut_from_urls_and_retry_after_is_read():
     signed = "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?st=2023&se=2023&sig=SECRET%3D"
     assert "SECRET" not in redact(signed) and redact(signed).endswith("B04.tif")
     assert "pw" not in redact("https://user:pw@host/a")
+    gdal = f"HTTP error code: 429 - {signed}. Retrying again in 0.0 secs"  # a GDAL warning, as logged
+    assert "SECRET" not in redact_text(gdal) and "/x/B04.tif Retrying again" in redact_text(gdal)
 
     class R:
         headers = {"Retry-After": "7"}
