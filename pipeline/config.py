@@ -66,7 +66,8 @@ class CacheConfig(_Model):
 class DownloadConfig(_Model):
     timeout_s: float = Field(60.0, gt=0, description="per request")
     retries: int = Field(5, ge=0, description="after the first try, on 429/5xx/dropped connections")
-    backoff_s: float = Field(2.0, ge=0, description="first wait; doubles each retry, with jitter")
+    backoff_s: float = Field(2.0, ge=0, description="urllib3's backoff factor: a second retry waits twice this, "
+                             "doubling after, plus up to this much jitter")
     max_backoff_s: float = Field(120.0, ge=0)
     # Parallel scene downloads. Earth Search and Planetary Computer throttle (429) above a few dozen
     # requests per second; 4 keeps 2 cores busy writing GeoTIFFs without provoking them.

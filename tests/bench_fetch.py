@@ -25,6 +25,7 @@ import shapely
 from pytest_httpserver import HTTPServer
 
 from pipeline import indices
+from pipeline.config import DownloadConfig
 from pipeline.aoi import load_aoi, write_aoi
 from pipeline.simulate import simulate
 from pipeline.sources.cache import SceneCache
@@ -97,7 +98,7 @@ def main() -> None:
                 api.file_delay_s = latency / 1000
                 cache = work / "cache"
                 shutil.rmtree(cache, ignore_errors=True)
-                http = Http(timeout_s=30, retries=2, backoff_s=0.01)
+                http = Http(DownloadConfig(timeout_s=30, retries=2, backoff_s=0.01))
                 t0 = time.perf_counter()
                 report = SceneCache(cache, aoi.grid).fetch(found, bands, http, concurrency=a.concurrency)
                 dt = time.perf_counter() - t0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from pipeline.config import load_config
+from pipeline.config import DownloadConfig, load_config
 from pipeline.errors import ConfigError, SourceError
 from pipeline.run import run
 from pipeline.simulate import simulate
@@ -112,7 +112,7 @@ def test_token_refresh_catalog_paging_and_retry(sim, sh, monkeypatch):
 
     monkeypatch.setattr(shmod, "PAGE_SIZE", 3)
     aoi = load_aoi(sim.aoi)
-    src = shmod.SentinelHubSource(sh.url, sh.token_url, backoff_s=0.01, retries=3, grid=aoi.grid)
+    src = shmod.SentinelHubSource(sh.url, sh.token_url, download=DownloadConfig(backoff_s=0.01, retries=3), grid=aoi.grid)
     found = src.search(aoi.geometry, sim.start, sim.end, 100)
     served = sh.served()
     assert len(found.scenes) == len(served) > 3
@@ -144,7 +144,7 @@ def test_missing_or_refused_credentials_are_one_line_without_the_secret(sim, sh,
     from pipeline.aoi import load_aoi
 
     aoi = load_aoi(sim.aoi)
-    src = shmod.SentinelHubSource(sh.url, sh.token_url, backoff_s=0.01, retries=1, grid=aoi.grid)
+    src = shmod.SentinelHubSource(sh.url, sh.token_url, download=DownloadConfig(backoff_s=0.01, retries=1), grid=aoi.grid)
     with pytest.raises(SourceError) as e:
         src.search(aoi.geometry, sim.start, sim.end, 100)
     assert "401" in str(e.value) and SECRET not in str(e.value) and "SH_CLIENT_ID" in str(e.value)

@@ -8,7 +8,8 @@ import pystac
 import shapely
 
 from pipeline.sources.base import deduplicate, item_orbit, item_tile, scale_offset
-from pipeline.sources.http import redact, redact_text, retry_after_s
+from pipeline.config import DownloadConfig
+from pipeline.sources.http import redact, redact_text, retry_policy
 from pipeline.sources.stac_api import is_loopback, to_earth_search_keys
 
 DATA = Path(__file__).parent / "data"
@@ -53,17 +54,18 @@ def test_planetary_computer_keys_and_the_0400_offset_from_the_baseline():
     assert scale_offset(es, "red") == (0.0001, 0.0)
 
 
-def test_secrets_are_cut_from_urls_and_retry_after_is_read():
+def test_secrets_are_cut_from_urls_and_a_long_retry_after_is_capped():
     signed = "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?st=2023&se=2023&sig=SECRET%3D"
     assert "SECRET" not in redact(signed) and redact(signed).endswith("B04.tif")
     assert "pw" not in redact("https://user:pw@host/a")
     gdal = f"HTTP error code: 429 - {signed}. Retrying again in 0.0 secs"  # a GDAL warning, as logged
     assert "SECRET" not in redact_text(gdal) and "/x/B04.tif Retrying again" in redact_text(gdal)
 
-    class R:
-        headers = {"Retry-After": "7"}
+    from urllib3 import HTTPResponse
 
-    assert retry_after_s(R()) == 7.0
+    policy = retry_policy(DownloadConfig(max_backoff_s=120))
+    assert policy.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "7"})) == 7.0
+    assert policy.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "3600"})) == 120.0
     assert is_loopback("http://127.0.0.1:8080/") and is_loopback("http://localhost/")
     assert not is_loopback("https://planetarycomputer.microsoft.com/api/stac/v1")
 

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from pytest_httpserver import HTTPServer
 
-from pipeline.config import load_config
+from pipeline.config import DownloadConfig, load_config
 from pipeline.run import run
 from pipeline.simulate import simulate
 from tests.stac_api_double import StacApiDouble
@@ -115,7 +115,7 @@ def test_retries_after_429_503_and_a_dropped_connection(sim, api, tmp_path):
     red = "/files/" + first.assets["red"].href.split("/files/", 1)[1]
     nir = "/files/" + first.assets["nir"].href.split("/files/", 1)[1]
     api.faults = {red: ["429", "503"], nir: ["drop"]}
-    http = Http(timeout_s=10, retries=3, backoff_s=0.01)
+    http = Http(DownloadConfig(timeout_s=10, retries=3, backoff_s=0.01))
     cache = SceneCache(tmp_path / "cache", aoi.grid)
     report = cache.fetch(found, ["red", "nir", "scl"], http, concurrency=2)
     assert report.failed == [] and len(report.new) == len(found.scenes) + 1
@@ -124,7 +124,7 @@ def test_retries_after_429_503_and_a_dropped_connection(sim, api, tmp_path):
     cut, rest = (tuple(map(int, r.removeprefix("bytes=").split("-"))) for r in gets[:2])
     assert cut[0] < rest[0] <= cut[1] == rest[1]  # the rest of the body that was cut short, asked for again
     # the same pixels as a clip of the file itself; nothing partial left behind by the dropped connection
-    local = pystac.read_file(str(sim.catalog)).get_item(first.id, recursive=True)
+    local = next(pystac.read_file(str(sim.catalog)).get_items(first.id, recursive=True))
     for band in ("red", "nir"):
         again = cache.clip(local.assets[band].get_absolute_href(), tmp_path / f"{band}.tif")
         with rasterio.open(tmp_path / f"{band}.tif") as a, rasterio.open(cache.item_dir(first) / f"{band}.tif") as b:

@@ -1,33 +1,32 @@
 """HTTP for the online sources: retries with backoff, byte counts for progress, and the settings under
 which GDAL's ``/vsicurl/`` reads remote COGs with the same timeout and retries.
 
-Every request has a timeout. 429, 5xx and dropped or refused connections are retried with
-exponential backoff and full jitter, waiting at least what the server's ``Retry-After`` asks; any
-other status fails at once (a 404 will not heal by waiting). URLs are logged and reported without
-their query string: Planetary Computer's signed URLs carry a SAS token there.
+Every request has a timeout. 429, 5xx and dropped or refused connections are retried by urllib3's
+``Retry`` (or by GDAL, for COG reads) with exponential backoff and jitter, waiting what the
+server's ``Retry-After`` asks; any other status fails at once (a 404 will not heal by waiting). URLs
+are logged and reported without their query string: Planetary Computer's signed URLs carry a SAS
+token there.
 """
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
-import random
 import re
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from pipeline.config import DownloadConfig
 from pipeline.errors import SourceError
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "kachin-ree-watch"
-RETRY_STATUS = {429, 500, 502, 503, 504}
-RETRY_EXC = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-             requests.exceptions.ContentDecodingError)
+RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 class DownloadError(SourceError):
@@ -81,35 +80,51 @@ class Stats:
         return {"requests": self.requests, "retries": self.retries, "bytes": self.bytes}
 
 
-def retry_after_s(resp: requests.Response | None) -> float | None:
-    if resp is None:
-        return None
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+class CountingRetry(Retry):
+    """urllib3's ``Retry`` that counts each retry (and the request it makes) in ``stats`` and logs it.
+    A ``Retry-After`` longer than the backoff cap is cut to it: a server asking for an hour would
+    stall a whole scheduled run."""
+
+    def __init__(self, *args, stats: Stats | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.stats = stats
+
+    def new(self, **kw) -> "CountingRetry":
+        retry = super().new(**kw)
+        retry.stats = self.stats
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when spent
+        if self.stats is not None:
+            self.stats.add(requests=1, retries=1)
+        why = _first_line(error) if error is not None else f"HTTP {response.status if response else '?'}"
+        log.info("%s %s: %s, retry %d", method, redact(url or ""), why, len(retry.history))
+        return retry
+
+    def get_retry_after(self, response) -> float | None:
+        asked = super().get_retry_after(response)
+        return None if asked is None else min(asked, self.backoff_max)
+
+
+def retry_policy(d: DownloadConfig, stats: Stats | None = None) -> CountingRetry:
+    """The one retry policy of every HTTP client here (requests sessions, pystac-client): 429/5xx and
+    dropped or refused connections, exponential backoff with jitter (scheduled runs of many AOIs must
+    not retry in step), ``Retry-After`` honoured. Every method, POST included: the Sentinel Hub
+    Process API renders the same image for the same request."""
+    return CountingRetry(total=d.retries, backoff_factor=d.backoff_s, backoff_max=d.max_backoff_s,
+                         backoff_jitter=d.backoff_s, status_forcelist=RETRY_STATUS, allowed_methods=None,
+                         respect_retry_after_header=True, raise_on_status=False, stats=stats)
 
 
 class Http:
-    """A requests session with timeouts, retries and byte counting, shared by the fetch threads."""
+    """A requests session per thread with the download config's timeout and retry policy, counting
+    requests, retries and bytes; shared by the fetch threads."""
 
-    def __init__(self, timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep):
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+    def __init__(self, download: DownloadConfig | None = None, progress: Progress | None = None):
+        self.download = download or DownloadConfig()
         self.progress = progress or NoProgress()
         self.stats = Stats()
-        self._sleep = sleep
         self._local = threading.local()
 
     @property
@@ -119,52 +134,32 @@ class Http:
         if s is None:
             s = self._local.session = requests.Session()
             s.headers["User-Agent"] = USER_AGENT
+            adapter = HTTPAdapter(max_retries=retry_policy(self.download, self.stats))
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
         return s
 
-    def _delay(self, attempt: int, resp: requests.Response | None) -> float:
-        cap = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
-        delay = random.uniform(cap / 2, cap)  # jitter: scheduled runs of many AOIs must not retry in step
-        asked = retry_after_s(resp)
-        if asked is not None:
-            delay = max(delay, min(asked, self.max_backoff_s))
-        return delay
-
-    def request(self, method: str, url: str, *, expect: Callable[[requests.Response], None] | None = None,
-                **kw) -> requests.Response:
-        """Send with retries; ``expect`` may raise ``ShortRead`` to have a bad body retried too."""
-        kw.setdefault("timeout", self.timeout_s)
-        last = ""
-        for attempt in range(self.retries + 1):
-            resp = None
-            try:
-                resp = self.session.request(method, url, **kw)
-                self.stats.add(requests=1)
-                if resp.status_code in RETRY_STATUS:
-                    last = f"HTTP {resp.status_code}"
-                elif resp.status_code >= 400:
-                    err = DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
-                                        f"{_hint(resp.status_code)}")
-                    err.status = resp.status_code  # e.g. 401: a token to refresh
-                    raise err
-                else:
-                    if expect is not None:
-                        expect(resp)
-                    return resp
-            except (*RETRY_EXC, ShortRead) as e:
-                self.stats.add(requests=1)
-                last = f"{type(e).__name__}: {_first_line(e)}"
-            if attempt == self.retries:
-                break
-            wait = self._delay(attempt, resp)
-            log.info("%s %s: %s, retry %d/%d in %.1f s", method, redact(url), last, attempt + 1, self.retries, wait)
-            self.stats.add(retries=1)
-            self._sleep(wait)
-        raise DownloadError(f"{method} {redact(url)} failed after {self.retries + 1} tries (last: {last}): "
-                            "the server is down or throttling; run again later (the cache keeps what arrived)")
-
-
-class ShortRead(Exception):
-    pass
+    def request(self, method: str, url: str, **kw) -> requests.Response:
+        """Send with retries; the body is read here, so a connection cut mid-body fails this call."""
+        kw.setdefault("timeout", self.download.timeout_s)
+        self.stats.add(requests=1)
+        tries = self.download.retries + 1
+        try:
+            resp = self.session.request(method, url, **kw)
+            _ = resp.content
+        except requests.RequestException as e:
+            raise DownloadError(f"{method} {redact(url)} failed after {tries} tries (last: {_first_line(e)}): the "
+                                "server is down or unreachable; check the URL and the network, or run again later "
+                                "(the cache keeps what arrived)") from None
+        if resp.status_code in RETRY_STATUS:
+            raise DownloadError(f"{method} {redact(url)} failed after {tries} tries (last: HTTP {resp.status_code}): "
+                                "the server is down or throttling; run again later (the cache keeps what arrived)")
+        if resp.status_code >= 400:
+            err = DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
+                                f"{_hint(resp.status_code)}")
+            err.status = resp.status_code  # e.g. 401: a token to refresh
+            raise err
+        return resp
 
 
 def _first_line(e: BaseException) -> str:
@@ -180,11 +175,11 @@ def gdal_http_options(http: Http | None, url: str) -> dict:
     """GDAL's ``/vsicurl/`` settings for reading ``url`` under the same timeout and retry policy as
     ``http``: GDAL fetches the header and only the tiles a window needs, in merged range requests,
     retries 429/5xx and asks again for the rest of a body cut short."""
-    timeout, retries, backoff = (http.timeout_s, http.retries, http.backoff_s) if http else (30.0, 5, 1.0)
+    d = http.download if http else DownloadConfig()
     for name in ("rasterio._env", "rasterio._err"):  # GDAL's messages name the URL, SAS token and all
         logging.getLogger(name).addFilter(_REDACT)
-    opts = {"GDAL_HTTP_TIMEOUT": max(1, math.ceil(timeout)), "GDAL_HTTP_MAX_RETRY": retries,
-            "GDAL_HTTP_RETRY_DELAY": backoff,  # doubled by GDAL at each retry
+    opts = {"GDAL_HTTP_TIMEOUT": max(1, math.ceil(d.timeout_s)), "GDAL_HTTP_MAX_RETRY": d.retries,
+            "GDAL_HTTP_RETRY_DELAY": d.backoff_s,  # doubled by GDAL at each retry
             "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the asset's folder
             "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
             "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "GDAL_HTTP_MULTIPLEX": "YES", "VSI_CACHE": "TRUE",
@@ -206,7 +201,7 @@ def gdal_download_error(url: str, e: Exception, http: Http | None) -> DownloadEr
         err = DownloadError(f"GET {redact(url)} failed: HTTP {status}{_hint(status)}")
         err.status = status
         return err
-    tries = (http.retries if http else 5) + 1
+    tries = (http.download if http else DownloadConfig()).retries + 1
     last = f"HTTP {status}" if status is not None else msg
     return DownloadError(f"GET {redact(url)} failed after {tries} tries (last: {last}): the server is down or "
                          "throttling; run again later (the cache keeps what arrived)")

@@ -50,6 +50,7 @@ import rasterio
 import shapely
 from odc.geo.geobox import GeoBox
 
+from pipeline.config import DownloadConfig
 from pipeline.errors import ConfigError, NoScenesError, SourceError
 from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch, period_bounds
 from pipeline.sources.http import DownloadError, Http
@@ -149,8 +150,8 @@ class SentinelHubSource:
     name = "sentinelhub"
 
     def __init__(self, base_url: str | None = None, token_url: str | None = None, collection: str = S2_COLLECTION,
-                 dem: bool = True, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 2.0,
-                 max_backoff_s: float = 120.0, max_px: int | None = None, creds: Credentials | None = None, grid=None):
+                 dem: bool = True, download: DownloadConfig | None = None, max_px: int | None = None,
+                 creds: Credentials | None = None, grid=None):
         if creds is None:
             creds, prof_base, prof_token = load_credentials()
             base_url, token_url = base_url or prof_base, token_url or prof_token
@@ -158,7 +159,7 @@ class SentinelHubSource:
         self.token_url = token_url or (CDSE_TOKEN_URL if self.base == CDSE_URL else
                                        f"{self.base}/auth/realms/main/protocol/openid-connect/token")
         self.collection, self.dem, self.max_px = collection, dem, max_px or MAX_PX
-        self.http = Http(timeout_s, retries, backoff_s, max_backoff_s)
+        self.http = Http(download)
         self.tokens = TokenSession(self.http, self.token_url, creds)
         self.grid: GeoBox | None = grid  # the AOI grid to render onto; set by find_scenes
 
