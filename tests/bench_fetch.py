@@ -25,8 +25,8 @@ import shapely
 from pytest_httpserver import HTTPServer
 
 from pipeline import indices
-from pipeline.config import DownloadConfig
 from pipeline.aoi import load_aoi, write_aoi
+from pipeline.config import DownloadConfig
 from pipeline.simulate import simulate
 from pipeline.sources.cache import SceneCache
 from pipeline.sources.http import Http

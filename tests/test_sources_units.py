@@ -7,8 +7,8 @@ from pathlib import Path
 import pystac
 import shapely
 
-from pipeline.sources.base import deduplicate, item_orbit, item_tile, scale_offset
 from pipeline.config import DownloadConfig
+from pipeline.sources.base import deduplicate, item_orbit, item_tile, scale_offset
 from pipeline.sources.http import redact, redact_text, retry_policy
 from pipeline.sources.stac_api import is_loopback, to_earth_search_keys
 

@@ -89,7 +89,7 @@ class CountingRetry(Retry):
         super().__init__(*args, **kw)
         self.stats = stats
 
-    def new(self, **kw) -> "CountingRetry":
+    def new(self, **kw) -> CountingRetry:
         retry = super().new(**kw)
         retry.stats = self.stats
         return retry
