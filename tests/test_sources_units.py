@@ -93,3 +93,19 @@ def test_a_local_catalog_takes_current_items_as_written_and_migrates_older_ones(
     assert older.properties["proj:code"] == "EPSG:32647"  # migrated, as pystac does
     assert item_epsg(current) == item_epsg(older) == 32647
     assert current.assets["red"].href == str(tmp_path / "current" / "red.tif")  # hrefs made absolute all the same
+
+
+def test_gdal_read_failures_become_one_line_errors_that_say_what_to_do():
+    import rasterio
+
+    from pipeline.sources.http import gdal_download_error
+
+    url = "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?sig=SECRET"
+    throttled = gdal_download_error(url, rasterio.RasterioIOError("HTTP response code: 503"), None)
+    assert "failed after 6 tries (last: HTTP 503)" in str(throttled) and "SECRET" not in str(throttled)
+    gone = gdal_download_error(url, rasterio.RasterioIOError("HTTP response code: 404"), None)
+    assert gone.status == 404 and "re-run the search" in str(gone)
+    down = gdal_download_error(url, rasterio.RasterioIOError("CURL error: Could not resolve host: x"), None)
+    assert "Could not resolve host" in str(down) and "run again later" in str(down)
+    # the file arrived but does not read: not a download error (the fetch reports it as unreadable)
+    assert gdal_download_error(url, rasterio.RasterioIOError("Read failed."), None) is None

@@ -44,8 +44,15 @@ from rasterio.windows import Window
 from pipeline.errors import NoScenesError, SourceError
 from pipeline.export import pid_alive, sha256
 from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch
-from pipeline.sources.http import (DownloadError, Http, NoProgress, Progress, gdal_download_error, gdal_http_options,
-                                   redact)
+from pipeline.sources.http import (
+    DownloadError,
+    Http,
+    NoProgress,
+    Progress,
+    gdal_download_error,
+    gdal_http_options,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +162,10 @@ class SceneCache:
                 data, profile, window = self._window(f"/vsicurl/{href}" if remote else href, href,
                                                      http if remote else None)
         except rasterio.RasterioIOError as e:
-            if not remote:
+            err = gdal_download_error(href, e, http) if remote else None
+            if err is None:
                 raise
-            raise gdal_download_error(href, e, http) from None
+            raise err from None
         meta = self._write_entry(tif, data, profile, href, window)
         return {"shape": [int(window.height), int(window.width)], "transform": list(profile["transform"])[:6],
                 "meta": meta}

@@ -191,12 +191,15 @@ def gdal_http_options(http: Http | None, url: str) -> dict:
     return opts
 
 
-def gdal_download_error(url: str, e: Exception, http: Http | None) -> DownloadError:
-    """GDAL's failure to read ``url`` as one line that says what to do."""
+def gdal_download_error(url: str, e: Exception, http: Http | None) -> DownloadError | None:
+    """GDAL's failure to fetch ``url`` as one line that says what to do; None when the fault is not
+    the transfer's (the file arrived but does not read)."""
     _FAILED.add(url)
     msg = redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]
     m = re.search(r"HTTP (?:response|error) code: (\d+)", msg)
     status = int(m.group(1)) if m else None
+    if status is None and not msg.startswith("CURL error"):
+        return None
     if status is not None and status not in RETRY_STATUS:
         err = DownloadError(f"GET {redact(url)} failed: HTTP {status}{_hint(status)}")
         err.status = status
