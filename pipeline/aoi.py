@@ -16,6 +16,7 @@ import geopandas as gpd
 import pandas as pd
 import numpy as np
 import shapely
+import utm
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox
 from pyproj import CRS
@@ -44,9 +45,11 @@ class AOI:
 
 
 def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS84 UTM zone holding a point (Kachin State is zone 47N, EPSG:32647)."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    """The WGS84 UTM zone holding a point (Kachin State is zone 47N, EPSG:32647). A point on a zone
+    edge belongs to the zone east of it, one on the equator to the north; the zones widened over
+    Norway and Svalbard are those of Sentinel-2's own MGRS tiles there. ``utm`` is the package
+    sentinelhub-py asks for the same answer."""
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + utm.latlon_to_zone_number(lat, lon))
 
 
 def snapped_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution: float) -> GeoBox:
@@ -146,8 +149,7 @@ def load_aoi(path: str | Path, resolution: float = RunConfig.model_fields["resol
                        f"split it at {edge:g} E into one AOI per zone, so areas are measured in each zone's own CRS")
     c = geom.centroid
     crs = utm_crs(c.x, c.y)
-    utm = gpd.GeoSeries([geom], crs=4326).to_crs(crs).iloc[0]
-    grid = snapped_grid(utm.bounds, crs, resolution)
+    grid = snapped_grid(gpd.GeoSeries([geom], crs=4326).to_crs(crs).total_bounds, crs, resolution)
     props = gdf.attrs["properties"]
     return AOI(name=str(props.get("name") or path.stem), geometry=geom, crs=crs, grid=grid, properties=props)
 

@@ -73,7 +73,8 @@ class DownloadConfig(_Model):
     """How the online sources download."""
     timeout_s: float = Field(60.0, gt=0, description="per request")
     retries: int = Field(5, ge=0, description="after the first try, on 429/5xx/dropped connections")
-    backoff_s: float = Field(2.0, ge=0, description="first wait; doubles each retry, with jitter")
+    backoff_s: float = Field(2.0, ge=0, description="urllib3's backoff factor: a second retry waits twice this, "
+                             "doubling after, plus up to this much jitter")
     max_backoff_s: float = Field(120.0, ge=0, description="longest wait between tries, also when a server's "
                                                           "Retry-After asks for more")
     # 4 keeps 2 cores busy writing GeoTIFFs without provoking the APIs.

@@ -160,8 +160,7 @@ def new_scenes(cfg: RunConfig, aoi, state: dict, since: date, today: date) -> li
     """Ids of scenes in [since, today] that the last successful run did not know."""
     from pipeline.sources import make_source
 
-    d = cfg.download
-    src = make_source(cfg.source, d.timeout_s, d.retries, d.backoff_s)
+    src = make_source(cfg.source, cfg.download)
     try:
         found = src.search(aoi.geometry, since, today, cfg.source.max_cloud_cover)
     except NoScenesError:

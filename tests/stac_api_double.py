@@ -12,7 +12,8 @@ Items get absolute ``http`` asset hrefs. The Planetary Computer flavour renames 
 and drops ``raster:bands`` offsets, as that API's items have none (the loader must use the baseline).
 
 ``faults`` injects failures: ``{"/files/.../B04.tif": ["429", "503", "drop"]}`` answers the next
-requests for that path with those, in order ("drop" sends half the body and cuts the connection).
+requests for that path with those, in order ("drop" sends half the body, of the range asked for, and cuts
+the connection).
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ class StacApiDouble:
         with self._lock:
             self.log.append((request.method, path, request.headers.get("Range")))
             queue = self.faults.get(path)
-            fault = queue.pop(0) if queue else None
+            # a HEAD has no body to cut: a "drop" waits for the next GET
+            fault = queue.pop(0) if queue and not (request.method == "HEAD" and queue[0] == "drop") else None
         if fault in ("429", "503"):
             return Response("slow down", status=int(fault), headers={"Retry-After": "0"})
         if path.startswith("/files/"):
@@ -113,15 +115,21 @@ class StacApiDouble:
         if not p.is_file() or self.root.resolve() not in p.parents:
             return Response("not found", status=404)
         data = p.read_bytes()
-        if drop:
-            part = data[: max(1, len(data) // 2)]
+        if drop:  # the response a range request asked for, cut halfway through its body
+            status, headers, body = 200, {}, data
+            rng = request.range
+            if rng is not None and rng.range_for_length(len(data)) is not None:
+                start, stop = rng.range_for_length(len(data))
+                status, body = 206, data[start:stop]
+                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+            part = body[: max(1, len(body) // 2)]
 
             def cut():
                 yield part
                 raise ConnectionAbortedError("double: connection dropped mid-body")
 
-            return Response(cut(), status=200, headers={"Content-Length": str(len(data)),
-                                                         "Content-Type": "image/tiff"})
+            return Response(cut(), status=status, headers={**headers, "Content-Length": str(len(body)),
+                                                            "Content-Type": "image/tiff"})
         resp = Response(data, mimetype="image/tiff")
         return resp.make_conditional(request, accept_ranges=True, complete_length=len(data))
 

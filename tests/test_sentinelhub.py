@@ -10,12 +10,13 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-from pipeline.config import load_config
+from pipeline.config import DownloadConfig, load_config
 from pipeline.errors import ConfigError, SourceError
 from pipeline.run import run
 from pipeline.lab.simulate import simulate
@@ -46,6 +47,7 @@ def sh(sim, monkeypatch, tmp_path):
     monkeypatch.setenv("SH_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", SECRET)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))  # never the developer's own profile
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the double's token endpoint is plain http
     yield double
     server.clear()
     if server.is_running():
@@ -112,7 +114,7 @@ def test_token_refresh_catalog_paging_and_retry(sim, sh, monkeypatch):
 
     monkeypatch.setattr(shmod, "PAGE_SIZE", 3)
     aoi = load_aoi(sim.aoi)
-    src = shmod.SentinelHubSource(sh.url, sh.token_url, backoff_s=0.01, retries=3, grid=aoi.grid)
+    src = shmod.SentinelHubSource(sh.url, sh.token_url, download=DownloadConfig(backoff_s=0.01, retries=3), grid=aoi.grid)
     found = src.search(aoi.geometry, sim.start, sim.end, 100)
     served = sh.served()
     assert len(found.scenes) == len(served) > 3
@@ -126,11 +128,13 @@ def test_token_refresh_catalog_paging_and_retry(sim, sh, monkeypatch):
     assert got["scl"][0].dtype.name == "uint8" and sh.token_requests == 2
 
     # a token about to expire is refreshed before it is used
-    now = [1e9]
-    src.tokens.clock = lambda: now[0]
-    src.tokens._expires = now[0] + shmod.TOKEN_MARGIN_S / 2
+    sh.expires_in = shmod.TOKEN_MARGIN_S + 1
+    sh.revoke_all()
     src.render(found.scenes[0], ["scl"])
     assert sh.token_requests == 3
+    time.sleep(2.1)  # the token now expires within the margin (oauthlib rounds expires_at to the second)
+    src.render(found.scenes[0], ["scl"])
+    assert sh.token_requests == 4
 
     # 429 with Retry-After: retried, counted
     sh.faults = {"/api/v1/process": ["429", "503"]}
@@ -144,10 +148,19 @@ def test_missing_or_refused_credentials_are_one_line_without_the_secret(sim, sh,
     from pipeline.aoi import load_aoi
 
     aoi = load_aoi(sim.aoi)
-    src = shmod.SentinelHubSource(sh.url, sh.token_url, backoff_s=0.01, retries=1, grid=aoi.grid)
+    src = shmod.SentinelHubSource(sh.url, sh.token_url, download=DownloadConfig(backoff_s=0.01, retries=1), grid=aoi.grid)
     with pytest.raises(SourceError) as e:
         src.search(aoi.geometry, sim.start, sim.end, 100)
-    assert "401" in str(e.value) and SECRET not in str(e.value) and "SH_CLIENT_ID" in str(e.value)
+    assert "Invalid client credentials" in str(e.value) and SECRET not in str(e.value) and "SH_CLIENT_ID" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+
+    # the service unreachable: one line that names the URL to check
+    down = shmod.SentinelHubSource("http://127.0.0.1:9", "http://127.0.0.1:9/token", grid=aoi.grid,
+                                   download=DownloadConfig(backoff_s=0.01, retries=1))
+    with pytest.raises(SourceError) as e:
+        down.search(aoi.geometry, sim.start, sim.end, 100)
+    assert "http://127.0.0.1:9/token" in str(e.value) and "sh_token_url" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1 and SECRET not in str(e.value)
 
     monkeypatch.delenv("SH_CLIENT_ID")
     monkeypatch.delenv("SH_CLIENT_SECRET")

@@ -7,8 +7,9 @@ from pathlib import Path
 import pystac
 import shapely
 
+from pipeline.config import DownloadConfig
 from pipeline.sources.base import deduplicate, item_orbit, item_tile, scale_offset
-from pipeline.sources.http import redact, retry_after_s
+from pipeline.sources.http import redact, redact_text, retry_policy
 from pipeline.sources.stac_api import is_loopback, to_earth_search_keys
 
 DATA = Path(__file__).parent / "data"
@@ -53,15 +54,18 @@ def test_planetary_computer_keys_and_the_0400_offset_from_the_baseline():
     assert scale_offset(es, "red") == (0.0001, 0.0)
 
 
-def test_secrets_are_cut_from_urls_and_retry_after_is_read():
+def test_secrets_are_cut_from_urls_and_a_long_retry_after_is_capped():
     signed = "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?st=2023&se=2023&sig=SECRET%3D"
     assert "SECRET" not in redact(signed) and redact(signed).endswith("B04.tif")
     assert "pw" not in redact("https://user:pw@host/a")
+    gdal = f"HTTP error code: 429 - {signed}. Retrying again in 0.0 secs"  # a GDAL warning, as logged
+    assert "SECRET" not in redact_text(gdal) and "/x/B04.tif Retrying again" in redact_text(gdal)
 
-    class R:
-        headers = {"Retry-After": "7"}
+    from urllib3 import HTTPResponse
 
-    assert retry_after_s(R()) == 7.0
+    policy = retry_policy(DownloadConfig(max_backoff_s=120))
+    assert policy.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "7"})) == 7.0
+    assert policy.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "3600"})) == 120.0
     assert is_loopback("http://127.0.0.1:8080/") and is_loopback("http://localhost/")
     assert not is_loopback("https://planetarycomputer.microsoft.com/api/stac/v1")
 
@@ -89,3 +93,19 @@ def test_a_local_catalog_takes_current_items_as_written_and_migrates_older_ones(
     assert older.properties["proj:code"] == "EPSG:32647"  # migrated, as pystac does
     assert item_epsg(current) == item_epsg(older) == 32647
     assert current.assets["red"].href == str(tmp_path / "current" / "red.tif")  # hrefs made absolute all the same
+
+
+def test_gdal_read_failures_become_one_line_errors_that_say_what_to_do():
+    import rasterio
+
+    from pipeline.sources.http import gdal_download_error
+
+    url = "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?sig=SECRET"
+    throttled = gdal_download_error(url, rasterio.RasterioIOError("HTTP response code: 503"), None)
+    assert "failed after 6 tries (last: HTTP 503)" in str(throttled) and "SECRET" not in str(throttled)
+    gone = gdal_download_error(url, rasterio.RasterioIOError("HTTP response code: 404"), None)
+    assert gone.status == 404 and "re-run the search" in str(gone)
+    down = gdal_download_error(url, rasterio.RasterioIOError("CURL error: Could not resolve host: x"), None)
+    assert "Could not resolve host" in str(down) and "run again later" in str(down)
+    # the file arrived but does not read: not a download error (the fetch reports it as unreadable)
+    assert gdal_download_error(url, rasterio.RasterioIOError("Read failed."), None) is None

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import re
 
+import pystac
 import pytest
+import rasterio
 from pytest_httpserver import HTTPServer
 
-from pipeline.config import load_config
+from pipeline.config import DownloadConfig, load_config
 from pipeline.run import run
 from pipeline.lab.simulate import simulate
 from tests.stac_api_double import StacApiDouble
@@ -64,7 +66,8 @@ def test_earth_search_run_matches_local_and_rerun_fetches_nothing(sim, api, tmp_
     assert fetch["http_bytes"] > 0 and fetch["scenes_failed"] == 0
     assert sorted(es.manifest["scenes_used"]) == sorted(local.manifest["scenes_used"])
     assert api.requests_for("/search")  # the API was searched, the files read with range requests
-    assert all(r[2] and r[2].startswith("bytes=") for r in api.requests_for("/files/"))
+    gets = [r for r in api.requests_for("/files/") if r[0] == "GET"]  # (GDAL asks the size with a HEAD)
+    assert gets and all(r[2] and r[2].startswith("bytes=") for r in gets)
 
     again = run(config(sim, tmp_path / "es2", **{"source.kind": "earth-search", "source.stac_url": api.url,
                                                   "cache.dir": tmp_path / "cache"}))
@@ -112,12 +115,20 @@ def test_retries_after_429_503_and_a_dropped_connection(sim, api, tmp_path):
     red = "/files/" + first.assets["red"].href.split("/files/", 1)[1]
     nir = "/files/" + first.assets["nir"].href.split("/files/", 1)[1]
     api.faults = {red: ["429", "503"], nir: ["drop"]}
-    http = Http(timeout_s=10, retries=3, backoff_s=0.01)
+    http = Http(DownloadConfig(timeout_s=10, retries=3, backoff_s=0.01))
     cache = SceneCache(tmp_path / "cache", aoi.grid)
     report = cache.fetch(found, ["red", "nir", "scl"], http, concurrency=2)
     assert report.failed == [] and len(report.new) == len(found.scenes) + 1
-    assert http.stats.retries == 3  # 429, 503, drop
-    # nothing partial left behind by the dropped connection
+    assert [m for m, _, _ in api.requests_for(red)][:3] == ["HEAD"] * 3  # 429, 503, then the answer
+    gets = [r for m, _, r in api.requests_for(nir) if m == "GET"]
+    cut, rest = (tuple(map(int, r.removeprefix("bytes=").split("-"))) for r in gets[:2])
+    assert cut[0] < rest[0] <= cut[1] == rest[1]  # the rest of the body that was cut short, asked for again
+    # the same pixels as a clip of the file itself; nothing partial left behind by the dropped connection
+    local = next(pystac.read_file(str(sim.catalog)).get_items(first.id, recursive=True))
+    for band in ("red", "nir"):
+        again = cache.clip(local.assets[band].get_absolute_href(), tmp_path / f"{band}.tif")
+        with rasterio.open(tmp_path / f"{band}.tif") as a, rasterio.open(cache.item_dir(first) / f"{band}.tif") as b:
+            assert again["shape"] == [b.height, b.width] and (a.read() == b.read()).all()
     assert not list(cache.dir.rglob(".*partial*"))
 
 

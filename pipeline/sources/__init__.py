@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from pipeline.config import RunConfig, SourceConfig
+from pipeline.config import DownloadConfig, RunConfig, SourceConfig
 from pipeline.errors import ConfigError
 from pipeline.sources.base import SceneSearch, Source
 from pipeline.sources.local_stac import LocalCatalogSource
@@ -19,7 +19,7 @@ from pipeline.sources.local_stac import LocalCatalogSource
 ONLINE = ("earth-search", "planetary-computer")
 
 
-def make_source(cfg: SourceConfig, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 2.0) -> Source:
+def make_source(cfg: SourceConfig, download: DownloadConfig | None = None) -> Source:
     if cfg.kind == "local":
         if cfg.catalog is None:
             raise ConfigError("source 'local' needs a catalog: pass --catalog DIR/catalog.json or set source.catalog")
@@ -27,12 +27,12 @@ def make_source(cfg: SourceConfig, timeout_s: float = 60.0, retries: int = 5, ba
     if cfg.kind in ONLINE:
         from pipeline.sources.stac_api import StacApiSource
 
-        return StacApiSource(cfg.kind, cfg.stac_url, cfg.collection, cfg.dem_collection, timeout_s, retries, backoff_s)
+        return StacApiSource(cfg.kind, cfg.stac_url, cfg.collection, cfg.dem_collection, download)
     if cfg.kind == "sentinelhub":
         from pipeline.sources.sentinelhub import SentinelHubSource
 
         return SentinelHubSource(cfg.sh_base_url, cfg.sh_token_url, cfg.collection, bool(cfg.dem_collection),
-                                 timeout_s, retries, backoff_s)
+                                 download)
     raise ConfigError(f"source '{cfg.kind}' is not available in this version: use --source earth-search, "
                       "planetary-computer, sentinelhub or local")
 
@@ -62,13 +62,12 @@ def find_scenes(cfg: RunConfig, aoi, bands: list[str], progress=None, start: dat
         catalog = cache.catalog_for_offline()
         found = LocalCatalogSource(catalog).search(aoi.geometry, start, end, cc)
         return Found(found, f"{cfg.source.kind} (offline, cache)", {"catalog": str(catalog), "offline": True})
-    d = cfg.download
-    src = make_source(cfg.source, d.timeout_s, d.retries, d.backoff_s)
+    src = make_source(cfg.source, cfg.download)
     if hasattr(src, "render"):
         src.grid = aoi.grid  # Sentinel Hub renders onto the AOI grid rather than serving files
     remote = src.search(aoi.geometry, start, end, cc)
-    http = Http(d.timeout_s, d.retries, d.backoff_s, d.max_backoff_s, progress=progress)
-    report = cache.fetch(remote, bands, http, d.concurrency, getattr(src, "sign", None), progress,
+    http = Http(cfg.download, progress=progress)
+    report = cache.fetch(remote, bands, http, cfg.download.concurrency, getattr(src, "sign", None), progress,
                          getattr(src, "render", None))
     local = LocalCatalogSource(report.catalog).search(aoi.geometry, start, end, cc)
     # only what this search found: the cache may hold scenes of other periods or of older searches

@@ -44,7 +44,15 @@ from rasterio.windows import Window
 from pipeline.errors import NoScenesError, SourceError
 from pipeline.export import pid_alive, sha256
 from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch
-from pipeline.sources.http import DownloadError, Http, HttpOpener, NoProgress, Progress, redact
+from pipeline.sources.http import (
+    DownloadError,
+    Http,
+    NoProgress,
+    Progress,
+    gdal_download_error,
+    gdal_http_options,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +153,25 @@ class SceneCache:
         _atomic_write(rec, json.dumps(meta, indent=1))
         return meta
 
-    def clip(self, href: str, tif: Path, opener: HttpOpener | None) -> dict:
-        """Cut the AOI window (+ margin) out of one remote or local raster into ``tif``."""
+    def clip(self, href: str, tif: Path, http: Http | None = None) -> dict:
+        """Cut the AOI window (+ margin) out of one remote or local raster into ``tif``. A remote file is
+        read by GDAL's ``/vsicurl/`` (range requests for the header and the tiles under the window)."""
         remote = href.startswith(("http://", "https://"))
-        env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
-        with env, rasterio.open(href, opener=opener if remote else None) as src:
+        try:
+            with rasterio.Env(**gdal_http_options(http, href)):
+                data, profile, window = self._window(f"/vsicurl/{href}" if remote else href, href,
+                                                     http if remote else None)
+        except rasterio.RasterioIOError as e:
+            err = gdal_download_error(href, e, http) if remote else None
+            if err is None:
+                raise
+            raise err from None
+        meta = self._write_entry(tif, data, profile, href, window)
+        return {"shape": [int(window.height), int(window.width)], "transform": list(profile["transform"])[:6],
+                "meta": meta}
+
+    def _window(self, path: str, href: str, http: Http | None) -> tuple[np.ndarray, dict, Window]:
+        with rasterio.open(path) as src:
             if src.crs is None:
                 raise SourceError(f"{redact(href)} has no CRS")
             left, bottom, right, top = transform_bounds(self.grid.crs.to_wkt(), src.crs, *self.grid.boundingbox,
@@ -164,10 +186,11 @@ class SceneCache:
                 raise CacheMiss("the raster does not overlap the AOI grid")
             window = Window(c0, r0, c1 - c0, r1 - r0)
             data = src.read(1, window=window)
-            profile = {"crs": src.crs, "transform": src.window_transform(window), "nodata": src.nodata}
-        meta = self._write_entry(tif, data, profile, href, window)
-        return {"shape": [int(window.height), int(window.width)], "transform": list(profile["transform"])[:6],
-                "meta": meta}
+            if http is not None:  # GDAL does not say what it transferred: count what the window needed
+                nbytes = tile_bytes(src, window)
+                http.stats.add(nbytes=nbytes)
+                http.progress.add_bytes(nbytes)
+            return data, {"crs": src.crs, "transform": src.window_transform(window), "nodata": src.nodata}, window
 
     # ------------------------------------------------------------------ catalog
     def write_catalog(self) -> Path:
@@ -225,9 +248,8 @@ class SceneCache:
             self._write_item(item, assets, d, clips)
             return bool(todo), repaired
         signed = sign(item) if (sign and todo) else item
-        opener = HttpOpener(http)
         for a in todo:
-            clips[a] = self.clip(signed.assets[a].href, d / f"{a}.tif", opener)
+            clips[a] = self.clip(signed.assets[a].href, d / f"{a}.tif", http)
         self._write_item(item, assets, d, clips)
         return bool(todo), repaired
 
@@ -309,6 +331,18 @@ class SceneCache:
                                 "`python -m pipeline fetch` (online) first, or drop --offline")
         return self.write_catalog()
 
+
+
+def tile_bytes(src, window: Window) -> int:
+    """Compressed bytes of the image tiles (or strips) of band 1 under ``window``, from the TIFF's own
+    index: what a range reader must fetch for those pixels, short of the header and of GDAL's
+    rounding of ranges to its chunk size (GDAL does not report the bytes it transferred)."""
+    bh, bw = src.block_shapes[0]
+    total = 0
+    for by in range(int(window.row_off) // bh, (int(window.row_off + window.height) - 1) // bh + 1):
+        for bx in range(int(window.col_off) // bw, (int(window.col_off + window.width) - 1) // bw + 1):
+            total += int(src.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1) or 0)
+    return total
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,32 +1,32 @@
-"""HTTP for the online sources: retries with backoff, range reads of COGs, byte counts for progress.
+"""HTTP for the online sources: retries with backoff, byte counts for progress, and the settings under
+which GDAL's ``/vsicurl/`` reads remote COGs with the same timeout and retries.
 
-Every request has a timeout. 429, 5xx and dropped or refused connections are retried with
-exponential backoff and full jitter, waiting at least what the server's ``Retry-After`` asks; any
-other status fails at once (a 404 will not heal by waiting). A range read that arrives short (a
-connection cut mid-body) is retried like a dropped connection, so a partial body never reaches a
-cache file. URLs are logged and reported without their query string: Planetary Computer's signed
-URLs carry a SAS token there.
+Every request has a timeout. 429, 5xx and dropped or refused connections are retried by urllib3's
+``Retry`` (or by GDAL, for COG reads) with exponential backoff and jitter, waiting what the
+server's ``Retry-After`` asks; any other status fails at once (a 404 will not heal by waiting). URLs
+are logged and reported without their query string: Planetary Computer's signed URLs carry a SAS
+token there.
 """
 from __future__ import annotations
 
-import email.utils
-import io
 import logging
-import random
+import math
+import re
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from pipeline.config import DownloadConfig
 from pipeline.errors import SourceError
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = {429, 500, 502, 503, 504}
-RETRY_EXC = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-             requests.exceptions.ContentDecodingError)
+USER_AGENT = "kachin-ree-watch"
+RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 class DownloadError(SourceError):
@@ -80,35 +80,51 @@ class Stats:
         return {"requests": self.requests, "retries": self.retries, "bytes": self.bytes}
 
 
-def retry_after_s(resp: requests.Response | None) -> float | None:
-    if resp is None:
-        return None
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+class CountingRetry(Retry):
+    """urllib3's ``Retry`` that counts each retry (and the request it makes) in ``stats`` and logs it.
+    A ``Retry-After`` longer than the backoff cap is cut to it: a server asking for an hour would
+    stall a whole scheduled run."""
+
+    def __init__(self, *args, stats: Stats | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.stats = stats
+
+    def new(self, **kw) -> CountingRetry:
+        retry = super().new(**kw)
+        retry.stats = self.stats
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when spent
+        if self.stats is not None:
+            self.stats.add(requests=1, retries=1)
+        why = _first_line(error) if error is not None else f"HTTP {response.status if response else '?'}"
+        log.info("%s %s: %s, retry %d", method, redact(url or ""), why, len(retry.history))
+        return retry
+
+    def get_retry_after(self, response) -> float | None:
+        asked = super().get_retry_after(response)
+        return None if asked is None else min(asked, self.backoff_max)
+
+
+def retry_policy(d: DownloadConfig, stats: Stats | None = None) -> CountingRetry:
+    """The one retry policy of every HTTP client here (requests sessions, pystac-client): 429/5xx and
+    dropped or refused connections, exponential backoff with jitter (scheduled runs of many AOIs must
+    not retry in step), ``Retry-After`` honoured. Every method, POST included: the Sentinel Hub
+    Process API renders the same image for the same request."""
+    return CountingRetry(total=d.retries, backoff_factor=d.backoff_s, backoff_max=d.max_backoff_s,
+                         backoff_jitter=d.backoff_s, status_forcelist=RETRY_STATUS, allowed_methods=None,
+                         respect_retry_after_header=True, raise_on_status=False, stats=stats)
 
 
 class Http:
-    """A requests session with timeouts, retries and byte counting, shared by the fetch threads."""
+    """A requests session per thread with the download config's timeout and retry policy, counting
+    requests, retries and bytes; shared by the fetch threads."""
 
-    def __init__(self, timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep):
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+    def __init__(self, download: DownloadConfig | None = None, progress: Progress | None = None):
+        self.download = download or DownloadConfig()
         self.progress = progress or NoProgress()
         self.stats = Stats()
-        self._sleep = sleep
         self._local = threading.local()
 
     @property
@@ -117,89 +133,33 @@ class Http:
         s = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = requests.Session()
-            s.headers["User-Agent"] = "kachin-ree-watch"
+            s.headers["User-Agent"] = USER_AGENT
+            adapter = HTTPAdapter(max_retries=retry_policy(self.download, self.stats))
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
         return s
 
-    def _delay(self, attempt: int, resp: requests.Response | None) -> float:
-        cap = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
-        delay = random.uniform(cap / 2, cap)  # jitter: scheduled runs of many AOIs must not retry in step
-        asked = retry_after_s(resp)
-        if asked is not None:
-            delay = max(delay, min(asked, self.max_backoff_s))
-        return delay
-
-    def request(self, method: str, url: str, *, expect: Callable[[requests.Response], None] | None = None,
-                **kw) -> requests.Response:
-        """Send with retries; ``expect`` may raise ``ShortRead`` to have a bad body retried too."""
-        kw.setdefault("timeout", self.timeout_s)
-        last = ""
-        for attempt in range(self.retries + 1):
-            resp = None
-            try:
-                resp = self.session.request(method, url, **kw)
-                self.stats.add(requests=1)
-                if resp.status_code in RETRY_STATUS:
-                    last = f"HTTP {resp.status_code}"
-                elif resp.status_code >= 400:
-                    err = DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
-                                        f"{_hint(resp.status_code)}")
-                    err.status = resp.status_code  # e.g. 401: a token to refresh
-                    raise err
-                else:
-                    if expect is not None:
-                        expect(resp)
-                    return resp
-            except (*RETRY_EXC, ShortRead) as e:
-                self.stats.add(requests=1)
-                last = f"{type(e).__name__}: {_first_line(e)}"
-            if attempt == self.retries:
-                break
-            wait = self._delay(attempt, resp)
-            log.info("%s %s: %s, retry %d/%d in %.1f s", method, redact(url), last, attempt + 1, self.retries, wait)
-            self.stats.add(retries=1)
-            self._sleep(wait)
-        raise DownloadError(f"{method} {redact(url)} failed after {self.retries + 1} tries (last: {last}): "
-                            "the server is down or throttling; run again later (the cache keeps what arrived)")
-
-    def get_json(self, url: str, **kw) -> dict:
-        resp = self.request("GET", url, **kw)
+    def request(self, method: str, url: str, **kw) -> requests.Response:
+        """Send with retries; the body is read here, so a connection cut mid-body fails this call."""
+        kw.setdefault("timeout", self.download.timeout_s)
+        self.stats.add(requests=1)
+        tries = self.download.retries + 1
         try:
-            return resp.json()
-        except ValueError:
-            raise DownloadError(f"GET {redact(url)} did not return JSON: check the URL") from None
-
-    def size(self, url: str) -> int:
-        """Total size of a remote file, from a one-byte range request (works where HEAD is refused)."""
-        resp = self.request("GET", url, headers={"Range": "bytes=0-0"})
-        cr = resp.headers.get("Content-Range", "")
-        if resp.status_code == 206 and "/" in cr and cr.rsplit("/", 1)[1].isdigit():
-            return int(cr.rsplit("/", 1)[1])
-        raise DownloadError(f"{redact(url)} does not support HTTP range requests (status {resp.status_code}, "
-                            f"Content-Range {cr!r}): serve the assets as COGs from a server that does")
-
-    def get_range(self, url: str, start: int, stop: int) -> bytes:
-        """Bytes [start, stop) of a remote file, complete or an error."""
-        want = stop - start
-
-        def check(resp):
-            if resp.status_code != 206 and not (resp.status_code == 200 and start == 0):
-                raise ShortRead(f"status {resp.status_code} to a range request")
-            body = resp.content
-            if resp.status_code == 200:
-                body = body[:want]
-            if len(body) != want:
-                raise ShortRead(f"got {len(body)} of {want} bytes")
-            resp._checked_body = body
-
-        resp = self.request("GET", url, headers={"Range": f"bytes={start}-{stop - 1}"}, expect=check)
-        body = resp._checked_body
-        self.stats.add(nbytes=len(body))
-        self.progress.add_bytes(len(body))
-        return body
-
-
-class ShortRead(Exception):
-    pass
+            resp = self.session.request(method, url, **kw)
+            _ = resp.content
+        except requests.RequestException as e:
+            raise DownloadError(f"{method} {redact(url)} failed after {tries} tries (last: {_first_line(e)}): the "
+                                "server is down or unreachable; check the URL and the network, or run again later "
+                                "(the cache keeps what arrived)") from None
+        if resp.status_code in RETRY_STATUS:
+            raise DownloadError(f"{method} {redact(url)} failed after {tries} tries (last: HTTP {resp.status_code}): "
+                                "the server is down or throttling; run again later (the cache keeps what arrived)")
+        if resp.status_code >= 400:
+            err = DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
+                                f"{_hint(resp.status_code)}")
+            err.status = resp.status_code  # e.g. 401: a token to refresh
+            raise err
+        return resp
 
 
 def _first_line(e: BaseException) -> str:
@@ -211,98 +171,57 @@ def _hint(status: int) -> str:
             404: ": the asset is gone (re-run the search)"}.get(status, "")
 
 
-class RangeFile(io.RawIOBase):
-    """A read-only, seekable file over HTTP range requests, with a block cache.
+def gdal_http_options(http: Http | None, url: str) -> dict:
+    """GDAL's ``/vsicurl/`` settings for reading ``url`` under the same timeout and retry policy as
+    ``http``: GDAL fetches the header and only the tiles a window needs, in merged range requests,
+    retries 429/5xx and asks again for the rest of a body cut short."""
+    d = http.download if http else DownloadConfig()
+    for name in ("rasterio._env", "rasterio._err"):  # GDAL's messages name the URL, SAS token and all
+        logging.getLogger(name).addFilter(_REDACT)
+    opts = {"GDAL_HTTP_TIMEOUT": max(1, math.ceil(d.timeout_s)), "GDAL_HTTP_MAX_RETRY": d.retries,
+            "GDAL_HTTP_RETRY_DELAY": d.backoff_s,  # doubled by GDAL at each retry
+            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the asset's folder
+            "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+            "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "GDAL_HTTP_MULTIPLEX": "YES", "VSI_CACHE": "TRUE",
+            "GDAL_HTTP_USERAGENT": USER_AGENT}
+    if url in _FAILED:
+        # GDAL remembers a failed URL for the life of the process and would fail it again unasked; a
+        # read that bypasses its cache asks the server afresh (and clears the memory of the failure)
+        opts["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/"
+    return opts
 
-    rasterio opens it through its ``opener=`` hook, so GDAL reads only the COG's header and the tiles
-    that cover the AOI, while every byte goes through ``Http`` (retries, timeouts, counts).
-    """
 
-    def __init__(self, http: Http, url: str, block: int = 256 * 1024):
-        super().__init__()
-        self.http, self.url, self.block = http, url, block
-        self._size = http.size(url)
-        self._pos = 0
-        self._blocks: dict[int, bytes] = {}
+def gdal_download_error(url: str, e: Exception, http: Http | None) -> DownloadError | None:
+    """GDAL's failure to fetch ``url`` as one line that says what to do; None when the fault is not
+    the transfer's (the file arrived but does not read)."""
+    _FAILED.add(url)
+    msg = redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]
+    m = re.search(r"HTTP (?:response|error) code: (\d+)", msg)
+    status = int(m.group(1)) if m else None
+    if status is None and not msg.startswith("CURL error"):
+        return None
+    if status is not None and status not in RETRY_STATUS:
+        err = DownloadError(f"GET {redact(url)} failed: HTTP {status}{_hint(status)}")
+        err.status = status
+        return err
+    tries = (http.download if http else DownloadConfig()).retries + 1
+    last = f"HTTP {status}" if status is not None else msg
+    return DownloadError(f"GET {redact(url)} failed after {tries} tries (last: {last}): the server is down or "
+                         "throttling; run again later (the cache keeps what arrived)")
 
-    def readable(self) -> bool:
+
+_FAILED: set[str] = set()
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL's query string cut (as ``redact`` does to one URL)."""
+    return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1", text)
+
+
+class _RedactUrls(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), None
         return True
 
-    def seekable(self) -> bool:
-        return True
 
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def _fill(self, first: int, last: int) -> None:
-        missing = [b for b in range(first, last + 1) if b not in self._blocks]
-        while missing:
-            run = [missing.pop(0)]
-            while missing and missing[0] == run[-1] + 1:
-                run.append(missing.pop(0))
-            start = run[0] * self.block
-            stop = min(self._size, (run[-1] + 1) * self.block)
-            data = self.http.get_range(self.url, start, stop)
-            for i, b in enumerate(run):
-                self._blocks[b] = data[i * self.block:(i + 1) * self.block]
-
-    def read(self, size: int = -1) -> bytes:
-        if self._pos >= self._size:
-            return b""
-        stop = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        first, last = self._pos // self.block, (stop - 1) // self.block
-        self._fill(first, last)
-        buf = b"".join(self._blocks[b] for b in range(first, last + 1))
-        off = self._pos - first * self.block
-        out = buf[off:off + (stop - self._pos)]
-        self._pos = stop
-        return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-
-try:  # rasterio >= 1.4: Python file openers behind GDAL's virtual file systems
-    from rasterio.abc import FileContainer
-except ImportError:  # pragma: no cover
-    FileContainer = object
-
-
-class HttpOpener(FileContainer):
-    """rasterio ``opener=``: serves GDAL the remote file through ``RangeFile``."""
-
-    def __init__(self, http: Http):
-        self.http = http
-        self._sizes: dict[str, int] = {}
-
-    def open(self, path: str, mode: str = "rb", **kwargs) -> RangeFile:
-        return RangeFile(self.http, path)
-
-    def size(self, path: str) -> int:
-        if not str(path).startswith(("http://", "https://")):
-            return 0  # rasterio probes the opener with a dummy name on registration
-        if path not in self._sizes:
-            self._sizes[path] = self.http.size(path)
-        return self._sizes[path]
-
-    def isfile(self, path: str) -> bool:
-        return str(path).startswith(("http://", "https://"))
-
-    def isdir(self, path: str) -> bool:
-        return False
-
-    def ls(self, path: str) -> list[str]:
-        return []
-
-    def mtime(self, path: str) -> int:
-        return 0
-
-    def rm(self, path: str) -> None:
-        raise OSError("read-only")
+_REDACT = _RedactUrls()

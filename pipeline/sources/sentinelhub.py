@@ -25,13 +25,14 @@ are at least DN 1 (a harmonised reflectance clamped at 0 would otherwise read as
 Credentials: ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` in the environment, else the sentinelhub config
 profile (``SH_PROFILE`` or the default profile of ``~/.config/sentinelhub/config.toml``). The secret is
 sent only in the token request's form body; it is never logged, never in an error and never in
-``run.json`` (the config records neither). Tokens are refreshed before they expire, and once more
-when the service answers 401 (a token revoked early).
+``run.json`` (the config records neither).
 
-HTTP goes through ``Http`` (timeouts, retries with backoff and jitter on 429/5xx honouring
-Retry-After, byte counts), the same policy as the STAC sources; sentinelhub-py's own downloader is
-not used because it has its own retry policy and its OAuth client (oauthlib) refuses the plain-http
-token endpoint of the loopback test double.
+sentinelhub-py does the service's protocol: ``SentinelHubSession`` fetches OAuth tokens and refreshes
+them before they expire (and here once more when the service answers 401, a token revoked early),
+``SentinelHubCatalog`` searches and pages, ``SentinelHubRequest`` writes the Process API request. The
+Process API's images are fetched through ``Http``, the urllib3 retry policy of the STAC sources, so
+their bytes and retries count in the run's fetch report; the Catalog's few JSON pages go through
+sentinelhub-py's own client, given the same attempts, first wait and timeout.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import logging
 import math
 import os
 import threading
-import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -50,16 +51,21 @@ import rasterio
 import shapely
 from odc.geo.geobox import GeoBox
 
+from pipeline.config import DownloadConfig
 from pipeline.errors import ConfigError, NoScenesError, SourceError
-from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch, period_bounds
-from pipeline.sources.http import DownloadError, Http
+from pipeline.sources.base import (
+    DEM_COLLECTION,
+    S2_COLLECTION,
+    SceneSearch,
+    period_bounds,
+)
+from pipeline.sources.http import DownloadError, Http, redact
 
 log = logging.getLogger(__name__)
 
 CDSE_URL = "https://sh.dataspace.copernicus.eu"
 CDSE_TOKEN_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
-CATALOG_PATH = "/api/v1/catalog/1.0.0/search"
-PROCESS_PATH = "/api/v1/process"
+PROCESS_PATH = "/api/v1/process"  # where the scenes' assets point (rendered, not files)
 MAX_PX = 2500           # Process API: at most 2500 x 2500 px per request
 MARGIN_PX = 4           # 20 m pixels around the AOI grid, as the STAC clips keep
 PAGE_SIZE = 100         # Catalog API maximum
@@ -106,51 +112,14 @@ def load_credentials() -> tuple[Credentials, str | None, str | None]:
     return Credentials(cfg.sh_client_id, cfg.sh_client_secret, "sentinelhub profile"), base, token
 
 
-class TokenSession:
-    """OAuth2 client-credentials tokens, fetched when needed and refreshed before they expire."""
-
-    def __init__(self, http: Http, token_url: str, creds: Credentials, clock=time.time):
-        self.http, self.token_url, self.creds, self.clock = http, token_url, creds, clock
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-        self.fetched = 0
-
-    def header(self) -> dict:
-        with self._lock:
-            if self._token is None or self.clock() >= self._expires - TOKEN_MARGIN_S:
-                self._fetch()
-            return {"Authorization": f"Bearer {self._token}"}
-
-    def invalidate(self, token_header: dict) -> None:
-        with self._lock:
-            if token_header.get("Authorization") == f"Bearer {self._token}":
-                self._token = None
-
-    def _fetch(self) -> None:
-        try:
-            resp = self.http.request("POST", self.token_url, data={
-                "grant_type": "client_credentials", "client_id": self.creds.client_id,
-                "client_secret": self.creds.client_secret})
-            doc = resp.json()
-            self._token = doc["access_token"]
-        except DownloadError as e:
-            hint = " (check SH_CLIENT_ID / SH_CLIENT_SECRET, or the profile)" if getattr(e, "status", None) in (400, 401, 403) else ""
-            raise SourceError(f"Sentinel Hub token request failed: {e}{hint}") from None
-        except (ValueError, KeyError):
-            raise SourceError(f"the token endpoint {self.token_url} did not return an access token: check "
-                              "source.sh_token_url") from None
-        self._expires = self.clock() + float(doc.get("expires_in", 300))
-        self.fetched += 1
-        log.info("sentinelhub: new access token (valid %s s)", doc.get("expires_in", "?"))
-
-
 class SentinelHubSource:
     name = "sentinelhub"
 
     def __init__(self, base_url: str | None = None, token_url: str | None = None, collection: str = S2_COLLECTION,
-                 dem: bool = True, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 2.0,
-                 max_backoff_s: float = 120.0, max_px: int | None = None, creds: Credentials | None = None, grid=None):
+                 dem: bool = True, download: DownloadConfig | None = None, max_px: int | None = None,
+                 creds: Credentials | None = None, grid=None):
+        from sentinelhub import DataCollection, SHConfig
+
         if creds is None:
             creds, prof_base, prof_token = load_credentials()
             base_url, token_url = base_url or prof_base, token_url or prof_token
@@ -158,53 +127,98 @@ class SentinelHubSource:
         self.token_url = token_url or (CDSE_TOKEN_URL if self.base == CDSE_URL else
                                        f"{self.base}/auth/realms/main/protocol/openid-connect/token")
         self.collection, self.dem, self.max_px = collection, dem, max_px or MAX_PX
-        self.http = Http(timeout_s, retries, backoff_s, max_backoff_s)
-        self.tokens = TokenSession(self.http, self.token_url, creds)
+        d = download or DownloadConfig()
+        self.config = SHConfig(use_defaults=True, sh_client_id=creds.client_id, sh_client_secret=creds.client_secret,
+                               sh_base_url=self.base, sh_token_url=self.token_url, max_download_attempts=d.retries + 1,
+                               download_sleep_time=d.backoff_s, download_timeout_seconds=d.timeout_s,
+                               max_retries=d.retries + 1)
+        if collection != DataCollection.SENTINEL2_L2A.api_id:
+            raise ConfigError(f"source.collection '{collection}' is not Sentinel Hub's Sentinel-2 L2A: use "
+                              f"{DataCollection.SENTINEL2_L2A.api_id}")
+        # sentinelhub-py ties its collections to services.sentinel-hub.com; these are served by self.base
+        self.s2 = DataCollection.SENTINEL2_L2A.define_from(f"{collection} at {self.base}", service_url=self.base)
+        self.dem_collection = DataCollection.DEM_COPERNICUS_30.define_from(f"dem at {self.base}", service_url=self.base)
+        self.http = Http(d)
+        self._session = None
+        self._lock = threading.Lock()
         self.grid: GeoBox | None = grid  # the AOI grid to render onto; set by find_scenes
 
-    # ------------------------------------------------------------------ HTTP with a bearer token
-    def _post(self, path: str, body: dict, accept: str) -> "requests.Response":  # noqa: F821
-        for attempt in (0, 1):
-            auth = self.tokens.header()
-            try:
-                return self.http.request("POST", self.base + path, json=body,
-                                         headers={**auth, "Accept": accept})
-            except DownloadError as e:
-                if getattr(e, "status", None) == 401 and attempt == 0:
-                    log.info("sentinelhub: token refused (expired or revoked): fetching a new one")
-                    self.tokens.invalidate(auth)
-                    continue
+    # ------------------------------------------------------------------ OAuth token
+    def session(self, renew: bool = False):
+        """sentinelhub-py's token session, made (a token fetched) on first use or when ``renew``."""
+        from sentinelhub import SentinelHubSession
+
+        for name in ("requests_oauthlib.oauth2_session", "oauthlib"):
+            logging.getLogger(name).addFilter(_NO_TOKEN_BODIES)
+        with self._lock, self._token_errors():
+            if self._session is None or renew:
+                self._session = SentinelHubSession(self.config, refresh_before_expiry=TOKEN_MARGIN_S)
+            return self._session
+
+    def headers(self, session) -> dict:
+        with self._lock, self._token_errors():  # a token near its expiry is fetched anew here
+            return session.session_headers
+
+    @contextmanager
+    def _token_errors(self):
+        import requests
+        from oauthlib.oauth2 import InsecureTransportError, OAuth2Error
+        from sentinelhub.exceptions import DownloadFailedException
+
+        try:
+            yield
+        except InsecureTransportError:
+            raise SourceError(f"the token URL {self.token_url} is not https: check source.sh_token_url") from None
+        except OAuth2Error as e:
+            raise SourceError(f"Sentinel Hub refused the credentials ({e.description or e.error}): check "
+                              "SH_CLIENT_ID / SH_CLIENT_SECRET, or the sentinelhub profile") from None
+        except (DownloadFailedException, requests.RequestException) as e:
+            raise SourceError(f"the Sentinel Hub token request to {self.token_url} failed ({_cause(e)}): check "
+                              "source.sh_token_url and the network, or retry later") from None
+
+    def _with_token(self, call):
+        """``call(session)``; once more with a new token if the service answers 401 (a token revoked early)."""
+        try:
+            return call(self.session())
+        except Exception as e:
+            if _status(e) != 401:
                 raise
-        raise AssertionError("unreachable")
+            log.info("sentinelhub: token refused (expired or revoked): fetching a new one")
+            return call(self.session(renew=True))
 
     # ------------------------------------------------------------------ Catalog API
     def search(self, aoi_wgs84, start: date, end: date, max_cloud_cover: float) -> SceneSearch:
+        from sentinelhub import (
+            CRS,
+            Geometry,
+            SentinelHubCatalog,
+            SentinelHubDownloadClient,
+        )
+        from sentinelhub.exceptions import (
+            DownloadFailedException,
+            OutOfRequestsException,
+        )
+
         t0, t1 = period_bounds(start, end)
-        body = {"collections": [self.collection], "intersects": shapely.geometry.mapping(aoi_wgs84),
-                "datetime": f"{_iso(t0)}/{_iso(t1)}", "limit": PAGE_SIZE,
-                "filter": f"eo:cloud_cover <= {max_cloud_cover:g}", "filter-lang": "cql2-text"}
-        features, pages = [], 0
-        while True:
-            try:
-                doc = self._post(CATALOG_PATH, body, "application/geo+json").json()
-            except ValueError:
-                raise SourceError(f"the Sentinel Hub Catalog at {self.base} did not return JSON: check "
-                                  "source.sh_base_url") from None
-            except DownloadError as e:
-                raise SourceError(f"Sentinel Hub Catalog search failed: {e}") from None
-            pages += 1
-            features += doc.get("features", [])
-            nxt = (doc.get("context") or {}).get("next")
-            if nxt is None or not doc.get("features"):
-                break
-            body = {**body, "next": nxt}
+        catalog = SentinelHubCatalog(config=self.config)
+
+        def pages(session) -> list[dict]:
+            catalog.client = SentinelHubDownloadClient(config=self.config, session=session)
+            return list(catalog.search(self.collection, time=(t0, t1), geometry=Geometry(aoi_wgs84, CRS.WGS84),
+                                       filter=f"eo:cloud_cover <= {max_cloud_cover:g}", limit=PAGE_SIZE))
+
+        try:
+            features = self._with_token(pages)
+        except (DownloadFailedException, OutOfRequestsException) as e:
+            raise SourceError(f"Sentinel Hub Catalog search at {self.base} failed ({_cause(e)}): check "
+                              "source.sh_base_url, or retry later") from None
         scenes, skipped = self._overpasses(features, max_cloud_cover)
         if not scenes:
             raise NoScenesError(f"sentinelhub at {self.base} has no {self.collection} scene over the AOI for "
                                 f"{start}..{end} under {max_cloud_cover:.0f}% cloud: widen the period or raise "
                                 "source.max_cloud_cover")
         dem = [self._dem_item(aoi_wgs84)] if self.dem else []
-        log.info("sentinelhub: %d granules in %d pages -> %d overpasses", len(features), pages, len(scenes))
+        log.info("sentinelhub: %d granules -> %d overpasses", len(features), len(scenes))
         return SceneSearch(scenes=scenes, dem=dem, skipped=skipped)
 
     def _overpasses(self, features: list[dict], max_cloud_cover: float) -> tuple[list[pystac.Item], list[dict]]:
@@ -265,16 +279,16 @@ class SentinelHubSource:
         if self.grid is None:
             raise SourceError("the sentinelhub source needs the AOI grid before rendering (internal error)")
         if http is not None:
-            self.http = self.tokens.http = http
+            self.http = http
         out = {}
         if item.collection_id == DEM_COLLECTION:
-            data, transform = self._render(_dem_spec(), 10, "float32", 1)
+            data, transform = self._render(_dem_spec(self.dem_collection), 10, "float32", 1)
             return {"data": (data[0], self.grid.crs, transform, None, item.assets["data"].href)}
         tr = item.properties["sentinelhub:time_range"]
         for product in sorted({ASSET_PRODUCT[a] for a in assets}):
             spec = PRODUCTS[product]
             bands = list(spec["bands"].items())
-            data, transform = self._render(_s2_spec(self.collection, tr, [b for _, b in bands]), spec["res"],
+            data, transform = self._render(_s2_spec(self.s2, tr, [b for _, b in bands]), spec["res"],
                                            "uint16", len(bands))
             for i, (asset, _) in enumerate(bands):
                 if asset in assets:
@@ -297,14 +311,18 @@ class SentinelHubSource:
         return mosaic, rasterio.Affine(res, 0, left, 0, -res, top)
 
     def _request(self, spec: dict, bbox: list[float], w: int, h: int, dtype: str, nbands: int) -> np.ndarray:
-        epsg = self.grid.crs.epsg
-        body = {"input": {"bounds": {"bbox": bbox, "properties": {"crs": f"http://www.opengis.net/def/crs/EPSG/0/{epsg}"}},
-                          "data": [spec["data"]]},
-                "output": {"width": w, "height": h,
-                           "responses": [{"identifier": "default", "format": {"type": "image/tiff"}}]},
-                "evalscript": spec["evalscript"]}
+        from sentinelhub import CRS, BBox, MimeType, SentinelHubRequest
+
+        request = SentinelHubRequest(evalscript=spec["evalscript"], input_data=[spec["input"]], size=(w, h),
+                                     responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
+                                     bbox=BBox(bbox, CRS(self.grid.crs.epsg)), config=self.config)
+        dl = request.download_list[0]
+
+        def post(session):
+            return self.http.request("POST", dl.url, json=dl.post_values, headers={**dl.headers, **self.headers(session)})
+
         try:
-            resp = self._post(PROCESS_PATH, body, "image/tiff")
+            resp = self._with_token(post)
         except DownloadError as e:
             raise SourceError(f"Sentinel Hub Process request failed: {e}") from None
         self.http.stats.add(nbytes=len(resp.content))
@@ -320,7 +338,9 @@ class SentinelHubSource:
         return data.astype(dtype, copy=False)
 
 
-def _s2_spec(collection: str, time_range: list[str], bands: list[str]) -> dict:
+def _s2_spec(collection, time_range: list[str], bands: list[str]) -> dict:
+    from sentinelhub import MosaickingOrder, ResamplingType, SentinelHubRequest
+
     outs = ", ".join(f"s.{b}" if b == "SCL" else f"Math.max(1, s.{b})" for b in bands)
     script = f"""//VERSION=3
 function setup() {{
@@ -332,13 +352,16 @@ function evaluatePixel(s) {{
   return [{outs}];
 }}
 """.replace("'", '"')
-    return {"data": {"type": collection, "dataFilter": {"timeRange": {"from": time_range[0], "to": time_range[1]},
-                                                        "mosaickingOrder": "mostRecent", "maxCloudCoverage": 100},
-                     "processing": {"harmonizeValues": True, "upsampling": "NEAREST", "downsampling": "NEAREST"}},
-            "evalscript": script}
+    data = SentinelHubRequest.input_data(collection, time_interval=tuple(time_range), maxcc=1.0,
+                                         mosaicking_order=MosaickingOrder.MOST_RECENT,
+                                         upsampling=ResamplingType.NEAREST, downsampling=ResamplingType.NEAREST,
+                                         other_args={"processing": {"harmonizeValues": True}})
+    return {"input": data, "evalscript": script}
 
 
-def _dem_spec() -> dict:
+def _dem_spec(collection) -> dict:
+    from sentinelhub import ResamplingType, SentinelHubRequest
+
     script = """//VERSION=3
 function setup() {
   return {input: ["DEM"], output: {bands: 1, sampleType: "FLOAT32"}};
@@ -347,8 +370,39 @@ function evaluatePixel(s) {
   return [s.DEM];
 }
 """
-    return {"data": {"type": "dem", "dataFilter": {"demInstance": "COPERNICUS_30"},
-                     "processing": {"upsampling": "BILINEAR", "downsampling": "BILINEAR"}}, "evalscript": script}
+    data = SentinelHubRequest.input_data(collection, upsampling=ResamplingType.BILINEAR,
+                                         downsampling=ResamplingType.BILINEAR)
+    return {"input": data, "evalscript": script}
+
+
+def _status(e: BaseException) -> int | None:
+    """The HTTP status behind our DownloadError or sentinelhub-py's DownloadFailedException."""
+    if getattr(e, "status", None) is not None:
+        return e.status
+    response = getattr(getattr(e, "request_exception", None), "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _cause(e: BaseException) -> str:
+    """One line for sentinelhub-py's many-line download errors: the requests error under them."""
+    import requests
+
+    inner = getattr(e, "request_exception", None) or e
+    if isinstance(inner, requests.ConnectionError):
+        return "cannot connect"  # its text is urllib3's pool and socket internals
+    text = str(inner).splitlines()[0] if str(inner) else ""
+    return f"{type(inner).__name__}: {redact(text)[:200]}"
+
+
+class _NoTokenBodies(logging.Filter):
+    """requests-oauthlib's DEBUG records show the token request's form (the client secret) and the
+    token response: they are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_NO_TOKEN_BODIES = _NoTokenBodies()
 
 
 def _platform(f: dict) -> str:

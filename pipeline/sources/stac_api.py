@@ -18,11 +18,11 @@ import shapely
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
-from urllib3.util.retry import Retry
 
+from pipeline.config import DownloadConfig
 from pipeline.errors import NoScenesError, SourceError
 from pipeline.sources.base import SceneSearch, deduplicate, period_bounds
-from pipeline.sources.http import redact
+from pipeline.sources.http import redact, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +61,21 @@ class StacApiSource:
     """Searches a STAC API; pages through ``next`` links (pystac-client follows them)."""
 
     def __init__(self, kind: str, url: str | None, collection: str = "sentinel-2-l2a",
-                 dem_collection: str = "cop-dem-glo-30", timeout_s: float = 60.0, retries: int = 5,
-                 backoff_s: float = 2.0, page_size: int = 100):
+                 dem_collection: str = "cop-dem-glo-30", download: DownloadConfig | None = None,
+                 page_size: int = 100):
         self.name = kind
         self.url = (url or DEFAULT_URLS[kind]).rstrip("/")
         self.collection = collection
         self.dem_collection = dem_collection
-        self.timeout_s = timeout_s
-        # urllib3 does the search's retries: backoff with jitter, Retry-After honoured, 429/5xx.
-        self.retry = Retry(total=retries, backoff_factor=backoff_s, backoff_jitter=backoff_s / 2,
-                           status_forcelist=[429, 500, 502, 503, 504], allowed_methods=None,
-                           respect_retry_after_header=True, raise_on_status=False)
+        self.download = download or DownloadConfig()
         self.page_size = page_size
         self.signs = kind == "planetary-computer" and not is_loopback(self.url)
 
     def _client(self) -> Client:
         try:
-            return Client.open(self.url, stac_io=StacApiIO(max_retries=self.retry, timeout=self.timeout_s),
-                               timeout=self.timeout_s)
+            d = self.download
+            return Client.open(self.url, stac_io=StacApiIO(max_retries=retry_policy(d), timeout=d.timeout_s),
+                               timeout=d.timeout_s)
         except (APIError, OSError, ValueError) as e:
             raise SourceError(f"cannot open the STAC API at {redact(self.url)} ({_short(e)}): check --stac-url "
                               "and the network") from None
