@@ -5,15 +5,15 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test run bench report reference clean monthly evaluate evaluate-scenarios realdata
+.PHONY: help setup lock demo test test-fast lint run bench report reference clean monthly evaluate evaluate-scenarios realdata
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv/ from pyproject.toml (done by every other target)
@@ -21,8 +21,16 @@ setup: $(STAMP) ## create .venv/ from pyproject.toml (done by every other target
 demo: $(STAMP) ## simulate the demo AOI, run the pipeline, score it -> outputs/demo/
 	$(PY) -m pipeline demo --out outputs/demo --scenes outputs/demo-scenes
 
-test: $(STAMP) ## run the test suite (a few minutes on 2 cores)
+test: $(STAMP) ## run the whole test suite: unit, integration, end-to-end (under 5 minutes on 2 cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## run the unit tests only (under a minute): small arrays and tables made in the test
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint and format) and mypy, as .ci/run and pre-commit run them
+	$(PY) -m ruff check pipeline tests
+	$(PY) -m ruff format --check pipeline tests
+	$(PY) -m mypy pipeline
 
 run: $(STAMP) ## run one configured AOI: make run AOI=chipwe_pangwa -> outputs/$(AOI)/
 	$(PY) -m pipeline run --config configs/$(AOI).yaml
@@ -38,6 +46,13 @@ report: $(STAMP) ## (re)write a run's report.html and chart PNGs: make report AO
 reference: $(STAMP) ## check a run against the real labels inside its AOI: make reference AOI=demo -> outputs/$(AOI)/reference.md
 	$(PY) -m pipeline reference --run outputs/$(AOI)
 
+lock: ## pin every package make setup installs (requirements.lock), resolved afresh from pyproject.toml
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[test,bench]'
+	{ echo "# make lock: pip freeze of pyproject.toml's [test,bench] on $$(.lock-venv/bin/python -V)"; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e '; } > requirements.lock
+	rm -rf .lock-venv
+
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs .pytest_cache
 
@@ -45,7 +60,7 @@ realdata: $(STAMP) ## check the rules, the haze screen and the simulator's spect
 	$(PY) -m pipeline.lab.realdata
 
 bench: $(STAMP) ## time and memory against a read floor and a notebook baseline, py-spy profile -> reports/bench.md
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[bench]'
 	$(PY) -m pipeline.lab.bench
 
 EVAL_SEEDS ?= 100-119

@@ -6,6 +6,7 @@ edge that SCL missed shows up once and is gone; a swidden field is bare for one 
 then green; a leaching site stays. Counts (not single images) make this insensitive to how many
 scenes a month had.
 """
+
 from __future__ import annotations
 
 import numba
@@ -62,8 +63,9 @@ def _onset_kernel(valid, hits, window, persistence, min_obs, onset, last):
                         break
 
 
-def persistent_onset(valid: np.ndarray, hits: np.ndarray, window: int, persistence: float,
-                     min_obs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def persistent_onset(
+    valid: np.ndarray, hits: np.ndarray, window: int, persistence: float, min_obs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Onset month index, last month index and months seen, per pixel; months on the last axis.
 
     Returns ``(onset, last, months_seen)``: onset is the first month whose clear views show the
@@ -144,8 +146,9 @@ def _dip_kernel(onset, valid, index_sum, lead, drop, baseline_months, out):
                     out[y, x] = c
 
 
-def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead: int, drop: float,
-              baseline_months: int = 12) -> np.ndarray:
+def dip_onset(
+    onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead: int, drop: float, baseline_months: int = 12
+) -> np.ndarray:
     """The earliest of the ``lead`` months before ``onset`` from which every month with a clear view has a
     mean index (``index_sum / valid``) at least ``drop`` below its mean over the ``baseline_months``
     before them; NONE where there is none (or no onset, or no baseline views). Months on the last axis.
@@ -155,8 +158,15 @@ def dip_onset(onset: np.ndarray, valid: np.ndarray, index_sum: np.ndarray, lead:
     """
     v3, s3 = _as3d(valid), _as3d(index_sum)
     out = np.empty(v3.shape[:2], np.int16)
-    _dip_kernel(np.asarray(onset).reshape(v3.shape[:2]).astype(np.int64), v3, s3, int(lead), float(drop),
-                int(baseline_months), out)
+    _dip_kernel(
+        np.asarray(onset).reshape(v3.shape[:2]).astype(np.int64),
+        v3,
+        s3,
+        int(lead),
+        float(drop),
+        int(baseline_months),
+        out,
+    )
     return out.reshape(np.shape(valid)[:-1])
 
 

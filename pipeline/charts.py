@@ -1,6 +1,7 @@
 """The report's two charts (sites and footprint per year), drawn with matplotlib from a run's
 ``yearly_summary.csv``: PNG files for a briefing paper, SVG for the page.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,10 +18,22 @@ SITES_PNG = "sites_per_year.png"
 FOOTPRINT_PNG = "footprint_per_year.png"
 # key -> PNG file, cumulative column, divisor, y label, title (after the AOI's name), column of the new
 CHARTS = {
-    "sites": (SITES_PNG, "sites_total", 1.0, "sites (cumulative)", "mining sites by the end of each year (+ new)",
-              "sites_new"),
-    "footprint": (FOOTPRINT_PNG, "footprint_total_m2", 1e4, "hectares (cumulative)",
-                  "disturbed area, ponds and cleared slopes", None),
+    "sites": (
+        SITES_PNG,
+        "sites_total",
+        1.0,
+        "sites (cumulative)",
+        "mining sites by the end of each year (+ new)",
+        "sites_new",
+    ),
+    "footprint": (
+        FOOTPRINT_PNG,
+        "footprint_total_m2",
+        1e4,
+        "hectares (cumulative)",
+        "disturbed area, ponds and cleared slopes",
+        None,
+    ),
 }
 
 
@@ -37,8 +50,16 @@ def read_summary(path: Path) -> dict[str, list]:
     return columns
 
 
-def _figure(table: dict[str, list], column: str, scale: float, ylabel: str, title: str, prefix: str, colours,
-            new_column: str | None = None):
+def _figure(
+    table: dict[str, list],
+    column: str,
+    scale: float,
+    ylabel: str,
+    title: str,
+    prefix: str,
+    colours,
+    new_column: str | None = None,
+):
     import matplotlib
     from matplotlib.figure import Figure  # not pyplot: no GUI state, and a quarter of a second less to import
 
@@ -60,15 +81,29 @@ def _figure(table: dict[str, list], column: str, scale: float, ylabel: str, titl
             text += " (gap)"  # no clear view that year: new is unknown, not zero
         elif n is not None:
             text += f" (+{n:,.0f})" if scale == 1 else f" (+{n:,.1f})"
-        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v),
-                    ha="center", va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, v),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_ylim(0, max(values + [1]) * 1.15)
     if any(table["provisional"]):
-        ax.text(1, -0.18, "hatched: provisional (year not over)", transform=ax.transAxes, ha="right", fontsize=8,
-                color="#555555")
+        ax.text(
+            1,
+            -0.18,
+            "hatched: provisional (year not over)",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=8,
+            color="#555555",
+        )
     fig.tight_layout()
     return fig
 
@@ -87,5 +122,5 @@ def draw(summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
         svg = buf.getvalue()
-        svgs[key] = svg[svg.index("<svg"):]
+        svgs[key] = svg[svg.index("<svg") :]
     return svgs

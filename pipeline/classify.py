@@ -2,6 +2,7 @@
 
 Every threshold comes from the config, where each is explained.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import geopandas as gpd
 import numpy as np
 from scipy import ndimage
 
-from pipeline.config import ClearingRules, PondRules
+from pipeline.rules import ClearingRules, PondRules
 
 
 def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=None) -> gpd.GeoDataFrame:
@@ -33,8 +34,11 @@ def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=N
     strip_ok = (out["elongation"] <= rules.alone_max_elongation) | (out["months_seen"] >= rules.strip_min_months)
     hillside = (slope.isna() | (slope >= rules.alone_min_slope_deg)).to_numpy()
     # laterite, not a scar's grey debris under returning shrub nor a river's gravel
-    laterite = (out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)).to_numpy() if "bsi_mean" in out \
+    laterite = (
+        (out["bsi_mean"].isna() | (out["bsi_mean"] >= rules.alone_min_bsi)).to_numpy()
+        if "bsi_mean" in out
         else np.ones(len(out), bool)
+    )
     # ground leach ponds are dug beside: a hillside or a levelled laterite terrace; not a road cut, nor
     # the grey gravel of a river bar or an alluvial gold working on the valley floor
     out["pond_ground"] = ~road & (hillside | laterite)
@@ -74,8 +78,11 @@ def select_ponds(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, rules: Po
         clearings = clearings[clearings["pond_ground"].astype(bool)]
     beside = np.zeros(len(ponds), bool)
     if len(ponds) and len(clearings):
-        beside[clearings.sindex.query(ponds.geometry.values, predicate="dwithin",
-                                      distance=rules.max_distance_to_clearing_m)[0]] = True
+        beside[
+            clearings.sindex.query(
+                ponds.geometry.values, predicate="dwithin", distance=rules.max_distance_to_clearing_m
+            )[0]
+        ] = True
     lone = lasting & ~beside
     lone[lone] = ~in_long_chains(ponds.geometry[lone], rules.chain_gap_m, rules.network_min_length_m)
     return ponds[beside | lone]
@@ -92,8 +99,9 @@ def in_long_chains(geoms: gpd.GeoSeries, gap_m: float, min_length_m: float) -> n
     if len(geoms) == 0:
         return np.zeros(0, bool)
     chain = link_sites(geoms, gap_m)
-    across = {c: 2 * shapely.minimum_bounding_radius(shapely.union_all(geoms.values[chain == c]))
-              for c in np.unique(chain)}
+    across = {
+        c: 2 * shapely.minimum_bounding_radius(shapely.union_all(geoms.values[chain == c])) for c in np.unique(chain)
+    }
     return np.array([across[c] >= min_length_m for c in chain])
 
 
@@ -158,7 +166,7 @@ def strip_width_m(labels: np.ndarray, resolution_m: float) -> tuple[np.ndarray, 
     area = np.bincount(labels[filled], minlength=n).astype(float)
     skeleton = skeletonize(filled)
     length = np.maximum(np.bincount(labels[skeleton], minlength=n).astype(float), 1.0) * resolution_m
-    return area * resolution_m ** 2 / length, length
+    return area * resolution_m**2 / length, length
 
 
 def surrounding_slope(slope: np.ndarray, resolution_m: float, radius_m: float) -> np.ndarray:
@@ -169,8 +177,14 @@ def surrounding_slope(slope: np.ndarray, resolution_m: float, radius_m: float) -
     return ndimage.uniform_filter(np.asarray(slope, dtype=np.float32), size=size, mode="nearest")
 
 
-def floodplain(river: np.ndarray, setting_slope: np.ndarray, resolution_m: float, distance_m: float,
-               max_slope_deg: float, where: np.ndarray | None = None) -> np.ndarray:
+def floodplain(
+    river: np.ndarray,
+    setting_slope: np.ndarray,
+    resolution_m: float,
+    distance_m: float,
+    max_slope_deg: float,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
     """Flat ground (``setting_slope`` under ``max_slope_deg``) within ``distance_m`` of a river's water: where
     its side channels, bar pools and oxbows lie, which the network rule sees as pieces apart from it. Only
     the pixels of ``where`` (default: all) are judged: the water pixels are all that need it."""

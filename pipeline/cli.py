@@ -3,6 +3,7 @@
 Only this module configures logging and prints; errors the pipeline expects (PipelineError) become
 one line on stderr and a non-zero exit code.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,16 @@ from pipeline.errors import ConfigError, PipelineError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # simulate.SCENARIOS, spelled out so that --help does not import the simulator (tests check they agree)
-SCENARIO_HELP = ("harder variant: single_pixel_ponds, wet, haze, villages, regrowth, pre_period, two_orbits, "
-                 "dense, swidden_heavy, landslide_heavy, steep, flat, valley, misregistered or all")
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.")
+SCENARIO_HELP = (
+    "harder variant: single_pixel_ponds, wet, haze, villages, regrowth, pre_period, two_orbits, "
+    "dense, swidden_heavy, landslide_heavy, steep, flat, valley, misregistered or all"
+)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Kachin rare-earth mining watch: Sentinel-2 change detection of leaching ponds and cleared slopes.",
+)
 log = logging.getLogger("pipeline")
 
 
@@ -44,8 +51,10 @@ def _overrides(pairs: list[str]) -> dict:
         try:
             out[k.strip()] = yaml_value(v)
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}): "
-                              "quote it, e.g. --set 'name=\"x: y\"'") from None
+            raise ConfigError(
+                f"--set {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}): "
+                "quote it, e.g. --set 'name=\"x: y\"'"
+            ) from None
     return out
 
 
@@ -53,17 +62,23 @@ def _print_plan(plan: dict, verbose: bool) -> None:
     from collections import Counter
 
     mb = 1e6
-    typer.echo(f"dry run: {plan['aoi']}, {plan['area_km2']} km2, grid {plan['grid']} ({plan['crs']}), "
-               f"{plan['period'][0]} to {plan['period'][1]}, source {plan['source']}")
+    typer.echo(
+        f"dry run: {plan['aoi']}, {plan['area_km2']} km2, grid {plan['grid']} ({plan['crs']}), "
+        f"{plan['period'][0]} to {plan['period'][1]}, source {plan['source']}"
+    )
     found = Counter(s["datetime"][:4] for s in plan["scenes"])
     typer.echo(f"{'year':>6} {'scenes':>7}")
     for y in sorted(found):
         typer.echo(f"{y:>6} {found[y]:>7}")
-    typer.echo(f"scenes found: {len(plan['scenes'])}; set aside: {len(plan['skipped'])} "
-               f"(e.g. over the cloud limit); DEM tiles: {len(plan['dem_items'])}")
-    typer.echo(f"to fetch: {len(plan['bands'])} bands ({', '.join(plan['bands'])}) x {len(plan['scenes'])} scenes x "
-               f"{plan['bytes_per_scene'] / mb:.1f} MB = {plan['bytes_total'] / mb:,.0f} MB of pixels "
-               "(the AOI window, uncompressed)")
+    typer.echo(
+        f"scenes found: {len(plan['scenes'])}; set aside: {len(plan['skipped'])} "
+        f"(e.g. over the cloud limit); DEM tiles: {len(plan['dem_items'])}"
+    )
+    typer.echo(
+        f"to fetch: {len(plan['bands'])} bands ({', '.join(plan['bands'])}) x {len(plan['scenes'])} scenes x "
+        f"{plan['bytes_per_scene'] / mb:.1f} MB = {plan['bytes_total'] / mb:,.0f} MB of pixels "
+        "(the AOI window, uncompressed)"
+    )
     typer.echo(f"would write: {plan['out']}")
     typer.echo("scenes:")
     for sc in plan["scenes"]:
@@ -92,10 +107,16 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory to write"),
     workers: Optional[int] = typer.Option(None, help="dask threads (default: all cores)"),
     scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler, e.g. tcp://10.0.0.5:8786"),
-    set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set ponds.mndwi_min=0.1 "
-                                                     "(every threshold: python -m pipeline settings)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="search only: list the scenes found and the data "
-                                                          "volume to fetch; read no pixels, write nothing"),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="override any setting, e.g. --set ponds.mndwi_min=0.1 (every threshold: python -m pipeline settings)",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="search only: list the scenes found and the data volume to fetch; read no pixels, write nothing",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
@@ -108,17 +129,27 @@ def run(
       python -m pipeline run --config configs/chipwe_pangwa.yaml\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml --dry-run      # what would be read\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml --start 2023-01-01 --set ponds.mndwi_min=0.05\n
-      python -m pipeline run --aoi aois/x.geojson --source local --catalog DIR/catalog.json --start 2018-01-01 --end 2024-12-31 --out DIR
+      python -m pipeline run --aoi x.geojson --source local --catalog c/catalog.json --start 2018-01-01 --end 2024-12-31
     """
     from pipeline.config import load_config
     from pipeline.run import plan
     from pipeline.run import run as run_pipeline
 
     console.setup_logging(verbose, quiet)
-    overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "source.stac_url": stac_url,
-                 "cache.dir": cache_dir, "cache.offline": offline, "period.start": start,
-                 "period.end": end, "out": out, "compute.workers": workers, "compute.scheduler": scheduler,
-                 **_overrides(set_)}
+    overrides = {
+        "aoi": aoi,
+        "source.kind": source,
+        "source.catalog": catalog,
+        "source.stac_url": stac_url,
+        "cache.dir": cache_dir,
+        "cache.offline": offline,
+        "period.start": start,
+        "period.end": end,
+        "out": out,
+        "compute.workers": workers,
+        "compute.scheduler": scheduler,
+        **_overrides(set_),
+    }
     cfg = load_config(config, overrides)
     if dry_run:
         _print_plan(plan(cfg), verbose)
@@ -178,9 +209,16 @@ def fetch(
     from pipeline.sources.loading import SCL
 
     console.setup_logging(verbose, quiet)
-    overrides = {"aoi": aoi, "source.kind": source, "source.stac_url": stac_url, "cache.dir": cache_dir,
-                 "cache.verify": "checksum" if verify else None, "period.start": start, "period.end": end,
-                 **_overrides(set_)}
+    overrides = {
+        "aoi": aoi,
+        "source.kind": source,
+        "source.stac_url": stac_url,
+        "cache.dir": cache_dir,
+        "cache.verify": "checksum" if verify else None,
+        "period.start": start,
+        "period.end": end,
+        **_overrides(set_),
+    }
     cfg = load_config(config, overrides)
     if cfg.source.kind == "local":
         raise ConfigError("fetch needs an online source: pass --source earth-search (or planetary-computer)")
@@ -208,8 +246,15 @@ def simulate(
     from pipeline.lab.simulate import simulate as simulate_aoi
 
     console.setup_logging(verbose, quiet)
-    sim = simulate_aoi(out, seed, size_km=size_km, start_year=start_year, end_year=end_year, revisit_days=revisit_days,
-                       scenario=scenario)
+    sim = simulate_aoi(
+        out,
+        seed,
+        size_km=size_km,
+        start_year=start_year,
+        end_year=end_year,
+        revisit_days=revisit_days,
+        scenario=scenario,
+    )
     if not quiet:
         typer.echo(f"wrote {sim.catalog}, {sim.truth}, {sim.aoi}")
 
@@ -233,13 +278,18 @@ def evaluate(
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
-    fmt: str = typer.Option("gpkg", "--format", "-f",
-                            help="gpkg | geojson (WGS84, RFC 7946) | fgb (FlatGeobuf) | kml | kmz (Google Earth, "
-                                 "with time stamps) | parquet (GeoParquet) | shp (Shapefile)"),
+    fmt: str = typer.Option(
+        "gpkg",
+        "--format",
+        "-f",
+        help="gpkg | geojson (WGS84, RFC 7946) | fgb (FlatGeobuf) | kml | kmz (Google Earth, "
+        "with time stamps) | parquet (GeoParquet) | shp (Shapefile)",
+    ),
     year: Optional[int] = typer.Option(None, help="keep only features first seen in or before this year"),
     layer: list[str] = typer.Option([], "--layer", "-l", help="sites, ponds or clearings (repeatable; default all)"),
-    out: Optional[Path] = typer.Option(None, help="file (with the format's extension) or directory; "
-                                                  "default RUN/exports/"),
+    out: Optional[Path] = typer.Option(
+        None, help="file (with the format's extension) or directory; default RUN/exports/"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Write a run's sites, ponds and clearings for QGIS, ArcGIS, Google Earth or a web map.
@@ -252,7 +302,7 @@ def export_cmd(
       python -m pipeline export --run outputs/demo --format geojson --layer sites --year 2022\n
       python -m pipeline export --run outputs/demo --format shp --out ~/arcgis/kachin/
     """
-    from pipeline.export import export_layers
+    from pipeline.formats import export_layers
 
     console.setup_logging(False, quiet)
     paths = export_layers(run_dir, fmt, out, layer or None, year)
@@ -283,8 +333,9 @@ def report_cmd(
 @app.command("reference")
 def reference_cmd(
     run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="folder of label files with the names of "
-                                                                 "pipeline/data's (default: the packaged ones)"),
+    labels: Optional[Path] = typer.Option(
+        None, "--labels", help="folder of label files with the names of pipeline/data's (default: the packaged ones)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Score a run against the real labels inside its AOI: Earth Genome's mapped pools, mine, non-mine and
@@ -297,10 +348,11 @@ def reference_cmd(
     Example: python -m pipeline reference --run outputs/demo
     """
     from pipeline.reference import check_run, summary_lines, write_reference
+    from pipeline.report import refresh_report
 
     console.setup_logging(False, True)  # the summary below is this command's output; the log only warns
     result = check_run(run_dir, labels)
-    write_reference(run_dir, result)
+    refresh_report(run_dir, add=write_reference(run_dir, result))
     if not quiet:
         for line in summary_lines(result):
             typer.echo(line)
@@ -322,8 +374,10 @@ def verify_cmd(
     result = verify_run(run_dir)
     if result["problems"]:
         more = f" (and {len(result['problems']) - 1} more)" if len(result["problems"]) > 1 else ""
-        raise OutputError(f"{run_dir} does not match its run.json: {result['problems'][0]}{more}: "
-                          "rerun the pipeline for this AOI (or restore the files from a backup)")
+        raise OutputError(
+            f"{run_dir} does not match its run.json: {result['problems'][0]}{more}: "
+            "rerun the pipeline for this AOI (or restore the files from a backup)"
+        )
     if not quiet:
         typer.echo(f"ok: {len(result['ok'])} outputs of {run_dir} match run.json")
 
@@ -351,15 +405,24 @@ def demo(
       python -m pipeline demo --seed 100 --out outputs/seed100 --scenes outputs/seed100-scenes
     """
     from pipeline.config import load_config
-    from pipeline.lab.evaluate import evaluate as evaluate_run, format_scores
-    from pipeline.run import run as run_pipeline
+    from pipeline.lab.evaluate import evaluate as evaluate_run
+    from pipeline.lab.evaluate import format_scores
     from pipeline.lab.simulate import simulate as simulate_aoi
+    from pipeline.run import run as run_pipeline
 
     console.setup_logging(verbose, quiet)
     sim = simulate_aoi(scenes, seed, reuse=True)
-    cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
-                                           "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
-                                           "out": out})
+    cfg = load_config(
+        demo_config_path(),
+        {
+            "aoi": sim.aoi,
+            "source.kind": "local",
+            "source.catalog": sim.catalog,
+            "period.start": sim.start.isoformat(),
+            "period.end": sim.end.isoformat(),
+            "out": out,
+        },
+    )
     with console.run_log(cfg.out), console.log_above_bars():
         result = run_pipeline(cfg, progress=console.progress_bars(quiet))
     scores = evaluate_run(result.out, sim.truth)
@@ -372,8 +435,9 @@ def demo(
 
 @app.command("train")
 def train_cmd(
-    labels: list[Path] = typer.Option(..., help="labelled polygons (contract 5: layers ponds, clearings); repeat "
-                                               "once per catalog"),
+    labels: list[Path] = typer.Option(
+        ..., help="labelled polygons (contract 5: layers ponds, clearings); repeat once per catalog"
+    ),
     catalog: list[Path] = typer.Option(..., help="local catalog.json the labels belong to; repeat, same order"),
     aoi: Optional[list[Path]] = typer.Option(None, help="AOI of each catalog (default: aoi.geojson beside it)"),
     start: str = typer.Option("2020-01-01"),
@@ -394,13 +458,26 @@ def train_cmd(
     if len(labels) != len(catalog) or (aoi and len(aoi) != len(catalog)):
         raise ConfigError("give one --labels (and --aoi, if any) per --catalog, in the same order")
     aois = aoi or [c.parent / "aoi.geojson" for c in catalog]
-    cfgs = [load_config(config or demo_config_path(), {
-        "aoi": a, "source.kind": "local", "source.catalog": c, "period.start": start, "period.end": end,
-        "out": out.parent / ".train-run", "compute.composite_dir": c.parent / ".composites"})
-        for a, c in zip(aois, catalog)]
+    cfgs = [
+        load_config(
+            config or demo_config_path(),
+            {
+                "aoi": a,
+                "source.kind": "local",
+                "source.catalog": c,
+                "period.start": start,
+                "period.end": end,
+                "out": out.parent / ".train-run",
+                "compute.composite_dir": c.parent / ".composites",
+            },
+        )
+        for a, c in zip(aois, catalog)
+    ]
     bundle = train_from_catalogs(cfgs, labels, out)
-    typer.echo(f"wrote {out}: {bundle['n_pixels']} training pixels, {len(bundle['features'])} features, "
-               f"training data sha256 {bundle['training_data_sha256'][:16]}...")
+    typer.echo(
+        f"wrote {out}: {bundle['n_pixels']} training pixels, {len(bundle['features'])} features, "
+        f"training data sha256 {bundle['training_data_sha256'][:16]}..."
+    )
 
 
 @app.command("aois")
@@ -413,14 +490,18 @@ def list_aois():
 
     for f in sorted((REPO / "aois").glob("*.geojson")):
         a = load_aoi(f)
-        typer.echo(f"{f.stem:16s} {a.area_km2:8.1f} km2  {a.crs.to_string()}  grid {a.grid.shape.x}x{a.grid.shape.y} px")
+        typer.echo(
+            f"{f.stem:16s} {a.area_km2:8.1f} km2  {a.crs.to_string()}  grid {a.grid.shape.x}x{a.grid.shape.y} px"
+        )
 
 
 @app.command()
 def monthly(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config (configs/*.yaml)"),
     aoi: Optional[Path] = typer.Option(None, help="AOI GeoJSON polygon (lon/lat)"),
-    source: Optional[str] = typer.Option(None, help="scene source: local, earth-search, planetary-computer, sentinelhub"),
+    source: Optional[str] = typer.Option(
+        None, help="scene source: local, earth-search, planetary-computer, sentinelhub"
+    ),
     catalog: Optional[Path] = typer.Option(None, help="local STAC catalog.json (contract 3)"),
     stac_url: Optional[str] = typer.Option(None, help="STAC API root (default: the source's public endpoint)"),
     cache_dir: Optional[Path] = typer.Option(None, help="scene cache (default ~/.cache/kachin-ree-watch)"),
@@ -448,20 +529,34 @@ def monthly(
     from pipeline.monthly import monthly as monthly_run
 
     console.setup_logging(verbose, quiet)
-    overrides = {"aoi": aoi, "source.kind": source, "source.catalog": catalog, "source.stac_url": stac_url,
-                 "cache.dir": cache_dir, "period.start": start, "out": out, **_overrides(set_)}
+    overrides = {
+        "aoi": aoi,
+        "source.kind": source,
+        "source.catalog": catalog,
+        "source.stac_url": stac_url,
+        "cache.dir": cache_dir,
+        "period.start": start,
+        "out": out,
+        **_overrides(set_),
+    }
     if config is None and start is None:
-        raise ConfigError("monthly needs --config, or --start with --aoi and --out: the period runs from start to today")
+        raise ConfigError(
+            "monthly needs --config, or --start with --aoi and --out: the period runs from start to today"
+        )
     if config is None:
         overrides["period.end"] = start  # replaced by today; the period must validate first
     cfg = load_config(config, overrides)
     day = date.fromisoformat(today) if today else None
     with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
-        result = monthly_run(cfg, day, lookback_days, progress=console.progress_bars(quiet), fetch_progress=fetch_progress)
+        result = monthly_run(
+            cfg, day, lookback_days, progress=console.progress_bars(quiet), fetch_progress=fetch_progress
+        )
     if not quiet:
         if result.exit_code == 0:
-            typer.echo(f"updated {result.out}: {len(result.scenes_new)} new scenes, {result.sites_new} new sites "
-                       f"({result.sites_total} in all), {result.duration_s:.1f} s")
+            typer.echo(
+                f"updated {result.out}: {len(result.scenes_new)} new scenes, {result.sites_new} new sites "
+                f"({result.sites_total} in all), {result.duration_s:.1f} s"
+            )
         else:
             typer.echo(f"nothing new since the last run: {cfg.out} left as it was ({result.duration_s:.1f} s)")
     raise SystemExit(result.exit_code)
@@ -487,11 +582,16 @@ def main() -> None:
         from pipeline.export import disk_full
 
         if isinstance(e, OSError) and disk_full(e):
-            typer.echo(f"error: disk full writing {e.filename or 'a file'} ({e.strerror}): free disk space (or put "
-                       "--out / compute.composite_dir on a larger disk) and run again; no output was replaced", err=True)
+            typer.echo(
+                f"error: disk full writing {e.filename or 'a file'} ({e.strerror}): free disk space (or put "
+                "--out / compute.composite_dir on a larger disk) and run again; no output was replaced",
+                err=True,
+            )
             sys.exit(1)
         if console.state["verbose"]:
             traceback.print_exc()
-        typer.echo(f"error: unexpected {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
-                   "and report it)", err=True)
+        typer.echo(
+            f"error: unexpected {type(e).__name__}: {e} (rerun with --verbose for the traceback, and report it)",
+            err=True,
+        )
         sys.exit(1)

@@ -20,6 +20,7 @@ A site's confidence is that at least one of its features is real (``1 - prod(1 -
 twenty ponds is surer than any single pool. It is a ranking score, not a calibrated probability;
 ``reports/accuracy.md`` shows the precision by confidence band on the reporting seeds.
 """
+
 from __future__ import annotations
 
 import geopandas as gpd
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.change import active_sum, share_while_active
-from pipeline.config import ClearingRules, PondRules
+from pipeline.rules import ClearingRules, PondRules
 
 OBS_SCALE = 8.0  # clear views while active at which the evidence term reaches 1 - 1/e
 MNDWI_MARGIN_SCALE = 0.1  # MNDWI of mixed pond pixels spreads ~0.1 around the threshold
@@ -40,13 +41,19 @@ COLUMNS = ("confidence", "n_clear_obs", "first_seen", "last_seen")  # on every l
 
 # ------------------------------------------------------------------------------------- per pixel
 
+
 def active_total(onset: np.ndarray, last: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sum of ``counts`` (months on the last axis) from each pixel's onset to its last month; 0 without onset."""
     return active_sum(onset, last, counts).astype(np.int32)
 
 
-def evidence(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, hits: np.ndarray | None,
-             sums: dict[str, tuple[np.ndarray, float]]) -> dict[str, np.ndarray]:
+def evidence(
+    onset: np.ndarray,
+    last: np.ndarray,
+    valid: np.ndarray,
+    hits: np.ndarray | None,
+    sums: dict[str, tuple[np.ndarray, float]],
+) -> dict[str, np.ndarray]:
     """``evidence_maps`` on numpy: months on the last axis, each sum with what one of its units is worth."""
     out = {"n_clear_obs": active_total(onset, last, valid)}
     if hits is not None:
@@ -57,6 +64,7 @@ def evidence(onset: np.ndarray, last: np.ndarray, valid: np.ndarray, hits: np.nd
 
 
 # ------------------------------------------------------------------------------------- per polygon
+
 
 def _evidence(n) -> np.ndarray:
     return 1.0 - np.exp(-np.asarray(n, dtype=float) / OBS_SCALE)
@@ -82,8 +90,11 @@ def pond_confidence(ponds: gpd.GeoDataFrame, months, rules: PondRules) -> gpd.Ge
     """``confidence``, ``first_seen``, ``last_seen`` on ponds carrying the median ``POND_EVIDENCE``
     and ``onset_month`` / ``last_month`` columns (as ``features`` builds them)."""
     out = ponds.copy()
-    out["confidence"] = _geomean(_evidence(out["n_clear_obs"]), out["water_share"],
-                                 _margin(out["mndwi_mean"], rules.mndwi_min, MNDWI_MARGIN_SCALE)).astype(np.float32)
+    out["confidence"] = _geomean(
+        _evidence(out["n_clear_obs"]),
+        out["water_share"],
+        _margin(out["mndwi_mean"], rules.mndwi_min, MNDWI_MARGIN_SCALE),
+    ).astype(np.float32)
     return _dates(out, months)
 
 
@@ -91,8 +102,13 @@ def clearing_confidence(clearings: gpd.GeoDataFrame, months, rules: ClearingRule
     """As :func:`pond_confidence`, for clearings (``bare_share``, ``green_share``, ``CLEARING_EVIDENCE``)."""
     out = clearings.copy()
     duration = np.minimum(out["months_seen"].to_numpy(dtype=float) / rules.alone_min_months, 1.0)
-    out["confidence"] = _geomean(_evidence(out["n_clear_obs"]), out["bare_share"], 1.0 - out["green_share"],
-                                 _margin(out["bsi_mean"], rules.bsi_min, BSI_MARGIN_SCALE), duration).astype(np.float32)
+    out["confidence"] = _geomean(
+        _evidence(out["n_clear_obs"]),
+        out["bare_share"],
+        1.0 - out["green_share"],
+        _margin(out["bsi_mean"], rules.bsi_min, BSI_MARGIN_SCALE),
+        duration,
+    ).astype(np.float32)
     return _dates(out, months)
 
 
@@ -115,8 +131,12 @@ def site_confidence(sites: gpd.GeoDataFrame, ponds: gpd.GeoDataFrame, clearings:
     first, last = members["first_seen"].to_numpy(dtype=object), members["last_seen"].to_numpy(dtype=object)
     # per site on plain arrays ('YYYY-MM' sorts as text): pandas' min of strings went through pyarrow,
     # whose import alone cost more than all of this
-    rows = [(1.0 - float(np.prod(1.0 - conf[i])), n_obs[i].max(), min(first[i]), max(last[i])) if i is not None
-            else (np.nan, 0, np.nan, np.nan) for i in map(groups.get, sites["site_id"].to_numpy())]
+    rows = [
+        (1.0 - float(np.prod(1.0 - conf[i])), n_obs[i].max(), min(first[i]), max(last[i]))
+        if i is not None
+        else (np.nan, 0, np.nan, np.nan)
+        for i in map(groups.get, sites["site_id"].to_numpy())
+    ]
     conf, n_obs, first, last = zip(*rows) if rows else ((), (), (), ())
     out = sites.copy()
     out["confidence"] = np.array(conf, dtype=np.float32)

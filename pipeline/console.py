@@ -1,5 +1,6 @@
 """What the command line shows and keeps: logging to the console and to the run's log file, and the
 progress bars of the compute stages and of downloads."""
+
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-
 
 state = {"verbose": False, "level": logging.INFO}
 
@@ -103,8 +103,17 @@ def monthly_log(out: Path):
         yield
     except BaseException as e:
         if not isinstance(e, SystemExit):  # into the file only: main() prints the one line on the console
-            handler.handle(logging.makeLogRecord({"name": "pipeline", "levelno": logging.ERROR, "levelname": "ERROR",
-                                                  "msg": "failed: %s", "args": (e,)}))
+            handler.handle(
+                logging.makeLogRecord(
+                    {
+                        "name": "pipeline",
+                        "levelno": logging.ERROR,
+                        "levelname": "ERROR",
+                        "msg": "failed: %s",
+                        "args": (e,),
+                    }
+                )
+            )
         raise
     finally:
         root.removeHandler(handler)

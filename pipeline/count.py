@@ -8,6 +8,7 @@ how many of them showed water or bare soil keeps every observation's evidence, d
 the month (a pond dug in November belongs to that year, not the next), and reduces the cube from
 hundreds of scenes to one layer per month before anything is held in memory.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,8 +56,9 @@ BANDS = ["blue", "green", "red", "nir", "swir16"]  # the reflectance bands the c
 
 
 def month_starts(start: date, end: date) -> pd.DatetimeIndex:
-    return pd.date_range(pd.Timestamp(start).to_period("M").to_timestamp(),
-                         pd.Timestamp(end).to_period("M").to_timestamp(), freq="MS")
+    return pd.date_range(
+        pd.Timestamp(start).to_period("M").to_timestamp(), pd.Timestamp(end).to_period("M").to_timestamp(), freq="MS"
+    )
 
 
 # The xarray formulation of the stage (pipeline/lab/xarray_reference.py: clear_mask -> all_indices ->
@@ -68,10 +70,11 @@ def month_starts(start: date, end: date) -> pd.DatetimeIndex:
 
 class ObservationRules(NamedTuple):
     """What ``accumulate_scene`` needs of the config, as plain arrays (picklable, numba-friendly)."""
-    cloud: np.ndarray        # bool[256]: SCL classes that are cloud-born (grown by buffer_px)
-    other: np.ndarray        # bool[256]: other invalid SCL classes (nodata, saturated...)
+
+    cloud: np.ndarray  # bool[256]: SCL classes that are cloud-born (grown by buffer_px)
+    other: np.ndarray  # bool[256]: other invalid SCL classes (nodata, saturated...)
     buffer_px: int
-    thresholds: np.ndarray   # float32[8]: pond mndwi_min, pond ndvi_max, bare ndvi_max, bsi_min, green ndvi_min,
+    thresholds: np.ndarray  # float32[8]: pond mndwi_min, pond ndvi_max, bare ndvi_max, bsi_min, green ndvi_min,
     #                          haze screen hot_max, blue_max (NaN: off), pond nir_max
 
 
@@ -81,9 +84,19 @@ def observation_rules(mask, ponds, clearings) -> ObservationRules:
     for c in mask.invalid_scl:
         (cloud if c in CLOUD_CLASSES else other)[c] = True
     off = lambda v: np.nan if v is None else v  # noqa: E731
-    thresholds = np.array([ponds.mndwi_min, ponds.ndvi_max, clearings.ndvi_max, clearings.bsi_min,
-                           clearings.green_ndvi_min, off(mask.hot_max), off(mask.blue_max), ponds.nir_max],
-                          np.float32)  # compared in float32, as numpy does
+    thresholds = np.array(
+        [
+            ponds.mndwi_min,
+            ponds.ndvi_max,
+            clearings.ndvi_max,
+            clearings.bsi_min,
+            clearings.green_ndvi_min,
+            off(mask.hot_max),
+            off(mask.blue_max),
+            ponds.nir_max,
+        ],
+        np.float32,
+    )  # compared in float32, as numpy does
     return ObservationRules(cloud, other, int(mask.cloud_buffer_px), thresholds)
 
 
@@ -163,8 +176,13 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     for a in range(2 * b):
         for j in range(w):
             near[j] += hm[a, j]
-    t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green = thresholds[0], thresholds[1], thresholds[2], \
-        thresholds[3], thresholds[4]
+    t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green = (
+        thresholds[0],
+        thresholds[1],
+        thresholds[2],
+        thresholds[3],
+        thresholds[4],
+    )
     hot_max, blue_max, t_nir = thresholds[5], thresholds[6], thresholds[7]
     hot_slope, hot_offset = np.float32(HOT_SLOPE), np.float32(HOT_OFFSET)
     (sb, ob), (sg, og), (sr, or_), (sn, on) = scale_offset[0], scale_offset[1], scale_offset[2], scale_offset[3]
@@ -219,16 +237,27 @@ def load_kernel(rules: ObservationRules) -> None:
     nothing, with the argument types ``count_month`` passes: the first count task need not wait for it."""
     halo = max(1, (rules.buffer_px + 1) // 2)
     coarse = (1 + 2 * halo, 1 + 2 * halo)
-    accumulate_scene(np.zeros((4, 2, 2), np.uint16), np.ones((5, 2), np.float32), np.zeros(coarse, np.uint16),
-                     np.zeros(coarse, np.uint8), halo, rules.cloud, rules.other, rules.buffer_px, rules.thresholds,
-                     np.zeros((4, 2, 2), np.int16), np.zeros((3, 2, 2), np.float32))
+    accumulate_scene(
+        np.zeros((4, 2, 2), np.uint16),
+        np.ones((5, 2), np.float32),
+        np.zeros(coarse, np.uint16),
+        np.zeros(coarse, np.uint8),
+        halo,
+        rules.cloud,
+        rules.other,
+        rules.buffer_px,
+        rules.thresholds,
+        np.zeros((4, 2, 2), np.int16),
+        np.zeros((3, 2, 2), np.float32),
+    )
 
 
 FINE = ("blue", "green", "red", "nir")  # the 10 m bands of ``accumulate_scene``, in its order; then swir16
 
 
-def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
-                rules: ObservationRules, scratch: Scratch | None = None) -> tuple[np.ndarray, np.ndarray]:
+def count_month(
+    days, grid, rows: tuple[int, int], cols: tuple[int, int], rules: ObservationRules, scratch: Scratch | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The counts (int16 [4, h, w]) and sums (float32 [3, h, w]), layers as ``COUNT_LAYERS``, of one
     month's overpasses on one block of ``grid``: the whole count stage for that block in one task. With
     ``scratch``, in the thread's arrays of it (good until the thread's next task)."""
@@ -250,8 +279,19 @@ def count_month(days, grid, rows: tuple[int, int], cols: tuple[int, int],
             read_overpass(day.hrefs[b], grid, rows, cols, out=dn10[k])
         swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo, out=swir20)
         scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo, out=scl20)
-        accumulate_scene(dn10, day.scale_offset, swir, scl, halo, rules.cloud,
-                         rules.other, rules.buffer_px, rules.thresholds, counts, sums)
+        accumulate_scene(
+            dn10,
+            day.scale_offset,
+            swir,
+            scl,
+            halo,
+            rules.cloud,
+            rules.other,
+            rules.buffer_px,
+            rules.thresholds,
+            counts,
+            sums,
+        )
     return counts, sums
 
 
@@ -274,8 +314,17 @@ def _count_into(write, month: int, days, grid, rows, cols, rules: ObservationRul
     write(month, rows, cols, *count_month(days, grid, rows, cols, rules, scratch), scratch)
 
 
-def count_tasks(write, name: str, days, grid, start: date, end: date, chunk_px: int, rules: ObservationRules,
-                scratch: Scratch | None = None) -> list:
+def count_tasks(
+    write,
+    name: str,
+    days,
+    grid,
+    start: date,
+    end: date,
+    chunk_px: int,
+    rules: ObservationRules,
+    scratch: Scratch | None = None,
+) -> list:
     """``count_stage`` as tasks (dask.delayed, to compute) that hand each block's counts to
     ``write(month, rows, cols, counts, sums, scratch)`` (``store.write_block`` on a store's layers): each
     task writes its own block, so no month's counts are gathered anywhere, and a month without a scene is
@@ -289,26 +338,41 @@ def count_tasks(write, name: str, days, grid, start: date, end: date, chunk_px: 
     # from the last, so the months with the most overpasses go first and the shortest last, not a long
     # one in a thread while the other idles
     scratch = scratch or Scratch()
-    return [dask.delayed(_count_into, pure=True)(write, i, these, grid, rows, cols, rules, scratch,
-                                                 dask_key_name=f"count-{len(these):03d}-{tokenize(name, i, rows, cols)}")
-            for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px) if these]
+    return [
+        dask.delayed(_count_into, pure=True)(
+            write,
+            i,
+            these,
+            grid,
+            rows,
+            cols,
+            rules,
+            scratch,
+            dask_key_name=f"count-{len(these):03d}-{tokenize(name, i, rows, cols)}",
+        )
+        for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px)
+        if these
+    ]
 
 
 def classification_settings(cfg: RunConfig) -> dict:
     """The settings the monthly counts depend on (and nothing else), for the composite key."""
-    return {"mask": cfg.mask.model_dump(), "bands": BANDS,
-            "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max", "nir_max")},
-            "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")}}
+    return {
+        "mask": cfg.mask.model_dump(),
+        "bands": BANDS,
+        "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max", "nir_max")},
+        "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")},
+    }
 
 
-def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path,
-               scratch: Scratch | None = None) -> list:
+def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path, scratch: Scratch | None = None) -> list:
     """Tasks (dask.delayed) that count the clear, pond-like, bare and green views of ``scenes`` in
     [start, end], and sum their indices, per month, into the store layers at ``path``."""
     rules = observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
     write = functools.partial(store.write_block, store.open_layers(path, write=True))
-    return count_tasks(write, path.name, overpasses(scenes, BANDS), aoi.grid, start, end,
-                       cfg.compute.chunk_px, rules, scratch)
+    return count_tasks(
+        write, path.name, overpasses(scenes, BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules, scratch
+    )
 
 
 def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
@@ -325,14 +389,16 @@ def _drop_unreadable(scenes, unreadable: list[dict], error: Exception) -> list:
 class CountedYears:
     """The count stage's result: each year's store (None: no scene that year) and its number of months, in
     order; the scenes counted, the years whose stores were reused, the scenes that could not be read."""
+
     stores: list[tuple[Path | None, int]]
     scenes: list
     reused: list[int] = field(default_factory=list)
     unreadable: list[dict] = field(default_factory=list)
 
 
-def count_years(cfg: RunConfig, aoi, scenes, workdir: Path, timings: Timings,
-                progress: Progress | None = None) -> CountedYears:
+def count_years(
+    cfg: RunConfig, aoi, scenes, workdir: Path, timings: Timings, progress: Progress | None = None
+) -> CountedYears:
     """Count ``scenes`` year by year into stores (``store.CompositeStore``) under ``compute.composite_dir``,
     or under ``workdir`` when none are kept, reusing every year whose store matches its scenes and
     settings. A scene that fails to read is set aside (``unreadable``) and its year counted again without
@@ -361,8 +427,12 @@ def count_years(cfg: RunConfig, aoi, scenes, workdir: Path, timings: Timings,
                 stores[year] = found
                 result.reused.append(year)
             else:
-                todo[year] = (key, stores_at.begin(year, key, month_starts(y0, y1), y, x,
-                                                   cfg.compute.store_chunk_px, cfg.compute.chunk_px))
+                todo[year] = (
+                    key,
+                    stores_at.begin(
+                        year, key, month_starts(y0, y1), y, x, cfg.compute.store_chunk_px, cfg.compute.chunk_px
+                    ),
+                )
         if not todo:
             break
         try:
@@ -371,8 +441,12 @@ def count_years(cfg: RunConfig, aoi, scenes, workdir: Path, timings: Timings,
             log.info("counting the scenes of %s", ", ".join(map(str, todo)))
             with timings("count"), dask_progress(progress, "count"):
                 scratch = Scratch()  # one set of work arrays per thread for all years' tasks
-                dask.compute([year_tasks(cfg, aoi, years[year][2], *years[year][:2], path, scratch)
-                              for year, (_, path) in todo.items()])
+                dask.compute(
+                    [
+                        year_tasks(cfg, aoi, years[year][2], *years[year][:2], path, scratch)
+                        for year, (_, path) in todo.items()
+                    ]
+                )
         except Exception as e:  # noqa: BLE001 - a reader error from any scene: find which and go on
             for _, path in todo.values():
                 stores_at.abort(path)

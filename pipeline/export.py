@@ -4,6 +4,7 @@ A run directory is complete or absent: everything is written into a hidden sibli
 renamed into place in one step at the end, so a reader (or a scheduled job that died) never leaves
 a half-written GeoPackage where a good one was.
 """
+
 from __future__ import annotations
 
 import errno
@@ -120,7 +121,9 @@ def staged_run_dir(out: str | Path):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as e:
-        raise OutputError(f"cannot create the output dir beside {out} ({e.strerror}): check the path and permissions") from None
+        raise OutputError(
+            f"cannot create the output dir beside {out} ({e.strerror}): check the path and permissions"
+        ) from None
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -136,7 +139,9 @@ def staged_run_dir(out: str | Path):
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         hint = "free disk space" if disk_full(e) else "check the path and permissions"
-        raise OutputError(f"could not write the run to {out} ({e.strerror or e}): {hint}; the previous run is untouched") from None
+        raise OutputError(
+            f"could not write the run to {out} ({e.strerror or e}): {hint}; the previous run is untouched"
+        ) from None
     except PipelineError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -144,8 +149,10 @@ def staged_run_dir(out: str | Path):
         full = disk_full(e, tmp)  # before the cleanup frees the space again
         shutil.rmtree(tmp, ignore_errors=True)
         if full:  # GDAL/SQLite writers report a full disk in their own words, or as a missing table
-            raise OutputError(f"could not write the run to {out} (disk full, in {type(e).__name__}): "
-                              "free disk space; the previous run is untouched") from None
+            raise OutputError(
+                f"could not write the run to {out} (disk full, in {type(e).__name__}): "
+                "free disk space; the previous run is untouched"
+            ) from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -258,24 +265,16 @@ def write_manifest(path: Path, manifest: dict, outputs: list[Path]) -> None:
 # --- the run's layers, as other tools want them ---------------------------------------------------
 
 LAYERS = ("sites", "ponds", "clearings")  # drawing order: sites' outlines over the fills
-FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "fgb": ".fgb", "parquet": ".parquet", "kml": ".kml",
-           "kmz": ".kmz", "shp": ".shp"}
-MULTI_LAYER = {"gpkg", "kml", "kmz"}  # formats that hold all layers in one file
 STYLES_SLD = "footprints.sld"
-# Shapefile (dBase) field names stop at 10 characters; GDAL would cut them to clashing stubs
-# (cleared_ar, cleared_a1), so they are shortened here on purpose and listed in a *_fields.csv.
-SHP_NAMES = {"clearing_id": "clear_id", "months_seen": "months_sn", "mean_slope_deg": "slope_deg",
-             "green_share": "green_shr", "n_clearings": "n_clear", "pond_area_m2": "pond_m2",
-             "cleared_area_m2": "cleared_m2", "footprint_m2": "foot_m2", "envelope_m2": "envel_m2",
-             "n_clear_obs": "n_clear_ob", "water_share": "water_shr", "provisional": "provisnl"}
-COORD_DECIMALS = 8  # lon/lat decimals in GeoJSON and KML: ~1 mm, keeps a 100 m2 pond's area to 0.01%
 
 
 def read_manifest(run_dir: Path) -> dict:
     try:
         return json.loads((Path(run_dir) / MANIFEST).read_text())
     except FileNotFoundError:
-        raise OutputError(f"{run_dir} is not a run directory (no {MANIFEST}): pass the --out of a finished run") from None
+        raise OutputError(
+            f"{run_dir} is not a run directory (no {MANIFEST}): pass the --out of a finished run"
+        ) from None
     except ValueError as e:
         raise OutputError(f"{run_dir}/{MANIFEST} is not valid JSON ({e}): rerun the pipeline for this AOI") from None
 
@@ -318,25 +317,40 @@ def write_layer_styles(gpkg: Path, years, layers=LAYERS) -> None:
         # swapped into place, and an export is rewritten from its run
         con.execute("PRAGMA synchronous = OFF")
         with con:
-            con.execute('CREATE TABLE IF NOT EXISTS "layer_styles" ("id" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
-                        '"f_table_catalog" TEXT(256), "f_table_schema" TEXT(256), "f_table_name" TEXT(256), '
-                        '"f_geometry_column" TEXT(256), "styleName" TEXT(30), "styleQML" TEXT, "styleSLD" TEXT, '
-                        '"useAsDefault" BOOLEAN, "description" TEXT, "owner" TEXT(30), "ui" TEXT(30), '
-                        '"update_time" DATETIME)')
+            con.execute(
+                'CREATE TABLE IF NOT EXISTS "layer_styles" ("id" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
+                '"f_table_catalog" TEXT(256), "f_table_schema" TEXT(256), "f_table_name" TEXT(256), '
+                '"f_geometry_column" TEXT(256), "styleName" TEXT(30), "styleQML" TEXT, "styleSLD" TEXT, '
+                '"useAsDefault" BOOLEAN, "description" TEXT, "owner" TEXT(30), "ui" TEXT(30), '
+                '"update_time" DATETIME)'
+            )
             # registered as an attributes table, as QGIS does, so GDAL and QGIS list it
-            con.execute("INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, last_change) "
-                        "VALUES ('layer_styles', 'attributes', 'layer_styles', ?)", (now,))
+            con.execute(
+                "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, last_change) "
+                "VALUES ('layer_styles', 'attributes', 'layer_styles', ?)",
+                (now,),
+            )
             for name in layers:
-                geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
-                                       (name,)).fetchone()
+                geom_col = con.execute(
+                    "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (name,)
+                ).fetchone()
                 if geom_col is None:
                     continue
                 con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (name,))
-                con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
-                            "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
-                            "VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', NULL, ?)",
-                            (name, geom_col[0], f"{name} by first year", styles.qml(name, years),
-                             styles.sld([name], years), styles.LAYER_TITLES[name], now))
+                con.execute(
+                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                    "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                    "VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', NULL, ?)",
+                    (
+                        name,
+                        geom_col[0],
+                        f"{name} by first year",
+                        styles.qml(name, years),
+                        styles.sld([name], years),
+                        styles.LAYER_TITLES[name],
+                        now,
+                    ),
+                )
     finally:
         con.close()
 
@@ -347,148 +361,6 @@ def write_sld(path: Path, years, layers=LAYERS) -> None:
     path.write_text(styles.sld(layers, years))
 
 
-def _out_paths(fmt: str, out: Path, stem: str, names: list[str]) -> dict[str, Path]:
-    """Layer -> file. ``out`` is a file (its suffix is the format's) or a directory."""
-    ext = FORMATS[fmt]
-    if out.suffix.lower() == ext:
-        if fmt not in MULTI_LAYER and len(names) > 1:
-            raise OutputError(f"{fmt} holds one layer per file: pass a directory as --out, or one --layer")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return {n: out for n in names}
-    out.mkdir(parents=True, exist_ok=True)
-    if fmt in MULTI_LAYER:
-        return {n: out / f"{stem}{ext}" for n in names}
-    return {n: out / f"{stem}_{n}{ext}" for n in names}
-
-
-def export_layers(run_dir: Path, fmt: str, out: Path | None = None, layers=None,
-                  year: int | None = None) -> list[Path]:
-    """Write the run's layers in another format; returns the files written.
-
-    GeoJSON and KML/KMZ are WGS84 lon/lat (RFC 7946 / KML 2.2 allow nothing else); the others keep the
-    AOI's UTM zone, so areas stay in metres. ``year`` keeps features first seen in or before it.
-    """
-    run_dir = Path(run_dir)
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise OutputError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
-    manifest = read_manifest(run_dir)
-    data = read_layers(run_dir, layers, year)
-    stem = str(manifest.get("aoi", "run")) + (f"_{year}" if year is not None else "")
-    paths = _out_paths(fmt, Path(out) if out else run_dir / "exports", stem, list(data))
-    written: list[Path] = []
-    for p in set(paths.values()):
-        if p.exists():
-            p.unlink()
-    if fmt in ("kml", "kmz"):
-        p = next(iter(paths.values()))
-        write_kml(p, data, manifest, kmz=fmt == "kmz")
-        return [p]
-    for name, gdf in data.items():
-        p = paths[name]
-        if fmt == "gpkg":
-            gdf.to_file(p, layer=name, driver="GPKG", engine="pyogrio")
-        elif fmt == "geojson":
-            gdf.to_crs(4326).to_file(p, driver="GeoJSON", engine="pyogrio", layer_options={
-                "RFC7946": "YES", "COORDINATE_PRECISION": str(COORD_DECIMALS), "WRITE_NAME": "NO"})
-        elif fmt == "fgb":
-            gdf.to_file(p, driver="FlatGeobuf", engine="pyogrio", layer_options={"SPATIAL_INDEX": "YES"})
-        elif fmt == "parquet":
-            gdf.to_parquet(p, index=False, geometry_encoding="WKB", write_covering_bbox=True)
-        elif fmt == "shp":
-            short = gdf.rename(columns=SHP_NAMES)
-            for c in short.columns:
-                if short[c].dtype == bool:  # dBase has no boolean that every reader agrees on
-                    short[c] = short[c].astype("int8")
-            short.to_file(p, driver="ESRI Shapefile", engine="pyogrio", encoding="UTF-8")
-            fields = p.with_name(p.stem + "_fields.csv")
-            pd.DataFrame({"field": [SHP_NAMES.get(c, c) for c in gdf.columns if c != "geometry"],
-                          "name_in_gpkg": [c for c in gdf.columns if c != "geometry"]}).to_csv(fields, index=False)
-            written.append(fields)
-        if p not in written:
-            written.append(p)
-    if fmt == "gpkg":
-        write_layer_styles(written[0], period_years(manifest), list(data))
-    return written
-
-
-def _kml_coords(ring) -> str:
-    return " ".join(f"{x:.{COORD_DECIMALS}f},{y:.{COORD_DECIMALS}f}" for x, y in ring.coords)
-
-
-def _kml_polygon(poly) -> str:
-    inner = "".join(f"<innerBoundaryIs><LinearRing><coordinates>{_kml_coords(r)}</coordinates></LinearRing>"
-                    "</innerBoundaryIs>" for r in poly.interiors)
-    return (f"<Polygon><outerBoundaryIs><LinearRing><coordinates>{_kml_coords(poly.exterior)}</coordinates>"
-            f"</LinearRing></outerBoundaryIs>{inner}</Polygon>")
-
-
-def _kml_geometry(geom) -> str:
-    if geom.geom_type == "Polygon":
-        return _kml_polygon(geom)
-    return "<MultiGeometry>" + "".join(_kml_polygon(g) for g in geom.geoms) + "</MultiGeometry>"
-
-
-def write_kml(path: Path, layers: dict[str, gpd.GeoDataFrame], manifest: dict, kmz: bool = False) -> None:
-    """KML 2.2 for Google Earth: a folder per layer, a style per first year, and a TimeSpan on every
-    placemark (from January of its first year; until December of its last year if it stopped before
-    the period's end) so Google Earth's time slider plays the years."""
-    import zipfile
-    from xml.sax.saxutils import escape
-
-    from pipeline import styles
-
-    years = period_years(manifest)
-    final_year = years[-1]
-    colours = styles.year_colours(years)
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<kml xmlns="http://www.opengis.net/kml/2.2"><Document>',
-             f"<name>{escape(str(manifest.get('aoi', 'run')))}: rare-earth mining footprints</name>",
-             f"<description>{escape(_provenance_line(manifest))}</description>"]
-    for name in layers:
-        for y, c in colours.items():
-            s = styles.symbol(name, c)
-            parts.append(f'<Style id="{name}-{y}"><LineStyle><color>{styles.kml_colour(s["outline"], s["outline_opacity"])}'
-                         f'</color><width>{max(1.0, s["width_mm"] * 4):.1f}</width></LineStyle>'
-                         f'<PolyStyle><color>{styles.kml_colour(s["fill"], s["fill_opacity"])}</color>'
-                         f'<fill>{1 if s["fill_opacity"] > 0 else 0}</fill><outline>1</outline></PolyStyle></Style>')
-    for name, gdf in layers.items():
-        id_col = {"sites": "site_id", "ponds": "pond_id", "clearings": "clearing_id"}[name]
-        parts.append(f"<Folder><name>{escape(styles.LAYER_TITLES[name])}</name>")
-        wgs = gdf.to_crs(4326)
-        cols = [c for c in gdf.columns if c != "geometry"]
-        for row, geom in zip(gdf[cols].itertuples(index=False), wgs.geometry):
-            rec = row._asdict()
-            first, last = int(rec["first_year"]), rec.get("last_year")
-            end = (f"<end>{int(last)}-12-31</end>" if last is not None and not pd.isna(last)
-                   and int(last) < final_year else "")
-            data = "".join(f'<Data name="{k}"><value>{escape(_kml_value(v))}</value></Data>' for k, v in rec.items())
-            parts.append(f"<Placemark><name>{name[:-1] if name != 'clearings' else 'clearing'} {rec[id_col]} "
-                         f"({first})</name><TimeSpan><begin>{first}-01-01</begin>{end}</TimeSpan>"
-                         f"<styleUrl>#{name}-{first}</styleUrl><ExtendedData>{data}</ExtendedData>"
-                         f"{_kml_geometry(geom)}</Placemark>")
-        parts.append("</Folder>")
-    parts.append("</Document></kml>\n")
-    text = "".join(parts)
-    if kmz:
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("doc.kml", text)
-    else:
-        path.write_text(text, encoding="utf-8")
-
-
-def _kml_value(v) -> str:
-    if isinstance(v, float):
-        return "" if pd.isna(v) else f"{v:.6g}"
-    return str(v)
-
-
-def _provenance_line(manifest: dict) -> str:
-    p = manifest.get("config", {}).get("period", {})
-    return (f"Sentinel-2 change detection, period {p.get('start')} to {p.get('end')}, "
-            f"{manifest.get('n_scenes_used', '?')} scenes, code {manifest.get('code_version', '?')}, "
-            f"run {manifest.get('created', '?')}")
-
-
 # --- rasters --------------------------------------------------------------------------------------
 
 FIRST_YEAR_TIF = "first_year.tif"
@@ -497,8 +369,9 @@ VALID_TIF = "valid_observations.tif"
 CLASSES = {0: "none", 1: "cleared slope", 2: "collection pond"}
 
 
-def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None, colormap=None,
-              resampling: str = "NEAREST") -> None:
+def write_cog(
+    path: Path, data, grid, nodata=None, descriptions=None, tags=None, colormap=None, resampling: str = "NEAREST"
+) -> None:
     """A Cloud-Optimised GeoTIFF on ``grid``: deflate, 256 px tiles, and overviews halving down to about
     128 px (at least one level, so even a small AOI opens in QGIS the way a large one does). Deflate at
     level 1, not GDAL's 6: the clear-view counts compress in 115 ms instead of 276 ms on the bench AOI,
@@ -518,8 +391,16 @@ def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None,
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
-    profile = {"driver": "GTiff", "count": data.shape[0], "height": data.shape[1], "width": data.shape[2],
-               "dtype": data.dtype, "crs": grid.crs.to_wkt(), "transform": grid.affine, "nodata": nodata}
+    profile = {
+        "driver": "GTiff",
+        "count": data.shape[0],
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "dtype": data.dtype,
+        "crs": grid.crs.to_wkt(),
+        "transform": grid.affine,
+        "nodata": nodata,
+    }
     levels = max(1, math.ceil(math.log2(max(data.shape[1:]) / 128)))
     with MemoryFile() as mem:
         with mem.open(**profile) as ds:
@@ -530,10 +411,18 @@ def write_cog(path: Path, data, grid, nodata=None, descriptions=None, tags=None,
                 ds.update_tags(**tags)
             if colormap:
                 ds.write_colormap(1, colormap)
-            ds.build_overviews([2 ** k for k in range(1, levels + 1)], Resampling[resampling.lower()])
+            ds.build_overviews([2**k for k in range(1, levels + 1)], Resampling[resampling.lower()])
         with mem.open() as src:
-            rasterio.shutil.copy(src, path, driver="COG", COMPRESS="DEFLATE", LEVEL=1, BLOCKSIZE=256,
-                                 OVERVIEWS="FORCE_USE_EXISTING", PREDICTOR="YES")
+            rasterio.shutil.copy(
+                src,
+                path,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                LEVEL=1,
+                BLOCKSIZE=256,
+                OVERVIEWS="FORCE_USE_EXISTING",
+                PREDICTOR="YES",
+            )
 
 
 def write_rasters(out_dir: Path, grid, first_year, classes, valid_per_year, years) -> list[Path]:
@@ -548,16 +437,35 @@ def write_rasters(out_dir: Path, grid, first_year, classes, valid_per_year, year
     pond, clear = styles.POND_OUTLINE, "#a0522d"
     cmap = {0: (0, 0, 0, 0), 1: (*styles._hex_to_rgb(clear), 255), 2: (*styles._hex_to_rgb(pond), 255)}
     files: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
-        FIRST_YEAR_TIF: (np.asarray(first_year, np.uint16), dict(
-            nodata=0, descriptions=["first_year"],
-            tags={"meaning": "calendar year of the pixel's first month as a pond or cleared slope, "
-                             "within the run's ponds and clearings; 0 = none"})),
-        CLASS_TIF: (np.asarray(classes, np.uint8), dict(
-            nodata=None, descriptions=["class"], tags={f"class_{k}": v for k, v in CLASSES.items()}, colormap=cmap)),
-        VALID_TIF: (np.asarray(valid_per_year, np.uint16), dict(
-            nodata=None, descriptions=[str(y) for y in years], resampling="AVERAGE",
-            tags={"meaning": "clear (cloud-free, valid) Sentinel-2 observations of the pixel in each year, "
-                             "one band per year"})),
+        FIRST_YEAR_TIF: (
+            np.asarray(first_year, np.uint16),
+            dict(
+                nodata=0,
+                descriptions=["first_year"],
+                tags={
+                    "meaning": "calendar year of the pixel's first month as a pond or cleared slope, "
+                    "within the run's ponds and clearings; 0 = none"
+                },
+            ),
+        ),
+        CLASS_TIF: (
+            np.asarray(classes, np.uint8),
+            dict(
+                nodata=None, descriptions=["class"], tags={f"class_{k}": v for k, v in CLASSES.items()}, colormap=cmap
+            ),
+        ),
+        VALID_TIF: (
+            np.asarray(valid_per_year, np.uint16),
+            dict(
+                nodata=None,
+                descriptions=[str(y) for y in years],
+                resampling="AVERAGE",
+                tags={
+                    "meaning": "clear (cloud-free, valid) Sentinel-2 observations of the pixel in each year, "
+                    "one band per year"
+                },
+            ),
+        ),
     }
     with ThreadPoolExecutor(len(files), thread_name_prefix="cog") as pool:
         done = [pool.submit(write_cog, out_dir / name, data, grid, **kw) for name, (data, kw) in files.items()]

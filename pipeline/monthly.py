@@ -18,6 +18,7 @@ A monthly run is an ordinary run whose period ends today, made cheap by what the
 4. **Record.** ``<out>.state.json`` (what the next run compares against) is written only after a
    successful run; every run, whatever its outcome, appends a row to ``runs.csv`` beside the outputs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,14 +39,24 @@ from pipeline.errors import NoScenesError, PipelineError
 
 log = logging.getLogger(__name__)
 
-EXIT_UPDATED = 0       # new scenes: outputs replaced
+EXIT_UPDATED = 0  # new scenes: outputs replaced
 EXIT_NOTHING_NEW = 10  # no new scene since the last successful run: outputs untouched
-EXIT_LOCKED = 75       # another run of this AOI holds the lock (EX_TEMPFAIL: try again later)
+EXIT_LOCKED = 75  # another run of this AOI holds the lock (EX_TEMPFAIL: try again later)
 # failures keep the pipeline's own codes: 1 (source, output), 2 (config, AOI), 3 (no scenes)
 
 LOOKBACK_DAYS = 30
-RUNS_CSV_FIELDS = ["started", "aoi", "status", "exit_code", "scenes_new", "sites_new", "sites_total",
-                   "duration_s", "out", "message"]
+RUNS_CSV_FIELDS = [
+    "started",
+    "aoi",
+    "status",
+    "exit_code",
+    "scenes_new",
+    "sites_new",
+    "sites_total",
+    "duration_s",
+    "out",
+    "message",
+]
 
 
 class MonthlyLocked(PipelineError):
@@ -105,8 +116,10 @@ class Lock:
                 raise
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise MonthlyLocked(f"another monthly run of this AOI is in progress ({holder}; lock {self.path}): "
-                                "this one exits without touching anything; the scheduler's next call will run") from None
+            raise MonthlyLocked(
+                f"another monthly run of this AOI is in progress ({holder}; lock {self.path}): "
+                "this one exits without touching anything; the scheduler's next call will run"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {_now()}\n".encode(), 0)
         self.fd = fd
@@ -123,8 +136,16 @@ class Lock:
 def fingerprint(cfg: RunConfig) -> str:
     """What the outputs depend on besides the scenes: every setting except the period's end (which a
     monthly run moves to today), where things are written, and how they are fetched."""
-    doc = cfg.model_dump(mode="json", exclude={"out": True, "period": {"end"}, "cache": True, "download": True,
-                                              "compute": {"workers", "scheduler", "composite_dir"}})
+    doc = cfg.model_dump(
+        mode="json",
+        exclude={
+            "out": True,
+            "period": {"end"},
+            "cache": True,
+            "download": True,
+            "compute": {"workers", "scheduler", "composite_dir"},
+        },
+    )
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -152,7 +173,9 @@ def known_scenes(manifest: dict) -> set[str]:
     """Scenes the next run need not count as new: used, or set aside for a lasting reason (cloud,
     superseded, unreadable). A scene whose download failed is not known: it is tried again."""
     known = set(manifest.get("scenes_used", []))
-    known |= {s["id"] for s in manifest.get("scenes_skipped", []) if not str(s.get("reason", "")).startswith("fetch failed")}
+    known |= {
+        s["id"] for s in manifest.get("scenes_skipped", []) if not str(s.get("reason", "")).startswith("fetch failed")
+    }
     return known
 
 
@@ -169,8 +192,9 @@ def new_scenes(cfg: RunConfig, aoi, state: dict, since: date, today: date) -> li
     return sorted(it.id for it in found.scenes if it.id not in known)
 
 
-def monthly(cfg: RunConfig, today: date | None = None, lookback_days: int = LOOKBACK_DAYS, progress=None,
-            fetch_progress=None) -> MonthlyResult:
+def monthly(
+    cfg: RunConfig, today: date | None = None, lookback_days: int = LOOKBACK_DAYS, progress=None, fetch_progress=None
+) -> MonthlyResult:
     """One scheduled run; see the module docstring. Raises MonthlyLocked or PipelineError; every
     outcome (including those) is appended to runs.csv."""
     from pipeline.aoi import load_aoi
@@ -184,20 +208,54 @@ def monthly(cfg: RunConfig, today: date | None = None, lookback_days: int = LOOK
         with Lock(paths.lock):
             result = _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, load_aoi)
     except MonthlyLocked as e:
-        _append_row(paths.runs_csv, started, name, "locked", e.exit_code, duration=time.perf_counter() - t0,
-                    out=paths.out, message=str(e))
+        _append_row(
+            paths.runs_csv,
+            started,
+            name,
+            "locked",
+            e.exit_code,
+            duration=time.perf_counter() - t0,
+            out=paths.out,
+            message=str(e),
+        )
         raise
     except PipelineError as e:
-        _append_row(paths.runs_csv, started, name, "failed", e.exit_code, duration=time.perf_counter() - t0,
-                    out=paths.out, message=str(e))
+        _append_row(
+            paths.runs_csv,
+            started,
+            name,
+            "failed",
+            e.exit_code,
+            duration=time.perf_counter() - t0,
+            out=paths.out,
+            message=str(e),
+        )
         raise
     except BaseException as e:
-        _append_row(paths.runs_csv, started, name, "failed", 130 if isinstance(e, KeyboardInterrupt) else 1,
-                    duration=time.perf_counter() - t0, out=paths.out, message=f"{type(e).__name__}: {e}")
+        _append_row(
+            paths.runs_csv,
+            started,
+            name,
+            "failed",
+            130 if isinstance(e, KeyboardInterrupt) else 1,
+            duration=time.perf_counter() - t0,
+            out=paths.out,
+            message=f"{type(e).__name__}: {e}",
+        )
         raise
     result.duration_s = round(time.perf_counter() - t0, 2)
-    _append_row(paths.runs_csv, started, name, result.status, result.exit_code, len(result.scenes_new),
-                result.sites_new, result.sites_total, result.duration_s, paths.out)
+    _append_row(
+        paths.runs_csv,
+        started,
+        name,
+        result.status,
+        result.exit_code,
+        len(result.scenes_new),
+        result.sites_new,
+        result.sites_total,
+        result.duration_s,
+        paths.out,
+    )
     return result
 
 
@@ -216,8 +274,7 @@ def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, 
         if not fresh:
             state.update(checked=_now(), searched_to=max(state["searched_to"], today.isoformat()))
             _write_json(paths.state, state)
-            return MonthlyResult("nothing new", EXIT_NOTHING_NEW, sites_total=state.get("sites_total"),
-                                 out=paths.out)
+            return MonthlyResult("nothing new", EXIT_NOTHING_NEW, sites_total=state.get("sites_total"), out=paths.out)
     elif state is None or not previous.is_file():
         log.info("monthly: no previous run at %s: a full run", paths.out)
     else:
@@ -232,10 +289,20 @@ def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, 
         scenes_new = sorted(set(fetched) - set(m.get("dem_items", [])))
     else:  # local catalog: what the last run did not know
         scenes_new = sorted(set(m["scenes_used"]) - set(state.get("scenes_known", []) if state else []))
-    _write_json(paths.state, {
-        "aoi": m["aoi"], "last_success": _now(), "checked": _now(), "searched_to": today.isoformat(),
-        "year": today.year, "fingerprint": fp, "scenes_known": sorted(known_scenes(m)),
-        "sites_total": m["counts"]["sites"], "out": str(paths.out)})
+    _write_json(
+        paths.state,
+        {
+            "aoi": m["aoi"],
+            "last_success": _now(),
+            "checked": _now(),
+            "searched_to": today.isoformat(),
+            "year": today.year,
+            "fingerprint": fp,
+            "scenes_known": sorted(known_scenes(m)),
+            "sites_total": m["counts"]["sites"],
+            "out": str(paths.out),
+        },
+    )
     return MonthlyResult("updated", EXIT_UPDATED, scenes_new, n_new, m["counts"]["sites"], out=result.out, manifest=m)
 
 
@@ -258,18 +325,39 @@ def _count_new_sites(old, new) -> int:
     return int((~new.geometry.intersects(before)).sum())
 
 
-def _append_row(path: Path, started: str, aoi: str, status: str, code: int, scenes_new: int | None = None,
-                sites_new: int | None = None, sites_total: int | None = None, duration: float = 0.0,
-                out: Path | None = None, message: str = "") -> None:
+def _append_row(
+    path: Path,
+    started: str,
+    aoi: str,
+    status: str,
+    code: int,
+    scenes_new: int | None = None,
+    sites_new: int | None = None,
+    sites_total: int | None = None,
+    duration: float = 0.0,
+    out: Path | None = None,
+    message: str = "",
+) -> None:
     """One line, written with a single O_APPEND write so rows of concurrent AOIs never interleave."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if not path.is_file() or path.stat().st_size == 0:
         w.writerow(RUNS_CSV_FIELDS)
-    w.writerow([started, aoi, status, code, "" if scenes_new is None else scenes_new,
-                "" if sites_new is None else sites_new, "" if sites_total is None else sites_total,
-                f"{duration:.2f}", str(out or ""), message.replace("\n", " ")[:500]])
+    w.writerow(
+        [
+            started,
+            aoi,
+            status,
+            code,
+            "" if scenes_new is None else scenes_new,
+            "" if sites_new is None else sites_new,
+            "" if sites_total is None else sites_total,
+            f"{duration:.2f}",
+            str(out or ""),
+            message.replace("\n", " ")[:500],
+        ]
+    )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, buf.getvalue().encode())

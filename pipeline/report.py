@@ -6,15 +6,15 @@ the features as GeoJSON, the charts as inline SVG. Nothing is fetched from a CDN
 a laptop in the field as on the desk; the optional satellite and OpenStreetMap backgrounds are the only
 things that need a network, and they are off until switched on.
 """
-from __future__ import annotations
 
-from collections.abc import Sequence
+from __future__ import annotations
 
 import base64
 import html
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline import charts, export, styles
+from pipeline import charts, export, reference, styles
 from pipeline.charts import FOOTPRINT_PNG, SITES_PNG
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ MAP_DECIMALS = 6  # ~10 cm: plenty for a screen, keeps the page small
 
 
 # --- the page -------------------------------------------------------------------------------------
+
 
 def _leaflet() -> tuple[str, str]:
     js = (LEAFLET / "leaflet.js").read_text(encoding="utf-8")
@@ -86,8 +87,15 @@ def _coverage(run_dir: Path, years: list[int], valid=None) -> dict[int, dict]:
     else:
         with rasterio.open(p) as ds:
             v = ds.read()
-    return {y: {"any": float((v[i] > 0).mean()), "five": float((v[i] >= 5).mean()),
-                "min": int(v[i].min()), "max": int(v[i].max())} for i, y in enumerate(years[: len(v)])}
+    return {
+        y: {
+            "any": float((v[i] > 0).mean()),
+            "five": float((v[i] >= 5).mean()),
+            "min": int(v[i].min()),
+            "max": int(v[i].max()),
+        }
+        for i, y in enumerate(years[: len(v)])
+    }
 
 
 def _or_gap(v, fmt=lambda v: f"{int(v)}") -> str:
@@ -96,18 +104,49 @@ def _or_gap(v, fmt=lambda v: f"{int(v)}") -> str:
 
 
 def _table_html(table: pd.DataFrame, coverage: dict) -> str:
-    heads = ["year", "sites new", "sites total", "ponds new", "ponds total", "pond area (ha)",
-             "cleared new (ha)", "footprint total (ha)", "clear views (median)", "pixels with ≥ 5 clear views", ""]
+    heads = [
+        "year",
+        "sites new",
+        "sites total",
+        "ponds new",
+        "ponds total",
+        "pond area (ha)",
+        "cleared new (ha)",
+        "footprint total (ha)",
+        "clear views (median)",
+        "pixels with ≥ 5 clear views",
+        "",
+    ]
     rows = []
     for r in table.itertuples():
         cov = coverage.get(int(r.year))
-        rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in [
-            r.year, _or_gap(r.sites_new), r.sites_total, _or_gap(r.ponds_new), r.ponds_total,
-            f"{r.pond_area_m2 / 1e4:,.2f}", _or_gap(r.cleared_area_new_m2, lambda v: f"{v / 1e4:,.1f}"), f"{r.footprint_total_m2 / 1e4:,.1f}", r.valid_observations,
-            f"{cov['five']:.0%}" if cov else "n/a",
-            "provisional" if r.provisional else ""]) + "</tr>")
-    return ('<table class="yearly"><thead><tr>' + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{v}</td>"
+                for v in [
+                    r.year,
+                    _or_gap(r.sites_new),
+                    r.sites_total,
+                    _or_gap(r.ponds_new),
+                    r.ponds_total,
+                    f"{r.pond_area_m2 / 1e4:,.2f}",
+                    _or_gap(r.cleared_area_new_m2, lambda v: f"{v / 1e4:,.1f}"),
+                    f"{r.footprint_total_m2 / 1e4:,.1f}",
+                    r.valid_observations,
+                    f"{cov['five']:.0%}" if cov else "n/a",
+                    "provisional" if r.provisional else "",
+                ]
+            )
+            + "</tr>"
+        )
+    return (
+        '<table class="yearly"><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in heads)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def _skipped_summary(skipped: list) -> str:
@@ -122,14 +161,18 @@ def _skipped_summary(skipped: list) -> str:
 
 def _provenance_html(manifest: dict) -> str:
     cfg = manifest.get("config", {})
+    grid = manifest.get("grid", {})
     rows = [
         ("AOI", manifest.get("aoi")),
         ("period", f"{cfg.get('period', {}).get('start')} to {cfg.get('period', {}).get('end')}"),
         ("source", f"{manifest.get('source')} ({cfg.get('source', {}).get('catalog') or ''})"),
         ("scenes used", f"{manifest.get('n_scenes_used')} scenes on {manifest.get('n_days')} days"),
-        ("scenes skipped", f"{len(manifest.get('scenes_skipped', []))}: {_skipped_summary(manifest.get('scenes_skipped', []))}"),
+        (
+            "scenes skipped",
+            f"{len(manifest.get('scenes_skipped', []))}: {_skipped_summary(manifest.get('scenes_skipped', []))}",
+        ),
         ("DEM", ", ".join(manifest.get("dem_items", [])) or "none (slope rule not applied)"),
-        ("grid", f"{manifest.get('grid', {}).get('crs')}, {' x '.join(map(str, manifest.get('grid', {}).get('shape', [])))} px"),
+        ("grid", f"{grid.get('crs')}, {' x '.join(map(str, grid.get('shape', [])))} px"),
         ("run created", manifest.get("created")),
         ("code version", manifest.get("code_version")),
         ("site linkage", f"{cfg.get('sites', {}).get('linkage_m')} m"),
@@ -139,12 +182,15 @@ def _provenance_html(manifest: dict) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in manifest.get("warnings", []))
     scenes = "<br>".join(html.escape(s) for s in manifest.get("scenes_used", []))
-    return (f'<table class="prov">{body}</table>'
-            + (f'<h3>Warnings</h3><ul class="warnings">{warn}</ul>' if warn else "")
-            + f"<details><summary>Scene ids used ({len(manifest.get('scenes_used', []))})</summary>"
-              f'<p class="ids">{scenes}</p></details>'
-            + "<details><summary>Configuration as run</summary><pre>"
-            + html.escape(json.dumps(cfg, indent=1)) + "</pre></details>")
+    return (
+        f'<table class="prov">{body}</table>'
+        + (f'<h3>Warnings</h3><ul class="warnings">{warn}</ul>' if warn else "")
+        + f"<details><summary>Scene ids used ({len(manifest.get('scenes_used', []))})</summary>"
+        f'<p class="ids">{scenes}</p></details>'
+        + "<details><summary>Configuration as run</summary><pre>"
+        + html.escape(json.dumps(cfg, indent=1))
+        + "</pre></details>"
+    )
 
 
 def page_layers(run_dir: Path) -> dict[str, dict]:
@@ -158,27 +204,37 @@ def _reference_html(result: dict | None) -> str:
     reference``); empty for a run not checked yet."""
     if result is None:
         return ""
-    from pipeline import reference
 
     def table(heads, rows, cls):
-        return (f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
-                + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
-                                                   for r in rows) + "</tbody></table>")
+        return (
+            f'<table class="{cls}"><thead><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+            + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows)
+            + "</tbody></table>"
+        )
 
     head = '<h2 id="reference">Check against real labels</h2>'
     if not reference.has_labels(result):
         return head + f'<p class="note">{html.escape(reference.nothing_line(result))}.</p>'
-    body = [head, f"<p>The real labels inside this AOI (Earth Genome's mapped pools, mine, non-mine and river points "
-                  f"and CNN detections; MIT), and how many of them this run finds. Labels outside the AOI are ignored; "
-                  f"details in {export.REFERENCE_MD} and {export.REFERENCE_JSON}.</p>"]
+    body = [
+        head,
+        f"<p>The real labels inside this AOI (Earth Genome's mapped pools, mine, non-mine and river points "
+        f"and CNN detections; MIT), and how many of them this run finds. Labels outside the AOI are ignored; "
+        f"details in {export.REFERENCE_MD} and {export.REFERENCE_JSON}.</p>",
+    ]
     if result.get("simulated"):
-        body.append('<p class="note">The scenes of this run are simulated, with ponds on the mapped pools: the pool '
-                    "figures check the detector on simulated imagery of the real layout, not on real imagery.</p>")
+        body.append(
+            '<p class="note">The scenes of this run are simulated, with ponds on the mapped pools: the pool '
+            "figures check the detector on simulated imagery of the real layout, not on real imagery.</p>"
+        )
     body.append(table(reference.TABLE_HEADS, reference.table_rows(result), "reference"))
     det = reference.detection_rows(result)
     if det:
-        body.append(f'<p class="note">Earth Genome\'s detections (48 px patches, about 480 m) against the run footprint, '
-                    f"the {html.escape(reference.FOOTPRINT)}.</p>")
+        body.append(
+            f'<p class="note">Earth Genome\'s detections (48 px patches, about 480 m) against the run footprint, '
+            f"the {html.escape(reference.FOOTPRINT)}.</p>"
+        )
         body.append(table(reference.DETECTION_HEADS, det, "reference detections"))
     return "\n".join(body)
 
@@ -194,36 +250,59 @@ def _read_reference(run_dir: Path) -> dict | None:
         return None
 
 
-def build_html(manifest: dict, layers: dict[str, dict], table: pd.DataFrame, svgs: dict[str, str],
-               coverage: dict, reference: dict | None = None) -> str:
+def _headline(last: pd.Series) -> str:
+    """The page's lead sentence, from the yearly table's last row."""
+    return (
+        f"By the end of {int(last['year'])}: <b>{int(last['sites_total'])} mining sites</b>, "
+        f"{int(last['ponds_total'])} pond water bodies, {last['footprint_total_m2'] / 1e4:,.1f} ha disturbed"
+        + (" (provisional: the year is not over or the period stops before its end)." if last["provisional"] else ".")
+    )
+
+
+def build_html(
+    manifest: dict,
+    layers: dict[str, dict],
+    table: pd.DataFrame,
+    svgs: dict[str, str],
+    coverage: dict,
+    reference: dict | None = None,
+) -> str:
     """The page, from the layers as ``page_layers`` gives them; ``reference``: the run's reference.json."""
     years = [int(y) for y in table["year"]]
     colours = styles.year_colours(years)
-    page_data = {"layers": layers, "aoi": _aoi_outline(manifest), "years": years,
-                 "colours": {str(k): v for k, v in colours.items()},
-                 "symbols": {k: styles.SYMBOLS[k] for k in export.LAYERS},
-                 "titles": styles.LAYER_TITLES}
+    page_data = {
+        "layers": layers,
+        "aoi": _aoi_outline(manifest),
+        "years": years,
+        "colours": {str(k): v for k, v in colours.items()},
+        "symbols": {k: styles.SYMBOLS[k] for k in export.LAYERS},
+        "titles": styles.LAYER_TITLES,
+    }
     js, css = _leaflet()
-    page_css, page_js = (DATA / "report.css").read_text(encoding="utf-8"), (DATA / "report.js").read_text(encoding="utf-8")
+    page_css, page_js = ((DATA / f).read_text(encoding="utf-8") for f in ("report.css", "report.js"))
     aoi = html.escape(str(manifest.get("aoi", "")))
     p = manifest.get("config", {}).get("period", {})
-    last = table.iloc[-1]
     counts = {k: len(v["features"]) for k, v in layers.items()}
-    summary = (f"By the end of {int(last['year'])}: <b>{int(last['sites_total'])} mining sites</b>, "
-               f"{int(last['ponds_total'])} pond water bodies, {last['footprint_total_m2'] / 1e4:,.1f} ha disturbed"
-               + (" (provisional: the year is not over or the period stops before its end)." if last["provisional"] else "."))
+    summary = _headline(table.iloc[-1])
     warn = manifest.get("warnings", [])
+    start, end = html.escape(str(p.get("start"))), html.escape(str(p.get("end")))
+    created, code = html.escape(str(manifest.get("created"))), html.escape(str(manifest.get("code_version")))
+    legend = "".join(f'<span class="sw" style="background:{c}"></span>{y}' for y, c in colours.items())
+    charts = (
+        f'<figure id="chart-sites">{svgs["sites"]}</figure><figure id="chart-footprint">{svgs["footprint"]}</figure>'
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{aoi}: rare-earth mining watch, {html.escape(str(p.get('start')))} to {html.escape(str(p.get('end')))}</title>
+<title>{aoi}: rare-earth mining watch, {start} to {end}</title>
 <style>{css}</style>
 <style>
 {page_css}</style></head>
-<body data-aoi="{aoi}" data-sites="{counts['sites']}" data-ponds="{counts['ponds']}" data-clearings="{counts['clearings']}">
+<body data-aoi="{aoi}" data-sites="{counts["sites"]}" data-ponds="{counts["ponds"]}" \
+data-clearings="{counts["clearings"]}">
 <h1>{aoi}: rare-earth mining sites from Sentinel-2</h1>
-<p class="sub">Period {html.escape(str(p.get('start')))} to {html.escape(str(p.get('end')))} ·
-{manifest.get('n_scenes_used')} scenes · run {html.escape(str(manifest.get('created')))} · code {html.escape(str(manifest.get('code_version')))}</p>
+<p class="sub">Period {start} to {end} ·
+{manifest.get("n_scenes_used")} scenes · run {created} · code {code}</p>
 <p class="lead">{summary}</p>
 {"<p class='note'>" + " ".join(html.escape(w) for w in warn) + "</p>" if warn else ""}
 
@@ -231,14 +310,14 @@ def build_html(manifest: dict, layers: dict[str, dict], table: pd.DataFrame, svg
 <div class="bar"><label for="year">Show features first seen by the end of</label>
 <input type="range" id="year" min="{years[0]}" max="{years[-1]}" step="1" value="{years[-1]}">
 <span id="year-label">{years[-1]}</span>
-<span class="legend">{"".join(f'<span class="sw" style="background:{c}"></span>{y}' for y, c in colours.items())}</span></div>
+<span class="legend">{legend}</span></div>
 <div id="map"></div>
 <p class="note">Colour = first year (the same in QGIS, Google Earth and the charts). Clearings: translucent fill;
 ponds: solid with a blue outline; sites: outlines. Click a polygon for its attributes. The satellite and
 OpenStreetMap backgrounds (layer control, top right) need a network connection; everything else works offline.</p>
 
 <h2>Sites and footprint per year</h2>
-<div class="charts"><figure id="chart-sites">{svgs['sites']}</figure><figure id="chart-footprint">{svgs['footprint']}</figure></div>
+<div class="charts">{charts}</div>
 <p class="note">Also in the run directory as {SITES_PNG} and {FOOTPRINT_PNG} (150 dpi) for briefing papers.</p>
 
 <h2>Yearly table</h2>
@@ -260,8 +339,13 @@ can hide new activity until the next dry season. Pond counts are detected water 
 """
 
 
-def write_report(run_dir: Path, manifest: dict | None = None, svgs: dict[str, str] | None = None,
-                 layers: dict[str, dict] | None = None, valid=None) -> list[Path]:
+def write_report(
+    run_dir: Path,
+    manifest: dict | None = None,
+    svgs: dict[str, str] | None = None,
+    layers: dict[str, dict] | None = None,
+    valid=None,
+) -> list[Path]:
     """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
     files already there; returns the files written. ``svgs``: the charts if already drawn (``charts.draw``);
     ``layers``: the map's layers if already read (``page_layers``); ``valid``: the clear views per year

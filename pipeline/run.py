@@ -2,6 +2,7 @@
 count (``count``), onsets (``onset``), features (``features``), the yearly table (``summary``), and the
 run dir written atomically (``export``, ``report``, ``charts``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,6 +42,7 @@ class RunResult:
 @dataclass
 class Detection:
     """What ``detect`` found: the onset maps over ``months`` and what they were made from."""
+
     months: pd.DatetimeIndex
     maps: OnsetMaps
     scene_ids: list[str]
@@ -49,22 +51,39 @@ class Detection:
     unreadable: list[dict]
 
 
-def detect(cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path,
-           progress: Progress | None = None) -> Detection:
+def detect(
+    cfg: RunConfig, aoi: AOI, scenes, dem_items, timings: Timings, workdir: Path, progress: Progress | None = None
+) -> Detection:
     """Scenes -> per-pixel onset maps on the AOI grid. Year by year, so memory does not grow with the
     period: each year's scenes are counted into a store of monthly counts (reused when nothing it depends
     on has changed), then the onsets are worked out over all months from the stores, block by block."""
     counted = count.count_years(cfg, aoi, scenes, workdir, timings, progress)
     if not counted.scenes:
         first = counted.unreadable[0] if counted.unreadable else {"id": "-", "reason": "no scene"}
-        raise NoScenesError(f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
-                            f"{first['reason']}): check or re-fetch the catalog files")
+        raise NoScenesError(
+            f"none of the {len(scenes)} scenes found can be read (first: {first['id']}: "
+            f"{first['reason']}): check or re-fetch the catalog files"
+        )
     months = count.month_starts(cfg.period.start, cfg.period.end)
     with timings("onsets"), dask_progress(progress, "onsets"):
-        maps = onset_stage(counted.stores, months, aoi.grid.shape.yx, cfg.compute.onset_chunk_px(len(months)),
-                           cfg.change, dem_items, aoi.grid, cfg.resolution)
-    return Detection(months, maps, [s.id for s in counted.scenes], len({solar_day(s) for s in counted.scenes}),
-                     counted.reused, counted.unreadable)
+        maps = onset_stage(
+            counted.stores,
+            months,
+            aoi.grid.shape.yx,
+            cfg.compute.onset_chunk_px(len(months)),
+            cfg.change,
+            dem_items,
+            aoi.grid,
+            cfg.resolution,
+        )
+    return Detection(
+        months,
+        maps,
+        [s.id for s in counted.scenes],
+        len({solar_day(s) for s in counted.scenes}),
+        counted.reused,
+        counted.unreadable,
+    )
 
 
 def plan(cfg: RunConfig) -> dict:
@@ -76,13 +95,25 @@ def plan(cfg: RunConfig) -> dict:
     found = source.search(aoi.geometry, cfg.period.start, cfg.period.end, cfg.source.max_cloud_cover)
     h, w = aoi.grid.shape.yx
     per_scene = pixel_bytes_per_scene(aoi.grid)
-    scenes = [{"id": it.id, "datetime": str(it.datetime)[:19],
-               "cloud_cover": it.properties.get("eo:cloud_cover")} for it in found.scenes]
-    return {"aoi": cfg.name or aoi.name, "area_km2": round(aoi.area_km2, 2), "grid": f"{w} x {h} px",
-            "crs": str(aoi.grid.crs), "period": [cfg.period.start.isoformat(), cfg.period.end.isoformat()],
-            "source": source.name, "scenes": scenes, "skipped": found.skipped,
-            "dem_items": [it.id for it in found.dem], "bands": [*count.BANDS, SCL],
-            "bytes_per_scene": per_scene, "bytes_total": per_scene * len(scenes), "out": str(cfg.out)}
+    scenes = [
+        {"id": it.id, "datetime": str(it.datetime)[:19], "cloud_cover": it.properties.get("eo:cloud_cover")}
+        for it in found.scenes
+    ]
+    return {
+        "aoi": cfg.name or aoi.name,
+        "area_km2": round(aoi.area_km2, 2),
+        "grid": f"{w} x {h} px",
+        "crs": str(aoi.grid.crs),
+        "period": [cfg.period.start.isoformat(), cfg.period.end.isoformat()],
+        "source": source.name,
+        "scenes": scenes,
+        "skipped": found.skipped,
+        "dem_items": [it.id for it in found.dem],
+        "bands": [*count.BANDS, SCL],
+        "bytes_per_scene": per_scene,
+        "bytes_total": per_scene * len(scenes),
+        "out": str(cfg.out),
+    }
 
 
 # Above this many bytes of pixels to read, a run is more than a monthly job should take on: warn
@@ -93,8 +124,9 @@ HUGE_VOLUME_BYTES = 250e9
 def pixel_bytes_per_scene(grid) -> int:
     """Bytes of pixels one scene contributes on ``grid``: uint16 reflectance, uint8 SCL, 20 m bands at 20 m."""
     h, w = grid.shape.yx
-    return sum((h // 2) * (w // 2) * (1 if b == SCL else 2) if b in BANDS_20M else h * w * 2
-               for b in [*count.BANDS, SCL])
+    return sum(
+        (h // 2) * (w // 2) * (1 if b == SCL else 2) if b in BANDS_20M else h * w * 2 for b in [*count.BANDS, SCL]
+    )
 
 
 def _work_parent(out: Path) -> Path:
@@ -104,8 +136,58 @@ def _work_parent(out: Path) -> Path:
     return parent
 
 
-def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = None,
-        fetch_progress=None) -> RunResult:
+def _scenes_to_count(cfg: RunConfig, aoi, fetch_progress, warnings: list[str]):
+    """The scenes found for the AOI and period that have every asset the count needs: (what the search
+    found, the usable scenes, the incomplete ones with why); adds the run's warnings about them."""
+    got = find_scenes(cfg, aoi, [*count.BANDS, SCL], fetch_progress)
+    found = got.search
+    scenes, incomplete = usable_scenes(found.scenes, [*count.BANDS, SCL], probe=False)
+    if not scenes:
+        raise NoScenesError(
+            f"none of the {len(found.scenes)} scenes found has the assets needed "
+            f"(first: {incomplete[0]['id']}: {incomplete[0]['reason']}): check the catalog"
+        )
+    volume = pixel_bytes_per_scene(aoi.grid) * len(scenes)
+    if volume > HUGE_VOLUME_BYTES:
+        warnings.append(
+            f"huge AOI: {aoi.area_km2:,.0f} km2 x {len(scenes)} scenes is about {volume / 1e9:,.3g} GB of "
+            "pixels to read: expect a long run; a smaller AOI or a shorter period reads less"
+        )
+        log.warning(warnings[-1])
+    if not found.dem:
+        warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
+    return got, scenes, incomplete
+
+
+def _write_run_dir(out, aoi, name, years, table, layers, rasters, manifest: dict, timings: Timings) -> None:
+    """The run dir, staged and renamed into place whole: GeoPackage with styles, SLD, CSV, COGs, charts,
+    report and run.json with every file's checksum."""
+    with export.staged_run_dir(out) as tmp:
+        gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
+        export.write_summary(csv, table)
+        # the charts are drawn while GDAL writes the files
+        with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
+            drawn = pool.submit(charts.draw, csv, name, tmp)
+            written = pool.submit(
+                export.write_rasters,
+                tmp,
+                aoi.grid,
+                rasters["first_year"],
+                rasters["classes"],
+                rasters["valid_per_year"],
+                rasters["years"],
+            )
+            export.write_footprints(gpkg, layers)
+            export.write_layer_styles(gpkg, years)
+            export.write_sld(tmp / export.STYLES_SLD, years)
+            page = report.page_layers(tmp)  # the page's map, while the rasters are written
+            tifs, svgs = written.result(), drawn.result()
+        manifest["timings_s"] = timings.seconds
+        pages = report.write_report(tmp, manifest, svgs, page, rasters["valid_per_year"])
+        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
+
+
+def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = None, fetch_progress=None) -> RunResult:
     """One configured run, end to end. ``progress`` is a tqdm-like factory for compute bars,
     ``fetch_progress`` the scene cache's download progress (both created by the CLI)."""
     timings = Timings()
@@ -115,22 +197,14 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         aoi = load_aoi(cfg.aoi, cfg.resolution)
     name = cfg.name or aoi.name
     with timings("search"):
-        got = find_scenes(cfg, aoi, [*count.BANDS, SCL], fetch_progress)
+        got, scenes, incomplete = _scenes_to_count(cfg, aoi, fetch_progress, warnings)
     found = got.search
-    scenes, incomplete = usable_scenes(found.scenes, [*count.BANDS, SCL], probe=False)
-    if not scenes:
-        raise NoScenesError(f"none of the {len(found.scenes)} scenes found has the assets needed "
-                            f"(first: {incomplete[0]['id']}: {incomplete[0]['reason']}): check the catalog")
-    volume = pixel_bytes_per_scene(aoi.grid) * len(scenes)
-    if volume > HUGE_VOLUME_BYTES:
-        warnings.append(f"huge AOI: {aoi.area_km2:,.0f} km2 x {len(scenes)} scenes is about {volume / 1e9:,.3g} GB of "
-                        "pixels to read: expect a long run; a smaller AOI or a shorter period reads less")
-        log.warning(warnings[-1])
-    if not found.dem:
-        warnings.append("no cop-dem-glo-30 item covers the AOI: slope unknown, the hillside rule was not applied")
-    with dask_scheduler(cfg.compute), \
-            tempfile.TemporaryDirectory(prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}",
-                                        dir=_work_parent(cfg.out)) as work:
+    with (
+        dask_scheduler(cfg.compute),
+        tempfile.TemporaryDirectory(
+            prefix=f".{Path(cfg.out).name}.work-", suffix=f"-{os.getpid()}", dir=_work_parent(cfg.out)
+        ) as work,
+    ):
         det = detect(cfg, aoi, scenes, found.dem, timings, Path(work), progress)
     with timings("vectorise"):
         ponds, clearings, sites, valid_per_year = features(cfg, aoi, det.maps, det.months)
@@ -143,39 +217,34 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     for w in warnings:
         log.warning(w)
     manifest = {
-        "aoi": name, "created": started.isoformat(timespec="seconds"), "code_version": code_version(),
+        "aoi": name,
+        "created": started.isoformat(timespec="seconds"),
+        "code_version": code_version(),
         "aoi_geometry": shapely.geometry.mapping(aoi.geometry),
         "config": cfg.model_dump(mode="json"),
         "grid": {"crs": str(aoi.grid.crs), "shape": list(aoi.grid.shape.yx), "transform": list(aoi.grid.affine)[:6]},
-        "source": got.source, **({"fetch": got.fetch} if got.fetch is not None else {}),
-        "scenes_used": det.scene_ids, "n_scenes_used": len(det.scene_ids), "n_days": det.n_days,
+        "source": got.source,
+        **({"fetch": got.fetch} if got.fetch is not None else {}),
+        "scenes_used": det.scene_ids,
+        "n_scenes_used": len(det.scene_ids),
+        "n_days": det.n_days,
         "composite_years_reused": det.years_reused,
-        "scenes_skipped": [*found.skipped, *incomplete, *det.unreadable], "dem_items": [it.id for it in found.dem],
+        "scenes_skipped": [*found.skipped, *incomplete, *det.unreadable],
+        "dem_items": [it.id for it in found.dem],
         "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
-        "warnings": warnings, "packages": package_versions(),
+        "warnings": warnings,
+        "packages": package_versions(),
     }
-    if cfg.classifier == "model" and cfg.model_path is not None:  # which model decided, exactly (its training data's hash)
-        from pipeline import train
-
+    if (
+        cfg.classifier == "model" and cfg.model_path is not None
+    ):  # which model decided, exactly (its training data's hash)
         b = train.load(cfg.model_path)
-        manifest["model"] = {k: b[k] for k in ("path", "version", "sklearn", "training_data_sha256", "n_pixels",
-                                               "features")}
-    with timings("export"), export.staged_run_dir(cfg.out) as tmp:
-        gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
-        export.write_summary(csv, table)
-        # the charts are drawn while GDAL writes the files
-        with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
-            drawn = pool.submit(charts.draw, csv, name, tmp)
-            written = pool.submit(export.write_rasters, tmp, aoi.grid, rasters["first_year"], rasters["classes"],
-                                  rasters["valid_per_year"], rasters["years"])
-            export.write_footprints(gpkg, {"ponds": ponds, "clearings": clearings, "sites": sites})
-            export.write_layer_styles(gpkg, years)
-            export.write_sld(tmp / export.STYLES_SLD, years)
-            layers = report.page_layers(tmp)  # the page's map, while the rasters are written
-            tifs, svgs = written.result(), drawn.result()
-        manifest["timings_s"] = timings.seconds
-        pages = report.write_report(tmp, manifest, svgs, layers, rasters["valid_per_year"])
-        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
+        manifest["model"] = {
+            k: b[k] for k in ("path", "version", "sklearn", "training_data_sha256", "n_pixels", "features")
+        }
+    layers = {"ponds": ponds, "clearings": clearings, "sites": sites}
+    with timings("export"):
+        _write_run_dir(cfg.out, aoi, name, years, table, layers, rasters, manifest, timings)
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
 
 
@@ -200,7 +269,9 @@ def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: in
         det, aoi = detect_catalog(cfg)
         truth = read_truth(Path(labels), aoi.grid.crs)
         y = train.label_raster(aoi.grid, truth["ponds"], truth["clearings"])
-        x, yy = train.training_pixels(train.pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng)
+        x, yy = train.training_pixels(
+            train.pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng
+        )
         xs.append(x)
         ys.append(yy)
         ids.append(det.scene_ids)

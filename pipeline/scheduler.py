@@ -1,4 +1,5 @@
 """Where a run's tasks go (threads here, or a dask.distributed cluster) and how they show progress."""
+
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ import dask
 import dask.threaded
 
 from pipeline.errors import PipelineError
+from pipeline.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,14 @@ def dask_scheduler(compute):
         with dask.config.set(scheduler=dask.threaded.get, num_workers=compute.workers):
             yield None
         return
-    from distributed import Client
-
+    distributed = require("distributed", "cluster", "a dask.distributed scheduler (compute.scheduler)")
     try:
-        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s", set_as_default=False)
+        client = distributed.Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s", set_as_default=False)
     except (OSError, TimeoutError) as e:
-        raise PipelineError(f"cannot reach the dask scheduler at {address} ({type(e).__name__}): start it, "
-                            "or run without --scheduler / DASK_SCHEDULER_ADDRESS to use this machine") from None
+        raise PipelineError(
+            f"cannot reach the dask scheduler at {address} ({type(e).__name__}): start it, "
+            "or run without --scheduler / DASK_SCHEDULER_ADDRESS to use this machine"
+        ) from None
     log.info("dask cluster %s, dashboard %s", address, client.dashboard_link)
     try:
         with client.as_current(), dask.config.set(scheduler=client):
@@ -77,8 +80,10 @@ def dask_scheduler(compute):
     except Exception as e:
         lost = {"CancelledError", "FutureCancelledError", "CommClosedError", "StreamClosedError"}
         if client.status != "running" or lost & {t.__name__ for t in type(e).__mro__}:
-            raise PipelineError(f"the dask scheduler at {address} stopped answering mid-run ({type(e).__name__}): "
-                                "restart it and its workers, then run again; no output was replaced") from None
+            raise PipelineError(
+                f"the dask scheduler at {address} stopped answering mid-run ({type(e).__name__}): "
+                "restart it and its workers, then run again; no output was replaced"
+            ) from None
         raise
     finally:
         client.close()

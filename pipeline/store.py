@@ -2,13 +2,14 @@
 
 Counting a year of scenes is the expensive part of a run; the result is small (four byte counts and
 three int16 index sums per pixel and month). Keeping it on disk bounds memory (a run never holds more
-than one year's counts) and lets a re-run, or a monthly run, reuse every year whose scenes and classification settings have
-not changed. A store is valid only if its recorded key matches, it reads back whole, and every
-file matches the checksum in its completion marker (``<store>.complete.json`` beside it, written
-only once the store is renamed into place): a store from an interrupted write, one damaged on disk since, or one
-from other settings is recomputed, never trusted. A run that keeps no composites writes its stores in its
-scratch directory, removed when it ends.
+than one year's counts) and lets a re-run, or a monthly run, reuse every year whose scenes and
+classification settings have not changed. A store is valid only if its recorded key matches, it reads
+back whole, and every file matches the checksum in its completion marker (``<store>.complete.json``
+beside it, written only once the store is renamed into place): a store from an interrupted write, one
+damaged on disk since, or one from other settings is recomputed, never trusted. A run that keeps no
+composites writes its stores in its scratch directory, removed when it ends.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,7 +73,8 @@ COMPOSITE_VERSION = 5  # bump when the counting logic or layout changes (2: inde
 #                        4: written block by block, zero fill, CRC-32 checksums; 5: uint8 counts, int16 sums,
 #                        one shard per count block)
 # Stored compactly: a month's count fits a byte (the tiles of a solar day are fused into one view, so a
-# pixel has at most 31 views a month; 255 is clamped all the same), and an index sum is kept to a thousandth of an index unit as int16 (|sum| < 32.7,
+# pixel has at most 31 views a month; 255 is clamped all the same), and an index sum is kept to a
+# thousandth of an index unit as int16 (|sum| < 32.7,
 # ~30 clear views at the index's extreme). That is half the bytes of int16 counts and float32 sums to
 # compress, write and read back, which were a quarter of a run (make bench); a mean over the months a
 # feature is active moves by less than 0.0005.
@@ -116,8 +118,14 @@ def _complete(p: Path, key: str) -> str | None:
 
 def composite_key(grid, scene_ids: list[str], settings: dict) -> str:
     """A digest of everything a year's monthly counts depend on."""
-    doc = {"v": COMPOSITE_VERSION, "crs": str(grid.crs), "transform": list(grid.affine)[:6],
-           "shape": list(grid.shape.yx), "scenes": sorted(scene_ids), "settings": settings}
+    doc = {
+        "v": COMPOSITE_VERSION,
+        "crs": str(grid.crs),
+        "transform": list(grid.affine)[:6],
+        "shape": list(grid.shape.yx),
+        "scenes": sorted(scene_ids),
+        "settings": settings,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -146,7 +154,8 @@ class CompositeStore:
         try:
             group = zarr.open_group(p, mode="r")
             ok = group.attrs.get("key") == key and all(
-                getattr(group[name], "shape", None) == (months, *shape) for name in COUNT_LAYERS)
+                getattr(group[name], "shape", None) == (months, *shape) for name in COUNT_LAYERS
+            )
         except Exception as e:  # noqa: BLE001 - any unreadable store is recomputed
             log.warning("composite store %s unreadable (%s): recomputing", p, e)
             ok = False
@@ -155,8 +164,9 @@ class CompositeStore:
             return None
         return p
 
-    def save(self, year: int, key: str, months, y, x, chunk_px: int, shard_px: int,
-             fill: Callable[[Path], None]) -> Path:
+    def save(
+        self, year: int, key: str, months, y, x, chunk_px: int, shard_px: int, fill: Callable[[Path], None]
+    ) -> Path:
         """Make ``year``'s store: ``begin``, ``fill(path)`` to write its blocks, ``commit``; returns its path."""
         tmp = self.begin(year, key, months, y, x, chunk_px, shard_px)
         try:
@@ -214,27 +224,40 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     days = (np.asarray(months, "datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
     coords: list[tuple[str, np.ndarray, dict[str, Any]]] = [
         ("month", days, {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
-        ("y", np.asarray(y, np.float64), {}), ("x", np.asarray(x, np.float64), {})]
+        ("y", np.asarray(y, np.float64), {}),
+        ("x", np.asarray(x, np.float64), {}),
+    ]
     for name, values, cf in coords:
-        coord = group.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=(name,),
-                                   attributes=cf, fill_value=None)
+        coord = group.create_array(
+            name, shape=values.shape, dtype=values.dtype, dimension_names=(name,), attributes=cf, fill_value=None
+        )
         coord[:] = values
     # LZ4: reads and writes 2-3x faster than zarr's default zstd, which made reading the stores the
     # onset stage's cost. The index sums are bit-shuffled first (they compress 1.9x, not 1.4x); the byte
     # counts are not: they are mostly runs LZ4 finds alone (the store grows 2%), and blosc bit-shuffles
     # single bytes without SIMD, which had been a fifth of reading the stores back (perf, make bench)
-    codecs = {STORED_COUNT: BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),
-              STORED_SUM: BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")}
+    codecs = {
+        STORED_COUNT: BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),
+        STORED_SUM: BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle"),
+    }
     # a shard no larger than the grid (in whole chunks): zarr fills a shard the grid ends inside
     # with zeros before writing a block into it, and stores its chunks beyond the grid too
     shards = [min(shard_px, -(-n // chunk_px) * chunk_px) for n in (len(y), len(x))]
     for i, name in enumerate(COUNT_LAYERS):
         # flat file names ("0.1.2"): zarr 3's default nests a directory per index
         dtype = STORED_COUNT if i < 4 else STORED_SUM
-        group.create_array(name, shape=(len(months), len(y), len(x)), chunks=(1, chunk_px, chunk_px),
-                           shards=(1, *shards), dtype=dtype, compressors=[codecs[dtype]], fill_value=0, chunk_key_encoding={"name": "v2", "separator": "."},
-                           dimension_names=("month", "y", "x"),
-                           attributes={} if i < 4 else {"scale_factor": 1 / SUM_SCALE})  # xarray decodes it
+        group.create_array(
+            name,
+            shape=(len(months), len(y), len(x)),
+            chunks=(1, chunk_px, chunk_px),
+            shards=(1, *shards),
+            dtype=dtype,
+            compressors=[codecs[dtype]],
+            fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "."},
+            dimension_names=("month", "y", "x"),
+            attributes={} if i < 4 else {"scale_factor": 1 / SUM_SCALE},
+        )  # xarray decodes it
 
 
 @numba.njit(nogil=True, cache=True)
@@ -276,12 +299,21 @@ def open_layers(path: Path, write: bool = False) -> Layers:
     if not write:
         return {name: zarr.open_array(f"{path}/{name}", mode="r") for name in COUNT_LAYERS}
     with zarr.config.set({"threading.max_workers": 1}):
-        return {name: zarr.open_array(f"{path}/{name}", mode="r+").with_config({"write_empty_chunks": True})
-                for name in COUNT_LAYERS}
+        return {
+            name: zarr.open_array(f"{path}/{name}", mode="r+").with_config({"write_empty_chunks": True})
+            for name in COUNT_LAYERS
+        }
 
 
-def write_block(layers: Layers, month: int, rows: tuple[int, int], cols: tuple[int, int], counts: np.ndarray,
-                sums: np.ndarray, scratch: Scratch | None = None) -> None:
+def write_block(
+    layers: Layers,
+    month: int,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    counts: np.ndarray,
+    sums: np.ndarray,
+    scratch: Scratch | None = None,
+) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
     ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``). Blocks must cover whole shards
     (or reach the grid's edge), so tasks writing different blocks never touch the same file."""
@@ -290,11 +322,15 @@ def write_block(layers: Layers, month: int, rows: tuple[int, int], cols: tuple[i
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.
-        layers[name][month:month + 1, r0:r1, c0:c1] = layer[None]
+        layers[name][month : month + 1, r0:r1, c0:c1] = layer[None]
 
 
-def read_layers(sources: list[tuple[Layers | None, int]], rows: tuple[int, int],
-                cols: tuple[int, int], scratch: Scratch | None = None) -> dict[str, np.ndarray]:
+def read_layers(
+    sources: list[tuple[Layers | None, int]],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    scratch: Scratch | None = None,
+) -> dict[str, np.ndarray]:
     """Every layer of consecutive years' counts on one block (``rows`` x ``cols``), as stored (counts as
     bytes, index sums as int16 thousandths: ``SUM_SCALE``), dims (month, y, x). ``sources`` are each
     year's store layers (``open_layers``; None: no scene that year, all zeros) and its number of months,
@@ -309,10 +345,11 @@ def read_layers(sources: list[tuple[Layers | None, int]], rows: tuple[int, int],
         m = 0
         for layers, n in sources:
             if layers is None:
-                record[m:m + n] = 0
+                record[m : m + n] = 0
             else:
-                layers[name].get_basic_selection((slice(None), slice(r0, r1), slice(c0, c1)),
-                                                 out=NDBuffer.from_numpy_array(record[m:m + n]))
+                layers[name].get_basic_selection(
+                    (slice(None), slice(r0, r1), slice(c0, c1)), out=NDBuffer.from_numpy_array(record[m : m + n])
+                )
             m += n
         data[name] = record
     return data

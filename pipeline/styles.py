@@ -6,18 +6,21 @@ red (latest): new activity is the thing to notice, so it gets the strongest colo
 differ by symbol, not by colour: clearings are translucent fills, ponds solid fills with a blue
 outline (water), sites outlines only, so they can be stacked in one map.
 """
+
 from __future__ import annotations
 
 from typing import Any
-
 from xml.sax.saxutils import escape, quoteattr
 
 # ColorBrewer YlOrRd without its palest class (invisible on white and on imagery)
 RAMP = ["#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026"]
 POND_OUTLINE = "#08519c"
 
-LAYER_TITLES = {"sites": "Mining sites (by first year)", "ponds": "Collection ponds (by first year)",
-                "clearings": "Cleared slopes (by first year)"}
+LAYER_TITLES = {
+    "sites": "Mining sites (by first year)",
+    "ponds": "Collection ponds (by first year)",
+    "clearings": "Cleared slopes (by first year)",
+}
 # symbol per layer: fill opacity, outline colour (None: the year colour), outline width in mm
 SYMBOLS: dict[str, dict[str, Any]] = {
     "clearings": {"fill_opacity": 0.55, "outline": None, "width_mm": 0.0},
@@ -51,11 +54,17 @@ def year_colours(years) -> dict[int, str]:
 def symbol(layer: str, colour: str) -> dict:
     """Fill and outline of one category: ``fill``/``outline`` as '#rrggbb', opacities 0-1, width in mm."""
     s = SYMBOLS[layer]
-    return {"fill": colour, "fill_opacity": s["fill_opacity"], "outline": s["outline"] or colour,
-            "outline_opacity": 1.0 if s["width_mm"] > 0 else 0.0, "width_mm": s["width_mm"]}
+    return {
+        "fill": colour,
+        "fill_opacity": s["fill_opacity"],
+        "outline": s["outline"] or colour,
+        "outline_opacity": 1.0 if s["width_mm"] > 0 else 0.0,
+        "width_mm": s["width_mm"],
+    }
 
 
 # --- QGIS QML -------------------------------------------------------------------------------------
+
 
 def _qgis_colour(hex_colour: str, opacity: float) -> str:
     r, g, b = _hex_to_rgb(hex_colour)
@@ -76,71 +85,87 @@ def _qml_fill_layer(sym: dict) -> str:
     }
     opts = "".join(f'<Option name={quoteattr(k)} type="QString" value={quoteattr(v)}/>' for k, v in props.items())
     old = "".join(f"<prop k={quoteattr(k)} v={quoteattr(v)}/>" for k, v in props.items())
-    return (f'<layer class="SimpleFill" enabled="1" locked="0" pass="0">'
-            f'<Option type="Map">{opts}</Option>{old}</layer>')
+    return f'<layer class="SimpleFill" enabled="1" locked="0" pass="0"><Option type="Map">{opts}</Option>{old}</layer>'
 
 
 def _qml_symbol(name: str, sym: dict) -> str:
-    return (f'<symbol type="fill" name={quoteattr(name)} alpha="1" clip_to_extent="1" force_rhr="0">'
-            f"{_qml_fill_layer(sym)}</symbol>")
+    return (
+        f'<symbol type="fill" name={quoteattr(name)} alpha="1" clip_to_extent="1" force_rhr="0">'
+        f"{_qml_fill_layer(sym)}</symbol>"
+    )
 
 
 def qml(layer: str, years) -> str:
     """A QGIS style (QML) for one layer: categorised on ``first_year``, one legend entry per year."""
     colours = year_colours(years)
-    cats = "".join(f'<category value="{y}" symbol="{i}" label="{y}" render="true"/>'
-                   for i, y in enumerate(colours))
+    cats = "".join(f'<category value="{y}" symbol="{i}" label="{y}" render="true"/>' for i, y in enumerate(colours))
     syms = "".join(_qml_symbol(str(i), symbol(layer, c)) for i, c in enumerate(colours.values()))
     source = _qml_symbol("0", symbol(layer, "#999999"))
-    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-            '<qgis version="3.28.0-Firenze" styleCategories="Symbology|Labeling|Fields|Legend">\n'
-            '<renderer-v2 type="categorizedSymbol" attr="first_year" symbollevels="0" enableorderby="0" '
-            'forceraster="0" referencescale="-1">\n'
-            f"<categories>{cats}</categories>\n<symbols>{syms}</symbols>\n"
-            f"<source-symbol>{source}</source-symbol>\n"
-            '<rotation/><sizescale/></renderer-v2>\n'
-            f'<legend type="default-vector" showLabelLegend="0"/>\n'
-            "<layerGeometryType>2</layerGeometryType>\n</qgis>\n")
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0-Firenze" styleCategories="Symbology|Labeling|Fields|Legend">\n'
+        '<renderer-v2 type="categorizedSymbol" attr="first_year" symbollevels="0" enableorderby="0" '
+        'forceraster="0" referencescale="-1">\n'
+        f"<categories>{cats}</categories>\n<symbols>{syms}</symbols>\n"
+        f"<source-symbol>{source}</source-symbol>\n"
+        "<rotation/><sizescale/></renderer-v2>\n"
+        f'<legend type="default-vector" showLabelLegend="0"/>\n'
+        "<layerGeometryType>2</layerGeometryType>\n</qgis>\n"
+    )
 
 
 # --- OGC SLD 1.0 ----------------------------------------------------------------------------------
+
 
 def _sld_rules(layer: str, years) -> str:
     rules = []
     for y, c in year_colours(years).items():
         s = symbol(layer, c)
-        fill = (f'<Fill><CssParameter name="fill">{s["fill"]}</CssParameter>'
-                f'<CssParameter name="fill-opacity">{s["fill_opacity"]:g}</CssParameter></Fill>'
-                if s["fill_opacity"] > 0 else "")
+        fill = (
+            f'<Fill><CssParameter name="fill">{s["fill"]}</CssParameter>'
+            f'<CssParameter name="fill-opacity">{s["fill_opacity"]:g}</CssParameter></Fill>'
+            if s["fill_opacity"] > 0
+            else ""
+        )
         # SLD widths are in pixels; 1 mm ~ 3.78 px at the 0.28 mm standard pixel
-        stroke = (f'<Stroke><CssParameter name="stroke">{s["outline"]}</CssParameter>'
-                  f'<CssParameter name="stroke-width">{s["width_mm"] / 0.28:.1f}</CssParameter></Stroke>'
-                  if s["width_mm"] > 0 else "")
-        rules.append(f"<Rule><Name>{y}</Name><Title>{y}</Title>"
-                     f"<ogc:Filter><ogc:PropertyIsEqualTo><ogc:PropertyName>first_year</ogc:PropertyName>"
-                     f"<ogc:Literal>{y}</ogc:Literal></ogc:PropertyIsEqualTo></ogc:Filter>"
-                     f"<PolygonSymbolizer>{fill}{stroke}</PolygonSymbolizer></Rule>")
+        stroke = (
+            f'<Stroke><CssParameter name="stroke">{s["outline"]}</CssParameter>'
+            f'<CssParameter name="stroke-width">{s["width_mm"] / 0.28:.1f}</CssParameter></Stroke>'
+            if s["width_mm"] > 0
+            else ""
+        )
+        rules.append(
+            f"<Rule><Name>{y}</Name><Title>{y}</Title>"
+            f"<ogc:Filter><ogc:PropertyIsEqualTo><ogc:PropertyName>first_year</ogc:PropertyName>"
+            f"<ogc:Literal>{y}</ogc:Literal></ogc:PropertyIsEqualTo></ogc:Filter>"
+            f"<PolygonSymbolizer>{fill}{stroke}</PolygonSymbolizer></Rule>"
+        )
     return "".join(rules)
 
 
 def _named_layer(layer: str, years) -> str:
-    return (f"<NamedLayer><Name>{escape(layer)}</Name><UserStyle><Name>{escape(layer)}</Name>"
-            f"<Title>{escape(LAYER_TITLES.get(layer, layer))}</Title>"
-            f"<FeatureTypeStyle>{_sld_rules(layer, years)}</FeatureTypeStyle></UserStyle></NamedLayer>")
+    return (
+        f"<NamedLayer><Name>{escape(layer)}</Name><UserStyle><Name>{escape(layer)}</Name>"
+        f"<Title>{escape(LAYER_TITLES.get(layer, layer))}</Title>"
+        f"<FeatureTypeStyle>{_sld_rules(layer, years)}</FeatureTypeStyle></UserStyle></NamedLayer>"
+    )
 
 
 def sld(layers, years) -> str:
     """An SLD 1.0 document with one NamedLayer (rules per first year) for each of ``layers``."""
     body = "".join(_named_layer(layer, years) for layer in layers)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<StyledLayerDescriptor version="1.0.0" xmlns="http://www.opengis.net/sld" '
-            'xmlns:ogc="http://www.opengis.net/ogc" xmlns:xlink="http://www.w3.org/1999/xlink" '
-            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-            'xsi:schemaLocation="http://www.opengis.net/sld http://schemas.opengis.net/sld/1.0.0/StyledLayerDescriptor.xsd">'
-            f"{body}</StyledLayerDescriptor>\n")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<StyledLayerDescriptor version="1.0.0" xmlns="http://www.opengis.net/sld" '
+        'xmlns:ogc="http://www.opengis.net/ogc" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xsi:schemaLocation="http://www.opengis.net/sld http://schemas.opengis.net/sld/1.0.0/StyledLayerDescriptor.xsd">'
+        f"{body}</StyledLayerDescriptor>\n"
+    )
 
 
 # --- KML ------------------------------------------------------------------------------------------
+
 
 def kml_colour(hex_colour: str, opacity: float) -> str:
     """KML writes colours as aabbggrr."""

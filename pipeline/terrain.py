@@ -1,4 +1,5 @@
 """Slope from a DEM on the analysis grid."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,5 +12,3 @@ def slope_degrees(elevation: np.ndarray, resolution_m: float) -> np.ndarray:
     """
     dz_dy, dz_dx = np.gradient(np.asarray(elevation, dtype=np.float64), resolution_m)
     return np.degrees(np.arctan(np.hypot(dz_dx, dz_dy))).astype(np.float32)
-
-

@@ -8,6 +8,7 @@ with the pipeline's own reader. Prints the wall time, the asset requests the ser
 the fetch counted, and one digest of every cached raster's pixels (equal digests: the same cache
 entries, whatever reader made them). Run it at two commits to compare two readers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
+from pipeline.simulate import simulate
 from pytest_httpserver import HTTPServer
 
 from pipeline import indices
 from pipeline.aoi import load_aoi, write_aoi
 from pipeline.config import DownloadConfig
-from pipeline.simulate import simulate
 from pipeline.sources.cache import SceneCache
 from pipeline.sources.http import Http
 from pipeline.sources.loading import SCL
@@ -64,22 +65,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-km", type=float, default=3.0)
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 80.0])
-    ap.add_argument("--window-km", type=float, default=1.0, help="fetch a centred AOI this wide (0: the whole "
-                    "simulated AOI), so a window of each file is read, as from a real 110 km tile")
+    ap.add_argument(
+        "--window-km",
+        type=float,
+        default=1.0,
+        help="fetch a centred AOI this wide (0: the whole "
+        "simulated AOI), so a window of each file is read, as from a real 110 km tile",
+    )
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench_fetch"))
     a = ap.parse_args()
     work = Path(a.work)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    sim = simulate(work / f"sim{a.size_km:g}", seed=1, size_km=a.size_km, start_year=2022, end_year=2022,
-                   revisit_days=30, reuse=True)
+    sim = simulate(
+        work / f"sim{a.size_km:g}",
+        seed=1,
+        size_km=a.size_km,
+        start_year=2022,
+        end_year=2022,
+        revisit_days=30,
+        reuse=True,
+    )
     aoi = load_aoi(sim.aoi)
     if a.window_km:
         c = aoi.geometry.centroid
         half = a.window_km / 2 / 111.0
-        aoi = load_aoi(write_aoi(work / "window.geojson", shapely.box(c.x - half, c.y - half, c.x + half, c.y + half),
-                                 "window"))
+        aoi = load_aoi(
+            write_aoi(work / "window.geojson", shapely.box(c.x - half, c.y - half, c.x + half, c.y + half), "window")
+        )
     bands = [*indices.BANDS, SCL]
     for latency in a.latency_ms:
         for rep in range(a.repeat):
@@ -93,8 +107,10 @@ def main() -> None:
                 server.expect_request(re.compile(".*")).respond_with_handler(api)
                 found = StacApiSource("earth-search", url).search(aoi.geometry, sim.start, sim.end, 100)
                 if latency == a.latency_ms[0] and rep == 0:
-                    print(f"{len(found.scenes)} scenes x {len(bands)} bands + {len(found.dem)} DEM, {a.size_km:g} km "
-                          f"scenes, {a.window_km or a.size_km:g} km AOI, concurrency {a.concurrency}")
+                    print(
+                        f"{len(found.scenes)} scenes x {len(bands)} bands + {len(found.dem)} DEM, {a.size_km:g} km "
+                        f"scenes, {a.window_km or a.size_km:g} km AOI, concurrency {a.concurrency}"
+                    )
                 api.file_delay_s = latency / 1000
                 cache = work / "cache"
                 shutil.rmtree(cache, ignore_errors=True)
@@ -104,9 +120,11 @@ def main() -> None:
                 dt = time.perf_counter() - t0
                 assert not report.failed, report.failed
                 served = served_bytes(api, Path(sim.catalog).parent)
-                print(f"latency {latency:4.0f} ms  run {rep + 1}: {dt:6.2f} s  {len(api.requests_for('/files/')):4d} "
-                      f"asset requests  {served:9d} bytes served  {report.http['bytes']:9d} counted  "
-                      f"pixels {pixel_digest(cache)}")
+                print(
+                    f"latency {latency:4.0f} ms  run {rep + 1}: {dt:6.2f} s  {len(api.requests_for('/files/')):4d} "
+                    f"asset requests  {served:9d} bytes served  {report.http['bytes']:9d} counted  "
+                    f"pixels {pixel_digest(cache)}"
+                )
             finally:
                 server.stop()
 

@@ -18,6 +18,7 @@ pytest-httpserver. It serves
 
 ``faults`` injects failures per path, as in ``stac_api_double``: ``{"/api/v1/process": ["429"]}``.
 """
+
 from __future__ import annotations
 
 import io
@@ -79,20 +80,35 @@ class SentinelHubDouble:
         baseline = str(p.get("s2:processing_baseline") or "02.14").replace(".", "")
         orbit = int(item_orbit(it) or 0)
         sat = "S2A" if str(p.get("platform", "sentinel-2a")).endswith("a") else "S2B"
-        return f"{sat}_MSIL2A_{it.datetime:%Y%m%dT%H%M%S}_N{baseline}_R{orbit:03d}_T{item_tile(it)}_{it.datetime:%Y%m%dT%H%M%S}"
+        when = f"{it.datetime:%Y%m%dT%H%M%S}"
+        return f"{sat}_MSIL2A_{when}_N{baseline}_R{orbit:03d}_T{item_tile(it)}_{when}"
 
     def feature(self, it: pystac.Item) -> dict:
         p = it.properties
-        return {"stac_version": "1.0.0", "type": "Feature", "id": self.product_id(it), "geometry": it.geometry,
-                "bbox": it.bbox, "properties": {"datetime": it.datetime.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                                "platform": p.get("platform", "sentinel-2a"), "instruments": ["msi"],
-                                                "constellation": "sentinel-2", "gsd": 10,
-                                                "eo:cloud_cover": p.get("eo:cloud_cover"),
-                                                "proj:epsg": p.get("proj:epsg") or 32647},
-                "assets": {}, "links": [], "collection": "sentinel-2-l2a"}
+        return {
+            "stac_version": "1.0.0",
+            "type": "Feature",
+            "id": self.product_id(it),
+            "geometry": it.geometry,
+            "bbox": it.bbox,
+            "properties": {
+                "datetime": it.datetime.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "platform": p.get("platform", "sentinel-2a"),
+                "instruments": ["msi"],
+                "constellation": "sentinel-2",
+                "gsd": 10,
+                "eo:cloud_cover": p.get("eo:cloud_cover"),
+                "proj:epsg": p.get("proj:epsg") or 32647,
+            },
+            "assets": {},
+            "links": [],
+            "collection": "sentinel-2-l2a",
+        }
 
     def served(self) -> list[pystac.Item]:
-        return [it for it in self.scenes if self.hidden_after is None or it.datetime.date().isoformat() <= self.hidden_after]
+        return [
+            it for it in self.scenes if self.hidden_after is None or it.datetime.date().isoformat() <= self.hidden_after
+        ]
 
     def _authorised(self, request: Request) -> bool:
         auth = request.headers.get("Authorization", "")
@@ -109,14 +125,22 @@ class SentinelHubDouble:
             queue = self.faults.get(path)
             fault = queue.pop(0) if queue else None
         if fault in ("429", "503"):
-            return Response(json.dumps({"status": int(fault), "reason": "Too Many Requests"}), status=int(fault),
-                            headers={"Retry-After": "0"}, mimetype="application/json")
+            return Response(
+                json.dumps({"status": int(fault), "reason": "Too Many Requests"}),
+                status=int(fault),
+                headers={"Retry-After": "0"},
+                mimetype="application/json",
+            )
         if path.endswith("/protocol/openid-connect/token") and request.method == "POST":
             return self.token(request)
         if not self._authorised(request):
-            return Response(json.dumps({"error": {"status": 401, "reason": "Unauthorized",
-                                                  "message": "Token is expired or invalid"}}), status=401,
-                            mimetype="application/json")
+            return Response(
+                json.dumps(
+                    {"error": {"status": 401, "reason": "Unauthorized", "message": "Token is expired or invalid"}}
+                ),
+                status=401,
+                mimetype="application/json",
+            )
         if path == "/api/v1/catalog/1.0.0/search" and request.method == "POST":
             return self.search(request.get_json())
         if path == "/api/v1/process" and request.method == "POST":
@@ -126,16 +150,32 @@ class SentinelHubDouble:
     def token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs(request.get_data(as_text=True)).items()}
         self.token_requests += 1
-        if form.get("grant_type") != "client_credentials" or form.get("client_id") != self.client_id or \
-                form.get("client_secret") != self.client_secret:
-            return Response(json.dumps({"error": "unauthorized_client", "error_description": "Invalid client credentials"}),
-                            status=401, mimetype="application/json")
+        if (
+            form.get("grant_type") != "client_credentials"
+            or form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+        ):
+            return Response(
+                json.dumps({"error": "unauthorized_client", "error_description": "Invalid client credentials"}),
+                status=401,
+                mimetype="application/json",
+            )
         tok = f"tok-{self.token_requests}-{time.time_ns()}"
         with self._lock:
             self.tokens[tok] = time.time() + self.expires_in
-        return Response(json.dumps({"access_token": tok, "expires_in": self.expires_in, "token_type": "Bearer",
-                                    "refresh_expires_in": 0, "not-before-policy": 0, "scope": "email profile"}),
-                        mimetype="application/json")
+        return Response(
+            json.dumps(
+                {
+                    "access_token": tok,
+                    "expires_in": self.expires_in,
+                    "token_type": "Bearer",
+                    "refresh_expires_in": 0,
+                    "not-before-policy": 0,
+                    "scope": "email profile",
+                }
+            ),
+            mimetype="application/json",
+        )
 
     def search(self, body: dict) -> Response:
         self.catalog_bodies.append(body)
@@ -149,25 +189,47 @@ class SentinelHubDouble:
         m = re.fullmatch(r"eo:cloud_cover\s*(<=|<)\s*([\d.]+)", str(body.get("filter") or "").strip())
         if m:
             v = float(m.group(2))
-            hits = [it for it in hits if (it.properties["eo:cloud_cover"] <= v if m.group(1) == "<="
-                                          else it.properties["eo:cloud_cover"] < v)]
+            hits = [
+                it
+                for it in hits
+                if (it.properties["eo:cloud_cover"] <= v if m.group(1) == "<=" else it.properties["eo:cloud_cover"] < v)
+            ]
         limit = min(int(body.get("limit", 10)), 100)
         start = int(body.get("next", 0))
-        page = hits[start:start + limit]
+        page = hits[start : start + limit]
         ctx = {"limit": limit, "returned": len(page)}
         if start + limit < len(hits):
             ctx["next"] = start + limit
-        return Response(json.dumps({"type": "FeatureCollection", "features": [self.feature(it) for it in page],
-                                    "links": [], "context": ctx}), mimetype="application/geo+json")
+        return Response(
+            json.dumps(
+                {
+                    "type": "FeatureCollection",
+                    "features": [self.feature(it) for it in page],
+                    "links": [],
+                    "context": ctx,
+                }
+            ),
+            mimetype="application/geo+json",
+        )
 
     def process(self, body: dict) -> Response:
         self.process_requests.append(body)
         bounds, out = body["input"]["bounds"], body["output"]
         w, h = int(out["width"]), int(out["height"])
         if w > MAX_PX or h > MAX_PX:
-            return Response(json.dumps({"error": {"status": 400, "reason": "Bad Request",
-                                                  "message": f"Requested image is too large: {w}x{h}"}}),
-                            status=400, mimetype="application/json")
+            return Response(
+                json.dumps(
+                    {
+                        "error": {
+                            "status": 400,
+                            "reason": "Bad Request",
+                            "message": f"Requested image is too large: {w}x{h}",
+                        }
+                    }
+                ),
+                status=400,
+                mimetype="application/json",
+            )
         epsg = int(bounds["properties"]["crs"].rsplit("/", 1)[1])
         left, bottom, right, top = bounds["bbox"]
         dst_t = Affine((right - left) / w, 0, left, 0, -(top - bottom) / h, top)
@@ -185,7 +247,9 @@ class SentinelHubDouble:
                 harmonise = data.get("processing", {}).get("harmonizeValues", True)
                 for i, b in enumerate(bands):
                     key = SH_BANDS[b]
-                    dn = self._warp(it.assets[key].href, dst_t, epsg, (h, w), np.uint16, Resampling.nearest).astype(np.int32)
+                    dn = self._warp(it.assets[key].href, dst_t, epsg, (h, w), np.uint16, Resampling.nearest).astype(
+                        np.int32
+                    )
                     if b != "SCL":
                         valid = dn > 0
                         if harmonise and scale_offset(it, key)[1] < 0:
@@ -194,8 +258,15 @@ class SentinelHubDouble:
                     arr[i] = dn
         buf = io.BytesIO()
         with rasterio.MemoryFile() as mem:
-            with mem.open(driver="GTiff", width=w, height=h, count=arr.shape[0], dtype=arr.dtype,
-                          crs=f"EPSG:{epsg}", transform=dst_t) as ds:
+            with mem.open(
+                driver="GTiff",
+                width=w,
+                height=h,
+                count=arr.shape[0],
+                dtype=arr.dtype,
+                crs=f"EPSG:{epsg}",
+                transform=dst_t,
+            ) as ds:
                 ds.write(arr)
             buf.write(mem.read())
         return Response(buf.getvalue(), mimetype="image/tiff")
@@ -204,6 +275,12 @@ class SentinelHubDouble:
     def _warp(href: str, dst_t: Affine, epsg: int, shape, dtype, resampling) -> np.ndarray:
         dst = np.zeros(shape, dtype)
         with rasterio.open(href) as src:
-            reproject(rasterio.band(src, 1), dst, dst_transform=dst_t, dst_crs=f"EPSG:{epsg}", dst_nodata=0,
-                      resampling=resampling)
+            reproject(
+                rasterio.band(src, 1),
+                dst,
+                dst_transform=dst_t,
+                dst_crs=f"EPSG:{epsg}",
+                dst_nodata=0,
+                resampling=resampling,
+            )
         return dst

@@ -15,9 +15,11 @@ and drops ``raster:bands`` offsets, as that API's items have none (the loader mu
 requests for that path with those, in order ("drop" sends half the body, of the range asked for, and cuts
 the connection).
 """
+
 from __future__ import annotations
 
 import json
+import operator
 import re
 import threading
 from datetime import datetime, timezone
@@ -27,12 +29,27 @@ import pystac
 import shapely
 from werkzeug.wrappers import Request, Response
 
-PC_KEYS = {"blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06", "rededge3": "B07",
-           "nir": "B08", "nir08": "B8A", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
-CONFORMS = ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
-            "https://api.stacspec.org/v1.0.0/item-search#query", "https://api.stacspec.org/v1.0.0/collections",
-            "http://www.opengis.net/spec/ogcapi-features-1/conf/core",
-            "http://www.opengis.net/spec/ogcapi-features-1/conf/geojson"]
+PC_KEYS = {
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "rededge1": "B05",
+    "rededge2": "B06",
+    "rededge3": "B07",
+    "nir": "B08",
+    "nir08": "B8A",
+    "swir16": "B11",
+    "swir22": "B12",
+    "scl": "SCL",
+}
+CONFORMS = [
+    "https://api.stacspec.org/v1.0.0/core",
+    "https://api.stacspec.org/v1.0.0/item-search",
+    "https://api.stacspec.org/v1.0.0/item-search#query",
+    "https://api.stacspec.org/v1.0.0/collections",
+    "http://www.opengis.net/spec/ogcapi-features-1/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/conf/geojson",
+]
 
 
 def _dt(s: str | None):
@@ -91,7 +108,7 @@ class StacApiDouble:
                 import time
 
                 time.sleep(self.file_delay_s)
-            return self._file(request, path[len("/files/"):], fault == "drop")
+            return self._file(request, path[len("/files/") :], fault == "drop")
         if path in ("", "/"):
             return self._json(self.landing())
         if path == "/conformance":
@@ -128,8 +145,11 @@ class StacApiDouble:
                 yield part
                 raise ConnectionAbortedError("double: connection dropped mid-body")
 
-            return Response(cut(), status=status, headers={**headers, "Content-Length": str(len(body)),
-                                                            "Content-Type": "image/tiff"})
+            return Response(
+                cut(),
+                status=status,
+                headers={**headers, "Content-Length": str(len(body)), "Content-Type": "image/tiff"},
+            )
         resp = Response(data, mimetype="image/tiff")
         return resp.make_conditional(request, accept_ranges=True, complete_length=len(data))
 
@@ -138,21 +158,32 @@ class StacApiDouble:
         return sorted({d.get("collection") for d in self.items if d.get("collection")})
 
     def landing(self) -> dict:
-        return {"type": "Catalog", "id": f"{self.flavour}-double", "stac_version": "1.0.0",
-                "description": f"loopback double of {self.flavour}", "conformsTo": CONFORMS,
-                "links": [{"rel": "self", "href": self.base + "/", "type": "application/json"},
-                          {"rel": "root", "href": self.base + "/", "type": "application/json"},
-                          {"rel": "conformance", "href": self.base + "/conformance"},
-                          {"rel": "data", "href": self.base + "/collections"},
-                          {"rel": "search", "href": self.base + "/search", "type": "application/geo+json",
-                           "method": "GET"},
-                          {"rel": "search", "href": self.base + "/search", "type": "application/geo+json",
-                           "method": "POST"}]}
+        return {
+            "type": "Catalog",
+            "id": f"{self.flavour}-double",
+            "stac_version": "1.0.0",
+            "description": f"loopback double of {self.flavour}",
+            "conformsTo": CONFORMS,
+            "links": [
+                {"rel": "self", "href": self.base + "/", "type": "application/json"},
+                {"rel": "root", "href": self.base + "/", "type": "application/json"},
+                {"rel": "conformance", "href": self.base + "/conformance"},
+                {"rel": "data", "href": self.base + "/collections"},
+                {"rel": "search", "href": self.base + "/search", "type": "application/geo+json", "method": "GET"},
+                {"rel": "search", "href": self.base + "/search", "type": "application/geo+json", "method": "POST"},
+            ],
+        }
 
     def collection(self, cid: str) -> dict:
-        return {"type": "Collection", "id": cid, "stac_version": "1.0.0", "description": cid, "license": "proprietary",
-                "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
-                "links": [{"rel": "self", "href": f"{self.base}/collections/{cid}"}]}
+        return {
+            "type": "Collection",
+            "id": cid,
+            "stac_version": "1.0.0",
+            "description": cid,
+            "license": "proprietary",
+            "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+            "links": [{"rel": "self", "href": f"{self.base}/collections/{cid}"}],
+        }
 
     @staticmethod
     def _get_params(request: Request) -> dict:
@@ -187,31 +218,58 @@ class StacApiDouble:
         if params.get("datetime"):
             t0, _, t1 = str(params["datetime"]).partition("/")
             t0, t1 = _dt(t0), _dt(t1 or t0)
-            hits = [d for d in hits if (t0 is None or _dt(d["properties"]["datetime"]) >= t0)
-                    and (t1 is None or _dt(d["properties"]["datetime"]) <= t1)]
+            hits = [
+                d
+                for d in hits
+                if (t0 is None or _dt(d["properties"]["datetime"]) >= t0)
+                and (t1 is None or _dt(d["properties"]["datetime"]) <= t1)
+            ]
         for prop, ops in (params.get("query") or {}).items():
             for op, v in ops.items():
-                cmp = {"lt": lambda x: x < v, "lte": lambda x: x <= v, "gt": lambda x: x > v,
-                       "gte": lambda x: x >= v, "eq": lambda x: x == v}[op]
-                hits = [d for d in hits if d["properties"].get(prop) is not None and cmp(d["properties"][prop])]
+                cmp = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge, "eq": operator.eq}[
+                    op
+                ]
+                hits = [d for d in hits if d["properties"].get(prop) is not None and cmp(d["properties"][prop], v)]
         limit = int(params.get("limit") or 10)
         start = int(params.get("token") or 0)
-        page = hits[start:start + limit]
+        page = hits[start : start + limit]
         links = [{"rel": "root", "href": self.base + "/"}]
         if start + limit < len(hits):
             if method == "POST":
-                links.append({"rel": "next", "href": self.base + "/search", "method": "POST",
-                              "body": {**params, "token": str(start + limit)}, "merge": False,
-                              "type": "application/geo+json"})
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": self.base + "/search",
+                        "method": "POST",
+                        "body": {**params, "token": str(start + limit)},
+                        "merge": False,
+                        "type": "application/geo+json",
+                    }
+                )
             else:
-                q = {k: (json.dumps(v) if isinstance(v, (dict, list)) and k != "collections" else
-                         ",".join(v) if k == "collections" else v) for k, v in params.items()}
+                q = {
+                    k: (
+                        json.dumps(v)
+                        if isinstance(v, (dict, list)) and k != "collections"
+                        else ",".join(v)
+                        if k == "collections"
+                        else v
+                    )
+                    for k, v in params.items()
+                }
                 q["token"] = str(start + limit)
                 from urllib.parse import urlencode
 
-                links.append({"rel": "next", "href": f"{self.base}/search?{urlencode(q)}", "type": "application/geo+json"})
-        return {"type": "FeatureCollection", "features": page, "links": links,
-                "numberMatched": len(hits), "numberReturned": len(page)}
+                links.append(
+                    {"rel": "next", "href": f"{self.base}/search?{urlencode(q)}", "type": "application/geo+json"}
+                )
+        return {
+            "type": "FeatureCollection",
+            "features": page,
+            "links": links,
+            "numberMatched": len(hits),
+            "numberReturned": len(page),
+        }
 
     def requests_for(self, prefix: str) -> list:
         return [r for r in self.log if r[1].startswith(prefix)]

@@ -13,6 +13,7 @@ each seed (reused when already there), runs the pipeline, scores it and writes
 ``reports/accuracy.md`` and ``reports/accuracy.json``. The compute is here; the scoring is
 :mod:`pipeline.lab.evaluate`'s, unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,34 @@ REPORTING_SEEDS = range(100, 120)
 BOOTSTRAP = 2000
 POND_SIZE_BINS = (0, 100, 300, 600, 1000, np.inf)  # m2: below one pixel, 1-3 pixels, ...
 CONFIDENCE_BANDS = (0.0, 0.5, 0.7, 0.9, 1.0001)
-CONFOUNDER_KINDS = ("swidden", "landslide", "all", "paddy", "river", "village", "road", "stream", "fish_pond",
-                    "gold_working", "road_cut", "plantation")
+CONFOUNDER_KINDS = (
+    "swidden",
+    "landslide",
+    "all",
+    "paddy",
+    "river",
+    "village",
+    "road",
+    "stream",
+    "fish_pond",
+    "gold_working",
+    "road_cut",
+    "plantation",
+)
 CONFOUNDER_ERRORS = ("false_sites", "false_ponds", "claimed_m2")
 TARGETS = {  # issue 4, "What it must show"
-    "site_f1": (">=", 0.95), "pond_detectable_f1": (">=", 0.90), "clearing_iou": (">=", 0.75),
-    "site_first_year_exact": (">=", 0.90), "max_abs_rel_error_sites": ("<=", 0.10),
-    "max_abs_rel_error_footprint": ("<=", 0.10), "confounder_fraction_as_clearing": ("<=", 0.05),
+    "site_f1": (">=", 0.95),
+    "pond_detectable_f1": (">=", 0.90),
+    "clearing_iou": (">=", 0.75),
+    "site_first_year_exact": (">=", 0.90),
+    "max_abs_rel_error_sites": ("<=", 0.10),
+    "max_abs_rel_error_footprint": ("<=", 0.10),
+    "confounder_fraction_as_clearing": ("<=", 0.05),
 }
 
 
 # ------------------------------------------------------------------------------------------- per seed
+
 
 def seed_record(run_dir: Path, truth: Path, seed: int) -> dict:
     """What one seed contributes: the evaluate scores plus the per-feature tables the breakdowns need."""
@@ -58,41 +76,94 @@ def seed_record(run_dir: Path, truth: Path, seed: int) -> dict:
     t_ponds = ev.clip_to_period(gpd.read_file(truth, layer="ponds").to_crs(crs), first, last)[0]
     t_clear = ev.clip_to_period(gpd.read_file(truth, layer="clearings").to_crs(crs), first, last)[0]
     pairs = ev.match_pairs(pred_ponds, t_ponds, scores["inputs"]["match_distance_m"])
-    ponds = pd.DataFrame({
-        "seed": seed, "area_m2": ev.area_m2(t_ponds.geometry).to_numpy(),
-        "colour": t_ponds["colour"].to_numpy() if "colour" in t_ponds else "unknown",
-        "detectable": ev.detectable_mask(t_ponds), "found": np.isin(np.arange(len(t_ponds)), pairs["truth"])})
+    ponds = pd.DataFrame(
+        {
+            "seed": seed,
+            "area_m2": ev.area_m2(t_ponds.geometry).to_numpy(),
+            "colour": t_ponds["colour"].to_numpy() if "colour" in t_ponds else "unknown",
+            "detectable": ev.detectable_mask(t_ponds),
+            "found": np.isin(np.arange(len(t_ponds)), pairs["truth"]),
+        }
+    )
 
     pred_sites = gpd.read_file(gpkg, layer="sites")
     t_sites = ev.derive_sites(t_ponds, t_clear, scores["inputs"]["linkage_m"])
     half = scores["inputs"]["match_distance_m"] / 2
-    hit = shapely.STRtree(shapely.buffer(ev._geoms(pred_sites), half)).query(
-        shapely.buffer(ev._geoms(t_sites), half), predicate="intersects")[0] if len(pred_sites) else np.zeros(0, int)
-    sites = pd.DataFrame({"seed": seed, "first_year": t_sites["first_year"].to_numpy(),
-                          "n_members": t_sites["n_members"].to_numpy(),
-                          "area_m2": ev.area_m2(t_sites.geometry).to_numpy(),
-                          "found": np.isin(np.arange(len(t_sites)), hit)})
+    hit = (
+        shapely.STRtree(shapely.buffer(ev._geoms(pred_sites), half)).query(
+            shapely.buffer(ev._geoms(t_sites), half), predicate="intersects"
+        )[0]
+        if len(pred_sites)
+        else np.zeros(0, int)
+    )
+    sites = pd.DataFrame(
+        {
+            "seed": seed,
+            "first_year": t_sites["first_year"].to_numpy(),
+            "n_members": t_sites["n_members"].to_numpy(),
+            "area_m2": ev.area_m2(t_sites.geometry).to_numpy(),
+            "found": np.isin(np.arange(len(t_sites)), hit),
+        }
+    )
     tb = shapely.buffer(ev._geoms(t_sites), half)
-    site_ok = np.isin(np.arange(len(pred_sites)), shapely.STRtree(tb).query(
-        shapely.buffer(ev._geoms(pred_sites), half), predicate="intersects")[0] if len(t_sites) else [])
-    predicted = pd.concat([
-        pd.DataFrame({"seed": seed, "layer": "ponds", "correct": np.isin(np.arange(len(pred_ponds)), pairs["pred"]),
-                      "confidence": pred_ponds["confidence"] if "confidence" in pred_ponds else np.nan}),
-        pd.DataFrame({"seed": seed, "layer": "sites", "correct": site_ok,
-                      "confidence": pred_sites["confidence"] if "confidence" in pred_sites else np.nan})])
+    site_ok = np.isin(
+        np.arange(len(pred_sites)),
+        shapely.STRtree(tb).query(shapely.buffer(ev._geoms(pred_sites), half), predicate="intersects")[0]
+        if len(t_sites)
+        else [],
+    )
+    predicted = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "seed": seed,
+                    "layer": "ponds",
+                    "correct": np.isin(np.arange(len(pred_ponds)), pairs["pred"]),
+                    "confidence": pred_ponds["confidence"] if "confidence" in pred_ponds else np.nan,
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "seed": seed,
+                    "layer": "sites",
+                    "correct": site_ok,
+                    "confidence": pred_sites["confidence"] if "confidence" in pred_sites else np.nan,
+                }
+            ),
+        ]
+    )
     summary = pd.read_csv(Path(run_dir) / "yearly_summary.csv")
     clear_views = float(summary["valid_observations"].median()) if "valid_observations" in summary else np.nan
     errors = {}
     if "confounders" in set(pyogrio.list_layers(truth)[:, 0]):
         pond_ok = np.isin(np.arange(len(pred_ponds)), pairs["pred"])
-        errors = confounder_errors(gpd.read_file(truth, layer="confounders").to_crs(crs), pred_ponds,
-                                   gpd.read_file(gpkg, layer="clearings").to_crs(crs), pred_sites, site_ok, pond_ok)
-    return {"seed": seed, "scores": scores, "ponds": ponds, "sites": sites, "predicted": predicted,
-            "clear_views_per_year": clear_views, "confounder_errors": errors}
+        errors = confounder_errors(
+            gpd.read_file(truth, layer="confounders").to_crs(crs),
+            pred_ponds,
+            gpd.read_file(gpkg, layer="clearings").to_crs(crs),
+            pred_sites,
+            site_ok,
+            pond_ok,
+        )
+    return {
+        "seed": seed,
+        "scores": scores,
+        "ponds": ponds,
+        "sites": sites,
+        "predicted": predicted,
+        "clear_views_per_year": clear_views,
+        "confounder_errors": errors,
+    }
 
 
-def confounder_errors(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFrame, pred_clearings: gpd.GeoDataFrame,
-                      pred_sites: gpd.GeoDataFrame, site_ok: np.ndarray, pond_ok: np.ndarray) -> dict:
+def confounder_errors(
+    confounders: gpd.GeoDataFrame,
+    pred_ponds: gpd.GeoDataFrame,
+    pred_clearings: gpd.GeoDataFrame,
+    pred_sites: gpd.GeoDataFrame,
+    site_ok: np.ndarray,
+    pond_ok: np.ndarray,
+) -> dict:
     """Per confounder kind, what the run claimed on it: ``false_sites`` (run sites with a pond or clearing
     on it that match no truth site), ``false_ponds`` (run ponds on it that match no truth pond) and
     ``claimed_m2`` (its area inside run ponds or clearings), with its own ``area_m2``.
@@ -101,8 +172,9 @@ def confounder_errors(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFram
     kinds = confounders["kind"].astype(str).str.strip().str.lower().to_numpy()
     geoms = ev._geoms(confounders)
     features = np.concatenate([ev._geoms(pred_ponds), ev._geoms(pred_clearings)])
-    feature_site = np.concatenate([f["site_id"].to_numpy() if "site_id" in f else np.full(len(f), -1)
-                                   for f in (pred_ponds, pred_clearings)])
+    feature_site = np.concatenate(
+        [f["site_id"].to_numpy() if "site_id" in f else np.full(len(f), -1) for f in (pred_ponds, pred_clearings)]
+    )
     false_sites = set(pred_sites["site_id"].to_numpy()[~np.asarray(site_ok, dtype=bool)]) if len(pred_sites) else set()
     mining = shapely.union_all(features)
     out = {}
@@ -110,15 +182,19 @@ def confounder_errors(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFram
         area = shapely.union_all(geoms[kinds == kind])
         shapely.prepare(area)
         on = shapely.intersects(area, features) if len(features) else np.zeros(0, dtype=bool)
-        ponds_on = on[:len(pred_ponds)]
+        ponds_on = on[: len(pred_ponds)]
         a_kind, a_claimed = ev._areas([area, shapely.intersection(area, mining)], confounders.crs)
-        out[kind] = {"false_sites": len(set(feature_site[on]) & false_sites),
-                     "false_ponds": int((ponds_on & ~np.asarray(pond_ok, dtype=bool)).sum()),
-                     "claimed_m2": float(a_claimed), "area_m2": float(a_kind)}
+        out[kind] = {
+            "false_sites": len(set(feature_site[on]) & false_sites),
+            "false_ponds": int((ponds_on & ~np.asarray(pond_ok, dtype=bool)).sum()),
+            "claimed_m2": float(a_claimed),
+            "area_m2": float(a_kind),
+        }
     return out
 
 
 # ---------------------------------------------------------------------------------------- pooling
+
 
 def _counts(rec: dict) -> dict:
     """The additive numbers of one seed, from which every pooled ratio is made."""
@@ -126,18 +202,33 @@ def _counts(rec: dict) -> dict:
     p, c, t = s["ponds"], s["clearings"], s["sites"]
     conf = s.get("confounders") or {}
     out = {
-        "site_truth": t["n_truth"], "site_pred": t["n_pred"], "site_found": t["n_found"], "site_correct": t["n_pred_correct"],
-        "site_truth_merged": t.get("n_truth_merged", 0), "site_pred_merging": t.get("n_pred_merging", 0),
+        "site_truth": t["n_truth"],
+        "site_pred": t["n_pred"],
+        "site_found": t["n_found"],
+        "site_correct": t["n_pred_correct"],
+        "site_truth_merged": t.get("n_truth_merged", 0),
+        "site_pred_merging": t.get("n_pred_merging", 0),
         "site_truth_split": t.get("n_truth_split", 0),
-        "site_year_n": t["first_year_n"], "site_year_exact": round((t["first_year_exact"] or 0) * t["first_year_n"]),
+        "site_year_n": t["first_year_n"],
+        "site_year_exact": round((t["first_year_exact"] or 0) * t["first_year_n"]),
         "site_year_within1": round((t["first_year_within_1"] or 0) * t["first_year_n"]),
-        "pond_truth": p["n_truth"], "pond_pred": p["n_pred"], "pond_found": p["n_found"], "pond_correct": p["n_pred_correct"],
-        "pond_truth_det": p["n_truth_detectable"], "pond_found_det": p["n_found_detectable"],
-        "pond_year_n": p["first_year_n"], "pond_year_exact": round((p["first_year_exact"] or 0) * p["first_year_n"]),
-        "clear_truth": c["n_truth"], "clear_pred": c["n_pred"], "clear_found": c["n_found"], "clear_correct": c["n_pred_correct"],
-        "clear_a_truth": c["area_truth_m2"] or 0.0, "clear_a_pred": c["area_pred_m2"] or 0.0,
+        "pond_truth": p["n_truth"],
+        "pond_pred": p["n_pred"],
+        "pond_found": p["n_found"],
+        "pond_correct": p["n_pred_correct"],
+        "pond_truth_det": p["n_truth_detectable"],
+        "pond_found_det": p["n_found_detectable"],
+        "pond_year_n": p["first_year_n"],
+        "pond_year_exact": round((p["first_year_exact"] or 0) * p["first_year_n"]),
+        "clear_truth": c["n_truth"],
+        "clear_pred": c["n_pred"],
+        "clear_found": c["n_found"],
+        "clear_correct": c["n_pred_correct"],
+        "clear_a_truth": c["area_truth_m2"] or 0.0,
+        "clear_a_pred": c["area_pred_m2"] or 0.0,
         "clear_a_inter": c["area_overlap_m2"] or 0.0,
-        "clear_year_n": c["first_year_n"], "clear_year_exact": round((c["first_year_exact"] or 0) * c["first_year_n"]),
+        "clear_year_n": c["first_year_n"],
+        "clear_year_exact": round((c["first_year_exact"] or 0) * c["first_year_n"]),
     }
     for kind in CONFOUNDER_KINDS:
         k = conf.get(kind) or {}
@@ -213,15 +304,27 @@ def bootstrap(counts: pd.DataFrame, n: int = BOOTSTRAP, seed: int = 0) -> dict[s
         pick = rng.integers(0, len(values), len(values))
         draws.append(metrics(pd.Series(values[pick].sum(axis=0), index=counts.columns)))
     df = pd.DataFrame(draws)
-    return {k: (float(np.nanpercentile(df[k], 2.5)), float(np.nanpercentile(df[k], 97.5)))
-            for k in df.columns if df[k].notna().any()}
+    return {
+        k: (float(np.nanpercentile(df[k], 2.5)), float(np.nanpercentile(df[k], 97.5)))
+        for k in df.columns
+        if df[k].notna().any()
+    }
 
 
 def per_seed_max_errors(records: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"seed": r["seed"], "sites": r["scores"]["yearly"]["max_abs_rel_error_sites"],
-                          "footprint": r["scores"]["yearly"]["max_abs_rel_error_footprint"],
-                          "site_f1": r["scores"]["summary"]["site_f1"], "clearing_iou": r["scores"]["summary"]["clearing_iou"],
-                          "clear_views_per_year": r["clear_views_per_year"]} for r in records])
+    return pd.DataFrame(
+        [
+            {
+                "seed": r["seed"],
+                "sites": r["scores"]["yearly"]["max_abs_rel_error_sites"],
+                "footprint": r["scores"]["yearly"]["max_abs_rel_error_footprint"],
+                "site_f1": r["scores"]["summary"]["site_f1"],
+                "clearing_iou": r["scores"]["summary"]["clearing_iou"],
+                "clear_views_per_year": r["clear_views_per_year"],
+            }
+            for r in records
+        ]
+    )
 
 
 def breakdowns(records: list[dict]) -> dict:
@@ -230,18 +333,29 @@ def breakdowns(records: list[dict]) -> dict:
     sites = pd.concat([r["sites"] for r in records], ignore_index=True)
     out = {}
     size_labels = ["< 100 m2 (under 1 px)", "100-300 m2", "300-600 m2", "600-1000 m2", ">= 1000 m2"]
-    out["pond_recall_by_size_m2"] = _rates(ponds, pd.cut(ponds["area_m2"], POND_SIZE_BINS, right=False, labels=size_labels))
+    out["pond_recall_by_size_m2"] = _rates(
+        ponds, pd.cut(ponds["area_m2"], POND_SIZE_BINS, right=False, labels=size_labels)
+    )
     out["pond_recall_by_colour"] = _rates(ponds, ponds["colour"])
-    out["site_recall_by_members"] = _rates(sites, pd.cut(sites["n_members"], (0, 1, 3, 10, np.inf),
-                                                                   labels=["1", "2-3", "4-10", "> 10"]))
+    out["site_recall_by_members"] = _rates(
+        sites, pd.cut(sites["n_members"], (0, 1, 3, 10, np.inf), labels=["1", "2-3", "4-10", "> 10"])
+    )
     out["site_recall_by_first_year"] = _rates(sites, sites["first_year"])
     pred = pd.concat([r["predicted"] for r in records], ignore_index=True).dropna(subset=["confidence"])
-    bands = pd.cut(pred["confidence"], CONFIDENCE_BANDS, right=False, include_lowest=True,
-                   labels=[f"{a:g}-{b:g}" for a, b in zip(CONFIDENCE_BANDS[:-1], CONFIDENCE_BANDS[1:])])
+    bands = pd.cut(
+        pred["confidence"],
+        CONFIDENCE_BANDS,
+        right=False,
+        include_lowest=True,
+        labels=[f"{a:g}-{b:g}" for a, b in zip(CONFIDENCE_BANDS[:-1], CONFIDENCE_BANDS[1:])],
+    )
     out["precision_by_confidence"] = {
-        layer: {str(k): {"n": int(v.size), "precision": float(v.mean())}
-                for k, v in pred[pred["layer"] == layer].groupby(bands[pred["layer"] == layer], observed=True)["correct"]}
-        for layer in ("ponds", "sites")}
+        layer: {
+            str(k): {"n": int(v.size), "precision": float(v.mean())}
+            for k, v in pred[pred["layer"] == layer].groupby(bands[pred["layer"] == layer], observed=True)["correct"]
+        }
+        for layer in ("ponds", "sites")
+    }
     cloud = pd.DataFrame([{"seed": r["seed"], "clear": r["clear_views_per_year"]} for r in records])
     groups = ["cloudiest third", "middle third", "clearest third"]
     rank = cloud["clear"].rank(method="first").to_numpy().astype(int) - 1  # 0 = fewest clear views
@@ -254,9 +368,14 @@ def breakdowns(records: list[dict]) -> dict:
             continue
         mm = metrics(counts[pick].sum())
         views = cloud["clear"][pick]
-        out["by_cloudiness"][name] = {"seeds": int(sum(pick)), "clear_views_per_year": f"{views.min():.0f}-{views.max():.0f}",
-                                      "site_f1": mm["site_f1"], "pond_detectable_recall": mm["pond_detectable_recall"],
-                                      "clearing_iou": mm["clearing_iou"], "site_first_year_exact": mm["site_first_year_exact"]}
+        out["by_cloudiness"][name] = {
+            "seeds": int(sum(pick)),
+            "clear_views_per_year": f"{views.min():.0f}-{views.max():.0f}",
+            "site_f1": mm["site_f1"],
+            "pond_detectable_recall": mm["pond_detectable_recall"],
+            "clearing_iou": mm["clearing_iou"],
+            "site_first_year_exact": mm["site_first_year_exact"],
+        }
     return out
 
 
@@ -269,11 +388,15 @@ def summarise(records: list[dict], label: str = "rules", n_boot: int = BOOTSTRAP
     counts = pd.DataFrame([_counts(r) for r in records]).fillna(0)
     pooled = metrics(counts.sum())
     ci = bootstrap(counts, n_boot)
-    return {"label": label, "seeds": [r["seed"] for r in records], "pooled": _clean(pooled),
-            "ci95": {k: [_clean(a), _clean(b)] for k, (a, b) in ci.items()},
-            "per_seed": per_seed_max_errors(records).to_dict(orient="records"),
-            "breakdowns": _clean(breakdowns(records)),
-            "totals": {k: float(v) for k, v in counts.sum().items() if not k.startswith(("y", "conf_"))}}
+    return {
+        "label": label,
+        "seeds": [r["seed"] for r in records],
+        "pooled": _clean(pooled),
+        "ci95": {k: [_clean(a), _clean(b)] for k, (a, b) in ci.items()},
+        "per_seed": per_seed_max_errors(records).to_dict(orient="records"),
+        "breakdowns": _clean(breakdowns(records)),
+        "totals": {k: float(v) for k, v in counts.sum().items() if not k.startswith(("y", "conf_"))},
+    }
 
 
 def _clean(x):
@@ -285,6 +408,7 @@ def _clean(x):
 
 
 # ---------------------------------------------------------------------------------------------- report
+
 
 def _fmt(x, pct=False):
     if x is None:
@@ -302,16 +426,27 @@ def _ci(s: dict, key: str, pct=False) -> str:
 def headline_rows(s: dict) -> list[tuple[str, str, str, str]]:
     """(metric, value with 95% CI, target, met?) rows of the headline table."""
     rows = []
-    names = {"site_f1": "site F1", "pond_detectable_f1": "detectable-pond F1", "clearing_iou": "cleared-area IoU",
-             "site_first_year_exact": "site first year exact", "max_abs_rel_error_sites": "max yearly site-count error",
-             "max_abs_rel_error_footprint": "max yearly footprint-area error",
-             "confounder_fraction_as_clearing": "swidden+landslide area as mining"}
+    names = {
+        "site_f1": "site F1",
+        "pond_detectable_f1": "detectable-pond F1",
+        "clearing_iou": "cleared-area IoU",
+        "site_first_year_exact": "site first year exact",
+        "max_abs_rel_error_sites": "max yearly site-count error",
+        "max_abs_rel_error_footprint": "max yearly footprint-area error",
+        "confounder_fraction_as_clearing": "swidden+landslide area as mining",
+    }
     for key, (op, target) in TARGETS.items():
         v = s["pooled"].get(key)
         pct = key.startswith(("max_abs", "confounder"))
         ok = v is not None and (v >= target if op == ">=" else v <= target)
-        rows.append((names[key], _ci(s, key, pct), f"{op} {100 * target:.0f}%" if pct else f"{op} {target}",
-                     "yes" if ok else "**no**"))
+        rows.append(
+            (
+                names[key],
+                _ci(s, key, pct),
+                f"{op} {100 * target:.0f}%" if pct else f"{op} {target}",
+                "yes" if ok else "**no**",
+            )
+        )
     return rows
 
 
@@ -321,66 +456,131 @@ def markdown(results: list[dict], config: dict) -> str:
         "# Accuracy on held-out simulated AOIs",
         "",
         f"Written by `make evaluate` (`python -m pipeline.lab.accuracy {config['argv']}`) on {config['date']}, code "
-        f"{config['code_version']}, simulator v{config['simulator_version']}, scenario `{config.get('scenario', 'standard')}`. "
+        f"{config['code_version']}, simulator v{config['simulator_version']}, scenario "
+        f"`{config.get('scenario', 'standard')}`. "
         "Reporting seeds "
-        f"{min(s['seeds'])}-{max(s['seeds'])} ({len(s['seeds'])} windows of {config['size_km']:g} km x {config['size_km']:g} km, "
-        f"{config['start_year']}-{config['end_year']}, a scene every {config['revisit_days']} days); thresholds were tuned "
+        f"{min(s['seeds'])}-{max(s['seeds'])} ({len(s['seeds'])} windows of {config['size_km']:g} km x "
+        f"{config['size_km']:g} km, "
+        f"{config['start_year']}-{config['end_year']}, a scene every {config['revisit_days']} days); thresholds "
+        "were tuned "
         "on seeds 0-9 only. Numbers are pooled over seeds (matches summed over all windows); brackets are 95% "
-        f"cluster-bootstrap intervals ({config['n_boot']} resamples of whole seeds). Runtime {config['seconds']:.0f} s.",
+        f"cluster-bootstrap intervals ({config['n_boot']} resamples of whole seeds). Runtime "
+        f"{config['seconds']:.0f} s.",
         "",
     ]
     if config["size_km"] != 6.0:
-        lines += [f"**Smaller configuration.** The issue's configuration is 6 km windows (`make evaluate EVAL_KM=6`, ~20 min "
-                  f"on an idle 2-core machine, far longer on a shared one); this report used {config['size_km']:g} km windows, each centred where the seed's 6 km window "
-                  "is. Smaller windows cut more clearings and sites at the edge, so they score lower.", ""]
-    lines += ["## Headline (targets from issue 4)", "", "| metric | " + " | ".join(r["label"] for r in results) + " | target | met |",
-              "|---|" + "---|" * len(results) + "---|---|"]
+        lines += [
+            f"**Smaller configuration.** The issue's configuration is 6 km windows (`make evaluate EVAL_KM=6`, ~20 min "
+            f"on an idle 2-core machine, far longer on a shared one); this report used {config['size_km']:g} km "
+            "windows, each centred where the seed's 6 km window "
+            "is. Smaller windows cut more clearings and sites at the edge, so they score lower.",
+            "",
+        ]
+    lines += [
+        "## Headline (targets from issue 4)",
+        "",
+        "| metric | " + " | ".join(r["label"] for r in results) + " | target | met |",
+        "|---|" + "---|" * len(results) + "---|---|",
+    ]
     rows = [headline_rows(r) for r in results]
     for i, (name, _, target, _) in enumerate(rows[0]):
         lines.append(f"| {name} | " + " | ".join(r[i][1] for r in rows) + f" | {target} | {rows[0][i][3]} |")
-    lines += ["", "## Per class", "", "| class | classifier | precision | recall | F1 | first year exact |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| class | classifier | precision | recall | F1 | first year exact |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         for cls, name in (("site", "sites"), ("pond", "ponds (all)"), ("clear", "clearings")):
-            lines.append(f"| {name} | {r['label']} | {_ci(r, f'{cls}_precision')} | {_ci(r, f'{cls}_recall')} | "
-                         f"{_ci(r, f'{cls}_f1')} | {_ci(r, f'{cls}_first_year_exact')} |")
-        lines.append(f"| ponds (detectable: open, >= 300 m2) | {r['label']} | {_ci(r, 'pond_precision')} | "
-                     f"{_ci(r, 'pond_detectable_recall')} | {_ci(r, 'pond_detectable_f1')} | |")
-    lines += ["", f"Site first year within one year: {_ci(s, 'site_first_year_within_1')}. Cleared area: area precision "
-              f"{_ci(s, 'clearing_area_precision')}, area recall {_ci(s, 'clearing_area_recall')}. Truth sites missed: "
-              f"{_fmt(s['pooled'].get('site_missed_share'))}, merged with another into one run site: "
-              f"{_fmt(s['pooled'].get('site_truth_merged_share'))}, split over several run sites: "
-              f"{_fmt(s['pooled'].get('site_truth_split_share'))} (shares of truth sites).", ""]
+            lines.append(
+                f"| {name} | {r['label']} | {_ci(r, f'{cls}_precision')} | {_ci(r, f'{cls}_recall')} | "
+                f"{_ci(r, f'{cls}_f1')} | {_ci(r, f'{cls}_first_year_exact')} |"
+            )
+        lines.append(
+            f"| ponds (detectable: open, >= 300 m2) | {r['label']} | {_ci(r, 'pond_precision')} | "
+            f"{_ci(r, 'pond_detectable_recall')} | {_ci(r, 'pond_detectable_f1')} | |"
+        )
+    lines += [
+        "",
+        f"Site first year within one year: {_ci(s, 'site_first_year_within_1')}. Cleared area: area precision "
+        f"{_ci(s, 'clearing_area_precision')}, area recall {_ci(s, 'clearing_area_recall')}. Truth sites missed: "
+        f"{_fmt(s['pooled'].get('site_missed_share'))}, merged with another into one run site: "
+        f"{_fmt(s['pooled'].get('site_truth_merged_share'))}, split over several run sites: "
+        f"{_fmt(s['pooled'].get('site_truth_split_share'))} (shares of truth sites).",
+        "",
+    ]
     years = sorted(int(k.rsplit("_", 1)[1]) for k in s["pooled"] if k.startswith("rel_error_sites_"))
-    lines += ["## Yearly cumulative counts and areas (pooled over seeds)", "",
-              "| year | site-count error | footprint-area error |", "|---|---|---|"]
+    lines += [
+        "## Yearly cumulative counts and areas (pooled over seeds)",
+        "",
+        "| year | site-count error | footprint-area error |",
+        "|---|---|---|",
+    ]
     for y in years:
         lines.append(f"| {y} | {_ci(s, f'rel_error_sites_{y}', True)} | {_ci(s, f'rel_error_footprint_{y}', True)} |")
     per = pd.DataFrame(s["per_seed"])
-    lines += ["", "Per seed (max over years of |relative error|; a single window has few sites, so one missed site "
-              f"is several percent): site count median {100 * per['sites'].median():.1f}%, worst "
-              f"{100 * per['sites'].max():.1f}% (seed {int(per.loc[per['sites'].idxmax(), 'seed'])}); footprint median "
-              f"{100 * per['footprint'].median():.1f}%, worst {100 * per['footprint'].max():.1f}%.", ""]
+    lines += [
+        "",
+        "Per seed (max over years of |relative error|; a single window has few sites, so one missed site "
+        f"is several percent): site count median {100 * per['sites'].median():.1f}%, worst "
+        f"{100 * per['sites'].max():.1f}% (seed {int(per.loc[per['sites'].idxmax(), 'seed'])}); footprint median "
+        f"{100 * per['footprint'].median():.1f}%, worst {100 * per['footprint'].max():.1f}%.",
+        "",
+    ]
     b = s["breakdowns"]
-    lines += ["## Where it fails", "", "### Ponds by size (truth area) and colour: recall", "", "| group | truth ponds | recall |", "|---|---|---|"]
+    lines += [
+        "## Where it fails",
+        "",
+        "### Ponds by size (truth area) and colour: recall",
+        "",
+        "| group | truth ponds | recall |",
+        "|---|---|---|",
+    ]
     for k, v in {**b["pond_recall_by_size_m2"], **b["pond_recall_by_colour"]}.items():
         lines.append(f"| {k} | {v['n']} | {_fmt(v['recall'])} |")
-    lines += ["", "### Sites by number of features and by first year: recall", "", "| group | truth sites | recall |", "|---|---|---|"]
-    for k, v in {**{f"{k} features": v for k, v in b["site_recall_by_members"].items()},
-                 **{f"first year {k}": v for k, v in b["site_recall_by_first_year"].items()}}.items():
+    lines += [
+        "",
+        "### Sites by number of features and by first year: recall",
+        "",
+        "| group | truth sites | recall |",
+        "|---|---|---|",
+    ]
+    for k, v in {
+        **{f"{k} features": v for k, v in b["site_recall_by_members"].items()},
+        **{f"first year {k}": v for k, v in b["site_recall_by_first_year"].items()},
+    }.items():
         lines.append(f"| {k} | {v['n']} | {_fmt(v['recall'])} |")
-    lines += ["", "### Cloudiness (seeds split by median clear views per pixel and year)", "",
-              "| group | seeds | clear views / year | site F1 | detectable-pond recall | cleared IoU | first year exact |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "### Cloudiness (seeds split by median clear views per pixel and year)",
+        "",
+        "| group | seeds | clear views / year | site F1 | detectable-pond recall | cleared IoU | first year exact |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, v in b["by_cloudiness"].items():
-        lines.append(f"| {k} | {v['seeds']} | {v['clear_views_per_year']} | {_fmt(v['site_f1'])} | "
-                     f"{_fmt(v['pond_detectable_recall'])} | {_fmt(v['clearing_iou'])} | {_fmt(v['site_first_year_exact'])} |")
-    lines += ["", "### Precision by confidence band (does the confidence rank polygons?)", "",
-              "| layer | confidence | polygons | precision |", "|---|---|---|---|"]
+        lines.append(
+            f"| {k} | {v['seeds']} | {v['clear_views_per_year']} | {_fmt(v['site_f1'])} | "
+            f"{_fmt(v['pond_detectable_recall'])} | {_fmt(v['clearing_iou'])} | {_fmt(v['site_first_year_exact'])} |"
+        )
+    lines += [
+        "",
+        "### Precision by confidence band (does the confidence rank polygons?)",
+        "",
+        "| layer | confidence | polygons | precision |",
+        "|---|---|---|---|",
+    ]
     for layer, rows_ in b.get("precision_by_confidence", {}).items():
         for k, v in rows_.items():
             lines.append(f"| {layer} | {k.replace('1.0001', '1')} | {v['n']} | {_fmt(v['precision'])} |")
-    lines += ["", "### Confounders: share of their area mapped as mining", "", "| kind | " + " | ".join(r["label"] for r in results) + " |",
-              "|---|" + "---|" * len(results)]
+    lines += [
+        "",
+        "### Confounders: share of their area mapped as mining",
+        "",
+        "| kind | " + " | ".join(r["label"] for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
     for kind in (k for k in CONFOUNDER_KINDS if k != "all"):
         if all(r["pooled"].get(f"confounder_{kind}_as_mining") is None for r in results):
             continue
@@ -401,20 +601,38 @@ def _ci_amount(s: dict, key: str) -> str:
 
 def confounder_error_rows(results: list[dict]) -> list[str]:
     """The table of false detections on each confounder kind, one column group per classifier."""
-    kinds = [k for k in CONFOUNDER_KINDS if k != "all"
-             and any(r["pooled"].get(f"confounder_{k}_area_m2") is not None for r in results)]
+    kinds = [
+        k
+        for k in CONFOUNDER_KINDS
+        if k != "all" and any(r["pooled"].get(f"confounder_{k}_area_m2") is not None for r in results)
+    ]
     if not kinds:
         return []
-    head = "| kind | area (ha) | " + " | ".join(f"false sites ({r['label']}) | false ponds ({r['label']}) | "
-                                               f"area claimed, m2 ({r['label']})" for r in results) + " |"
-    lines = ["", "### Confounders: false sites, false ponds and area claimed on each kind", "",
-             "Totals over the seeds (95% cluster-bootstrap interval). A false site is a run site with a pond or "
-             "clearing on the kind that matches no truth site; a false pond a run pond on it that matches no truth "
-             "pond; area claimed is the kind's area inside run ponds or clearings.", "",
-             head, "|---|---|" + "---|" * (3 * len(results))]
+    head = (
+        "| kind | area (ha) | "
+        + " | ".join(
+            f"false sites ({r['label']}) | false ponds ({r['label']}) | area claimed, m2 ({r['label']})"
+            for r in results
+        )
+        + " |"
+    )
+    lines = [
+        "",
+        "### Confounders: false sites, false ponds and area claimed on each kind",
+        "",
+        "Totals over the seeds (95% cluster-bootstrap interval). A false site is a run site with a pond or "
+        "clearing on the kind that matches no truth site; a false pond a run pond on it that matches no truth "
+        "pond; area claimed is the kind's area inside run ponds or clearings.",
+        "",
+        head,
+        "|---|---|" + "---|" * (3 * len(results)),
+    ]
     for kind in kinds:
-        area = next(r["pooled"][f"confounder_{kind}_area_m2"] for r in results
-                    if r["pooled"].get(f"confounder_{kind}_area_m2") is not None)
+        area = next(
+            r["pooled"][f"confounder_{kind}_area_m2"]
+            for r in results
+            if r["pooled"].get(f"confounder_{kind}_area_m2") is not None
+        )
         cells = [_ci_amount(r, f"confounder_{kind}_{what}") for r in results for what in CONFOUNDER_ERRORS]
         lines.append(f"| {kind} | {area / 1e4:,.1f} | " + " | ".join(cells) + " |")
     return lines
@@ -424,24 +642,41 @@ def scenario_table(folder: Path) -> str:
     """One table of the headline numbers of every report in ``folder`` (``*.json``; ``standard.json`` first:
     the standard landscape on the same seeds, the baseline each scenario is compared with)."""
     files = sorted(folder.glob("*.json"), key=lambda f: (f.stem != "standard", f.stem))
-    keys = [("site_f1", False), ("site_recall", False), ("pond_detectable_f1", False), ("pond_precision", False),
-            ("clearing_iou", False), ("site_first_year_exact", False), ("max_abs_rel_error_sites", True),
-            ("max_abs_rel_error_footprint", True), ("confounder_fraction_as_clearing", True),
-            ("confounder_village_as_mining", True)]
-    lines = ["# Rule-based scores on the harder simulated scenarios", "",
-             "Each scenario (`pipeline.lab.simulate.SCENARIOS`) changes one thing about the standard landscape; "
-             "`python -m pipeline.lab.accuracy --scenario NAME` made each report in this folder (seeds, window size and "
-             "breakdowns in each). `standard` is the unchanged landscape on the same seeds. Pooled over seeds, 95% "
-             "cluster-bootstrap interval in brackets (3 seeds: wide).", "",
-             "| scenario | seeds | " + " | ".join(k for k, _ in keys) + " |", "|---|---|" + "---|" * len(keys)]
+    keys = [
+        ("site_f1", False),
+        ("site_recall", False),
+        ("pond_detectable_f1", False),
+        ("pond_precision", False),
+        ("clearing_iou", False),
+        ("site_first_year_exact", False),
+        ("max_abs_rel_error_sites", True),
+        ("max_abs_rel_error_footprint", True),
+        ("confounder_fraction_as_clearing", True),
+        ("confounder_village_as_mining", True),
+    ]
+    lines = [
+        "# Rule-based scores on the harder simulated scenarios",
+        "",
+        "Each scenario (`pipeline.lab.simulate.SCENARIOS`) changes one thing about the standard landscape; "
+        "`python -m pipeline.lab.accuracy --scenario NAME` made each report in this folder (seeds, window size and "
+        "breakdowns in each). `standard` is the unchanged landscape on the same seeds. Pooled over seeds, 95% "
+        "cluster-bootstrap interval in brackets (3 seeds: wide).",
+        "",
+        "| scenario | seeds | " + " | ".join(k for k, _ in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
     for f in files:
         r = json.loads(f.read_text())["results"][0]
-        lines.append(f"| {f.stem} | {min(r['seeds'])}-{max(r['seeds'])} | "
-                     + " | ".join(_ci(r, k, pct) for k, pct in keys) + " |")
+        lines.append(
+            f"| {f.stem} | {min(r['seeds'])}-{max(r['seeds'])} | "
+            + " | ".join(_ci(r, k, pct) for k, pct in keys)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------ driver
+
 
 def parse_seeds(text: str) -> list[int]:
     out = []
@@ -451,21 +686,36 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
-def run_seed(seed: int, workdir: Path, size_km: float, overrides: dict | None = None, label: str = "rules",
-             scenario: str = "standard") -> dict:
+def run_seed(
+    seed: int,
+    workdir: Path,
+    size_km: float,
+    overrides: dict | None = None,
+    label: str = "rules",
+    scenario: str = "standard",
+) -> dict:
     """Simulate (reused when there), run and score one seed."""
     from pipeline.cli import demo_config_path
     from pipeline.config import load_config
-    from pipeline.run import run as run_pipeline
     from pipeline.lab.simulate import simulate
+    from pipeline.run import run as run_pipeline
 
     sub = "" if scenario == "standard" else f"-{scenario}"
     sim = simulate(workdir / "scenes" / f"seed{seed}{sub}", seed, size_km=size_km, reuse=True, scenario=scenario)
     out = workdir / "runs" / label / f"seed{seed}{sub}"
-    cfg = load_config(demo_config_path(), {"aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog,
-                                           "period.start": sim.start.isoformat(), "period.end": sim.end.isoformat(),
-                                           "out": out, "compute.composite_dir": workdir / "composites" / f"seed{seed}{sub}",
-                                           **(overrides or {})})
+    cfg = load_config(
+        demo_config_path(),
+        {
+            "aoi": sim.aoi,
+            "source.kind": "local",
+            "source.catalog": sim.catalog,
+            "period.start": sim.start.isoformat(),
+            "period.end": sim.end.isoformat(),
+            "out": out,
+            "compute.composite_dir": workdir / "composites" / f"seed{seed}{sub}",
+            **(overrides or {}),
+        },
+    )
     run_pipeline(cfg)
     return seed_record(out, sim.truth, seed)
 
@@ -482,10 +732,20 @@ def train_on_seeds(seeds: list[int], workdir: Path, size_km: float) -> Path:
     cfgs, labels = [], []
     for seed in seeds:
         sim = simulate(workdir / "scenes" / f"seed{seed}", seed, size_km=size_km, reuse=True)
-        cfgs.append(load_config(demo_config_path(), {
-            "aoi": sim.aoi, "source.kind": "local", "source.catalog": sim.catalog, "period.start": sim.start.isoformat(),
-            "period.end": sim.end.isoformat(), "out": workdir / "runs" / "train" / f"seed{seed}",
-            "compute.composite_dir": workdir / "composites" / f"seed{seed}"}))
+        cfgs.append(
+            load_config(
+                demo_config_path(),
+                {
+                    "aoi": sim.aoi,
+                    "source.kind": "local",
+                    "source.catalog": sim.catalog,
+                    "period.start": sim.start.isoformat(),
+                    "period.end": sim.end.isoformat(),
+                    "out": workdir / "runs" / "train" / f"seed{seed}",
+                    "compute.composite_dir": workdir / "composites" / f"seed{seed}",
+                },
+            )
+        )
         labels.append(sim.truth)
     out = workdir / "model.joblib"
     train_from_catalogs(cfgs, labels, out)
@@ -531,10 +791,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bootstrap", type=int, default=BOOTSTRAP)
     ap.add_argument("--model", type=Path, default=None, help="also score classifier=model with this model file")
     ap.add_argument("--scenario", default="standard", help="simulated scenario (pipeline.lab.simulate.SCENARIOS)")
-    ap.add_argument("--train-seeds", default=None, help="train the pixel classifier on these tuning seeds first "
-                                                         "(e.g. 0-5) and score it beside the rules")
-    ap.add_argument("--scenario-table", type=Path, default=None,
-                    help="only write FOLDER/README.md: the headline numbers of the reports FOLDER/*.json")
+    ap.add_argument(
+        "--train-seeds",
+        default=None,
+        help="train the pixel classifier on these tuning seeds first (e.g. 0-5) and score it beside the rules",
+    )
+    ap.add_argument(
+        "--scenario-table",
+        type=Path,
+        default=None,
+        help="only write FOLDER/README.md: the headline numbers of the reports FOLDER/*.json",
+    )
     args = ap.parse_args(argv)
     if args.scenario_table is not None:
         (args.scenario_table / "README.md").write_text(scenario_table(args.scenario_table))
@@ -542,8 +809,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     seeds = parse_seeds(args.seeds)
     if set(seeds) & set(TUNING_SEEDS):
-        print(f"warning: seeds {sorted(set(seeds) & set(TUNING_SEEDS))} are tuning seeds: the report will be optimistic",
-              file=sys.stderr)
+        print(
+            f"warning: seeds {sorted(set(seeds) & set(TUNING_SEEDS))} are tuning seeds: the report will be optimistic",
+            file=sys.stderr,
+        )
     t0 = time.perf_counter()
     variants = [("rules", {})]
     if args.train_seeds:
@@ -558,21 +827,36 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             t = time.perf_counter()
             records.append(run_seed(seed, args.workdir, args.size_km, overrides, label, args.scenario))
-            print(f"{label} seed {seed}: site F1 {records[-1]['scores']['summary']['site_f1']} "
-                  f"({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"{label} seed {seed}: site F1 {records[-1]['scores']['summary']['site_f1']} "
+                f"({time.perf_counter() - t:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         results.append(summarise(records, label, args.bootstrap))
-    config = {"argv": " ".join(argv if argv is not None else sys.argv[1:]), "date": date.today().isoformat(),
-              "code_version": code_version(), "simulator_version": sim_mod.SIMULATOR_VERSION, "size_km": args.size_km,
-              "scenario": args.scenario, "train_seeds": args.train_seeds,
-              "start_year": 2020, "end_year": 2024, "revisit_days": 10, "n_boot": args.bootstrap,
-              "seconds": time.perf_counter() - t0, "notes": list(NOTES)}
+    config = {
+        "argv": " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": date.today().isoformat(),
+        "code_version": code_version(),
+        "simulator_version": sim_mod.SIMULATOR_VERSION,
+        "size_km": args.size_km,
+        "scenario": args.scenario,
+        "train_seeds": args.train_seeds,
+        "start_year": 2020,
+        "end_year": 2024,
+        "revisit_days": 10,
+        "n_boot": args.bootstrap,
+        "seconds": time.perf_counter() - t0,
+        "notes": list(NOTES),
+    }
     if args.model is not None:
         config["notes"].append(
             f"- `model`: the HistGradientBoosting pixel classifier (`pipeline/train.py`, {args.model})"
             + (f", trained on tuning seeds {args.train_seeds} at the same window size" if args.train_seeds else "")
             + ". It filters the candidates the onset logic finds, and the object rules (size, pond beside a clearing, "
             "site linkage) apply after it, so it can remove false detections but cannot find what the onset logic "
-            "misses: where the rules are already precise it has little to gain.")
+            "misses: where the rules are already precise it has little to gain."
+        )
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(markdown(results, config))
     args.report.with_suffix(".json").write_text(json.dumps({"config": config, "results": results}, indent=1) + "\n")

@@ -38,6 +38,7 @@ empty run is not silently scored as perfect. Precision with no predictions is nu
 truth is null; F1 is null only when both are, and otherwise 0 if either is null (the other is then
 necessarily 0). A relative error is 0 when truth and run are both 0 and null when only truth is 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,8 @@ import pyogrio
 import shapely
 
 from pipeline.aoi import area_m2
-from pipeline.config import SitesConfig
 from pipeline.errors import PipelineError
+from pipeline.rules import SitesConfig
 from pipeline.vectorize import link_sites
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,17 @@ AGAINST_MINING = (*WATER_CONFOUNDERS, *BUILT_CONFOUNDERS, *VALLEY_WATER_CONFOUND
 
 # --------------------------------------------------------------------------------------------- entry point
 
-def evaluate(run_dir: str | Path, truth: str | Path, *, linkage_m: float | None = None,
-             match_distance_m: float = 20.0) -> dict:
+
+def evaluate(
+    run_dir: str | Path, truth: str | Path, *, linkage_m: float | None = None, match_distance_m: float = 20.0
+) -> dict:
     """Score the run in ``run_dir`` against ``truth``; returns a JSON-ready dict.
 
     ``truth`` is a GeoPackage (layers ``ponds``, ``clearings``, optional ``confounders``), a GeoJSON with a
     ``layer`` column, or a directory holding ``ponds.geojson`` and ``clearings.geojson`` (and optionally
     ``confounders.geojson``). ``linkage_m`` defaults to the run's own (``run.json`` config ``sites.linkage_m``),
-    else the config's default. Keys: ``inputs``, ``ponds``, ``clearings``, ``sites``, ``yearly``, ``confounders`` (null when
-    the truth has none) and ``summary`` (the headline numbers, flat).
+    else the config's default. Keys: ``inputs``, ``ponds``, ``clearings``, ``sites``, ``yearly``,
+    ``confounders`` (null when the truth has none) and ``summary`` (the headline numbers, flat).
     """
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
@@ -107,22 +110,43 @@ def evaluate(run_dir: str | Path, truth: str | Path, *, linkage_m: float | None 
     if clipped_total := sum(v for k, v in inputs.items() if k.endswith("first_year")):
         log.info("%d truth features began before %d and count as %d", clipped_total, first, first)
 
-    scores = score(run["ponds"], run["clearings"], run["sites"], run["summary"], kept["ponds"],
-                   kept["clearings"], layers.get("confounders"), linkage_m=linkage_m,
-                   match_distance_m=match_distance_m)
+    scores = score(
+        run["ponds"],
+        run["clearings"],
+        run["sites"],
+        run["summary"],
+        kept["ponds"],
+        kept["clearings"],
+        layers.get("confounders"),
+        linkage_m=linkage_m,
+        match_distance_m=match_distance_m,
+    )
     scores["inputs"] = {
-        "run": str(run_dir), "truth": str(truth), "crs": crs.to_string(), "first_year": first,
-        "last_year": last, "linkage_m": float(linkage_m), "match_distance_m": float(match_distance_m),
+        "run": str(run_dir),
+        "truth": str(truth),
+        "crs": crs.to_string(),
+        "first_year": first,
+        "last_year": last,
+        "linkage_m": float(linkage_m),
+        "match_distance_m": float(match_distance_m),
         **inputs,
     }
     order = ["inputs", "summary", "ponds", "clearings", "sites", "yearly", "confounders"]
     return {k: scores[k] for k in order}
 
 
-def score(pred_ponds: gpd.GeoDataFrame, pred_clearings: gpd.GeoDataFrame, pred_sites: gpd.GeoDataFrame,
-          summary: pd.DataFrame, truth_ponds: gpd.GeoDataFrame, truth_clearings: gpd.GeoDataFrame,
-          confounders: gpd.GeoDataFrame | None = None, *, linkage_m: float = DEFAULT_LINKAGE_M,
-          match_distance_m: float = 20.0) -> dict:
+def score(
+    pred_ponds: gpd.GeoDataFrame,
+    pred_clearings: gpd.GeoDataFrame,
+    pred_sites: gpd.GeoDataFrame,
+    summary: pd.DataFrame,
+    truth_ponds: gpd.GeoDataFrame,
+    truth_clearings: gpd.GeoDataFrame,
+    confounders: gpd.GeoDataFrame | None = None,
+    *,
+    linkage_m: float = DEFAULT_LINKAGE_M,
+    match_distance_m: float = 20.0,
+) -> dict:
     """Pure scoring: everything in one projected CRS, truth already clipped to the period.
 
     ``summary`` is indexed by year with columns ``sites_total``, ``footprint_total_m2`` (and optionally
@@ -144,11 +168,18 @@ def score(pred_ponds: gpd.GeoDataFrame, pred_clearings: gpd.GeoDataFrame, pred_s
         "max_abs_rel_error_sites": yearly["max_abs_rel_error_sites"],
         "confounder_fraction_as_clearing": conf["all"]["fraction"] if conf else None,
     }
-    return {"summary": summary_scores, "ponds": ponds, "clearings": clearings, "sites": sites,
-            "yearly": yearly, "confounders": conf}
+    return {
+        "summary": summary_scores,
+        "ponds": ponds,
+        "clearings": clearings,
+        "sites": sites,
+        "yearly": yearly,
+        "confounders": conf,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ reading
+
 
 def _fail_unreadable(path: Path, what: str, e: Exception) -> PipelineError:
     return PipelineError(f"{what} {path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
@@ -157,8 +188,10 @@ def _fail_unreadable(path: Path, what: str, e: Exception) -> PipelineError:
 def _read_run(run_dir: Path) -> dict:
     gpkg = run_dir / "footprints.gpkg"
     if not gpkg.is_file():
-        raise PipelineError(f"run dir {run_dir} has no footprints.gpkg: pass the directory a finished "
-                            "`python -m pipeline run --out DIR` wrote")
+        raise PipelineError(
+            f"run dir {run_dir} has no footprints.gpkg: pass the directory a finished "
+            "`python -m pipeline run --out DIR` wrote"
+        )
     try:
         names = set(pyogrio.list_layers(gpkg)[:, 0])
     except Exception as e:  # noqa: BLE001 - any driver failure means an unusable file
@@ -166,18 +199,24 @@ def _read_run(run_dir: Path) -> dict:
     out = {}
     for layer, cols in RUN_LAYERS.items():
         if layer not in names:
-            raise PipelineError(f"run file {gpkg} has no layer '{layer}' (it has: {', '.join(sorted(names))}): "
-                                "re-run the pipeline to write a complete run dir (contract 4)")
+            raise PipelineError(
+                f"run file {gpkg} has no layer '{layer}' (it has: {', '.join(sorted(names))}): "
+                "re-run the pipeline to write a complete run dir (contract 4)"
+            )
         gdf = gpd.read_file(gpkg, layer=layer)
         missing = [c for c in cols if c not in gdf.columns]
         if missing:
-            raise PipelineError(f"run file {gpkg} layer '{layer}' lacks column(s) {', '.join(missing)}: "
-                                "re-run the pipeline to write a complete run dir (contract 4)")
+            raise PipelineError(
+                f"run file {gpkg} layer '{layer}' lacks column(s) {', '.join(missing)}: "
+                "re-run the pipeline to write a complete run dir (contract 4)"
+            )
         out[layer] = gdf
     crs = out["ponds"].crs
     if crs is None or not crs.is_projected:
-        raise PipelineError(f"run file {gpkg} layer 'ponds' has CRS {crs}, not a projected UTM CRS: "
-                            "re-run the pipeline (contract 4 writes the AOI's UTM zone)")
+        raise PipelineError(
+            f"run file {gpkg} layer 'ponds' has CRS {crs}, not a projected UTM CRS: "
+            "re-run the pipeline (contract 4 writes the AOI's UTM zone)"
+        )
     for layer in ("clearings", "sites"):
         out[layer] = _to_crs(out[layer], crs, f"run file {gpkg} layer '{layer}'")
         out[layer] = _clean(out[layer])
@@ -228,29 +267,38 @@ def read_truth(path: Path, crs) -> dict[str, gpd.GeoDataFrame]:
             if f.is_file():
                 sources[name] = (f, None)
             elif name in TRUTH_LAYERS:
-                raise PipelineError(f"truth directory {path} has no {name}.geojson: add it (features with a "
-                                    "first_year; an empty FeatureCollection if there are none) or pass a truth.gpkg")
+                raise PipelineError(
+                    f"truth directory {path} has no {name}.geojson: add it (features with a "
+                    "first_year; an empty FeatureCollection if there are none) or pass a truth.gpkg"
+                )
         layers = {name: _read_layer(f, layer) for name, (f, layer) in sources.items()}
     elif path.is_file():
         layers = _read_truth_file(path)
     else:
-        raise PipelineError(f"truth {path} does not exist: pass a truth.gpkg, a GeoJSON with a 'layer' column, "
-                            "or a directory holding ponds.geojson and clearings.geojson")
+        raise PipelineError(
+            f"truth {path} does not exist: pass a truth.gpkg, a GeoJSON with a 'layer' column, "
+            "or a directory holding ponds.geojson and clearings.geojson"
+        )
 
     out = {}
     for name, gdf in layers.items():
         where = f"truth {path}" + (f" layer '{name}'" if not path.is_dir() else f" file {name}.geojson")
         if name in TRUTH_LAYERS:
             if "first_year" not in gdf.columns:
-                raise PipelineError(f"{where} has no first_year column: add first_year (the year the "
-                                    "feature first appears) to every feature")
+                raise PipelineError(
+                    f"{where} has no first_year column: add first_year (the year the "
+                    "feature first appears) to every feature"
+                )
             if gdf["first_year"].isna().any():
-                raise PipelineError(f"{where} has {int(gdf['first_year'].isna().sum())} feature(s) without a "
-                                    "first_year: fill it in (an estimate is better than none)")
+                raise PipelineError(
+                    f"{where} has {int(gdf['first_year'].isna().sum())} feature(s) without a "
+                    "first_year: fill it in (an estimate is better than none)"
+                )
             gdf = gdf.assign(first_year=pd.to_numeric(gdf["first_year"]).astype(int))
         elif "kind" not in gdf.columns:
-            raise PipelineError(f"{where} has no kind column: give each confounder a kind "
-                                "(swidden, landslide, paddy or river)")
+            raise PipelineError(
+                f"{where} has no kind column: give each confounder a kind (swidden, landslide, paddy or river)"
+            )
         else:
             gdf = gdf.assign(kind=gdf["kind"].astype(str).str.strip().str.lower())
         if gdf.crs is None:
@@ -267,16 +315,20 @@ def _read_truth_file(path: Path) -> dict[str, gpd.GeoDataFrame]:
     if "ponds" in names or "clearings" in names:
         for name in TRUTH_LAYERS:
             if name not in names:
-                raise PipelineError(f"truth file {path} has no layer '{name}' (it has: {', '.join(names)}): "
-                                    f"add a '{name}' layer with a first_year column (empty if there are none)")
+                raise PipelineError(
+                    f"truth file {path} has no layer '{name}' (it has: {', '.join(names)}): "
+                    f"add a '{name}' layer with a first_year column (empty if there are none)"
+                )
         wanted = [*TRUTH_LAYERS, *(["confounders"] if "confounders" in names else [])]
         return {name: _read_layer(path, name) for name in wanted}
     # one layer whose features say which truth layer they belong to (the single-GeoJSON form)
     gdf = _read_layer(path, names[0] if names else None)
     if "layer" not in gdf.columns:
-        raise PipelineError(f"truth file {path} has no layers 'ponds'/'clearings' and no 'layer' column: "
-                            "give each feature a property layer = ponds or clearings, or save a GeoPackage "
-                            "with layers ponds and clearings")
+        raise PipelineError(
+            f"truth file {path} has no layers 'ponds'/'clearings' and no 'layer' column: "
+            "give each feature a property layer = ponds or clearings, or save a GeoPackage "
+            "with layers ponds and clearings"
+        )
     kind = gdf["layer"].astype(str).str.strip().str.lower()
     out = {}
     for name in (*TRUTH_LAYERS, "confounders"):
@@ -327,6 +379,7 @@ def _as_bool(value):
 
 # ----------------------------------------------------------------------------------------------- scoring
 
+
 def clip_to_period(truth: gpd.GeoDataFrame, first: int, last: int) -> tuple[gpd.GeoDataFrame, int, int]:
     """Truth inside the run's period: earlier first years become ``first``, later features are dropped.
 
@@ -351,11 +404,17 @@ def score_ponds(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, match_distance_
     recall = _ratio(int(found.sum()), len(truth))
     det_recall = _ratio(int(found[detectable].sum()), int(detectable.sum()))
     return {
-        "n_truth": len(truth), "n_truth_detectable": int(detectable.sum()), "n_pred": len(pred),
-        "n_found": int(found.sum()), "n_found_detectable": int(found[detectable].sum()),
+        "n_truth": len(truth),
+        "n_truth_detectable": int(detectable.sum()),
+        "n_pred": len(pred),
+        "n_found": int(found.sum()),
+        "n_found_detectable": int(found[detectable].sum()),
         "n_pred_correct": n_correct,
-        "precision": _r(precision), "recall": _r(recall), "f1": _r(_f1(precision, recall)),
-        "detectable_precision": _r(precision), "detectable_recall": _r(det_recall),
+        "precision": _r(precision),
+        "recall": _r(recall),
+        "f1": _r(_f1(precision, recall)),
+        "detectable_precision": _r(precision),
+        "detectable_recall": _r(det_recall),
         "detectable_f1": _r(_f1(precision, det_recall)),
         **_first_year_scores(pairs, pred, truth),
     }
@@ -371,13 +430,27 @@ def score_clearings(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> dict:
     pred_union = shapely.union_all(_geoms(pred))
     truth_union = shapely.union_all(_geoms(truth))
     a_pred, a_truth, a_inter, a_union = _areas(
-        [pred_union, truth_union, shapely.intersection(pred_union, truth_union),
-         shapely.union(pred_union, truth_union)], crs)
+        [
+            pred_union,
+            truth_union,
+            shapely.intersection(pred_union, truth_union),
+            shapely.union(pred_union, truth_union),
+        ],
+        crs,
+    )
     return {
-        "n_truth": len(truth), "n_pred": len(pred), "n_found": n_found, "n_pred_correct": n_correct,
-        "precision": _r(precision), "recall": _r(recall), "f1": _r(_f1(precision, recall)),
-        "area_truth_m2": _r(a_truth, 1), "area_pred_m2": _r(a_pred, 1), "area_overlap_m2": _r(a_inter, 1),
-        "area_iou": _r(_ratio(a_inter, a_union)), "area_precision": _r(_ratio(a_inter, a_pred)),
+        "n_truth": len(truth),
+        "n_pred": len(pred),
+        "n_found": n_found,
+        "n_pred_correct": n_correct,
+        "precision": _r(precision),
+        "recall": _r(recall),
+        "f1": _r(_f1(precision, recall)),
+        "area_truth_m2": _r(a_truth, 1),
+        "area_pred_m2": _r(a_pred, 1),
+        "area_overlap_m2": _r(a_inter, 1),
+        "area_iou": _r(_ratio(a_inter, a_union)),
+        "area_precision": _r(_ratio(a_inter, a_pred)),
         "area_recall": _r(_ratio(a_inter, a_truth)),
         **_first_year_scores(pairs, pred, truth),
     }
@@ -392,16 +465,22 @@ def derive_sites(ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame, linkage_m
     geoms = np.concatenate([_geoms(ponds), _geoms(clearings)])
     years = np.concatenate([ponds["first_year"].to_numpy(), clearings["first_year"].to_numpy()]).astype(int)
     if len(geoms) == 0:
-        return gpd.GeoDataFrame({"site_id": np.zeros(0, int), "first_year": np.zeros(0, int),
-                                 "n_members": np.zeros(0, int)}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+        return gpd.GeoDataFrame(
+            {"site_id": np.zeros(0, int), "first_year": np.zeros(0, int), "n_members": np.zeros(0, int)},
+            geometry=gpd.GeoSeries([], crs=crs),
+            crs=crs,
+        )
     labels = link_sites(gpd.GeoSeries(geoms, crs=crs), linkage_m)
     order = np.argsort(labels, kind="stable")
     hulls = shapely.convex_hull(shapely.geometrycollections(geoms[order], indices=labels[order]))
     n = int(labels.max()) + 1
     first_year = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first_year, labels, years)
-    return gpd.GeoDataFrame({"site_id": np.arange(n), "first_year": first_year,
-                             "n_members": np.bincount(labels, minlength=n)}, geometry=hulls, crs=crs)
+    return gpd.GeoDataFrame(
+        {"site_id": np.arange(n), "first_year": first_year, "n_members": np.bincount(labels, minlength=n)},
+        geometry=hulls,
+        crs=crs,
+    )
 
 
 def score_sites(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, match_distance_m: float = 20.0) -> dict:
@@ -421,8 +500,13 @@ def score_sites(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, match_distance_
     n_found, n_correct = len(preds_per_truth), len(truths_per_pred)
     precision, recall = _ratio(n_correct, len(pred)), _ratio(n_found, len(truth))
     return {
-        "n_truth": len(truth), "n_pred": len(pred), "n_found": n_found, "n_pred_correct": n_correct,
-        "precision": _r(precision), "recall": _r(recall), "f1": _r(_f1(precision, recall)),
+        "n_truth": len(truth),
+        "n_pred": len(pred),
+        "n_found": n_found,
+        "n_pred_correct": n_correct,
+        "precision": _r(precision),
+        "recall": _r(recall),
+        "f1": _r(_f1(precision, recall)),
         "n_truth_split": int((preds_per_truth.to_numpy() > 1).sum()),
         "n_truth_merged": int(pairs.loc[pairs["pred"].isin(merging), "truth"].nunique()),
         "n_pred_merging": len(merging),
@@ -430,8 +514,12 @@ def score_sites(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, match_distance_
     }
 
 
-def score_yearly(summary: pd.DataFrame, truth_sites: gpd.GeoDataFrame, truth_ponds: gpd.GeoDataFrame,
-                 truth_clearings: gpd.GeoDataFrame) -> dict:
+def score_yearly(
+    summary: pd.DataFrame,
+    truth_sites: gpd.GeoDataFrame,
+    truth_ponds: gpd.GeoDataFrame,
+    truth_clearings: gpd.GeoDataFrame,
+) -> dict:
     """Cumulative truth site counts and footprint areas against the run's yearly summary."""
     crs = truth_sites.crs if truth_sites.crs is not None else truth_ponds.crs
     site_years = truth_sites["first_year"].to_numpy()
@@ -451,9 +539,11 @@ def score_yearly(summary: pd.DataFrame, truth_sites: gpd.GeoDataFrame, truth_pon
         run_sites, run_area = int(rec["sites_total"]), float(rec["footprint_total_m2"])
         row = {
             "year": int(year),
-            "truth_sites_total": truth_sites_total, "run_sites_total": run_sites,
+            "truth_sites_total": truth_sites_total,
+            "run_sites_total": run_sites,
             "rel_error_sites": _r(_rel_error(run_sites, truth_sites_total)),
-            "truth_footprint_m2": _r(truth_area, 1), "run_footprint_m2": _r(run_area, 1),
+            "truth_footprint_m2": _r(truth_area, 1),
+            "run_footprint_m2": _r(run_area, 1),
             "rel_error_footprint": _r(_rel_error(run_area, truth_area)),
         }
         if "provisional" in summary.columns:
@@ -468,8 +558,9 @@ def score_yearly(summary: pd.DataFrame, truth_sites: gpd.GeoDataFrame, truth_pon
     return out
 
 
-def score_confounders(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFrame,
-                      pred_clearings: gpd.GeoDataFrame) -> dict:
+def score_confounders(
+    confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFrame, pred_clearings: gpd.GeoDataFrame
+) -> dict:
     """Fraction of each confounder kind's area that the run mapped as mining."""
     crs = confounders.crs
     clearings = shapely.union_all(_geoms(pred_clearings))
@@ -477,25 +568,38 @@ def score_confounders(confounders: gpd.GeoDataFrame, pred_ponds: gpd.GeoDataFram
     kinds = confounders["kind"].to_numpy()
     groups = {k: kinds == k for k in (*CLEARING_CONFOUNDERS, *WATER_CONFOUNDERS)}
     groups["all"] = np.isin(kinds, CLEARING_CONFOUNDERS)
-    groups.update({k: kinds == k for k in (*BUILT_CONFOUNDERS, *VALLEY_WATER_CONFOUNDERS, *VALLEY_BARE_CONFOUNDERS)
-                   if (kinds == k).any()})
+    groups.update(
+        {
+            k: kinds == k
+            for k in (*BUILT_CONFOUNDERS, *VALLEY_WATER_CONFOUNDERS, *VALLEY_BARE_CONFOUNDERS)
+            if (kinds == k).any()
+        }
+    )
     out = {}
     for name, mask in groups.items():
         against = mining if name in AGAINST_MINING else clearings
         area = shapely.union_all(_geoms(confounders)[mask])
         a_conf, a_hit = _areas([area, shapely.intersection(area, against)], crs)
-        out[name] = {"n": int(mask.sum()), "compared_with": "ponds+clearings" if name in AGAINST_MINING
-                     else "clearings", "area_m2": _r(a_conf, 1), "predicted_m2": _r(a_hit, 1),
-                     "fraction": _r(_ratio(a_hit, a_conf))}
+        out[name] = {
+            "n": int(mask.sum()),
+            "compared_with": "ponds+clearings" if name in AGAINST_MINING else "clearings",
+            "area_m2": _r(a_conf, 1),
+            "predicted_m2": _r(a_hit, 1),
+            "fraction": _r(_ratio(a_hit, a_conf)),
+        }
     return out
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
+
 def detectable_mask(truth_ponds: gpd.GeoDataFrame) -> np.ndarray:
     """Truth ponds a 10 m sensor can be held to: ``detectable`` where given, else open water >= 300 m2."""
-    by_area = (area_m2(truth_ponds.geometry) >= DETECTABLE_AREA_M2).to_numpy() if len(truth_ponds) \
+    by_area = (
+        (area_m2(truth_ponds.geometry) >= DETECTABLE_AREA_M2).to_numpy()
+        if len(truth_ponds)
         else np.zeros(0, dtype=bool)
+    )
     if "detectable" not in truth_ponds.columns:
         return by_area
     flag = truth_ponds["detectable"].map(_as_bool)
@@ -523,8 +627,9 @@ def match_pairs(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, centroid_distan
 
 def _first_year_scores(pairs: pd.DataFrame, pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> dict:
     """First-year agreement of each matched truth feature with its best match (most overlap, then nearest)."""
-    best = pairs.sort_values(["truth", "overlap", "dist", "pred"], ascending=[True, False, True, True],
-                             kind="stable").drop_duplicates("truth")
+    best = pairs.sort_values(
+        ["truth", "overlap", "dist", "pred"], ascending=[True, False, True, True], kind="stable"
+    ).drop_duplicates("truth")
     p_year = pred["first_year"].to_numpy()[best["pred"].to_numpy()].astype(int)
     t_year = truth["first_year"].to_numpy()[best["truth"].to_numpy()].astype(int)
     diff = p_year - t_year
@@ -582,8 +687,10 @@ def _r(x: float | None, digits: int = 4) -> float | None:
 
 # ---------------------------------------------------------------------------------------------- formatting
 
+
 def format_scores(scores: dict) -> str:
     """A compact human-readable table of :func:`evaluate`'s result."""
+
     def f(x):
         if x is None:
             return "-"
@@ -597,36 +704,51 @@ def format_scores(scores: dict) -> str:
     lines = []
     inp = scores.get("inputs") or {}
     if inp:
-        lines.append(f"run {inp.get('run')} vs truth {inp.get('truth')}  ({inp.get('first_year')}-"
-                     f"{inp.get('last_year')}, linkage {inp.get('linkage_m'):g} m, match {inp.get('match_distance_m'):g} m)")
+        lines.append(
+            f"run {inp.get('run')} vs truth {inp.get('truth')}  ({inp.get('first_year')}-"
+            f"{inp.get('last_year')}, linkage {inp.get('linkage_m'):g} m, match {inp.get('match_distance_m'):g} m)"
+        )
     head = f"{'class':<18}{'truth':>7}{'pred':>7}{'P':>8}{'R':>8}{'F1':>8}{'year=':>8}{'year±1':>8}"
     lines += [head, "-" * len(head)]
 
     def row(name, s, n_truth_key="n_truth", prefix="", years=True):
-        lines.append(f"{name:<18}{f(s.get(n_truth_key)):>7}{f(s.get('n_pred')):>7}"
-                     f"{f(s.get(prefix + 'precision')):>8}{f(s.get(prefix + 'recall')):>8}{f(s.get(prefix + 'f1')):>8}"
-                     f"{f(s.get('first_year_exact')) if years else '':>8}"
-                     f"{f(s.get('first_year_within_1')) if years else '':>8}")
+        lines.append(
+            f"{name:<18}{f(s.get(n_truth_key)):>7}{f(s.get('n_pred')):>7}"
+            f"{f(s.get(prefix + 'precision')):>8}{f(s.get(prefix + 'recall')):>8}{f(s.get(prefix + 'f1')):>8}"
+            f"{f(s.get('first_year_exact')) if years else '':>8}"
+            f"{f(s.get('first_year_within_1')) if years else '':>8}"
+        )
 
     p, c, s = scores["ponds"], scores["clearings"], scores["sites"]
     row("ponds", p)
     row("ponds detectable", p, "n_truth_detectable", "detectable_", years=False)
     row("clearings", c)
     row("sites", s)
-    lines.append(f"clearing area (ha): truth {area(c['area_truth_m2'])}, run {area(c['area_pred_m2'])}, "
-                 f"IoU {f(c['area_iou'])}, area P {f(c['area_precision'])}, area R {f(c['area_recall'])}")
-    lines.append(f"sites: {s['n_truth_split']} truth split, {s['n_truth_merged']} truth merged "
-                 f"(into {s['n_pred_merging']} run sites)")
+    lines.append(
+        f"clearing area (ha): truth {area(c['area_truth_m2'])}, run {area(c['area_pred_m2'])}, "
+        f"IoU {f(c['area_iou'])}, area P {f(c['area_precision'])}, area R {f(c['area_recall'])}"
+    )
+    lines.append(
+        f"sites: {s['n_truth_split']} truth split, {s['n_truth_merged']} truth merged "
+        f"(into {s['n_pred_merging']} run sites)"
+    )
 
     y = scores["yearly"]
-    lines += ["", f"{'year':<6}{'sites truth':>12}{'run':>6}{'rel.err':>9}{'footprint ha truth':>20}{'run':>10}{'rel.err':>9}"]
+    lines += [
+        "",
+        f"{'year':<6}{'sites truth':>12}{'run':>6}{'rel.err':>9}{'footprint ha truth':>20}{'run':>10}{'rel.err':>9}",
+    ]
     for r in y["years"]:
         mark = " (provisional)" if r.get("provisional") else ""
-        lines.append(f"{r['year']:<6}{r['truth_sites_total']:>12}{r['run_sites_total']:>6}{f(r['rel_error_sites']):>9}"
-                     f"{area(r['truth_footprint_m2']):>20}{area(r['run_footprint_m2']):>10}"
-                     f"{f(r['rel_error_footprint']):>9}{mark}")
-    lines.append(f"max |rel.err|: sites {f(y['max_abs_rel_error_sites'])}, footprint {f(y['max_abs_rel_error_footprint'])}"
-                 f"; mean: sites {f(y['mean_abs_rel_error_sites'])}, footprint {f(y['mean_abs_rel_error_footprint'])}")
+        lines.append(
+            f"{r['year']:<6}{r['truth_sites_total']:>12}{r['run_sites_total']:>6}{f(r['rel_error_sites']):>9}"
+            f"{area(r['truth_footprint_m2']):>20}{area(r['run_footprint_m2']):>10}"
+            f"{f(r['rel_error_footprint']):>9}{mark}"
+        )
+    lines.append(
+        f"max |rel.err|: sites {f(y['max_abs_rel_error_sites'])}, footprint {f(y['max_abs_rel_error_footprint'])}"
+        f"; mean: sites {f(y['mean_abs_rel_error_sites'])}, footprint {f(y['mean_abs_rel_error_footprint'])}"
+    )
 
     conf = scores.get("confounders")
     if conf:

@@ -24,6 +24,7 @@ date (misregistration, less after the 2021 GRI refinement).
 Everything is drawn from ``numpy.random.Generator`` streams keyed by (seed, purpose), so the same seed
 gives the same bytes, and changing one part of the landscape does not reshuffle the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -137,35 +138,39 @@ BANDS_20M = [i for i, b in enumerate(BANDS) if b.gsd == 20]
 # and SWIR water absorption; laterite with the iron-oxide rise from green to red and high SWIR; clay-laden
 # ("milky") water bright in green/red and dark beyond 0.8 um; a blue pond liner bright in blue only.
 SPECTRA = {
-    "forest":        (0.025, 0.045, 0.025, 0.070, 0.200, 0.260, 0.290, 0.300, 0.140, 0.060),
-    "shrub":         (0.035, 0.065, 0.045, 0.100, 0.220, 0.270, 0.300, 0.310, 0.200, 0.100),
-    "rice":          (0.035, 0.070, 0.040, 0.100, 0.250, 0.320, 0.360, 0.370, 0.200, 0.090),
-    "stubble":       (0.070, 0.090, 0.110, 0.130, 0.160, 0.180, 0.200, 0.210, 0.270, 0.200),
-    "laterite":      (0.060, 0.100, 0.180, 0.220, 0.250, 0.270, 0.280, 0.290, 0.360, 0.270),
-    "grey_soil":     (0.100, 0.130, 0.150, 0.170, 0.190, 0.200, 0.210, 0.220, 0.280, 0.220),
-    "ash":           (0.030, 0.035, 0.040, 0.045, 0.050, 0.055, 0.060, 0.065, 0.080, 0.070),
-    "river_water":   (0.060, 0.080, 0.070, 0.060, 0.035, 0.030, 0.025, 0.020, 0.010, 0.008),
+    "forest": (0.025, 0.045, 0.025, 0.070, 0.200, 0.260, 0.290, 0.300, 0.140, 0.060),
+    "shrub": (0.035, 0.065, 0.045, 0.100, 0.220, 0.270, 0.300, 0.310, 0.200, 0.100),
+    "rice": (0.035, 0.070, 0.040, 0.100, 0.250, 0.320, 0.360, 0.370, 0.200, 0.090),
+    "stubble": (0.070, 0.090, 0.110, 0.130, 0.160, 0.180, 0.200, 0.210, 0.270, 0.200),
+    "laterite": (0.060, 0.100, 0.180, 0.220, 0.250, 0.270, 0.280, 0.290, 0.360, 0.270),
+    "grey_soil": (0.100, 0.130, 0.150, 0.170, 0.190, 0.200, 0.210, 0.220, 0.280, 0.220),
+    "ash": (0.030, 0.035, 0.040, 0.045, 0.050, 0.055, 0.060, 0.065, 0.080, 0.070),
+    "river_water": (0.060, 0.080, 0.070, 0.060, 0.035, 0.030, 0.025, 0.020, 0.010, 0.008),
     "flooded_paddy": (0.060, 0.075, 0.065, 0.065, 0.055, 0.050, 0.045, 0.042, 0.025, 0.018),
-    "milky_water":   (0.140, 0.180, 0.170, 0.130, 0.080, 0.060, 0.050, 0.040, 0.015, 0.010),
-    "blue_liner":    (0.160, 0.120, 0.070, 0.050, 0.030, 0.025, 0.020, 0.020, 0.010, 0.008),
+    "milky_water": (0.140, 0.180, 0.170, 0.130, 0.080, 0.060, 0.050, 0.040, 0.015, 0.010),
+    "blue_liner": (0.160, 0.120, 0.070, 0.050, 0.030, 0.025, 0.020, 0.020, 0.010, 0.008),
     "plastic_white": (0.550, 0.570, 0.580, 0.580, 0.580, 0.580, 0.580, 0.570, 0.450, 0.380),
     "plastic_black": (0.040, 0.040, 0.040, 0.040, 0.040, 0.045, 0.045, 0.045, 0.050, 0.045),
-    "mud":           (0.080, 0.100, 0.120, 0.130, 0.140, 0.150, 0.160, 0.160, 0.180, 0.140),
+    "mud": (0.080, 0.100, 0.120, 0.130, 0.140, 0.150, 0.160, 0.160, 0.180, 0.140),
     # the valley scenario's covers (appended, so the standard covers keep their rows): clear mountain water,
     # dark beyond the green; fish-pond water green with algae, a small red-edge bump and dark SWIR; river
     # gravel and sand, grey-beige with the high SWIR of dry mineral ground but no iron-oxide red rise
-    "clear_water":   (0.040, 0.045, 0.030, 0.022, 0.012, 0.010, 0.008, 0.007, 0.004, 0.003),
-    "algal_water":   (0.040, 0.075, 0.045, 0.050, 0.048, 0.042, 0.038, 0.032, 0.012, 0.009),
-    "gravel":        (0.110, 0.135, 0.155, 0.175, 0.190, 0.200, 0.210, 0.215, 0.270, 0.220),
-    "sand":          (0.140, 0.180, 0.215, 0.240, 0.260, 0.270, 0.280, 0.290, 0.340, 0.280),
+    "clear_water": (0.040, 0.045, 0.030, 0.022, 0.012, 0.010, 0.008, 0.007, 0.004, 0.003),
+    "algal_water": (0.040, 0.075, 0.045, 0.050, 0.048, 0.042, 0.038, 0.032, 0.012, 0.009),
+    "gravel": (0.110, 0.135, 0.155, 0.175, 0.190, 0.200, 0.210, 0.215, 0.270, 0.220),
+    "sand": (0.140, 0.180, 0.215, 0.240, 0.260, 0.270, 0.280, 0.290, 0.340, 0.280),
 }
 COVERS = list(SPECTRA)
 ENDMEMBERS = np.array([SPECTRA[c] for c in COVERS], dtype=np.float32)  # (n_covers, n_bands)
 COVER = {name: i for i, name in enumerate(COVERS)}  # cover name -> row of ENDMEMBERS
 POND_COLOURS = ("milky", "blue", "plastic_white", "plastic_black")
 POND_COLOUR_SHARES = (0.60, 0.25, 0.075, 0.075)
-POND_COVER = {"milky": COVER["milky_water"], "blue": COVER["blue_liner"], "plastic_white": COVER["plastic_white"],
-              "plastic_black": COVER["plastic_black"]}
+POND_COVER = {
+    "milky": COVER["milky_water"],
+    "blue": COVER["blue_liner"],
+    "plastic_white": COVER["plastic_white"],
+    "plastic_black": COVER["plastic_black"],
+}
 DETECTABLE_AREA_M2 = 300.0
 
 CLOUD_SHAPE = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.99, 0.98, 0.97, 0.80, 0.60], dtype=np.float32)
@@ -179,15 +184,24 @@ PIXEL_NOISE = 0.005
 DIFFUSE_SKY = 0.15  # share of irradiance that still reaches slopes facing away from the sun
 
 # chance that a scene of each month is cloudy at all: the monsoon nearly always is
-CLOUDY_CHANCE = {1: .25, 2: .25, 3: .3, 4: .4, 5: .7, 6: .95, 7: 1., 8: 1., 9: .95, 10: .6, 11: .3, 12: .25}
+CLOUDY_CHANCE = {1: 0.25, 2: 0.25, 3: 0.3, 4: 0.4, 5: 0.7, 6: 0.95, 7: 1.0, 8: 1.0, 9: 0.95, 10: 0.6, 11: 0.3, 12: 0.25}
 MONSOON = (6, 7, 8, 9)
 
 # day of year -> weights of (stubble, flooded_paddy, rice): flooded and transplanted in June,
 # green July-October, harvested October-November, stubble through the dry season
-PADDY_CALENDAR = np.array([
-    (0, 1.0, 0.0, 0.0), (135, 1.0, 0.0, 0.0), (160, 0.1, 0.9, 0.0), (190, 0.0, 0.7, 0.3),
-    (230, 0.0, 0.2, 0.8), (275, 0.0, 0.0, 1.0), (300, 0.4, 0.0, 0.6), (320, 1.0, 0.0, 0.0), (366, 1.0, 0.0, 0.0),
-])
+PADDY_CALENDAR = np.array(
+    [
+        (0, 1.0, 0.0, 0.0),
+        (135, 1.0, 0.0, 0.0),
+        (160, 0.1, 0.9, 0.0),
+        (190, 0.0, 0.7, 0.3),
+        (230, 0.0, 0.2, 0.8),
+        (275, 0.0, 0.0, 1.0),
+        (300, 0.4, 0.0, 0.6),
+        (320, 1.0, 0.0, 0.0),
+        (366, 1.0, 0.0, 0.0),
+    ]
+)
 
 SWIDDEN_PER_KM2_YEAR = 0.25
 LANDSLIDES_PER_KM2_YEAR = 0.12
@@ -203,6 +217,7 @@ class Scenario:
     """Harder variants of the simulated AOI (issue 4). Every field's default is the standard landscape,
     which stays byte-identical: a scenario only changes thresholds of draws the standard one makes
     anyway, or adds draws from streams of its own."""
+
     pond_max_m: float | None = None  # cap a pond's edge: 10 m makes single-pixel (or smaller) pools
     wetter: float = 0.0  # added to each month's chance of a cloudy scene: 0.35 is a very wet year
     haze: float = 0.0  # smoke/haze (0-1, the burning season's peak is ~1) added to every scene
@@ -249,16 +264,51 @@ SCENARIOS = {
     "misregistered": Scenario(misregistration_m=6.0),
 }
 # two_orbits adds data rather than difficulty (and doubles the scenes), flat makes it easier: both stay out
-SCENARIOS["all"] = Scenario(pond_max_m=10.0, wetter=0.35, haze=0.6, village_share=0.5, abandon_share=0.6,
-                            pre_period_share=0.6, site_link_m=120.0, site_gap_m=150.0, swidden_rate=4.0,
-                            landslide_rate=4.0, hillside_slope_deg=30.0, diffuse_sky=0.08, valley_confounders=True,
-                            misregistration_m=6.0)
+SCENARIOS["all"] = Scenario(
+    pond_max_m=10.0,
+    wetter=0.35,
+    haze=0.6,
+    village_share=0.5,
+    abandon_share=0.6,
+    pre_period_share=0.6,
+    site_link_m=120.0,
+    site_gap_m=150.0,
+    swidden_rate=4.0,
+    landslide_rate=4.0,
+    hillside_slope_deg=30.0,
+    diffuse_sky=0.08,
+    valley_confounders=True,
+    misregistration_m=6.0,
+)
 
 # separate random streams, so that e.g. more landslides do not move the clouds
-STREAM = {name: i for i, name in enumerate(
-    ["window", "river", "terrain", "background", "sites", "swidden", "landslide", "paddy", "noise", "scene", "village",
-     "orbit2", "valley_river", "stream", "fish_pond", "gold", "road_cut", "plantation", "valley_village",
-     "misregistration"])}
+STREAM = {
+    name: i
+    for i, name in enumerate(
+        [
+            "window",
+            "river",
+            "terrain",
+            "background",
+            "sites",
+            "swidden",
+            "landslide",
+            "paddy",
+            "noise",
+            "scene",
+            "village",
+            "orbit2",
+            "valley_river",
+            "stream",
+            "fish_pond",
+            "gold",
+            "road_cut",
+            "plantation",
+            "valley_village",
+            "misregistration",
+        ]
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -289,6 +339,7 @@ def _ramp(t, t0, t1):
 
 
 # ------------------------------------------------------------------------------------------ the window
+
 
 def load_pools() -> gpd.GeoDataFrame:
     """The 2,497 mapped Pang War pools (Earth Genome, MIT), EPSG:32647, with ``type`` square|circular."""
@@ -321,20 +372,23 @@ def choose_window(pools: gpd.GeoDataFrame, seed: int, size_m: float) -> tuple[fl
             return w
         if n > best_n:
             best, best_n = w, n
-    log.warning("no %.1f km window with %d pools found for seed %d; using one with %d", size_m / 1000, need,
-                seed, best_n)
+    log.warning(
+        "no %.1f km window with %d pools found for seed %d; using one with %d", size_m / 1000, need, seed, best_n
+    )
     return best
 
 
 # ----------------------------------------------------------------------------------------- the terrain
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], res_m: float, scale_m: float,
-                 beta: float = 3.0) -> np.ndarray:
+
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], res_m: float, scale_m: float, beta: float = 3.0
+) -> np.ndarray:
     """A periodic Gaussian random field (mean 0, std 1) with a power-law spectrum (power ~ k^-beta),
     flattened at wavelengths longer than ``scale_m``: fractal terrain, cloud decks, textures."""
     ky = np.fft.fftfreq(shape[0], res_m)[:, None]
     kx = np.fft.rfftfreq(shape[1], res_m)[None, :]
-    amp = (kx ** 2 + ky ** 2 + scale_m ** -2) ** (-beta / 4.0)
+    amp = (kx**2 + ky**2 + scale_m**-2) ** (-beta / 4.0)
     noise = rng.standard_normal((2, *amp.shape), dtype=np.float32)
     spectrum = amp * (noise[0] + 1j * noise[1])
     spectrum[0, 0] = 0.0
@@ -377,8 +431,9 @@ def river_channel(rng: np.random.Generator, centreline: shapely.LineString) -> s
     return shapely.make_valid(shapely.Polygon(ring))
 
 
-def valley_terrain(rng: np.random.Generator, grid: GeoBox, river: shapely.LineString, floor_m: float,
-                   slope_deg: float = 20.0) -> np.ndarray:
+def valley_terrain(
+    rng: np.random.Generator, grid: GeoBox, river: shapely.LineString, floor_m: float, slope_deg: float = 20.0
+) -> np.ndarray:
     """Elevation (m): ridged mountains rising several hundred metres from a flat valley floor ``floor_m``
     either side of the river, scaled so that the median hillside slope is ``slope_deg`` (20: hillside
     slopes are mostly 10-35 degrees)."""
@@ -388,8 +443,10 @@ def valley_terrain(rng: np.random.Generator, grid: GeoBox, river: shapely.LineSt
     rise = 1.0 - np.exp(-np.maximum(distance - floor_m, 0) / 2000.0)
     foot = _ramp(distance, floor_m, floor_m + 300)  # the floor stays flat: paddies need it
     # ridged multifractal: octaves of (1 - |noise|)^2 give sharp crests and spurs ~1-3 km apart
-    ridges = sum(weight * (1.0 - np.abs(smooth_field(rng, shape, res, scale, beta=5.0) / 2.0)) ** 2
-                 for scale, weight in ((3000, 1.0), (1500, 0.5), (750, 0.25)))
+    ridges = sum(
+        weight * (1.0 - np.abs(smooth_field(rng, shape, res, scale, beta=5.0) / 2.0)) ** 2
+        for scale, weight in ((3000, 1.0), (1500, 0.5), (750, 0.25))
+    )
     relief = 1500 * rise + foot * 600 * (ridges - ridges.min())
     dz_dy, dz_dx = np.gradient(relief, res)
     hillside = distance > floor_m + 300
@@ -415,8 +472,9 @@ def solar_position(day_of_year: float, lat_deg: float, solar_hour: float = OVERP
     return math.degrees(elevation), math.degrees(azimuth) % 360.0
 
 
-def cast_shadow(dem: np.ndarray, res_m: float, elevation_deg: float, azimuth_deg: float,
-                horizon_m: float = 1600.0) -> np.ndarray:
+def cast_shadow(
+    dem: np.ndarray, res_m: float, elevation_deg: float, azimuth_deg: float, horizon_m: float = 1600.0
+) -> np.ndarray:
     """Pixels whose view of the sun is blocked by higher ground (a ridge between them and the sun)."""
     el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
     ny, nx = dem.shape
@@ -431,8 +489,14 @@ def cast_shadow(dem: np.ndarray, res_m: float, elevation_deg: float, azimuth_deg
     return shadow
 
 
-def terrain_illumination(dz_dx: np.ndarray, dz_dy: np.ndarray, dem20: np.ndarray, elevation_deg: float,
-                         azimuth_deg: float, diffuse_sky: float = DIFFUSE_SKY) -> np.ndarray:
+def terrain_illumination(
+    dz_dx: np.ndarray,
+    dz_dy: np.ndarray,
+    dem20: np.ndarray,
+    elevation_deg: float,
+    azimuth_deg: float,
+    diffuse_sky: float = DIFFUSE_SKY,
+) -> np.ndarray:
     """Factor on surface reflectance from the slope's angle to the sun (Lambertian), cast shadows and
     diffuse skylight: 1 on flat ground, below 0.3 on north-west slopes under the low winter sun.
 
@@ -441,7 +505,7 @@ def terrain_illumination(dz_dx: np.ndarray, dz_dy: np.ndarray, dem20: np.ndarray
     """
     el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
     sun = (math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el))
-    norm = np.sqrt(1.0 + dz_dx ** 2 + dz_dy ** 2)
+    norm = np.sqrt(1.0 + dz_dx**2 + dz_dy**2)
     cos_incidence = (-dz_dx * sun[0] - dz_dy * sun[1] + sun[2]) / norm
     shaded = cast_shadow(dem20, 2 * RESOLUTION_M, elevation_deg, azimuth_deg).repeat(2, 0).repeat(2, 1)
     direct = np.where(shaded, 0.0, np.maximum(cos_incidence, 0.0) / sun[2])
@@ -450,6 +514,7 @@ def terrain_illumination(dz_dx: np.ndarray, dz_dy: np.ndarray, dem20: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------- the features
+
 
 def area_fractions(geoms, grid: GeoBox, supersample: int = 5) -> tuple[np.ndarray, sparse.csr_matrix]:
     """The fraction of each 10 m pixel each polygon covers, by rasterising ``supersample`` x finer.
@@ -468,8 +533,9 @@ def area_fractions(geoms, grid: GeoBox, supersample: int = 5) -> tuple[np.ndarra
         if c1 <= c0 or r1 <= r0:
             continue
         fine = Affine(res / supersample, 0, t.c + c0 * res, 0, -res / supersample, t.f - r0 * res)
-        hit = rasterize([g], out_shape=((r1 - r0) * supersample, (c1 - c0) * supersample), transform=fine,
-                        dtype=np.uint8)
+        hit = rasterize(
+            [g], out_shape=((r1 - r0) * supersample, (c1 - c0) * supersample), transform=fine, dtype=np.uint8
+        )
         f = hit.reshape(r1 - r0, supersample, c1 - c0, supersample).mean(axis=(1, 3))
         rows, cols = np.nonzero(f)
         pix.append((rows + r0) * nx + cols + c0)
@@ -478,8 +544,9 @@ def area_fractions(geoms, grid: GeoBox, supersample: int = 5) -> tuple[np.ndarra
     if not pix:
         return np.zeros(0, dtype=np.int64), sparse.csr_matrix((0, len(geoms)), dtype=np.float32)
     pixels, inverse = np.unique(np.concatenate(pix), return_inverse=True)
-    fractions = sparse.csr_matrix((np.concatenate(frac).astype(np.float32), (inverse, np.concatenate(obj))),
-                                  shape=(len(pixels), len(geoms)))
+    fractions = sparse.csr_matrix(
+        (np.concatenate(frac).astype(np.float32), (inverse, np.concatenate(obj))), shape=(len(pixels), len(geoms))
+    )
     return pixels, fractions
 
 
@@ -513,8 +580,12 @@ def clearing_polygon(rng: np.random.Generator, pools_xy: np.ndarray, upslope: np
         strips = []
         for x, y in pools_xy:
             turn = rng.normal(0.0, 0.35)  # spurs and gullies: the cut does not run straight up
-            d = np.array([upslope[0] * math.cos(turn) - upslope[1] * math.sin(turn),
-                          upslope[0] * math.sin(turn) + upslope[1] * math.cos(turn)])
+            d = np.array(
+                [
+                    upslope[0] * math.cos(turn) - upslope[1] * math.sin(turn),
+                    upslope[0] * math.sin(turn) + upslope[1] * math.cos(turn),
+                ]
+            )
             tip = np.array([x, y]) + d * reach * rng.uniform(0.5, 1.0)
             strips.append(shapely.LineString([(x, y), tuple(tip)]).buffer(apron * rng.uniform(0.7, 1.2), quad_segs=4))
         clearing = shapely.union_all(strips).buffer(25, quad_segs=4).buffer(-25, quad_segs=4)
@@ -540,8 +611,9 @@ def _upslope(dem_smooth: np.ndarray, grid: GeoBox, x: float, y: float) -> np.nda
     return g / n if n > 1e-3 else np.array([1.0, 0.0])
 
 
-def _site_starts(rng: np.random.Generator, n: int, start: float, end: float,
-                 pre_period_share: float = PRE_PERIOD_SHARE) -> np.ndarray:
+def _site_starts(
+    rng: np.random.Generator, n: int, start: float, end: float, pre_period_share: float = PRE_PERIOD_SHARE
+) -> np.ndarray:
     """Start days: ~15% before the period (up to 3 years), the rest spread over it with the rate of new
     sites tripling after the February 2021 coup."""
     coup = min(max(_day(COUP), start), end)
@@ -558,9 +630,17 @@ class Mining:
     clearings: gpd.GeoDataFrame  # one per site
 
 
-def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy: np.ndarray, grid: GeoBox,
-                 dem_smooth: np.ndarray, image_box: shapely.Polygon, start: float, end: float,
-                 scenario: Scenario = Scenario()) -> Mining:
+def mining_sites(
+    rng: np.random.Generator,
+    pools: gpd.GeoDataFrame,
+    all_pools_xy: np.ndarray,
+    grid: GeoBox,
+    dem_smooth: np.ndarray,
+    image_box: shapely.Polygon,
+    start: float,
+    end: float,
+    scenario: Scenario = Scenario(),
+) -> Mining:
     """One site per pool cluster: a start date, a laterite clearing, ponds built over 0-18 months on the
     real pool points, and for ~15% of sites abandonment after 1-3 years.
 
@@ -576,16 +656,20 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
     shape = np.where(pools["type"].to_numpy() == "circular", "round", "square")
     # square ponds are dug along the contour of their terrace
     angle = [math.atan2(*_upslope(dem_smooth, grid, x, y)[::-1]) for x, y in xy]
-    outlines = gpd.GeoSeries([pond_polygon(x, y, d, sh, a) for (x, y), d, sh, a in zip(xy, size, shape, angle)],
-                             crs=grid.crs)
+    outlines = gpd.GeoSeries(
+        [pond_polygon(x, y, d, sh, a) for (x, y), d, sh, a in zip(xy, size, shape, angle)], crs=grid.crs
+    )
     site = link_sites(outlines, scenario.site_link_m)
     n_sites = int(site.max()) + 1 if len(site) else 0
     starts = _site_starts(rng, n_sites, start, end, scenario.pre_period_share)
     span = rng.uniform(0, 548, n_sites)
     built = starts[site] + 15 + rng.uniform(0, 1, len(xy)) * span[site]
     last_built = np.array([built[site == s].max() for s in range(n_sites)])
-    abandoned = np.where(rng.random(n_sites) < scenario.abandon_share,
-                         np.maximum(starts + rng.uniform(365, 3 * 365.25, n_sites), last_built + 60), NEVER)
+    abandoned = np.where(
+        rng.random(n_sites) < scenario.abandon_share,
+        np.maximum(starts + rng.uniform(365, 3 * 365.25, n_sites), last_built + 60),
+        NEVER,
+    )
     heal = rng.uniform(730, 1460, n_sites)
     colour = np.array(POND_COLOURS)[rng.choice(len(POND_COLOURS), len(xy), p=POND_COLOUR_SHARES)]
 
@@ -593,8 +677,12 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
     clearings = []
     # a clearing keeps farther than the linkage distance from other sites' ponds and clearings, so that
     # linking the truth's polygons gives back the same sites
-    zones = np.array([shapely.union_all(outlines.values[site == s]).buffer(scenario.site_gap_m, quad_segs=16)
-                      for s in range(n_sites)])
+    zones = np.array(
+        [
+            shapely.union_all(outlines.values[site == s]).buffer(scenario.site_gap_m, quad_segs=16)
+            for s in range(n_sites)
+        ]
+    )
     zone_tree = shapely.STRtree(zones)
     keep_out = shapely.Polygon()
     for s in rng.permutation(n_sites):
@@ -608,18 +696,43 @@ def mining_sites(rng: np.random.Generator, pools: gpd.GeoDataFrame, all_pools_xy
         keep_out = keep_out.union(clearings[-1][1].buffer(scenario.site_gap_m, quad_segs=16))
     clearings.sort(key=lambda c: c[0])
 
-    ponds = gpd.GeoDataFrame({
-        "site_id": site, "shape": shape, "size_m": size, "colour": colour, "built_day": built,
-        "abandoned_day": abandoned[site], "heal_days": heal[site]}, geometry=outlines.values, crs=grid.crs)
-    clearings = gpd.GeoDataFrame({
-        "site_id": np.arange(n_sites), "cleared_day": starts, "abandoned_day": abandoned, "heal_days": heal,
-        "greyness": rng.uniform(0.0, 0.3, n_sites)},
-        geometry=[g for _, g in clearings], crs=grid.crs)
+    ponds = gpd.GeoDataFrame(
+        {
+            "site_id": site,
+            "shape": shape,
+            "size_m": size,
+            "colour": colour,
+            "built_day": built,
+            "abandoned_day": abandoned[site],
+            "heal_days": heal[site],
+        },
+        geometry=outlines.values,
+        crs=grid.crs,
+    )
+    clearings = gpd.GeoDataFrame(
+        {
+            "site_id": np.arange(n_sites),
+            "cleared_day": starts,
+            "abandoned_day": abandoned,
+            "heal_days": heal,
+            "greyness": rng.uniform(0.0, 0.3, n_sites),
+        },
+        geometry=[g for _, g in clearings],
+        crs=grid.crs,
+    )
     return Mining(ponds, clearings)
 
 
-def _place(rng: np.random.Generator, n: int, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox,
-           slope_range: tuple[float, float], keep_out: shapely.Geometry, make) -> list[shapely.Polygon]:
+def _place(
+    rng: np.random.Generator,
+    n: int,
+    window: shapely.Polygon,
+    slope_deg: np.ndarray,
+    grid: GeoBox,
+    slope_range: tuple[float, float],
+    keep_out: shapely.Geometry,
+    make,
+) -> list[shapely.Polygon]:
     """Rejection-sample ``n`` polygons (``make(x, y)``) on slopes in ``slope_range`` clear of ``keep_out``."""
     left, bottom, right, top = window.bounds
     t, res = grid.affine, grid.resolution.x
@@ -644,37 +757,53 @@ def _random_days(rng: np.random.Generator, year: int, first: tuple[int, int], la
     return float(rng.uniform(a, b))
 
 
-def swidden_fields(rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years,
-                   rate: float = 1.0) -> gpd.GeoDataFrame:
+def swidden_fields(
+    rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years, rate: float = 1.0
+) -> gpd.GeoDataFrame:
     """Shifting cultivation: 0.5-5 ha on 10-35 degree slopes, cut Jan-Mar, burnt Mar-Apr, upland rice
     through the monsoon, then left to regrow. ``rate`` times the usual number of fields a year."""
     rows = []
     area_km2 = window.area / 1e6
     for year in years:
+
         def make(x, y):
             u = upslope_of(x, y)
             return _blob(rng, x, y, rng.uniform(5e3, 5e4), rng.uniform(1.0, 2.0), math.atan2(u[0], -u[1]))
 
-        for poly in _place(rng, rng.poisson(SWIDDEN_PER_KM2_YEAR * rate * area_km2), window, slope_deg, grid, (10, 35),
-                           keep_out, make):
+        for poly in _place(
+            rng, rng.poisson(SWIDDEN_PER_KM2_YEAR * rate * area_km2), window, slope_deg, grid, (10, 35), keep_out, make
+        ):
             cut = _random_days(rng, year, (1, 5), (3, 20))
             burn = max(cut + 20, _random_days(rng, year, (3, 1), (4, 25)))
-            rows.append({"year": year, "cut_day": cut, "burn_day": burn,
-                         "plant_day": _random_days(rng, year, (5, 20), (6, 20)),
-                         "harvest_day": _random_days(rng, year, (10, 15), (11, 15)),
-                         "regrow_days": rng.uniform(365, 730), "geometry": poly})
+            rows.append(
+                {
+                    "year": year,
+                    "cut_day": cut,
+                    "burn_day": burn,
+                    "plant_day": _random_days(rng, year, (5, 20), (6, 20)),
+                    "harvest_day": _random_days(rng, year, (10, 15), (11, 15)),
+                    "regrow_days": rng.uniform(365, 730),
+                    "geometry": poly,
+                }
+            )
             keep_out = keep_out.union(poly.buffer(30, quad_segs=4))
-    return gpd.GeoDataFrame(rows, columns=["year", "cut_day", "burn_day", "plant_day", "harvest_day",
-                                           "regrow_days", "geometry"], geometry="geometry", crs=grid.crs)
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["year", "cut_day", "burn_day", "plant_day", "harvest_day", "regrow_days", "geometry"],
+        geometry="geometry",
+        crs=grid.crs,
+    )
 
 
-def landslide_scars(rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years,
-                    rate: float = 1.0) -> gpd.GeoDataFrame:
+def landslide_scars(
+    rng: np.random.Generator, window, slope_deg, grid, upslope_of, keep_out, years, rate: float = 1.0
+) -> gpd.GeoDataFrame:
     """Landslides: 0.2-3 ha tongues running downslope from steep ground, mostly in the monsoon, bare
     soil and rock (grey or red) that revegetates over 2-4 years. ``rate`` times the usual number a year."""
     rows = []
     area_km2 = window.area / 1e6
     for year in years:
+
         def make(x, y):
             u = upslope_of(x, y)
             area, aspect = rng.uniform(2e3, 3e4), rng.uniform(2.0, 5.0)
@@ -682,19 +811,44 @@ def landslide_scars(rng: np.random.Generator, window, slope_deg, grid, upslope_o
             # the scar hangs from its head scarp at (x, y) down the slope
             return _blob(rng, x - u[0] * length / 2, y - u[1] * length / 2, area, aspect, math.atan2(u[1], u[0]))
 
-        for poly in _place(rng, rng.poisson(LANDSLIDES_PER_KM2_YEAR * rate * area_km2), window, slope_deg, grid,
-                           (25, 90), keep_out, make):
-            day = (_random_days(rng, year, (6, 1), (9, 30)) if rng.random() < 0.85
-                   else _random_days(rng, year, (1, 1), (12, 31)))
-            rows.append({"year": year, "slide_day": day, "heal_days": rng.uniform(730, 1460),
-                         "redness": rng.uniform(0.0, 0.6), "geometry": poly})
+        for poly in _place(
+            rng,
+            rng.poisson(LANDSLIDES_PER_KM2_YEAR * rate * area_km2),
+            window,
+            slope_deg,
+            grid,
+            (25, 90),
+            keep_out,
+            make,
+        ):
+            day = (
+                _random_days(rng, year, (6, 1), (9, 30))
+                if rng.random() < 0.85
+                else _random_days(rng, year, (1, 1), (12, 31))
+            )
+            rows.append(
+                {
+                    "year": year,
+                    "slide_day": day,
+                    "heal_days": rng.uniform(730, 1460),
+                    "redness": rng.uniform(0.0, 0.6),
+                    "geometry": poly,
+                }
+            )
             keep_out = keep_out.union(poly.buffer(30, quad_segs=4))
-    return gpd.GeoDataFrame(rows, columns=["year", "slide_day", "heal_days", "redness", "geometry"],
-                            geometry="geometry", crs=grid.crs)
+    return gpd.GeoDataFrame(
+        rows, columns=["year", "slide_day", "heal_days", "redness", "geometry"], geometry="geometry", crs=grid.crs
+    )
 
 
-def villages_beside_mines(rng: np.random.Generator, clearings: gpd.GeoDataFrame, share: float, window: shapely.Polygon,
-                          avoid: shapely.Geometry, end: float) -> gpd.GeoDataFrame:
+def villages_beside_mines(
+    rng: np.random.Generator,
+    clearings: gpd.GeoDataFrame,
+    share: float,
+    window: shapely.Polygon,
+    avoid: shapely.Geometry,
+    end: float,
+) -> gpd.GeoDataFrame:
     """Villages (packed-earth yards, tin roofs, gardens; 0.3-1.5 ha) and the dirt road to the mine, built
     beside ``share`` of the sites 2-24 months after they start: bare and permanent like a leaching
     clearing, 60-160 m from it, on whatever slope is there. The worker camps and access roads that grow
@@ -708,8 +862,9 @@ def villages_beside_mines(rng: np.random.Generator, clearings: gpd.GeoDataFrame,
         c, radius = geom.centroid, math.sqrt(geom.area / math.pi)
         for _ in range(20):
             a, d = rng.uniform(0, 2 * math.pi), radius + rng.uniform(60, 160) + math.sqrt(area / math.pi)
-            village = _blob(rng, c.x + d * math.cos(a), c.y + d * math.sin(a), area, rng.uniform(1.0, 2.0),
-                            rng.uniform(0, math.pi))
+            village = _blob(
+                rng, c.x + d * math.cos(a), c.y + d * math.sin(a), area, rng.uniform(1.0, 2.0), rng.uniform(0, math.pi)
+            )
             if window.contains(village) and village.distance(avoid) >= 40:
                 break
         else:
@@ -720,8 +875,9 @@ def villages_beside_mines(rng: np.random.Generator, clearings: gpd.GeoDataFrame,
         if not road.is_empty:
             rows.append({"kind": "road", "built_day": built, "bare": 1.0, "roof": 0.0, "geometry": road})
         avoid = avoid.union(village.buffer(30))
-    out = gpd.GeoDataFrame(rows, columns=["kind", "built_day", "bare", "roof", "geometry"], geometry="geometry",
-                           crs=clearings.crs)
+    out = gpd.GeoDataFrame(
+        rows, columns=["kind", "built_day", "bare", "roof", "geometry"], geometry="geometry", crs=clearings.crs
+    )
     return out[out["built_day"] <= end].reset_index(drop=True)
 
 
@@ -747,14 +903,32 @@ def paddy_fields(rng: np.random.Generator, floor: shapely.Geometry, keep_out, cr
 
 # River stage through the year (0: lowest water, 1: a normal monsoon's bankfull): low January-April,
 # rising with the first rains in May-June, high July-September, falling through November.
-RIVER_STAGE = np.array([(0, .08), (45, .02), (105, 0.), (135, .1), (160, .4), (185, .75), (215, 1.), (255, 1.),
-                        (280, .8), (305, .45), (335, .2), (366, .08)])
+RIVER_STAGE = np.array(
+    [
+        (0, 0.08),
+        (45, 0.02),
+        (105, 0.0),
+        (135, 0.1),
+        (160, 0.4),
+        (185, 0.75),
+        (215, 1.0),
+        (255, 1.0),
+        (280, 0.8),
+        (305, 0.45),
+        (335, 0.2),
+        (366, 0.08),
+    ]
+)
 # A river bed's zones from the middle out: (name, stage above which it is under water, damp mud and grass
 # shares while it is dry). The low-water channel never dries; bars stand above all but the biggest floods.
-RIVER_ZONES = (("low_water", -1.0, 0.0, 0.0), ("low_bank", 0.3, 0.3, 0.0), ("high_bank", 0.7, 0.1, 0.1),
-               ("bar", 0.95, 0.05, 0.3))
+RIVER_ZONES = (
+    ("low_water", -1.0, 0.0, 0.0),
+    ("low_bank", 0.3, 0.3, 0.0),
+    ("high_bank", 0.7, 0.1, 0.1),
+    ("bar", 0.95, 0.05, 0.3),
+)
 # seasonal streams stop flowing in the dry season: the share of their bed under water by day of year
-STREAM_FLOW = np.array([(0, 1.), (20, 1.), (50, 0.), (120, 0.), (145, 1.), (366, 1.)])
+STREAM_FLOW = np.array([(0, 1.0), (20, 1.0), (50, 0.0), (120, 0.0), (145, 1.0), (366, 1.0)])
 FLAT_FLOOR_DEG = 5.0  # fish ponds need flat ground: a pond on a slope needs a dam, not a bund
 # Sentinel-2's multi-temporal co-registration was refined on the Global Reference Image from 2021: a
 # scene's shift off the grid fell from ~6 m to ~2.5 m (sd)
@@ -802,8 +976,9 @@ class RiverForm:
     belt: shapely.Geometry  # the bankfull bed and its bars: the river as an analyst would draw it
 
 
-def valley_river(rng: np.random.Generator, axis: shapely.LineString, floor_m: float,
-                 image_box: shapely.Polygon) -> RiverForm:
+def valley_river(
+    rng: np.random.Generator, axis: shapely.LineString, floor_m: float, image_box: shapely.Polygon
+) -> RiverForm:
     """The river of this valley: 5-60 m wide at mean stage (log-uniform, so streams-as-rivers of 5-15 m
     are common), meandering with a sinuosity of its own or, if 15 m or wider, sometimes braided into 2-4
     threads that part around gravel bars and join again; wider and narrower along its course; under
@@ -823,10 +998,13 @@ def valley_river(rng: np.random.Generator, axis: shapely.LineString, floor_m: fl
     along = np.clip(1.0 + rng.uniform(0.1, 0.35) * _wander(rng, n, step, rng.uniform(150, 600)), 0.4, 1.5)
 
     sinuous = rng.uniform(0.02, 0.35) * wavelength  # bend amplitude: from nearly straight to tortuous
-    amp = min(sinuous, wavelength ** 2 / (4 * math.pi ** 2 * width * high)) * (0.3 if braided else 1.0)
+    amp = min(sinuous, wavelength**2 / (4 * math.pi**2 * width * high)) * (0.3 if braided else 1.0)
     lateral = amp * np.sin(2 * math.pi * s / wavelength + rng.uniform(0, 2 * math.pi))
-    lateral += amp * rng.uniform(0.0, 0.5) * np.sin(2 * math.pi * s / (wavelength * rng.uniform(1.6, 2.4))
-                                                      + rng.uniform(0, 2 * math.pi))
+    lateral += (
+        amp
+        * rng.uniform(0.0, 0.5)
+        * np.sin(2 * math.pi * s / (wavelength * rng.uniform(1.6, 2.4)) + rng.uniform(0, 2 * math.pi))
+    )
     room = floor_m - 20.0
     lateral += rng.uniform(0.1, 0.5) * room * _wander(rng, n, step, rng.uniform(500, 1500))  # across the floor
 
@@ -848,32 +1026,50 @@ def valley_river(rng: np.random.Generator, axis: shapely.LineString, floor_m: fl
         lateral, offsets = lateral * fit, offsets * fit
     threads = [xy + normal * (lateral + o)[:, None] for o in offsets]
 
-    edges = [shapely.union_all([ribbon(t, w * along * f) for t, w in zip(threads, thread_w)])
-             for f in (low, 1.0, high)]
+    edges = [shapely.union_all([ribbon(t, w * along * f) for t, w in zip(threads, thread_w)]) for f in (low, 1.0, high)]
     zones = [edges[0], edges[1].difference(edges[0]), edges[2].difference(edges[1])]
     if braided:
         hw = (thread_w[:, None] * along[None, :] * high) / 2.0
         left = (lateral + (offsets + hw).max(axis=0))[:, None]
         right = (lateral + (offsets - hw).min(axis=0))[:, None]
-        between = shapely.make_valid(shapely.Polygon(np.r_[xy + normal * left, (xy + normal * right)[::-1]]),
-                                     method="structure", keep_collapsed=False)
+        between = shapely.make_valid(
+            shapely.Polygon(np.r_[xy + normal * left, (xy + normal * right)[::-1]]),
+            method="structure",
+            keep_collapsed=False,
+        )
         zones.append(between.difference(edges[2]))
     else:
         zones.append(shapely.Polygon())
     zones = [shapely.intersection(z, image_box) for z in zones]
-    return RiverForm("braided" if braided else "meandering", width, shapely.LineString(xy + normal * lateral[:, None]),
-                     zones, shapely.union_all(zones))
+    return RiverForm(
+        "braided" if braided else "meandering",
+        width,
+        shapely.LineString(xy + normal * lateral[:, None]),
+        zones,
+        shapely.union_all(zones),
+    )
 
 
 def _bilinear(a: np.ndarray, r: float, c: float) -> float:
     r0, c0 = min(int(r), a.shape[0] - 2), min(int(c), a.shape[1] - 2)
     fr, fc = r - r0, c - c0
-    return float(a[r0, c0] * (1 - fr) * (1 - fc) + a[r0 + 1, c0] * fr * (1 - fc) + a[r0, c0 + 1] * (1 - fr) * fc
-                 + a[r0 + 1, c0 + 1] * fr * fc)
+    return float(
+        a[r0, c0] * (1 - fr) * (1 - fc)
+        + a[r0 + 1, c0] * fr * (1 - fc)
+        + a[r0, c0 + 1] * (1 - fr) * fc
+        + a[r0 + 1, c0 + 1] * fr * fc
+    )
 
 
-def steepest_descent(dem: np.ndarray, to_river: np.ndarray, row: float, col: float, stop_at: float,
-                     step_px: float = 1.0, max_steps: int = 3000) -> np.ndarray:
+def steepest_descent(
+    dem: np.ndarray,
+    to_river: np.ndarray,
+    row: float,
+    col: float,
+    stop_at: float,
+    step_px: float = 1.0,
+    max_steps: int = 3000,
+) -> np.ndarray:
     """The path (rows, cols) water takes from (row, col) straight down ``dem`` until ``to_river`` (the
     distance to the river, m) falls below ``stop_at`` or it leaves the grid. Where the smoothed DEM
     holds a pit, the water spills toward the river until it is lower than the pit."""
@@ -900,9 +1096,17 @@ def steepest_descent(dem: np.ndarray, to_river: np.ndarray, row: float, col: flo
     return np.array(path)
 
 
-def tributaries(rng: np.random.Generator, dem_smooth: np.ndarray, slope_deg: np.ndarray, grid: GeoBox,
-                river: RiverForm, axis: shapely.LineString, floor_m: float, window: shapely.Polygon,
-                avoid: shapely.Geometry) -> gpd.GeoDataFrame:
+def tributaries(
+    rng: np.random.Generator,
+    dem_smooth: np.ndarray,
+    slope_deg: np.ndarray,
+    grid: GeoBox,
+    river: RiverForm,
+    axis: shapely.LineString,
+    floor_m: float,
+    window: shapely.Polygon,
+    avoid: shapely.Geometry,
+) -> gpd.GeoDataFrame:
     """1-4 streams, 3-15 m wide at the mouth and narrower up the hill, each running from a hillside point
     by steepest descent to the valley floor, then meandering across it to the river (or off the window);
     about half seasonal, dry from February to April; partly under the canopy on the hillside
@@ -939,13 +1143,24 @@ def tributaries(rng: np.random.Generator, dem_smooth: np.ndarray, slope_deg: np.
             pts = _resample(line, 5.0)
             mouth = rng.uniform(3.0, 15.0)
             width = mouth * (0.4 + 0.6 * _along(pts) / max(line.length, 1.0))
-            rows.append({"seasonal": float(rng.random() < 0.5), "openness": rng.uniform(0.4, 1.0),
-                         "clarity": rng.uniform(0.3, 1.0), "sand": rng.uniform(0.1, 0.6), "width_m": mouth,
-                         "geometry": ribbon(pts, width)})
+            rows.append(
+                {
+                    "seasonal": float(rng.random() < 0.5),
+                    "openness": rng.uniform(0.4, 1.0),
+                    "clarity": rng.uniform(0.3, 1.0),
+                    "sand": rng.uniform(0.1, 0.6),
+                    "width_m": mouth,
+                    "geometry": ribbon(pts, width),
+                }
+            )
             avoid = avoid.union(rows[-1]["geometry"].buffer(100))
             break
-    return gpd.GeoDataFrame(rows, columns=["seasonal", "openness", "clarity", "sand", "width_m", "geometry"],
-                            geometry="geometry", crs=grid.crs)
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["seasonal", "openness", "clarity", "sand", "width_m", "geometry"],
+        geometry="geometry",
+        crs=grid.crs,
+    )
 
 
 def _point_in(rng: np.random.Generator, area: shapely.Geometry, tries: int = 64) -> shapely.Point | None:
@@ -964,8 +1179,15 @@ def _pixel_values(a: np.ndarray, grid: GeoBox, xy: np.ndarray) -> np.ndarray:
     return a[r, c]
 
 
-def fish_pond_farms(rng: np.random.Generator, free: shapely.Geometry, slope_deg: np.ndarray, grid: GeoBox,
-                    start: float, end: float, years: range) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+def fish_pond_farms(
+    rng: np.random.Generator,
+    free: shapely.Geometry,
+    slope_deg: np.ndarray,
+    grid: GeoBox,
+    start: float,
+    end: float,
+    years: range,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Farms of 3-15 rectangular fish ponds (sides 15-60 m, 3-6 m bunds between) in rows on flat floor
     (under FLAT_FLOOR_DEG) inside ``free``: half dug before the period, half during it, some farms
     extended a year or two later. Each pond is drained to mud for 1-3 months in the dry season of some
@@ -980,10 +1202,13 @@ def fish_pond_farms(rng: np.random.Generator, free: shapely.Geometry, slope_deg:
             a, b, bund, angle = rng.uniform(15, 60), rng.uniform(15, 60), rng.uniform(3, 6), rng.uniform(0, math.pi)
             sides = np.clip(np.c_[a * rng.uniform(0.85, 1.0, n), b * rng.uniform(0.85, 1.0, n)], 15, 60)
             cells = [divmod(k, cols) for k in range(n)]
-            boxes = [shapely.box(j * (a + bund), -i * (b + bund), j * (a + bund) + w, -i * (b + bund) + h)
-                     for (i, j), (w, h) in zip(cells, sides)]
-            boxes = [affinity.translate(affinity.rotate(g, angle, origin=(0, 0), use_radians=True), p.x, p.y)
-                     for g in boxes]
+            boxes = [
+                shapely.box(j * (a + bund), -i * (b + bund), j * (a + bund) + w, -i * (b + bund) + h)
+                for (i, j), (w, h) in zip(cells, sides)
+            ]
+            boxes = [
+                affinity.translate(affinity.rotate(g, angle, origin=(0, 0), use_radians=True), p.x, p.y) for g in boxes
+            ]
             farm = shapely.union_all(boxes).buffer(bund, join_style="mitre")
             centres = shapely.get_coordinates(shapely.centroid(np.array(boxes)))
             if not free.contains(farm) or _pixel_values(slope_deg, grid, centres).max() >= FLAT_FLOOR_DEG:
@@ -996,19 +1221,38 @@ def fish_pond_farms(rng: np.random.Generator, free: shapely.Geometry, slope_deg:
                 drained = rng.random(n) < 0.3
                 drain[drained, k] = _day(date(year, 1, 1)) + rng.uniform(-30, 150, int(drained.sum()))
             for g, d, dr, green in zip(boxes, pond_dug, drain, rng.uniform(0.4, 1.0, n)):
-                ponds.append({"farm_id": farm_id, "dug_day": d, "green": green, "drain": dr,
-                              "drain_days": rng.uniform(30, 90), "geometry": g})
+                ponds.append(
+                    {
+                        "farm_id": farm_id,
+                        "dug_day": d,
+                        "green": green,
+                        "drain": dr,
+                        "drain_days": rng.uniform(30, 90),
+                        "geometry": g,
+                    }
+                )
             farms.append({"farm_id": farm_id, "dug_day": float(pond_dug.min()), "geometry": farm})
             free = free.difference(farm.buffer(30))
             break
     farms = gpd.GeoDataFrame(farms, columns=["farm_id", "dug_day", "geometry"], geometry="geometry", crs=grid.crs)
-    ponds = gpd.GeoDataFrame(ponds, columns=["farm_id", "dug_day", "green", "drain", "drain_days", "geometry"],
-                             geometry="geometry", crs=grid.crs)
+    ponds = gpd.GeoDataFrame(
+        ponds,
+        columns=["farm_id", "dug_day", "green", "drain", "drain_days", "geometry"],
+        geometry="geometry",
+        crs=grid.crs,
+    )
     return farms, ponds
 
 
-def gold_workings(rng: np.random.Generator, river: RiverForm, free: shapely.Geometry, window: shapely.Polygon,
-                  start: float, end: float, crs) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+def gold_workings(
+    rng: np.random.Generator,
+    river: RiverForm,
+    free: shapely.Geometry,
+    window: shapely.Polygon,
+    start: float,
+    end: float,
+    crs,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Alluvial gold workings on the bank: grey gravel and mud 0.3-5 ha in all, with 1-4 turbid ponds of
     10-40 m in each part, started in a random year; half of them move along the river a reach a year.
     Returns the yearly parts (``start_day`` each) and their ponds."""
@@ -1025,12 +1269,13 @@ def gold_workings(rng: np.random.Generator, river: RiverForm, free: shapely.Geom
             side, way = rng.choice([-1.0, 1.0]), rng.choice([-1.0, 1.0])
             day = rng.uniform(start - 730, end - 60)
             s, placed = s0, []
-            for k, area in enumerate(np.maximum(areas, 3000.0)):
+            for area in np.maximum(areas, 3000.0):
                 r = math.sqrt(area / math.pi)
                 a, b = line.interpolate(s - 5), line.interpolate(s + 5)
                 tangent = np.array([b.x - a.x, b.y - a.y]) / max(a.distance(b), 1e-9)
                 centre = np.array([line.interpolate(s).x, line.interpolate(s).y]) + side * np.array(
-                    [-tangent[1], tangent[0]]) * (r * 0.8 + 10)
+                    [-tangent[1], tangent[0]]
+                ) * (r * 0.8 + 10)
                 g = _blob(rng, *centre, area, rng.uniform(1.5, 3.0), math.atan2(tangent[1], tangent[0]))
                 g = g.difference(river.belt.buffer(3)).intersection(free)
                 if placed:  # each year's part is new ground beside the last
@@ -1043,8 +1288,15 @@ def gold_workings(rng: np.random.Generator, river: RiverForm, free: shapely.Geom
             if not placed:
                 continue
             for g, d in placed:
-                parts.append({"working_id": working, "start_day": d, "gravel": rng.uniform(0.4, 0.8),
-                              "mud": rng.uniform(0.1, 0.3), "geometry": g})
+                parts.append(
+                    {
+                        "working_id": working,
+                        "start_day": d,
+                        "gravel": rng.uniform(0.4, 0.8),
+                        "mud": rng.uniform(0.1, 0.3),
+                        "geometry": g,
+                    }
+                )
                 for _ in range(int(rng.integers(1, 5))):
                     size = rng.uniform(10, 40)
                     p = _point_in(rng, g.buffer(-size / 2 - 3))
@@ -1052,18 +1304,33 @@ def gold_workings(rng: np.random.Generator, river: RiverForm, free: shapely.Geom
                         continue
                     shape_ = "round" if rng.random() < 0.4 else "square"
                     pond = pond_polygon(p.x, p.y, size, shape_, rng.uniform(0, math.pi)).intersection(g)
-                    ponds.append({"working_id": working, "start_day": d + rng.uniform(10, 60),
-                                  "milky": rng.uniform(0.6, 1.0), "geometry": pond})
+                    ponds.append(
+                        {
+                            "working_id": working,
+                            "start_day": d + rng.uniform(10, 60),
+                            "milky": rng.uniform(0.6, 1.0),
+                            "geometry": pond,
+                        }
+                    )
             free = free.difference(shapely.union_all([g for g, _ in placed]).buffer(30))
             break
-    parts = gpd.GeoDataFrame(parts, columns=["working_id", "start_day", "gravel", "mud", "geometry"],
-                             geometry="geometry", crs=crs)
-    return parts, gpd.GeoDataFrame(ponds, columns=["working_id", "start_day", "milky", "geometry"],
-                                   geometry="geometry", crs=crs)
+    parts = gpd.GeoDataFrame(
+        parts, columns=["working_id", "start_day", "gravel", "mud", "geometry"], geometry="geometry", crs=crs
+    )
+    return parts, gpd.GeoDataFrame(
+        ponds, columns=["working_id", "start_day", "milky", "geometry"], geometry="geometry", crs=crs
+    )
 
 
-def road_cuts(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox, upslope_of,
-              keep_out: shapely.Geometry, years: range) -> gpd.GeoDataFrame:
+def road_cuts(
+    rng: np.random.Generator,
+    window: shapely.Polygon,
+    slope_deg: np.ndarray,
+    grid: GeoBox,
+    upslope_of,
+    keep_out: shapely.Geometry,
+    years: range,
+) -> gpd.GeoDataFrame:
     """1-3 new roads across the hillsides, 5-15 m of cut and track, 0.5-3 km long: legs of 100-400 m
     along the contour climbing at 4-12 degrees, joined by hairpins; bare laterite, or grey where they
     are gravelled, permanent from the dry season they are built in. A road ends where it would run into
@@ -1086,8 +1353,10 @@ def road_cuts(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.n
                 if leg <= 0:
                     leg = rng.uniform(100, 400)
                     if rng.random() < 0.7:  # a hairpin: up the slope a road's width or two, then back
-                        step = [(pts[-1][0] + 10 * k * u[0], pts[-1][1] + 10 * k * u[1])
-                                for k in range(1, int(rng.integers(3, 6)))]
+                        step = [
+                            (pts[-1][0] + 10 * k * u[0], pts[-1][1] + 10 * k * u[1])
+                            for k in range(1, int(rng.integers(3, 6)))
+                        ]
                         sign = -sign
                     else:
                         continue
@@ -1103,20 +1372,41 @@ def road_cuts(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.n
                 continue
             road = line.simplify(2.0).buffer(width / 2, quad_segs=4)
             year = int(rng.integers(years[0], years[-1] + 1))
-            built = _random_days(rng, year, (1, 1), (5, 15)) if rng.random() < 0.8 \
+            built = (
+                _random_days(rng, year, (1, 1), (5, 15))
+                if rng.random() < 0.8
                 else _random_days(rng, year, (11, 1), (12, 31))
+            )
             laterite = rng.random() < 0.65
-            rows.append({"built_day": built, "redness": rng.uniform(0.6, 1.0) if laterite else rng.uniform(0.0, 0.2),
-                         "verge": rng.uniform(0.0, 0.15), "width_m": width, "length_m": line.length,
-                         "geometry": road})
+            rows.append(
+                {
+                    "built_day": built,
+                    "redness": rng.uniform(0.6, 1.0) if laterite else rng.uniform(0.0, 0.2),
+                    "verge": rng.uniform(0.0, 0.15),
+                    "width_m": width,
+                    "length_m": line.length,
+                    "geometry": road,
+                }
+            )
             keep_out = keep_out.union(road.buffer(60))
             break
-    return gpd.GeoDataFrame(rows, columns=["built_day", "redness", "verge", "width_m", "length_m", "geometry"],
-                            geometry="geometry", crs=grid.crs)
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["built_day", "redness", "verge", "width_m", "length_m", "geometry"],
+        geometry="geometry",
+        crs=grid.crs,
+    )
 
 
-def plantations(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox, upslope_of,
-                keep_out: shapely.Geometry, years: range) -> gpd.GeoDataFrame:
+def plantations(
+    rng: np.random.Generator,
+    window: shapely.Polygon,
+    slope_deg: np.ndarray,
+    grid: GeoBox,
+    upslope_of,
+    keep_out: shapely.Geometry,
+    years: range,
+) -> gpd.GeoDataFrame:
     """Banana and rubber: 1-10 ha on gentle slopes (5-20 degrees, 3-25 where the window has none), felled
     and burnt bare in the dry season, planted 1-3 months later and green (shrub-like) 6-12 months after;
     rubber closes to a forest-like canopy over two more years and drops its leaves in February-March."""
@@ -1129,23 +1419,51 @@ def plantations(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np
     n = 1 + int(rng.poisson(0.12 * area_km2))
     placed = _place(rng, n, window, slope_deg, grid, (5, 20), keep_out, make)
     if len(placed) < n:
-        placed += _place(rng, n - len(placed), window, slope_deg, grid, (3, 25),
-                         shapely.union_all([keep_out, *[g.buffer(30) for g in placed]]), make)
+        placed += _place(
+            rng,
+            n - len(placed),
+            window,
+            slope_deg,
+            grid,
+            (3, 25),
+            shapely.union_all([keep_out, *[g.buffer(30) for g in placed]]),
+            make,
+        )
     rows = []
     for poly in placed:
         cleared = _random_days(rng, int(rng.integers(years[0], years[-1] + 1)), (1, 5), (4, 10))
         rubber = rng.random() < 0.6
-        rows.append({"cleared_day": cleared, "planted_day": cleared + rng.uniform(30, 100),
-                     "green_days": rng.uniform(180, 365), "canopy": 1.0 if rubber else rng.uniform(0.1, 0.3),
-                     "wintering": float(rubber), "redness": rng.uniform(0.2, 0.9), "geometry": poly})
-    return gpd.GeoDataFrame(rows, columns=["cleared_day", "planted_day", "green_days", "canopy", "wintering",
-                                           "redness", "geometry"], geometry="geometry", crs=grid.crs)
+        rows.append(
+            {
+                "cleared_day": cleared,
+                "planted_day": cleared + rng.uniform(30, 100),
+                "green_days": rng.uniform(180, 365),
+                "canopy": 1.0 if rubber else rng.uniform(0.1, 0.3),
+                "wintering": float(rubber),
+                "redness": rng.uniform(0.2, 0.9),
+                "geometry": poly,
+            }
+        )
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["cleared_day", "planted_day", "green_days", "canopy", "wintering", "redness", "geometry"],
+        geometry="geometry",
+        crs=grid.crs,
+    )
 
 
-def valley_villages(rng: np.random.Generator, window: shapely.Polygon, slope_deg: np.ndarray, grid: GeoBox,
-                    keep_out: shapely.Geometry, start: float, end: float) -> gpd.GeoDataFrame:
+def valley_villages(
+    rng: np.random.Generator,
+    window: shapely.Polygon,
+    slope_deg: np.ndarray,
+    grid: GeoBox,
+    keep_out: shapely.Geometry,
+    start: float,
+    end: float,
+) -> gpd.GeoDataFrame:
     """One or two villages of 0.5-3 ha on the floor or a gentle slope (under 12 degrees), away from the
     mines: most older than the period; each grows by a second, smaller blob 1-4 years on."""
+
     def make(x, y):
         return _blob(rng, x, y, rng.uniform(5e3, 3e4), rng.uniform(1.0, 2.0), rng.uniform(0, math.pi))
 
@@ -1160,20 +1478,27 @@ def valley_villages(rng: np.random.Generator, window: shapely.Polygon, slope_deg
             area, a = village.area * rng.uniform(0.3, 0.8), rng.uniform(0, 2 * math.pi)
             d = r + 0.6 * math.sqrt(area / math.pi)
             c = village.centroid
-            more = _blob(rng, c.x + d * math.cos(a), c.y + d * math.sin(a), area, rng.uniform(1.0, 2.0),
-                         rng.uniform(0, math.pi)).difference(village)
+            more = _blob(
+                rng, c.x + d * math.cos(a), c.y + d * math.sin(a), area, rng.uniform(1.0, 2.0), rng.uniform(0, math.pi)
+            ).difference(village)
             if window.contains(more) and not more.intersects(keep_out.difference(village.buffer(30))):
-                rows.append({"built_day": max(built, start) + rng.uniform(365, 4 * 365), "bare": bare, "roof": roof,
-                             "geometry": more})
+                rows.append(
+                    {
+                        "built_day": max(built, start) + rng.uniform(365, 4 * 365),
+                        "bare": bare,
+                        "roof": roof,
+                        "geometry": more,
+                    }
+                )
                 keep_out = keep_out.union(more.buffer(30))
                 break
-    return gpd.GeoDataFrame(rows, columns=["built_day", "bare", "roof", "geometry"], geometry="geometry",
-                            crs=grid.crs)
+    return gpd.GeoDataFrame(rows, columns=["built_day", "bare", "roof", "geometry"], geometry="geometry", crs=grid.crs)
 
 
 # ------------------------------------------------------------------------------------------ timelines
 # Each returns, for one day, the weights of every object over COVERS (rows sum to 1 where the object
 # shows, 0 where the land underneath shows through).
+
 
 def paddy_cover(day: float, day_of_year: float, phase_days: np.ndarray) -> np.ndarray:
     doy = (day_of_year - phase_days) % 365.0
@@ -1258,8 +1583,9 @@ def river_cover(day: float, day_of_year: float, n: int = 1) -> np.ndarray:
     return w
 
 
-def valley_river_cover(day: float, day_of_year: float, stage, mud, grass, clarity, silt_low, silt_high, sand,
-                       flood, first_year) -> np.ndarray:
+def valley_river_cover(
+    day: float, day_of_year: float, stage, mud, grass, clarity, silt_low, silt_high, sand, flood, first_year
+) -> np.ndarray:
     """The bed's zones under water when the river stands above their stage (that year's flood scaled by
     ``flood``), else bare: damp mud near the water, sand and gravel, grass on the high bars. Floods bring
     silt: a clear river (``clarity``) is clear only at low water."""
@@ -1350,8 +1676,9 @@ def road_cut_cover(day: float, day_of_year: float, built_day, redness, verge) ->
     return w
 
 
-def plantation_cover(day: float, day_of_year: float, cleared_day, planted_day, green_days, canopy, wintering,
-                     redness) -> np.ndarray:
+def plantation_cover(
+    day: float, day_of_year: float, cleared_day, planted_day, green_days, canopy, wintering, redness
+) -> np.ndarray:
     """Slash for a month, bare soil until planting, then green: shrub-like within ``green_days``, and up
     to a forest-like canopy (``canopy``: rubber 1, banana less) over two more years. Rubber sheds its
     leaves in February-March."""
@@ -1374,6 +1701,7 @@ def plantation_cover(day: float, day_of_year: float, cleared_day, planted_day, g
 class CoverLayer:
     """Objects of one kind laid over the landscape: where they are (sub-pixel fractions) and what covers
     them on a given day. Layers are painted in order, so ponds lie on clearings which lie on forest."""
+
     name: str
     pixels: np.ndarray
     fractions: sparse.csr_matrix  # (pixel, object) area fractions
@@ -1404,6 +1732,7 @@ def cover_layer(name: str, gdf: gpd.GeoDataFrame, grid: GeoBox, timeline, **colu
 @dataclass
 class Valley:
     """The valley scenario's features, each frame with the columns of its timeline."""
+
     river: RiverForm
     river_colour: dict  # the river's water and bed through the years (valley_river_cover's scalars)
     streams: gpd.GeoDataFrame
@@ -1417,21 +1746,46 @@ class Valley:
 
     def on_the_floor(self) -> shapely.Geometry:
         """What paddy fields give way to."""
-        return shapely.union_all([*self.streams.geometry.values, *self.gold_workings.geometry.values,
-                                  *self.fish_farms.geometry.values, *self.villages.geometry.values])
+        return shapely.union_all(
+            [
+                *self.streams.geometry.values,
+                *self.gold_workings.geometry.values,
+                *self.fish_farms.geometry.values,
+                *self.villages.geometry.values,
+            ]
+        )
 
 
-def valley_features(seed: int, river: RiverForm, axis: shapely.LineString, floor: shapely.Geometry, floor_m: float,
-                    grid: GeoBox, window: shapely.Polygon, slope_deg: np.ndarray, dem_smooth: np.ndarray, upslope_of,
-                    mining_zone: shapely.Geometry, taken: shapely.Geometry, start: date, end: date,
-                    years: range) -> Valley:
+def valley_features(
+    seed: int,
+    river: RiverForm,
+    axis: shapely.LineString,
+    floor: shapely.Geometry,
+    floor_m: float,
+    grid: GeoBox,
+    window: shapely.Polygon,
+    slope_deg: np.ndarray,
+    dem_smooth: np.ndarray,
+    upslope_of,
+    mining_zone: shapely.Geometry,
+    taken: shapely.Geometry,
+    start: date,
+    end: date,
+    years: range,
+) -> Valley:
     """Streams, gold workings, fish ponds, villages, roads and plantations, placed in that order, each
     clear of the mines (``mining_zone``), of what is already there (``taken``: swidden, landslides,
     villages beside mines) and of each other. The river is drawn first (it shapes the DEM's floor)."""
     t0, t1 = _day(start), _day(end)
     rng = _rng(seed, "valley_river", 1)
-    colour = {"clarity": rng.uniform(0.0, 1.0), "silt_low": rng.uniform(0.0, 0.2), "silt_high": rng.uniform(0.2, 0.6),
-              "sand": rng.uniform(0.1, 0.7), "flood": rng.uniform(0.75, 1.1, len(years)), "first_year": years[0]}
+    colour = {
+        "clarity": rng.uniform(0.0, 1.0),
+        "silt_low": rng.uniform(0.0, 0.2),
+        "silt_high": rng.uniform(0.2, 0.6),
+        "sand": rng.uniform(0.1, 0.7),
+        "flood": rng.uniform(0.75, 1.1, len(years)),
+        "first_year": years[0],
+    }
     mines = shapely.union(mining_zone, taken)
     streams = tributaries(_rng(seed, "stream"), dem_smooth, slope_deg, grid, river, axis, floor_m, window, mines)
     wet = shapely.union_all([river.belt, *streams.geometry.values])
@@ -1443,11 +1797,19 @@ def valley_features(seed: int, river: RiverForm, axis: shapely.LineString, floor
     villages = valley_villages(_rng(seed, "valley_village"), window, slope_deg, grid, built, t0, t1)
     built = shapely.union_all([built, *villages.geometry.buffer(30)])
     # roads cross swidden and old landslides as they find them; they keep off the mines and the floor
-    roads = road_cuts(_rng(seed, "road_cut"), window, slope_deg, grid, upslope_of,
-                      built.difference(taken).union(mining_zone).union(floor), range(start.year - 1, end.year + 1))
+    roads = road_cuts(
+        _rng(seed, "road_cut"),
+        window,
+        slope_deg,
+        grid,
+        upslope_of,
+        built.difference(taken).union(mining_zone).union(floor),
+        range(start.year - 1, end.year + 1),
+    )
     built = shapely.union_all([built, *roads.geometry.buffer(30)])
-    farms_of_trees = plantations(_rng(seed, "plantation"), window, slope_deg, grid, upslope_of, built,
-                                 range(start.year - 1, end.year + 1))
+    farms_of_trees = plantations(
+        _rng(seed, "plantation"), window, slope_deg, grid, upslope_of, built, range(start.year - 1, end.year + 1)
+    )
     return Valley(river, colour, streams, gold, gold_ponds, farms, fish, villages, roads, farms_of_trees)
 
 
@@ -1455,27 +1817,77 @@ def valley_layers(v: Valley, grid: GeoBox) -> dict[str, list[CoverLayer]]:
     """The valley's cover layers by where they go in the paint order: ``ground`` over the paddies,
     ``built`` over swidden and landslides, ``river`` in place of the standard river, ``water`` last
     but the mining ponds."""
-    zones = gpd.GeoDataFrame({"stage": [z[1] for z in RIVER_ZONES], "mud": [z[2] for z in RIVER_ZONES],
-                              "grass": [z[3] for z in RIVER_ZONES]}, geometry=v.river.zones, crs=grid.crs)
+    zones = gpd.GeoDataFrame(
+        {
+            "stage": [z[1] for z in RIVER_ZONES],
+            "mud": [z[2] for z in RIVER_ZONES],
+            "grass": [z[3] for z in RIVER_ZONES],
+        },
+        geometry=v.river.zones,
+        crs=grid.crs,
+    )
     drain = np.stack(v.fish_ponds["drain"].to_list()) if len(v.fish_ponds) else np.zeros((0, 1))
     return {
-        "ground": [cover_layer("fish_farm", v.fish_farms, grid, fish_farm_cover, dug_day="dug_day"),
-                   cover_layer("plantation", v.plantations, grid, plantation_cover, cleared_day="cleared_day",
-                               planted_day="planted_day", green_days="green_days", canopy="canopy",
-                               wintering="wintering", redness="redness")],
-        "built": [cover_layer("road_cut", v.roads, grid, road_cut_cover, built_day="built_day", redness="redness",
-                              verge="verge"),
-                  cover_layer("valley_village", v.villages, grid, village_cover, built_day="built_day", bare="bare",
-                              roof="roof"),
-                  cover_layer("gold_working", v.gold_workings, grid, gold_working_cover, start_day="start_day",
-                              gravel="gravel", mud="mud"),
-                  cover_layer("stream", v.streams, grid, stream_cover, seasonal="seasonal", openness="openness",
-                              clarity="clarity", sand="sand")],
-        "river": [cover_layer("river", zones, grid, valley_river_cover, stage="stage", mud="mud", grass="grass",
-                              **v.river_colour)],
-        "water": [cover_layer("fish_pond", v.fish_ponds, grid, fish_pond_cover, dug_day="dug_day", green="green",
-                              drain=drain, drain_days="drain_days"),
-                  cover_layer("gold_pond", v.gold_ponds, grid, gold_pond_cover, start_day="start_day", milky="milky")],
+        "ground": [
+            cover_layer("fish_farm", v.fish_farms, grid, fish_farm_cover, dug_day="dug_day"),
+            cover_layer(
+                "plantation",
+                v.plantations,
+                grid,
+                plantation_cover,
+                cleared_day="cleared_day",
+                planted_day="planted_day",
+                green_days="green_days",
+                canopy="canopy",
+                wintering="wintering",
+                redness="redness",
+            ),
+        ],
+        "built": [
+            cover_layer(
+                "road_cut", v.roads, grid, road_cut_cover, built_day="built_day", redness="redness", verge="verge"
+            ),
+            cover_layer(
+                "valley_village", v.villages, grid, village_cover, built_day="built_day", bare="bare", roof="roof"
+            ),
+            cover_layer(
+                "gold_working",
+                v.gold_workings,
+                grid,
+                gold_working_cover,
+                start_day="start_day",
+                gravel="gravel",
+                mud="mud",
+            ),
+            cover_layer(
+                "stream",
+                v.streams,
+                grid,
+                stream_cover,
+                seasonal="seasonal",
+                openness="openness",
+                clarity="clarity",
+                sand="sand",
+            ),
+        ],
+        "river": [
+            cover_layer(
+                "river", zones, grid, valley_river_cover, stage="stage", mud="mud", grass="grass", **v.river_colour
+            )
+        ],
+        "water": [
+            cover_layer(
+                "fish_pond",
+                v.fish_ponds,
+                grid,
+                fish_pond_cover,
+                dug_day="dug_day",
+                green="green",
+                drain=drain,
+                drain_days="drain_days",
+            ),
+            cover_layer("gold_pond", v.gold_ponds, grid, gold_pond_cover, start_day="start_day", milky="milky"),
+        ],
     }
 
 
@@ -1484,19 +1896,23 @@ def valley_confounders(v: Valley, start: date) -> list[tuple[str, gpd.GeoDataFra
     ponds lie inside its parts and a fish farm's ponds are the farm's features: confounders, not the
     truth's ponds."""
     t0 = _day(start)
-    return [("stream", v.streams, np.full(len(v.streams), t0)),
-            ("fish_pond", v.fish_ponds, v.fish_ponds["dug_day"].to_numpy()),
-            ("gold_working", v.gold_workings, v.gold_workings["start_day"].to_numpy()),
-            ("road_cut", v.roads, v.roads["built_day"].to_numpy()),
-            ("plantation", v.plantations, v.plantations["cleared_day"].to_numpy()),
-            ("village", v.villages, v.villages["built_day"].to_numpy())]
+    return [
+        ("stream", v.streams, np.full(len(v.streams), t0)),
+        ("fish_pond", v.fish_ponds, v.fish_ponds["dug_day"].to_numpy()),
+        ("gold_working", v.gold_workings, v.gold_workings["start_day"].to_numpy()),
+        ("road_cut", v.roads, v.roads["built_day"].to_numpy()),
+        ("plantation", v.plantations, v.plantations["cleared_day"].to_numpy()),
+        ("village", v.villages, v.villages["built_day"].to_numpy()),
+    ]
 
 
 # ---------------------------------------------------------------------------------------- landscape
 
+
 @dataclass
 class Landscape:
     """Everything that does not change from scene to scene, precomputed once."""
+
     grid: GeoBox  # 10 m image grid
     grid20: GeoBox
     lat: float
@@ -1514,8 +1930,9 @@ class Landscape:
         step = int(round(day_of_year / 8.0)) % 46
         if (step, solar_hour) not in self._illumination:
             el, az = solar_position(step * 8.0, self.lat, solar_hour)
-            self._illumination[step, solar_hour] = terrain_illumination(self.dz_dx, self.dz_dy, self.dem20, el, az,
-                                                                        self.scenario.diffuse_sky)
+            self._illumination[step, solar_hour] = terrain_illumination(
+                self.dz_dx, self.dz_dy, self.dem20, el, az, self.scenario.diffuse_sky
+            )
         return self._illumination[step, solar_hour]
 
 
@@ -1536,8 +1953,15 @@ class Truth:
     confounders: gpd.GeoDataFrame
 
 
-def build_landscape(seed: int, window: tuple[float, float, float, float], crs: CRS, start: date, end: date,
-                    pools: gpd.GeoDataFrame, scenario: Scenario = Scenario()) -> tuple[Landscape, Truth, np.ndarray, GeoBox]:
+def build_landscape(
+    seed: int,
+    window: tuple[float, float, float, float],
+    crs: CRS,
+    start: date,
+    end: date,
+    pools: gpd.GeoDataFrame,
+    scenario: Scenario = Scenario(),
+) -> tuple[Landscape, Truth, np.ndarray, GeoBox]:
     """The DEM, land cover and mining of the simulated AOI, and its truth.
 
     Returns the landscape, the truth, and the DEM on a 10 m UTM grid padded beyond the image (so that its
@@ -1547,8 +1971,16 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     image = (left - IMAGE_MARGIN_M, bottom - IMAGE_MARGIN_M, right + IMAGE_MARGIN_M, top + IMAGE_MARGIN_M)
     grid, grid20 = snapped_grid(image, crs, RESOLUTION_M), snapped_grid(image, crs, 2 * RESOLUTION_M)
     pad = 10
-    dem_grid = snapped_grid((image[0] - pad * RESOLUTION_M, image[1] - pad * RESOLUTION_M,
-                             image[2] + pad * RESOLUTION_M, image[3] + pad * RESOLUTION_M), crs, RESOLUTION_M)
+    dem_grid = snapped_grid(
+        (
+            image[0] - pad * RESOLUTION_M,
+            image[1] - pad * RESOLUTION_M,
+            image[2] + pad * RESOLUTION_M,
+            image[3] + pad * RESOLUTION_M,
+        ),
+        crs,
+        RESOLUTION_M,
+    )
     window_box, image_box = shapely.box(*window), shapely.box(*grid.boundingbox)
     xy = shapely.get_coordinates(pools.geometry.values)
     inside = pools[(xy[:, 0] >= left) & (xy[:, 0] < right) & (xy[:, 1] >= bottom) & (xy[:, 1] < top)]
@@ -1573,68 +2005,164 @@ def build_landscape(seed: int, window: tuple[float, float, float, float], crs: C
     dem20 = dem.reshape(dem.shape[0] // 2, 2, dem.shape[1] // 2, 2).mean(axis=(1, 3))
 
     t0, t1 = _day(start), _day(end)
-    mining = mining_sites(_rng(seed, "sites"), inside, shapely.get_coordinates(pools.geometry.values), grid,
-                          dem_smooth, image_box, t0, t1, scenario)
-    mining_zone = shapely.union(shapely.union_all(mining.clearings.geometry.values),
-                                shapely.multipoints(inside_xy)).buffer(120, quad_segs=4)
+    mining = mining_sites(
+        _rng(seed, "sites"),
+        inside,
+        shapely.get_coordinates(pools.geometry.values),
+        grid,
+        dem_smooth,
+        image_box,
+        t0,
+        t1,
+        scenario,
+    )
+    mining_zone = shapely.union(
+        shapely.union_all(mining.clearings.geometry.values), shapely.multipoints(inside_xy)
+    ).buffer(120, quad_segs=4)
     floor = centreline.buffer(floor_m).intersection(image_box)
     keep_out = shapely.union_all([mining_zone, floor.buffer(50)])
     upslope_of = partial(_upslope, dem_smooth, grid)
     years = range(start.year - 2, end.year + 1)  # earlier clearings are still regrowing at the start
-    swiddens = swidden_fields(_rng(seed, "swidden"), window_box, slope_deg, grid, upslope_of, keep_out, years,
-                              scenario.swidden_rate)
+    swiddens = swidden_fields(
+        _rng(seed, "swidden"), window_box, slope_deg, grid, upslope_of, keep_out, years, scenario.swidden_rate
+    )
     keep_out = keep_out.union(shapely.union_all(swiddens.geometry.values).buffer(30))
-    landslides = landslide_scars(_rng(seed, "landslide"), window_box, slope_deg, grid, upslope_of, keep_out, years,
-                                 scenario.landslide_rate)
-    paddies = paddy_fields(_rng(seed, "paddy"), floor.difference(channel.buffer(5)),
-                           mining_zone.buffer(-60), crs)
+    landslides = landslide_scars(
+        _rng(seed, "landslide"), window_box, slope_deg, grid, upslope_of, keep_out, years, scenario.landslide_rate
+    )
+    paddies = paddy_fields(_rng(seed, "paddy"), floor.difference(channel.buffer(5)), mining_zone.buffer(-60), crs)
     river = gpd.GeoDataFrame(geometry=[channel.intersection(image_box)], crs=crs)
     villages = None
     if scenario.village_share > 0:
         avoid = shapely.union_all([*mining.clearings.geometry.values, *mining.ponds.geometry.values, channel])
-        villages = villages_beside_mines(_rng(seed, "village"), mining.clearings, scenario.village_share,
-                                         window_box, avoid, t1)
+        villages = villages_beside_mines(
+            _rng(seed, "village"), mining.clearings, scenario.village_share, window_box, avoid, t1
+        )
     valley, painted = None, {"ground": [], "built": [], "water": []}
     if river_form is not None:
-        taken = shapely.union_all([*swiddens.geometry.values, *landslides.geometry.values,
-                                   *(villages.geometry.values if villages is not None else [])])
-        valley = valley_features(seed, river_form, centreline, floor, floor_m, grid, window_box, slope_deg, dem_smooth,
-                                 upslope_of, mining_zone, taken, start, end, years)
+        taken = shapely.union_all(
+            [
+                *swiddens.geometry.values,
+                *landslides.geometry.values,
+                *(villages.geometry.values if villages is not None else []),
+            ]
+        )
+        valley = valley_features(
+            seed,
+            river_form,
+            centreline,
+            floor,
+            floor_m,
+            grid,
+            window_box,
+            slope_deg,
+            dem_smooth,
+            upslope_of,
+            mining_zone,
+            taken,
+            start,
+            end,
+            years,
+        )
         fields = shapely.difference(paddies.geometry.values, valley.on_the_floor().buffer(5))
         keep = shapely.area(fields) > 500  # slivers of a field left beside a fish farm are bunds, not paddy
-        paddies = gpd.GeoDataFrame({"phase_days": paddies["phase_days"].to_numpy()[keep]}, geometry=fields[keep],
-                                   crs=crs)
+        paddies = gpd.GeoDataFrame(
+            {"phase_days": paddies["phase_days"].to_numpy()[keep]}, geometry=fields[keep], crs=crs
+        )
         painted = valley_layers(valley, grid)
 
     ponds = mining.ponds
     layers = [
         cover_layer("paddy", paddies, grid, paddy_cover, phase_days="phase_days"),
         *painted["ground"],
-        cover_layer("swidden", swiddens, grid, swidden_cover, cut_day="cut_day", burn_day="burn_day",
-                    plant_day="plant_day", harvest_day="harvest_day", regrow_days="regrow_days"),
-        cover_layer("landslide", landslides, grid, landslide_cover, slide_day="slide_day", heal_days="heal_days",
-                    redness="redness"),
-        *([cover_layer("village", villages, grid, village_cover, built_day="built_day", bare="bare", roof="roof")]
-          if villages is not None and len(villages) else []),
+        cover_layer(
+            "swidden",
+            swiddens,
+            grid,
+            swidden_cover,
+            cut_day="cut_day",
+            burn_day="burn_day",
+            plant_day="plant_day",
+            harvest_day="harvest_day",
+            regrow_days="regrow_days",
+        ),
+        cover_layer(
+            "landslide",
+            landslides,
+            grid,
+            landslide_cover,
+            slide_day="slide_day",
+            heal_days="heal_days",
+            redness="redness",
+        ),
+        *(
+            [cover_layer("village", villages, grid, village_cover, built_day="built_day", bare="bare", roof="roof")]
+            if villages is not None and len(villages)
+            else []
+        ),
         *painted["built"],
-        cover_layer("clearing", mining.clearings, grid, clearing_cover, cleared_day="cleared_day",
-                    abandoned_day="abandoned_day", heal_days="heal_days", greyness="greyness"),
+        cover_layer(
+            "clearing",
+            mining.clearings,
+            grid,
+            clearing_cover,
+            cleared_day="cleared_day",
+            abandoned_day="abandoned_day",
+            heal_days="heal_days",
+            greyness="greyness",
+        ),
         *(painted["river"] if valley is not None else [cover_layer("river", river, grid, river_cover)]),
         *painted["water"],
-        cover_layer("pond", ponds, grid, pond_cover, built_day="built_day", abandoned_day="abandoned_day",
-                    heal_days="heal_days", cover_index=ponds["colour"].map(POND_COVER).to_numpy()),
+        cover_layer(
+            "pond",
+            ponds,
+            grid,
+            pond_cover,
+            built_day="built_day",
+            abandoned_day="abandoned_day",
+            heal_days="heal_days",
+            cover_index=ponds["colour"].map(POND_COVER).to_numpy(),
+        ),
     ]
     lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform((left + right) / 2, (bottom + top) / 2)
-    landscape = Landscape(grid, grid20, lat, forest_background(_rng(seed, "background"), grid.shape.yx), layers,
-                          dz_dx.astype(np.float32), dz_dy.astype(np.float32), dem20, scenario=scenario)
-    truth = ground_truth(mining, swiddens, landslides, paddies, river, window_box, start, end, villages,
-                         valley_confounders(valley, start) if valley is not None else None)
+    landscape = Landscape(
+        grid,
+        grid20,
+        lat,
+        forest_background(_rng(seed, "background"), grid.shape.yx),
+        layers,
+        dz_dx.astype(np.float32),
+        dz_dy.astype(np.float32),
+        dem20,
+        scenario=scenario,
+    )
+    truth = ground_truth(
+        mining,
+        swiddens,
+        landslides,
+        paddies,
+        river,
+        window_box,
+        start,
+        end,
+        villages,
+        valley_confounders(valley, start) if valley is not None else None,
+    )
     return landscape, truth, dem_padded, dem_grid
 
 
-def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_box, start: date, end: date,
-                 villages: gpd.GeoDataFrame | None = None,
-                 more: list[tuple[str, gpd.GeoDataFrame, np.ndarray]] | None = None) -> Truth:
+def ground_truth(
+    mining: Mining,
+    swiddens,
+    landslides,
+    paddies,
+    river,
+    window_box,
+    start: date,
+    end: date,
+    villages: gpd.GeoDataFrame | None = None,
+    more: list[tuple[str, gpd.GeoDataFrame, np.ndarray]] | None = None,
+) -> Truth:
     """Contract 5 layers: what exists by the end of the period, clipped to the AOI window; first_year is
     never before start_year (mining older than the period counts in its first year). ``more`` adds
     confounders as (kind, features, the day each first exists)."""
@@ -1649,31 +2177,64 @@ def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_bo
     p = mining.ponds[mining.ponds["built_day"] <= t1].reset_index(drop=True)
     area = area_m2(p.geometry).to_numpy()
     covered = p["colour"].str.startswith("plastic").to_numpy()
-    ponds = gpd.GeoDataFrame({
-        "pond_id": np.arange(len(p)), "site_id": p["site_id"].to_numpy(), "first_year": first_year(p["built_day"]),
-        "built": iso(p["built_day"]), "abandoned": iso(p["abandoned_day"]), "shape": p["shape"].to_numpy(),
-        "colour": p["colour"].to_numpy(), "covered": covered, "detectable": ~covered & (area >= DETECTABLE_AREA_M2),
-        "area_m2": area}, geometry=p.geometry.values, crs=p.crs)
+    ponds = gpd.GeoDataFrame(
+        {
+            "pond_id": np.arange(len(p)),
+            "site_id": p["site_id"].to_numpy(),
+            "first_year": first_year(p["built_day"]),
+            "built": iso(p["built_day"]),
+            "abandoned": iso(p["abandoned_day"]),
+            "shape": p["shape"].to_numpy(),
+            "colour": p["colour"].to_numpy(),
+            "covered": covered,
+            "detectable": ~covered & (area >= DETECTABLE_AREA_M2),
+            "area_m2": area,
+        },
+        geometry=p.geometry.values,
+        crs=p.crs,
+    )
 
     c = mining.clearings
     geoms = shapely.intersection(c.geometry.values, window_box)
     keep = ~shapely.is_empty(geoms)
     c, geoms = c[keep].reset_index(drop=True), geoms[keep]
-    clearings = gpd.GeoDataFrame({
-        "clearing_id": np.arange(len(c)), "site_id": c["site_id"].to_numpy(),
-        "first_year": first_year(c["cleared_day"]), "cleared": iso(c["cleared_day"]),
-        "abandoned": iso(c["abandoned_day"]), "area_m2": shapely.area(geoms)}, geometry=geoms, crs=c.crs)
+    clearings = gpd.GeoDataFrame(
+        {
+            "clearing_id": np.arange(len(c)),
+            "site_id": c["site_id"].to_numpy(),
+            "first_year": first_year(c["cleared_day"]),
+            "cleared": iso(c["cleared_day"]),
+            "abandoned": iso(c["abandoned_day"]),
+            "area_m2": shapely.area(geoms),
+        },
+        geometry=geoms,
+        crs=c.crs,
+    )
 
     site_ids = np.arange(len(mining.clearings))
-    hulls = [shapely.convex_hull(shapely.union_all([*clearings.geometry[clearings["site_id"] == s],
-                                                    *ponds.geometry[ponds["site_id"] == s]])) for s in site_ids]
-    sites = gpd.GeoDataFrame({
-        "site_id": site_ids, "first_year": first_year(mining.clearings["cleared_day"]),
-        "n_ponds": np.bincount(ponds["site_id"], minlength=len(site_ids))}, geometry=hulls, crs=c.crs)
+    hulls = [
+        shapely.convex_hull(
+            shapely.union_all([*clearings.geometry[clearings["site_id"] == s], *ponds.geometry[ponds["site_id"] == s]])
+        )
+        for s in site_ids
+    ]
+    sites = gpd.GeoDataFrame(
+        {
+            "site_id": site_ids,
+            "first_year": first_year(mining.clearings["cleared_day"]),
+            "n_ponds": np.bincount(ponds["site_id"], minlength=len(site_ids)),
+        },
+        geometry=hulls,
+        crs=c.crs,
+    )
     sites = sites[~sites.geometry.is_empty].reset_index(drop=True)
 
-    kinds = [("swidden", swiddens, swiddens["year"].to_numpy()), ("landslide", landslides, landslides["year"].to_numpy()),
-             ("paddy", paddies, np.full(len(paddies), y0)), ("river", river, np.full(len(river), y0))]
+    kinds = [
+        ("swidden", swiddens, swiddens["year"].to_numpy()),
+        ("landslide", landslides, landslides["year"].to_numpy()),
+        ("paddy", paddies, np.full(len(paddies), y0)),
+        ("river", river, np.full(len(river), y0)),
+    ]
     if villages is not None:
         for k in ("village", "road"):
             part = villages[villages["kind"] == k]
@@ -1682,15 +2243,21 @@ def ground_truth(mining: Mining, swiddens, landslides, paddies, river, window_bo
         there = np.asarray(days) <= t1
         kinds.append((k, part[there], first_year(np.asarray(days)[there]) if there.any() else np.zeros(0, int)))
     geoms = np.concatenate([shapely.intersection(g.geometry.values, window_box) for _, g, _ in kinds])
-    confounders = gpd.GeoDataFrame({
-        "kind": np.concatenate([[k] * len(g) for k, g, _ in kinds]),
-        "year": np.concatenate([y for _, _, y in kinds]).astype(int), "area_m2": shapely.area(geoms)},
-        geometry=geoms, crs=c.crs)
+    confounders = gpd.GeoDataFrame(
+        {
+            "kind": np.concatenate([[k] * len(g) for k, g, _ in kinds]),
+            "year": np.concatenate([y for _, _, y in kinds]).astype(int),
+            "area_m2": shapely.area(geoms),
+        },
+        geometry=geoms,
+        crs=c.crs,
+    )
     confounders = confounders[~confounders.geometry.is_empty].reset_index(drop=True)
     return Truth(ponds, clearings, sites, confounders)
 
 
 # --------------------------------------------------------------------------------------------- scenes
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -1735,8 +2302,9 @@ def scene_schedule(start: date, end: date, revisit_days: int, second_orbit: bool
     """A scene every ``revisit_days`` from R104; with ``second_orbit``, also one from R004 3 days after
     each (the same satellite, 43 orbits on), unless a R104 scene falls on that day."""
     n = (end - start).days // revisit_days + 1
-    scenes = [Scene(k, start + timedelta(days=k * revisit_days), ("sentinel-2b", "sentinel-2a")[k % 2])
-              for k in range(n)]
+    scenes = [
+        Scene(k, start + timedelta(days=k * revisit_days), ("sentinel-2b", "sentinel-2a")[k % 2]) for k in range(n)
+    ]
     if second_orbit:
         taken = {s.date for s in scenes}
         later = [Scene(s.index, s.date + timedelta(days=SECOND_ORBIT_DAYS), s.platform, SECOND_ORBIT) for s in scenes]
@@ -1788,8 +2356,13 @@ def sky_conditions(rng: np.random.Generator, month: int, scenario: Scenario = Sc
             cover = min(rng.beta(1.2, 3.5) + scenario.wetter, 0.9)  # a wet year's dry season is cloudier too
     haze = rng.uniform(0.4, 1.0) if month in (3, 4) else rng.uniform(0.0, 0.3) if month in (2, 5) else 0.0
     cirrus = rng.uniform(0.04, 0.15) if rng.random() < 0.12 else 0.0
-    return {"cover": cover, "haze": haze + scenario.haze, "cirrus": cirrus, "cloud_height_m": rng.uniform(800, 3000),
-            "cloud_brightness": rng.uniform(0.45, 0.8)}
+    return {
+        "cover": cover,
+        "haze": haze + scenario.haze,
+        "cirrus": cirrus,
+        "cloud_height_m": rng.uniform(800, 3000),
+        "cloud_brightness": rng.uniform(0.45, 0.8),
+    }
 
 
 def swath_edge(shape: tuple[int, int], res_m: float, cut: dict) -> np.ndarray:
@@ -1884,16 +2457,20 @@ def render_scene(land: Landscape, scene: Scene, seed: int, noise: np.ndarray) ->
         nodata10 = swath_edge(shape, RESOLUTION_M, cut)
         nodata20 = swath_edge(land.grid20.shape.yx, 2 * RESOLUTION_M, cut)
     elif rng.random() < 0.05:
-        cut = {"side": rng.choice([-1, 1]), "angle": math.radians(rng.uniform(8, 16)),
-               "offset": rng.uniform(0.2, 0.8) * shape[1] * RESOLUTION_M}
+        cut = {
+            "side": rng.choice([-1, 1]),
+            "angle": math.radians(rng.uniform(8, 16)),
+            "offset": rng.uniform(0.2, 0.8) * shape[1] * RESOLUTION_M,
+        }
         nodata10 = swath_edge(shape, RESOLUTION_M, cut)
         nodata20 = swath_edge(land.grid20.shape.yx, 2 * RESOLUTION_M, cut)
 
     refl20 = {BANDS[i].key: _coarsen(refl[i]) for i in (BLUE, GREEN, RED, NIR, *BANDS_20M)}
     # Sen2Cor finds most cloud shadow, not all: about a fifth of it, in patches, stays unflagged
     shadow_seen = smooth_field(rng, land.grid20.shape.yx, 2 * RESOLUTION_M, 2000, beta=3.0) > -0.85
-    scl = scl_from_scene(refl20, _coarsen(cloud), _coarsen(cirrus), _coarsen(shadow), shadow_seen,
-                         _coarsen(illum), nodata20)
+    scl = scl_from_scene(
+        refl20, _coarsen(cloud), _coarsen(cirrus), _coarsen(shadow), shadow_seen, _coarsen(illum), nodata20
+    )
     dn = {}
     for i, band in enumerate(BANDS):
         a = refl[i] if band.gsd == 10 else refl20[band.key]
@@ -1925,10 +2502,12 @@ def misregister(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
     ny, nx = a.shape[-2:]
 
     def view(dr: int, dc: int) -> np.ndarray:  # a[r - dr, c - dc]
-        return padded[..., pad - dr:pad - dr + ny, pad - dc:pad - dc + nx]
+        return padded[..., pad - dr : pad - dr + ny, pad - dc : pad - dc + nx]
 
-    return ((1 - fr) * ((1 - fc) * view(kr, kc) + fc * view(kr, kc + 1))
-            + fr * ((1 - fc) * view(kr + 1, kc) + fc * view(kr + 1, kc + 1))).astype(a.dtype, copy=False)
+    return (
+        (1 - fr) * ((1 - fc) * view(kr, kc) + fc * view(kr, kc + 1))
+        + fr * ((1 - fc) * view(kr + 1, kc) + fc * view(kr + 1, kc + 1))
+    ).astype(a.dtype, copy=False)
 
 
 def noise_slice(rng: np.random.Generator, noise: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -1936,15 +2515,26 @@ def noise_slice(rng: np.random.Generator, noise: np.ndarray, shape: tuple[int, i
     more than the rest of the scene, and offsets keep scenes' noise independent."""
     n = shape[0] * shape[1]
     start = int(rng.integers(0, len(noise) - n))
-    return noise[start:start + n].reshape(shape)
+    return noise[start : start + n].reshape(shape)
 
 
 # --------------------------------------------------------------------------------------------- writing
 
+
 def write_cog(path: Path, data: np.ndarray, grid: GeoBox) -> None:
-    with rasterio.open(path, "w", driver="COG", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype=data.dtype, crs=grid.crs.to_wkt(), transform=grid.affine, nodata=0,
-                       compress="DEFLATE") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype,
+        crs=grid.crs.to_wkt(),
+        transform=grid.affine,
+        nodata=0,
+        compress="DEFLATE",
+    ) as dst:
         dst.write(data, 1)
 
 
@@ -1967,33 +2557,81 @@ def scene_item(rendered: RenderedScene, grid: GeoBox, grid20: GeoBox, footprint:
     s = rendered.scene
     epsg = grid.crs.epsg
     item = pystac.Item(
-        id=s.id, geometry=shapely.geometry.mapping(footprint), bbox=list(footprint.bounds), datetime=s.datetime,
+        id=s.id,
+        geometry=shapely.geometry.mapping(footprint),
+        bbox=list(footprint.bounds),
+        datetime=s.datetime,
         properties={
-            "platform": s.platform, "constellation": "sentinel-2", "instruments": ["msi"],
-            "eo:cloud_cover": rendered.cloud_cover, "proj:epsg": epsg, "proj:code": f"EPSG:{epsg}",
-            "mgrs:utm_zone": int(MGRS_TILE[:2]), "mgrs:latitude_band": MGRS_TILE[2], "mgrs:grid_square": MGRS_TILE[3:],
-            "s2:mgrs_tile": MGRS_TILE, "s2:processing_baseline": s.baseline, "s2:product_type": "S2MSI2A",
-            "sat:relative_orbit": s.orbit, "sat:orbit_state": "descending",
-            "view:sun_elevation": round(rendered.sun[0], 3), "view:sun_azimuth": round(rendered.sun[1], 3),
-            "simulated": True},
-        stac_extensions=STAC_EXTENSIONS, collection=S2_COLLECTION)
+            "platform": s.platform,
+            "constellation": "sentinel-2",
+            "instruments": ["msi"],
+            "eo:cloud_cover": rendered.cloud_cover,
+            "proj:epsg": epsg,
+            "proj:code": f"EPSG:{epsg}",
+            "mgrs:utm_zone": int(MGRS_TILE[:2]),
+            "mgrs:latitude_band": MGRS_TILE[2],
+            "mgrs:grid_square": MGRS_TILE[3:],
+            "s2:mgrs_tile": MGRS_TILE,
+            "s2:processing_baseline": s.baseline,
+            "s2:product_type": "S2MSI2A",
+            "sat:relative_orbit": s.orbit,
+            "sat:orbit_state": "descending",
+            "view:sun_elevation": round(rendered.sun[0], 3),
+            "view:sun_azimuth": round(rendered.sun[1], 3),
+            "simulated": True,
+        },
+        stac_extensions=STAC_EXTENSIONS,
+        collection=S2_COLLECTION,
+    )
     for band in (*BANDS, None):
         g = grid if band is not None and band.gsd == 10 else grid20
         common = {"gsd": g.resolution.x, "proj:shape": list(g.shape.yx), "proj:transform": list(g.affine)[:6]}
         if band is None:
-            item.add_asset("scl", pystac.Asset(
-                "./SCL.tif", title="Scene classification map (SCL)", media_type=COG, roles=["data"],
-                extra_fields={**common, "raster:bands": [{"nodata": 0, "data_type": "uint8",
-                                                          "spatial_resolution": 20}]}))
+            item.add_asset(
+                "scl",
+                pystac.Asset(
+                    "./SCL.tif",
+                    title="Scene classification map (SCL)",
+                    media_type=COG,
+                    roles=["data"],
+                    extra_fields={
+                        **common,
+                        "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
+                    },
+                ),
+            )
             continue
-        item.add_asset(band.key, pystac.Asset(
-            f"./{band.file}.tif", title=f"{band.title} - {band.gsd}m", media_type=COG, roles=["data", "reflectance"],
-            extra_fields={**common,
-                          "eo:bands": [{"name": band.key, "description": band.title,
-                                        "common_name": "rededge" if band.key.startswith("rededge") else band.key,
-                                        "center_wavelength": band.centre_um, "full_width_half_max": band.fwhm_um}],
-                          "raster:bands": [{"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
-                                            "spatial_resolution": band.gsd, "scale": DN_SCALE, "offset": s.offset}]}))
+        item.add_asset(
+            band.key,
+            pystac.Asset(
+                f"./{band.file}.tif",
+                title=f"{band.title} - {band.gsd}m",
+                media_type=COG,
+                roles=["data", "reflectance"],
+                extra_fields={
+                    **common,
+                    "eo:bands": [
+                        {
+                            "name": band.key,
+                            "description": band.title,
+                            "common_name": "rededge" if band.key.startswith("rededge") else band.key,
+                            "center_wavelength": band.centre_um,
+                            "full_width_half_max": band.fwhm_um,
+                        }
+                    ],
+                    "raster:bands": [
+                        {
+                            "nodata": 0,
+                            "data_type": "uint16",
+                            "bits_per_sample": 15,
+                            "spatial_resolution": band.gsd,
+                            "scale": DN_SCALE,
+                            "offset": s.offset,
+                        }
+                    ],
+                },
+            ),
+        )
     return item
 
 
@@ -2005,36 +2643,94 @@ def dem_item(folder: Path, dem: np.ndarray, dem_grid: GeoBox, footprint: shapely
     width, height = math.ceil((east - west) / arcsec), math.ceil((north - south) / arcsec)
     transform = Affine(arcsec, 0, west, 0, -arcsec, south + height * arcsec)
     out = np.zeros((height, width), dtype=np.float32)
-    reproject(dem, out, src_transform=dem_grid.affine, src_crs=dem_grid.crs.to_wkt(), dst_transform=transform,
-              dst_crs="EPSG:4326", resampling=Resampling.bilinear)
+    reproject(
+        dem,
+        out,
+        src_transform=dem_grid.affine,
+        src_crs=dem_grid.crs.to_wkt(),
+        dst_transform=transform,
+        dst_crs="EPSG:4326",
+        resampling=Resampling.bilinear,
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(folder / "DEM.tif", "w", driver="COG", width=width, height=height, count=1, dtype="float32",
-                       crs="EPSG:4326", transform=transform, compress="DEFLATE", predictor=3) as dst:
+    with rasterio.open(
+        folder / "DEM.tif",
+        "w",
+        driver="COG",
+        width=width,
+        height=height,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=transform,
+        compress="DEFLATE",
+        predictor=3,
+    ) as dst:
         dst.write(out, 1)
     bounds = (west, south, west + width * arcsec, south + height * arcsec)
     item = pystac.Item(
-        id="Copernicus_DSM_COG_10_N25_00_E098_00_DEM", geometry=shapely.geometry.mapping(shapely.box(*bounds)),
-        bbox=list(bounds), datetime=datetime(2021, 4, 22, tzinfo=timezone.utc),
+        id="Copernicus_DSM_COG_10_N25_00_E098_00_DEM",
+        geometry=shapely.geometry.mapping(shapely.box(*bounds)),
+        bbox=list(bounds),
+        datetime=datetime(2021, 4, 22, tzinfo=timezone.utc),
         properties={"platform": "tandem-x", "gsd": 30, "proj:epsg": 4326, "proj:code": "EPSG:4326", "simulated": True},
-        stac_extensions=STAC_EXTENSIONS[1:3], collection=DEM_COLLECTION)
-    item.add_asset("data", pystac.Asset(
-        "./DEM.tif", title="Simulated Copernicus DEM GLO-30", media_type=COG, roles=["data"],
-        extra_fields={"proj:shape": [height, width], "proj:transform": list(transform)[:6],
-                      "raster:bands": [{"data_type": "float32", "spatial_resolution": 30, "unit": "metre"}]}))
+        stac_extensions=STAC_EXTENSIONS[1:3],
+        collection=DEM_COLLECTION,
+    )
+    item.add_asset(
+        "data",
+        pystac.Asset(
+            "./DEM.tif",
+            title="Simulated Copernicus DEM GLO-30",
+            media_type=COG,
+            roles=["data"],
+            extra_fields={
+                "proj:shape": [height, width],
+                "proj:transform": list(transform)[:6],
+                "raster:bands": [{"data_type": "float32", "spatial_resolution": 30, "unit": "metre"}],
+            },
+        ),
+    )
     return item
 
 
-def build_catalog(name: str, params: dict, items: list[pystac.Item], dem: pystac.Item, start: date, end: date,
-                  footprint: shapely.Polygon) -> pystac.Catalog:
-    catalog = pystac.Catalog(id=name, description=f"SIMULATED Sentinel-2 L2A scenes and DEM ({name}), "
-                             "laid out like Earth Search v1; ground truth in truth.gpkg",
-                             extra_fields={"simulation": json.dumps(params, sort_keys=True)})
-    s2 = pystac.Collection(S2_COLLECTION, "Simulated Sentinel-2 L2A", pystac.Extent(
-        pystac.SpatialExtent([list(footprint.bounds)]),
-        pystac.TemporalExtent([[datetime(start.year, 1, 1, tzinfo=timezone.utc),
-                                datetime(end.year, 12, 31, 23, 59, 59, tzinfo=timezone.utc)]])), license="proprietary")
-    cop = pystac.Collection(DEM_COLLECTION, "Simulated Copernicus DEM GLO-30", pystac.Extent(
-        pystac.SpatialExtent([dem.bbox]), pystac.TemporalExtent([[dem.datetime, dem.datetime]])), license="proprietary")
+def build_catalog(
+    name: str,
+    params: dict,
+    items: list[pystac.Item],
+    dem: pystac.Item,
+    start: date,
+    end: date,
+    footprint: shapely.Polygon,
+) -> pystac.Catalog:
+    catalog = pystac.Catalog(
+        id=name,
+        description=f"SIMULATED Sentinel-2 L2A scenes and DEM ({name}), "
+        "laid out like Earth Search v1; ground truth in truth.gpkg",
+        extra_fields={"simulation": json.dumps(params, sort_keys=True)},
+    )
+    s2 = pystac.Collection(
+        S2_COLLECTION,
+        "Simulated Sentinel-2 L2A",
+        pystac.Extent(
+            pystac.SpatialExtent([list(footprint.bounds)]),
+            pystac.TemporalExtent(
+                [
+                    [
+                        datetime(start.year, 1, 1, tzinfo=timezone.utc),
+                        datetime(end.year, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
+                    ]
+                ]
+            ),
+        ),
+        license="proprietary",
+    )
+    cop = pystac.Collection(
+        DEM_COLLECTION,
+        "Simulated Copernicus DEM GLO-30",
+        pystac.Extent(pystac.SpatialExtent([dem.bbox]), pystac.TemporalExtent([[dem.datetime, dem.datetime]])),
+        license="proprietary",
+    )
     s2.add_items(items)
     cop.add_item(dem)
     catalog.add_children([s2, cop])
@@ -2085,9 +2781,19 @@ def _move_into_place(partial_dir: Path, out: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- API
 
-def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year: int = 2020, end_year: int = 2024,
-             revisit_days: int = 10, progress: Callable[[int, int], None] | None = None,
-             reuse: bool = False, scenario: Scenario | str = "standard") -> SimulatedAOI:
+
+def simulate(
+    out: str | Path,
+    seed: int = 0,
+    *,
+    size_km: float = 6.0,
+    start_year: int = 2020,
+    end_year: int = 2024,
+    revisit_days: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+    reuse: bool = False,
+    scenario: Scenario | str = "standard",
+) -> SimulatedAOI:
     """Write a simulated AOI into ``out``: ``catalog.json`` (local STAC, contract 3), ``truth.gpkg``
     (contract 5) and ``aoi.geojson``. Deterministic for a given seed and parameters; with ``reuse``,
     a complete simulation already in ``out`` with the same parameters and simulator version is kept.
@@ -2111,19 +2817,35 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
     start, end = date(start_year, 1, 1), date(end_year, 12, 31)
     pools = load_pools()
     window = choose_window(pools, seed, size_m)
-    crs = utm_crs(*Transformer.from_crs(pools.crs, 4326, always_xy=True).transform(
-        (window[0] + window[2]) / 2, (window[1] + window[3]) / 2))
-    params = {"seed": seed, "size_km": size_m / 1000.0, "start_year": start_year, "end_year": end_year,
-              "revisit_days": revisit_days, "window": list(window), "crs": f"EPSG:{crs.to_epsg()}",
-              "version": SIMULATOR_VERSION, **({"scenario": scenario.changed()} if scenario.changed() else {})}
+    crs = utm_crs(
+        *Transformer.from_crs(pools.crs, 4326, always_xy=True).transform(
+            (window[0] + window[2]) / 2, (window[1] + window[3]) / 2
+        )
+    )
+    params = {
+        "seed": seed,
+        "size_km": size_m / 1000.0,
+        "start_year": start_year,
+        "end_year": end_year,
+        "revisit_days": revisit_days,
+        "window": list(window),
+        "crs": f"EPSG:{crs.to_epsg()}",
+        "version": SIMULATOR_VERSION,
+        **({"scenario": scenario.changed()} if scenario.changed() else {}),
+    }
     _check_out(out, params)
     if reuse and _previous_parameters(out) == params and (out / "truth.gpkg").is_file():
         log.info("reusing the simulated AOI in %s (same parameters)", out)
         return SimulatedAOI(out / "catalog.json", out / "truth.gpkg", out / "aoi.geojson", start, end)
     name = f"simulated-seed{seed}" + ("-" + "-".join(sorted(scenario.changed())) if scenario.changed() else "")
     land, truth, dem_padded, dem_grid = build_landscape(seed, window, crs, start, end, pools.to_crs(crs), scenario)
-    log.info("landscape of %s ready in %.1f s: %d ponds, %d sites", name, time.perf_counter() - started,
-             len(truth.ponds), len(truth.sites))
+    log.info(
+        "landscape of %s ready in %.1f s: %d ponds, %d sites",
+        name,
+        time.perf_counter() - started,
+        len(truth.ponds),
+        len(truth.sites),
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     partial_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
@@ -2131,7 +2853,7 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
         scenes = scene_schedule(start, end, revisit_days, scenario.second_orbit)
         footprint = _footprint(land.grid.boundingbox, crs)
         footprints = {RELATIVE_ORBIT: footprint, SECOND_ORBIT: _footprint(second_orbit_footprint(land.grid), crs)}
-        noise = (_rng(seed, "noise").standard_normal(1 << 22, dtype=np.float32) * PIXEL_NOISE)
+        noise = _rng(seed, "noise").standard_normal(1 << 22, dtype=np.float32) * PIXEL_NOISE
         items = []
         with ThreadPoolExecutor(max_workers=2) as writers:  # GDAL compresses outside the GIL
             pending = deque()
@@ -2144,8 +2866,9 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
                     pending.popleft().result()
                     if progress is not None:
                         progress(len(items) - len(pending), len(scenes))
-        dem = dem_item(partial_dir / DEM_COLLECTION / "Copernicus_DSM_COG_10_N25_00_E098_00_DEM", dem_padded,
-                       dem_grid, footprint)
+        dem = dem_item(
+            partial_dir / DEM_COLLECTION / "Copernicus_DSM_COG_10_N25_00_E098_00_DEM", dem_padded, dem_grid, footprint
+        )
         write_truth(partial_dir / "truth.gpkg", truth)
         window_wgs84 = _footprint(window, crs)
         write_aoi(partial_dir / "aoi.geojson", window_wgs84, name=name, simulated=True, seed=seed)
@@ -2159,8 +2882,10 @@ def simulate(out: str | Path, seed: int = 0, *, size_km: float = 6.0, start_year
         full = isinstance(e, Exception) and disk_full(e, partial_dir)  # GDAL says only "seek error"
         shutil.rmtree(partial_dir, ignore_errors=True)
         if full:
-            raise OutputError(f"disk full writing the simulated AOI to {out}: free disk space (or simulate onto a "
-                              "larger disk) and run again; nothing was left half-written") from None
+            raise OutputError(
+                f"disk full writing the simulated AOI to {out}: free disk space (or simulate onto a "
+                "larger disk) and run again; nothing was left half-written"
+            ) from None
         raise
     log.info("simulated %s: %d scenes in %.1f s -> %s", name, len(scenes), time.perf_counter() - started, out)
     return SimulatedAOI(out / "catalog.json", out / "truth.gpkg", out / "aoi.geojson", start, end)

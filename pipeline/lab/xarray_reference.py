@@ -1,11 +1,12 @@
 """The count and onset stages written plainly in xarray, one step a function: the reference that the
-fused kernels of ``count`` and ``onset`` are tested against (tests/test_compute.py, test_count_stage.py,
+fused kernels of ``count`` and ``onset`` are tested against (tests/unit/test_compute.py, test_count_stage.py,
 test_loading.py), and what an analyst reads to see what the kernels do. Slow: a run never calls it.
 
 clear views (``scl_mask``, ``clear_mask``) -> indices (``all_indices``) -> pond-, bare- and green-like
 views (``pond_like``, ``bare_like``, ``green_like``) -> monthly counts and index sums (``monthly_counts``,
 ``monthly_sums``) -> onset maps and their evidence (``onset_maps``, ``evidence_maps``, ``change_maps``).
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -15,10 +16,18 @@ import xarray as xr
 
 from pipeline.change import dip_onset, persistent_onset, share_while_active
 from pipeline.confidence import active_total
-from pipeline.config import ClearingRules, PondRules
-from pipeline.count import (CLOUD_CLASSES, COUNT_LAYERS, INDEX_SUMS, ObservationRules, count_month, hot, month_blocks,
-                            month_starts)
+from pipeline.count import (
+    CLOUD_CLASSES,
+    COUNT_LAYERS,
+    INDEX_SUMS,
+    ObservationRules,
+    count_month,
+    hot,
+    month_blocks,
+    month_starts,
+)
 from pipeline.onset import change_arrays, month_years
+from pipeline.rules import ClearingRules, PondRules
 from pipeline.terrain import slope_degrees
 
 
@@ -106,17 +115,20 @@ def bsi(blue, red, nir, swir16):
 
 def all_indices(scene: xr.Dataset) -> xr.Dataset:
     """The indices the classifiers use, from a reflectance dataset with Earth Search band names."""
-    return xr.Dataset({
-        "ndvi": ndvi(scene["red"], scene["nir"]),
-        "mndwi": mndwi(scene["green"], scene["swir16"]),
-        "bsi": bsi(scene["blue"], scene["red"], scene["nir"], scene["swir16"]),
-    })
+    return xr.Dataset(
+        {
+            "ndvi": ndvi(scene["red"], scene["nir"]),
+            "mndwi": mndwi(scene["green"], scene["swir16"]),
+            "bsi": bsi(scene["blue"], scene["red"], scene["nir"], scene["swir16"]),
+        }
+    )
 
 
 def pond_like(ind: xr.Dataset, valid: xr.DataArray, rules: PondRules, nir: xr.DataArray) -> xr.DataArray:
     """Clear observations that look like open water (``nir``: B08 reflectance, which water absorbs)."""
-    return (valid & (ind["mndwi"] > rules.mndwi_min) & (ind["ndvi"] < rules.ndvi_max)
-            & (nir < rules.nir_max)).rename("pond_like")
+    return (valid & (ind["mndwi"] > rules.mndwi_min) & (ind["ndvi"] < rules.ndvi_max) & (nir < rules.nir_max)).rename(
+        "pond_like"
+    )
 
 
 def bare_like(ind: xr.Dataset, valid: xr.DataArray, rules: ClearingRules, water: xr.DataArray) -> xr.DataArray:
@@ -180,15 +192,22 @@ def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: Observ
         hw = (1, rows[1] - rows[0], cols[1] - cols[0])
         task = dask.delayed(count_month, pure=True, nout=2)(these, grid, rows, cols, rules) if these else None
         cells.setdefault(i, {}).setdefault(rows[0], []).append(
-            [da.from_delayed(task[out], shape=(n, *hw[1:]), dtype=dtype)[:, None] if these
-             else da.zeros((n, *hw), dtype=dtype, chunks=(n, *hw))
-             for out, (dtype, n) in enumerate(((np.int16, 4), (np.float32, 3)))])
-    counts, sums = (da.block([[[[cell[out] for cell in row] for row in month.values()] for month in cells.values()]])
-                    for out in (0, 1))
+            [
+                da.from_delayed(task[out], shape=(n, *hw[1:]), dtype=dtype)[:, None]
+                if these
+                else da.zeros((n, *hw), dtype=dtype, chunks=(n, *hw))
+                for out, (dtype, n) in enumerate(((np.int16, 4), (np.float32, 3)))
+            ]
+        )
+    counts, sums = (
+        da.block([[[[cell[out] for cell in row] for row in month.values()] for month in cells.values()]])
+        for out in (0, 1)
+    )
     coords = {"month": months, "y": grid.coords["y"].values, "x": grid.coords["x"].values}
     dims = ("month", "y", "x")
-    return xr.Dataset({name: (dims, counts[k] if k < 4 else sums[k - 4]) for k, name in enumerate(COUNT_LAYERS)},
-                      coords=coords)
+    return xr.Dataset(
+        {name: (dims, counts[k] if k < 4 else sums[k - 4]) for k, name in enumerate(COUNT_LAYERS)}, coords=coords
+    )
 
 
 def per_pixel(func, maps: list[xr.DataArray], records: list[xr.DataArray], n_out: int = 1, **kwargs):
@@ -217,11 +236,11 @@ def per_pixel(func, maps: list[xr.DataArray], records: list[xr.DataArray], n_out
     return tuple(outs) if n_out > 1 else outs[0]
 
 
-def onset_maps(valid: xr.DataArray, hits: xr.DataArray, window: int, persistence: float,
-               min_obs: int) -> xr.Dataset:
+def onset_maps(valid: xr.DataArray, hits: xr.DataArray, window: int, persistence: float, min_obs: int) -> xr.Dataset:
     """``persistent_onset`` over (month, y, x) counts, lazily when they are dask-backed."""
-    onset, last, seen = per_pixel(persistent_onset, [], [valid, hits], n_out=3, window=window,
-                                  persistence=persistence, min_obs=min_obs)
+    onset, last, seen = per_pixel(
+        persistent_onset, [], [valid, hits], n_out=3, window=window, persistence=persistence, min_obs=min_obs
+    )
     return xr.Dataset({"onset": onset, "last": last, "months_seen": seen})
 
 
@@ -230,8 +249,9 @@ def share_while_active_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.Data
     return per_pixel(share_while_active, [maps["onset"], maps["last"]], [valid, hits])
 
 
-def dip_onset_maps(onset: xr.DataArray, valid: xr.DataArray, index_sum: xr.DataArray, lead: int,
-                   drop: float) -> xr.DataArray:
+def dip_onset_maps(
+    onset: xr.DataArray, valid: xr.DataArray, index_sum: xr.DataArray, lead: int, drop: float
+) -> xr.DataArray:
     """``dip_onset`` over (month, y, x) counts and sums, lazily when they are dask-backed; the sums
     as floats or encoded as stored (``sum_scale``)."""
     return per_pixel(dip_onset, [onset], [valid, index_sum], lead=lead, drop=drop / sum_scale(index_sum))
@@ -244,12 +264,14 @@ def sum_scale(index_sum: xr.DataArray) -> float:
     return float(index_sum.attrs.get("scale_factor", 1.0))
 
 
-def evidence_maps(maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | None,
-                  sums: dict[str, xr.DataArray]) -> xr.Dataset:
+def evidence_maps(
+    maps: xr.Dataset, valid: xr.DataArray, hits: xr.DataArray | None, sums: dict[str, xr.DataArray]
+) -> xr.Dataset:
     """Per-pixel evidence over each pixel's active span (from ``change.onset_maps`` output): clear views
     (``n_clear_obs``), the share showing ``hits`` (``water_share``, when given) and the mean of each
     index in ``sums`` (``<name>_mean``, from monthly sums over clear views, as floats or as stored). Lazy
     when dask-backed."""
+
     def over(func, *records, dtype):
         return per_pixel(func, [maps["onset"], maps["last"]], list(records)).astype(dtype)
 
@@ -268,9 +290,15 @@ def slope_deg(dem: xr.DataArray, resolution_m: float) -> xr.DataArray:
 
 def _as_xarray(ponds: dict, bare: dict, yearly: np.ndarray, years: np.ndarray, coords: dict):
     """``change_arrays``' maps as Datasets and the clear views per year as a DataArray, on ``coords``."""
-    maps = lambda arrays: xr.Dataset({k: (("y", "x"), a) for k, a in arrays.items()}, coords=coords)  # noqa: E731
-    return maps(ponds), maps(bare), xr.DataArray(yearly, dims=("year", "y", "x"), name="valid",
-                                                 coords={"year": years, **coords})
+
+    def maps(arrays):
+        return xr.Dataset({k: (("y", "x"), a) for k, a in arrays.items()}, coords=coords)
+
+    return (
+        maps(ponds),
+        maps(bare),
+        xr.DataArray(yearly, dims=("year", "y", "x"), name="valid", coords={"year": years, **coords}),
+    )
 
 
 def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray]:
@@ -278,7 +306,8 @@ def change_maps(monthly: xr.Dataset, ch) -> tuple[xr.Dataset, xr.Dataset, xr.Dat
     stored with their CF ``scale_factor``): pond and clearing onset maps with their evidence, and the clear
     views per year."""
     years = month_years(monthly["month"].values)
-    ponds, bare, yearly = change_arrays({k: monthly[k].values for k in COUNT_LAYERS},
-                                        {k: sum_scale(monthly[k]) for k in INDEX_SUMS}, years, ch)
+    ponds, bare, yearly = change_arrays(
+        {k: monthly[k].values for k in COUNT_LAYERS}, {k: sum_scale(monthly[k]) for k in INDEX_SUMS}, years, ch
+    )
     coords = {k: c for k, c in monthly.coords.items() if "month" not in c.dims}
     return _as_xarray(ponds, bare, yearly, np.unique(years), coords)

@@ -6,6 +6,7 @@ The online sources go one step further: ``find_scenes`` fetches what they found 
 cache (clipped to the AOI grid) and hands back the cache's local catalog, so a run on Earth Search
 reads exactly the files an offline re-run would.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pipeline.config import DownloadConfig, RunConfig, SourceConfig
 from pipeline.errors import ConfigError
 from pipeline.sources.base import SceneSearch, Source
 from pipeline.sources.local_stac import LocalCatalogSource
+from pipeline.sources.sentinelhub import SentinelHubSource
+from pipeline.sources.stac_api import StacApiSource
 
 ONLINE = ("earth-search", "planetary-computer")
 
@@ -25,16 +28,13 @@ def make_source(cfg: SourceConfig, download: DownloadConfig | None = None) -> So
             raise ConfigError("source 'local' needs a catalog: pass --catalog DIR/catalog.json or set source.catalog")
         return LocalCatalogSource(cfg.catalog)
     if cfg.kind in ONLINE:
-        from pipeline.sources.stac_api import StacApiSource
-
         return StacApiSource(cfg.kind, cfg.stac_url, cfg.collection, cfg.dem_collection, download)
     if cfg.kind == "sentinelhub":
-        from pipeline.sources.sentinelhub import SentinelHubSource
-
-        return SentinelHubSource(cfg.sh_base_url, cfg.sh_token_url, cfg.collection, bool(cfg.dem_collection),
-                                 download)
-    raise ConfigError(f"source '{cfg.kind}' is not available in this version: use --source earth-search, "
-                      "planetary-computer, sentinelhub or local")
+        return SentinelHubSource(cfg.sh_base_url, cfg.sh_token_url, cfg.collection, bool(cfg.dem_collection), download)
+    raise ConfigError(
+        f"source '{cfg.kind}' is not available in this version: use --source earth-search, "
+        "planetary-computer, sentinelhub or local"
+    )
 
 
 @dataclass
@@ -46,8 +46,9 @@ class Found:
     fetch: dict | None = None  # the cache's report, for the online sources
 
 
-def find_scenes(cfg: RunConfig, aoi, bands: list[str], progress=None, start: date | None = None,
-                end: date | None = None) -> Found:
+def find_scenes(
+    cfg: RunConfig, aoi, bands: list[str], progress=None, start: date | None = None, end: date | None = None
+) -> Found:
     """Search the configured source; for an online source fetch into the cache, then search the cache."""
     start, end = start or cfg.period.start, end or cfg.period.end
     cc = cfg.source.max_cloud_cover
@@ -63,12 +64,19 @@ def find_scenes(cfg: RunConfig, aoi, bands: list[str], progress=None, start: dat
         found = LocalCatalogSource(catalog).search(aoi.geometry, start, end, cc)
         return Found(found, f"{cfg.source.kind} (offline, cache)", {"catalog": str(catalog), "offline": True})
     src = make_source(cfg.source, cfg.download)
-    if hasattr(src, "render"):
+    if isinstance(src, SentinelHubSource):
         src.grid = aoi.grid  # Sentinel Hub renders onto the AOI grid rather than serving files
     remote = src.search(aoi.geometry, start, end, cc)
     http = Http(cfg.download, progress=progress)
-    report = cache.fetch(remote, bands, http, cfg.download.concurrency, getattr(src, "sign", None), progress,
-                         getattr(src, "render", None))
+    report = cache.fetch(
+        remote,
+        bands,
+        http,
+        cfg.download.concurrency,
+        getattr(src, "sign", None),
+        progress,
+        getattr(src, "render", None),
+    )
     local = LocalCatalogSource(report.catalog).search(aoi.geometry, start, end, cc)
     # only what this search found: the cache may hold scenes of other periods or of older searches
     wanted = {it.id for it in remote.scenes}

@@ -1,4 +1,5 @@
 """The protocol every scene source follows, and the pieces of STAC item handling they share."""
+
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,8 @@ from typing import Protocol
 
 import pystac
 import shapely
+
+from pipeline.aoi import utm_epsg
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,10 @@ class Source(Protocol):
 
 
 def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    return (datetime.combine(start, time.min, tzinfo=timezone.utc),
-            datetime.combine(end, time.max, tzinfo=timezone.utc))
+    return (
+        datetime.combine(start, time.min, tzinfo=timezone.utc),
+        datetime.combine(end, time.max, tzinfo=timezone.utc),
+    )
 
 
 def item_datetime(item: pystac.Item) -> datetime:
@@ -105,12 +110,16 @@ def item_tile(item: pystac.Item) -> str:
 
 def _newness(item: pystac.Item) -> tuple:
     p = item.properties
-    return (str(p.get("s2:processing_baseline") or ""), str(p.get("s2:generation_time") or p.get("updated") or ""),
-            item.id)
+    return (
+        str(p.get("s2:processing_baseline") or ""),
+        str(p.get("s2:generation_time") or p.get("updated") or ""),
+        item.id,
+    )
 
 
-def deduplicate(items: list[pystac.Item], aoi_wgs84: shapely.Geometry | None = None,
-                aoi_epsg: int | None = None) -> tuple[list[pystac.Item], list[dict]]:
+def deduplicate(
+    items: list[pystac.Item], aoi_wgs84: shapely.Geometry | None = None, aoi_epsg: int | None = None
+) -> tuple[list[pystac.Item], list[dict]]:
     """Drop repeated acquisitions, keeping one reading of each.
 
     1. Reprocessing: ESA re-issues granules under newer processing baselines, and the archives keep
@@ -122,23 +131,33 @@ def deduplicate(items: list[pystac.Item], aoi_wgs84: shapely.Geometry | None = N
     """
     groups: dict[tuple, list[pystac.Item]] = {}
     for it in items:
-        key = (str(it.properties.get("platform") or ""), item_tile(it), item_orbit(it),
-               item_datetime(it).replace(microsecond=0).isoformat())
+        key = (
+            str(it.properties.get("platform") or ""),
+            item_tile(it),
+            item_orbit(it),
+            item_datetime(it).replace(microsecond=0).isoformat(),
+        )
         groups.setdefault(key, []).append(it)
     kept, dropped = [], []
     for group in groups.values():
         group.sort(key=_newness, reverse=True)
         kept.append(group[0])
-        dropped += [{"id": it.id, "reason": f"superseded by {group[0].id} (processing baseline "
-                     f"{group[0].properties.get('s2:processing_baseline', '?')})"} for it in group[1:]]
+        dropped += [
+            {
+                "id": it.id,
+                "reason": f"superseded by {group[0].id} (processing baseline "
+                f"{group[0].properties.get('s2:processing_baseline', '?')})",
+            }
+            for it in group[1:]
+        ]
     if aoi_wgs84 is not None:
         if aoi_epsg is None:
             c = aoi_wgs84.centroid
-            aoi_epsg = (32600 if c.y >= 0 else 32700) + int((c.x + 180) // 6) + 1
+            aoi_epsg = utm_epsg(c.x, c.y)
         passes: dict[tuple, list[pystac.Item]] = {}
         for it in kept:
-            key = (str(it.properties.get("platform") or ""), item_orbit(it), item_datetime(it).date().isoformat())
-            passes.setdefault(key, []).append(it)
+            overpass = (str(it.properties.get("platform") or ""), item_orbit(it), item_datetime(it).date().isoformat())
+            passes.setdefault(overpass, []).append(it)
         kept = []
         for group in passes.values():
             covering = [it for it in group if it.geometry and shapely.geometry.shape(it.geometry).covers(aoi_wgs84)]
@@ -146,8 +165,11 @@ def deduplicate(items: list[pystac.Item], aoi_wgs84: shapely.Geometry | None = N
                 covering.sort(key=lambda it: (item_epsg(it) != aoi_epsg, it.id))
                 keep = covering[0]
                 kept.append(keep)
-                dropped += [{"id": it.id, "reason": f"same overpass as {keep.id}, which covers the whole AOI"}
-                            for it in group if it is not keep]
+                dropped += [
+                    {"id": it.id, "reason": f"same overpass as {keep.id}, which covers the whole AOI"}
+                    for it in group
+                    if it is not keep
+                ]
             else:
                 kept += group
     kept.sort(key=lambda it: (item_datetime(it), it.id))

@@ -21,6 +21,7 @@ download leaves either a complete entry or none; and an entry is checked or drop
 A scene enters ``catalog.json`` only when ``item.json`` exists, which is written after all its
 assets, so an interrupted fetch never exposes half a scene.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +42,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from pipeline.aoi import grid_crs
 from pipeline.errors import NoScenesError, SourceError
 from pipeline.export import pid_alive, sha256
 from pipeline.sources.base import DEM_COLLECTION, S2_COLLECTION, SceneSearch
@@ -68,9 +70,10 @@ def default_cache_dir() -> Path:
 
 
 def grid_key(grid: GeoBox) -> str:
-    desc = json.dumps({"crs": grid.crs.to_wkt(), "affine": list(grid.affine)[:6], "shape": list(grid.shape.yx)})
+    crs = grid_crs(grid)
+    desc = json.dumps({"crs": crs.to_wkt(), "affine": list(grid.affine)[:6], "shape": list(grid.shape.yx)})
     res = abs(grid.affine.a)
-    return f"epsg{grid.crs.epsg or 'x'}-{res:g}m-{hashlib.sha256(desc.encode()).hexdigest()[:12]}"
+    return f"epsg{crs.epsg or 'x'}-{res:g}m-{hashlib.sha256(desc.encode()).hexdigest()[:12]}"
 
 
 class CacheMiss(Exception):
@@ -80,16 +83,23 @@ class CacheMiss(Exception):
 @dataclass
 class FetchReport:
     catalog: Path
-    new: list[str] = field(default_factory=list)        # scenes with at least one asset downloaded now
-    cached: list[str] = field(default_factory=list)     # scenes wholly served from the cache
-    failed: list[dict] = field(default_factory=list)    # {"id", "reason"}: kept failing, skipped
-    repaired: list[str] = field(default_factory=list)   # entries found corrupt or partial and fetched again
+    new: list[str] = field(default_factory=list)  # scenes with at least one asset downloaded now
+    cached: list[str] = field(default_factory=list)  # scenes wholly served from the cache
+    failed: list[dict] = field(default_factory=list)  # {"id", "reason"}: kept failing, skipped
+    repaired: list[str] = field(default_factory=list)  # entries found corrupt or partial and fetched again
     http: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"catalog": str(self.catalog), "scenes_new": len(self.new), "scenes_cached": len(self.cached),
-                "scenes_failed": len(self.failed), "entries_repaired": self.repaired, "new": self.new,
-                "failed": self.failed, **{f"http_{k}": v for k, v in self.http.items()}}
+        return {
+            "catalog": str(self.catalog),
+            "scenes_new": len(self.new),
+            "scenes_cached": len(self.cached),
+            "scenes_failed": len(self.failed),
+            "entries_repaired": self.repaired,
+            "new": self.new,
+            "failed": self.failed,
+            **{f"http_{k}": v for k, v in self.http.items()},
+        }
 
 
 class SceneCache:
@@ -134,10 +144,22 @@ class SceneCache:
         tif.parent.mkdir(parents=True, exist_ok=True)
         tmp = tif.with_name(f".{tif.name}.partial-{os.getpid()}-{threading.get_ident()}")
         predictor = 3 if data.dtype.kind == "f" else 2
-        with rasterio.open(tmp, "w", driver="COG", width=data.shape[1], height=data.shape[0], count=1,
-                           dtype=data.dtype, crs=profile["crs"], transform=profile["transform"],
-                           nodata=profile["nodata"], compress="DEFLATE", predictor=predictor, blocksize=256,
-                           overviews="NONE") as dst:
+        with rasterio.open(
+            tmp,
+            "w",
+            driver="COG",
+            width=data.shape[1],
+            height=data.shape[0],
+            count=1,
+            dtype=data.dtype,
+            crs=profile["crs"],
+            transform=profile["transform"],
+            nodata=profile["nodata"],
+            compress="DEFLATE",
+            predictor=predictor,
+            blocksize=256,
+            overviews="NONE",
+        ) as dst:
             dst.write(data, 1)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -146,10 +168,16 @@ class SceneCache:
         rec.unlink(missing_ok=True)
         os.replace(tmp, tif)
         st = tif.stat()
-        meta = {"sha256": sha256(tif), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "source": redact(source_href),
-                "window": [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
-                "grid": self.dir.name, "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "version": CACHE_VERSION}
+        meta = {
+            "sha256": sha256(tif),
+            "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "source": redact(source_href),
+            "window": [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
+            "grid": self.dir.name,
+            "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "version": CACHE_VERSION,
+        }
         _atomic_write(rec, json.dumps(meta, indent=1))
         return meta
 
@@ -159,23 +187,28 @@ class SceneCache:
         remote = href.startswith(("http://", "https://"))
         try:
             with rasterio.Env(**gdal_http_options(http, href)):
-                data, profile, window = self._window(f"/vsicurl/{href}" if remote else href, href,
-                                                     http if remote else None)
+                data, profile, window = self._window(
+                    f"/vsicurl/{href}" if remote else href, href, http if remote else None
+                )
         except rasterio.RasterioIOError as e:
             err = gdal_download_error(href, e, http) if remote else None
             if err is None:
                 raise
             raise err from None
         meta = self._write_entry(tif, data, profile, href, window)
-        return {"shape": [int(window.height), int(window.width)], "transform": list(profile["transform"])[:6],
-                "meta": meta}
+        return {
+            "shape": [int(window.height), int(window.width)],
+            "transform": list(profile["transform"])[:6],
+            "meta": meta,
+        }
 
     def _window(self, path: str, href: str, http: Http | None) -> tuple[np.ndarray, dict, Window]:
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise SourceError(f"{redact(href)} has no CRS")
-            left, bottom, right, top = transform_bounds(self.grid.crs.to_wkt(), src.crs, *self.grid.boundingbox,
-                                                        densify_pts=21)
+            left, bottom, right, top = transform_bounds(
+                grid_crs(self.grid).to_wkt(), src.crs, *self.grid.boundingbox, densify_pts=21
+            )
             inv = ~src.transform
             cols, rows = zip(*[inv * (x, y) for x, y in ((left, top), (right, top), (left, bottom), (right, bottom))])
             c0 = max(0, math.floor(min(cols)) - MARGIN_PX)
@@ -202,13 +235,24 @@ class SceneCache:
                 continue
             for d in sorted(p for p in base.iterdir() if p.is_dir()):
                 if self.scene_complete(d):
-                    links.append({"rel": "item", "href": f"./{coll}/{d.name}/item.json", "type": "application/geo+json"})
+                    links.append(
+                        {"rel": "item", "href": f"./{coll}/{d.name}/item.json", "type": "application/geo+json"}
+                    )
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.dir / "grid.json", json.dumps({"crs": str(self.grid.crs), "affine": list(self.grid.affine)[:6],
-                                                          "shape": list(self.grid.shape.yx)}, indent=1))
-        cat = {"type": "Catalog", "stac_version": "1.0.0", "id": f"cache-{self.dir.name}",
-               "description": "Scenes clipped to one AOI grid by `python -m pipeline fetch` (kachin-ree-watch cache)",
-               "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"}, *links]}
+        _atomic_write(
+            self.dir / "grid.json",
+            json.dumps(
+                {"crs": str(self.grid.crs), "affine": list(self.grid.affine)[:6], "shape": list(self.grid.shape.yx)},
+                indent=1,
+            ),
+        )
+        cat = {
+            "type": "Catalog",
+            "stac_version": "1.0.0",
+            "id": f"cache-{self.dir.name}",
+            "description": "Scenes clipped to one AOI grid by `python -m pipeline fetch` (kachin-ree-watch cache)",
+            "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"}, *links],
+        }
         path = self.dir / "catalog.json"
         _atomic_write(path, json.dumps(cat, indent=1))
         return path
@@ -218,8 +262,9 @@ class SceneCache:
         return sum(1 for d in base.iterdir() if (d / "item.json").is_file()) if base.is_dir() else 0
 
     # ------------------------------------------------------------------ fetching
-    def fetch_item(self, item: pystac.Item, assets: list[str], http: Http, sign=None,
-                   render=None) -> tuple[bool, list[str]]:
+    def fetch_item(
+        self, item: pystac.Item, assets: list[str], http: Http, sign=None, render=None
+    ) -> tuple[bool, list[str]]:
         """Bring one item's ``assets`` into the cache. Returns (downloaded anything, entries repaired).
 
         ``render(item, assets, http)``, for sources that make rasters rather than serve files (Sentinel
@@ -242,8 +287,13 @@ class SceneCache:
         clips = {}
         if render is not None:
             for a, (data, crs, transform, nodata, source) in render(item, todo, http).items():
-                meta = self._write_entry(d / f"{a}.tif", data, {"crs": crs, "transform": transform, "nodata": nodata},
-                                         source, Window(0, 0, data.shape[1], data.shape[0]))
+                meta = self._write_entry(
+                    d / f"{a}.tif",
+                    data,
+                    {"crs": crs, "transform": transform, "nodata": nodata},
+                    source,
+                    Window(0, 0, data.shape[1], data.shape[0]),
+                )
                 clips[a] = {"shape": list(data.shape), "transform": list(transform)[:6], "meta": meta}
             self._write_item(item, assets, d, clips)
             return bool(todo), repaired
@@ -278,8 +328,16 @@ class SceneCache:
         doc["assets"] = new_assets
         _atomic_write(d / "item.json", json.dumps(doc, indent=1))
 
-    def fetch(self, found: SceneSearch, bands: list[str], http: Http, concurrency: int = 4, sign=None,
-              progress: Progress | None = None, render=None) -> FetchReport:
+    def fetch(
+        self,
+        found: SceneSearch,
+        bands: list[str],
+        http: Http,
+        concurrency: int = 4,
+        sign=None,
+        progress: Progress | None = None,
+        render=None,
+    ) -> FetchReport:
         """Fetch what is not cached yet; a scene that keeps failing is skipped and reported."""
         progress = progress or NoProgress()
         self.remove_orphans()
@@ -297,7 +355,12 @@ class SceneCache:
             except (DownloadError, SourceError) as e:
                 return item, False, [], str(e)
             except (rasterio.RasterioIOError, OSError) as e:
-                return item, False, [], f"unreadable ({redact(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]})"
+                return (
+                    item,
+                    False,
+                    [],
+                    f"unreadable ({redact(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]})",
+                )
             finally:
                 progress.scene_done()
 
@@ -327,10 +390,11 @@ class SceneCache:
 
     def catalog_for_offline(self) -> Path:
         if not self.dir.is_dir() or self.n_scenes() == 0:
-            raise NoScenesError(f"the cache {self.dir} holds no scenes for this AOI grid: run "
-                                "`python -m pipeline fetch` (online) first, or drop --offline")
+            raise NoScenesError(
+                f"the cache {self.dir} holds no scenes for this AOI grid: run "
+                "`python -m pipeline fetch` (online) first, or drop --offline"
+            )
         return self.write_catalog()
-
 
 
 def tile_bytes(src, window: Window) -> int:

@@ -7,6 +7,7 @@ server's ``Retry-After`` asks; any other status fails at once (a 404 will not he
 are logged and reported without their query string: Planetary Computer's signed URLs carry a SAS
 token there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,12 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 class DownloadError(SourceError):
-    """A request kept failing after every retry, or failed in a way retrying cannot fix."""
+    """A request kept failing after every retry, or failed in a way retrying cannot fix; ``status``: the
+    last HTTP status, if the server answered (401: a token to refresh)."""
+
+    def __init__(self, message: str = "", status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class Progress(Protocol):
@@ -112,9 +118,17 @@ def retry_policy(d: DownloadConfig, stats: Stats | None = None) -> CountingRetry
     dropped or refused connections, exponential backoff with jitter (scheduled runs of many AOIs must
     not retry in step), ``Retry-After`` honoured. Every method, POST included: the Sentinel Hub
     Process API renders the same image for the same request."""
-    return CountingRetry(total=d.retries, backoff_factor=d.backoff_s, backoff_max=d.max_backoff_s,
-                         backoff_jitter=d.backoff_s, status_forcelist=RETRY_STATUS, allowed_methods=None,
-                         respect_retry_after_header=True, raise_on_status=False, stats=stats)
+    return CountingRetry(
+        total=d.retries,
+        backoff_factor=d.backoff_s,
+        backoff_max=d.max_backoff_s,
+        backoff_jitter=d.backoff_s,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        stats=stats,
+    )
 
 
 class Http:
@@ -148,17 +162,21 @@ class Http:
             resp = self.session.request(method, url, **kw)
             _ = resp.content
         except requests.RequestException as e:
-            raise DownloadError(f"{method} {redact(url)} failed after {tries} tries (last: {_first_line(e)}): the "
-                                "server is down or unreachable; check the URL and the network, or run again later "
-                                "(the cache keeps what arrived)") from None
+            raise DownloadError(
+                f"{method} {redact(url)} failed after {tries} tries (last: {_first_line(e)}): the "
+                "server is down or unreachable; check the URL and the network, or run again later "
+                "(the cache keeps what arrived)"
+            ) from None
         if resp.status_code in RETRY_STATUS:
-            raise DownloadError(f"{method} {redact(url)} failed after {tries} tries (last: HTTP {resp.status_code}): "
-                                "the server is down or throttling; run again later (the cache keeps what arrived)")
+            raise DownloadError(
+                f"{method} {redact(url)} failed after {tries} tries (last: HTTP {resp.status_code}): "
+                "the server is down or throttling; run again later (the cache keeps what arrived)"
+            )
         if resp.status_code >= 400:
-            err = DownloadError(f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}"
-                                f"{_hint(resp.status_code)}")
-            err.status = resp.status_code  # e.g. 401: a token to refresh
-            raise err
+            raise DownloadError(
+                f"{method} {redact(url)} failed: HTTP {resp.status_code} {resp.reason}{_hint(resp.status_code)}",
+                status=resp.status_code,
+            )
         return resp
 
 
@@ -167,8 +185,11 @@ def _first_line(e: BaseException) -> str:
 
 
 def _hint(status: int) -> str:
-    return {401: ": the credentials were refused", 403: ": access denied (an expired signature or missing credentials)",
-            404: ": the asset is gone (re-run the search)"}.get(status, "")
+    return {
+        401: ": the credentials were refused",
+        403: ": access denied (an expired signature or missing credentials)",
+        404: ": the asset is gone (re-run the search)",
+    }.get(status, "")
 
 
 def gdal_http_options(http: Http | None, url: str) -> dict:
@@ -178,12 +199,17 @@ def gdal_http_options(http: Http | None, url: str) -> dict:
     d = http.download if http else DownloadConfig()
     for name in ("rasterio._env", "rasterio._err"):  # GDAL's messages name the URL, SAS token and all
         logging.getLogger(name).addFilter(_REDACT)
-    opts = {"GDAL_HTTP_TIMEOUT": max(1, math.ceil(d.timeout_s)), "GDAL_HTTP_MAX_RETRY": d.retries,
-            "GDAL_HTTP_RETRY_DELAY": d.backoff_s,  # doubled by GDAL at each retry
-            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the asset's folder
-            "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
-            "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "GDAL_HTTP_MULTIPLEX": "YES", "VSI_CACHE": "TRUE",
-            "GDAL_HTTP_USERAGENT": USER_AGENT}
+    opts = {
+        "GDAL_HTTP_TIMEOUT": max(1, math.ceil(d.timeout_s)),
+        "GDAL_HTTP_MAX_RETRY": d.retries,
+        "GDAL_HTTP_RETRY_DELAY": d.backoff_s,  # doubled by GDAL at each retry
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the asset's folder
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+        "GDAL_HTTP_MULTIPLEX": "YES",
+        "VSI_CACHE": "TRUE",
+        "GDAL_HTTP_USERAGENT": USER_AGENT,
+    }
     if url in _FAILED:
         # GDAL remembers a failed URL for the life of the process and would fail it again unasked; a
         # read that bypasses its cache asks the server afresh (and clears the memory of the failure)
@@ -201,13 +227,13 @@ def gdal_download_error(url: str, e: Exception, http: Http | None) -> DownloadEr
     if status is None and not msg.startswith("CURL error"):
         return None
     if status is not None and status not in RETRY_STATUS:
-        err = DownloadError(f"GET {redact(url)} failed: HTTP {status}{_hint(status)}")
-        err.status = status
-        return err
+        return DownloadError(f"GET {redact(url)} failed: HTTP {status}{_hint(status)}", status=status)
     tries = (http.download if http else DownloadConfig()).retries + 1
     last = f"HTTP {status}" if status is not None else msg
-    return DownloadError(f"GET {redact(url)} failed after {tries} tries (last: {last}): the server is down or "
-                         "throttling; run again later (the cache keeps what arrived)")
+    return DownloadError(
+        f"GET {redact(url)} failed after {tries} tries (last: {last}): the server is down or "
+        "throttling; run again later (the cache keeps what arrived)"
+    )
 
 
 _FAILED: set[str] = set()

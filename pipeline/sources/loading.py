@@ -8,12 +8,13 @@ tested against: odc-stac turns the items into dask arrays on the grid, reproject
 mosaicking same-day tiles (``groupby="solar_day"``) and resampling per band. Neither applies a
 product-wide scale/offset: the 04.00 baseline offset differs between scenes, so it is applied per scene.
 """
+
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pystac
@@ -78,8 +79,9 @@ def header_problem(href: str, want_dtype: str) -> str | None:
     return None
 
 
-def usable_scenes(items: list[pystac.Item], bands: list[str], probe: bool = True,
-                  workers: int = 8) -> tuple[list[pystac.Item], list[dict]]:
+def usable_scenes(
+    items: list[pystac.Item], bands: list[str], probe: bool = True, workers: int = 8
+) -> tuple[list[pystac.Item], list[dict]]:
     """Split items into those whose assets for ``bands`` all exist with the right declared data type
     (and, with ``probe``, whose files have it and read), and those skipped (with why). Probing opens
     every file and reads blocks of it: worth it only once a load has failed (the count stage's reads
@@ -91,8 +93,9 @@ def usable_scenes(items: list[pystac.Item], bands: list[str], probe: bool = True
             return f"missing assets {missing}"
         for b in bands:
             want = "uint8" if b == SCL else "uint16"
-            why = declared_problem(item.assets[b], want) or \
-                (header_problem(item.assets[b].get_absolute_href(), want) if probe else None)
+            why = declared_problem(item.assets[b], want) or (
+                header_problem(item.assets[b].get_absolute_href(), want) if probe else None
+            )
             if why:
                 return f"{b}: {why}"
         for b in bands if probe else ():
@@ -154,8 +157,9 @@ def _to_10m(arr: xr.DataArray, grid: GeoBox, bilinear: bool) -> xr.DataArray:
     chunks = (arr.data.chunks[0], tuple(2 * c for c in arr.data.chunks[1]), tuple(2 * c for c in arr.data.chunks[2]))
     up = data.map_blocks(upsample2, bilinear=bilinear, chunks=chunks, dtype=arr.dtype)
     coords = grid.coords
-    return xr.DataArray(up, dims=("time", "y", "x"), coords={"time": arr.time, "y": coords["y"].values,
-                                                             "x": coords["x"].values})
+    return xr.DataArray(
+        up, dims=("time", "y", "x"), coords={"time": arr.time, "y": coords["y"].values, "x": coords["x"].values}
+    )
 
 
 def load_reflectance(items: list[pystac.Item], grid: GeoBox, bands: list[str], chunk_px: int) -> xr.Dataset:
@@ -175,7 +179,7 @@ def load_reflectance(items: list[pystac.Item], grid: GeoBox, bands: list[str], c
     wanted = [*bands, SCL]
     fine, coarse = [b for b in wanted if b not in BANDS_20M], [b for b in wanted if b in BANDS_20M]
     grid20 = grid.zoom_out(2)
-    common = dict(groupby="solar_day", fail_on_error=True, resampling={SCL: "nearest", "*": "bilinear"})
+    common: dict[str, Any] = dict(groupby="solar_day", fail_on_error=True, resampling={SCL: "nearest", "*": "bilinear"})
     loaded = {}
     if fine:
         ds = odc.stac.load(items, bands=fine, geobox=grid, chunks={"time": 1, "y": chunk_px, "x": chunk_px}, **common)
@@ -218,13 +222,21 @@ def load_dem(items: list[pystac.Item], grid: GeoBox) -> np.ndarray | None:
         tile.fill(np.nan)
         with rasterio.open(it.assets["data"].get_absolute_href()) as src:
             nodata = src.nodata if src.nodata is not None and not np.isnan(src.nodata) else None
-            reproject(rasterio.band(src, 1), tile, src_nodata=nodata, dst_transform=grid.affine,
-                      dst_crs=str(grid.crs), dst_nodata=np.nan, resampling=Resampling.bilinear)
+            reproject(
+                rasterio.band(src, 1),
+                tile,
+                src_nodata=nodata,
+                dst_transform=grid.affine,
+                dst_crs=str(grid.crs),
+                dst_nodata=np.nan,
+                resampling=Resampling.bilinear,
+            )
         np.fmax(dem, tile, out=dem)
     return dem
 
 
 # ------------------------------------------------------- block reads for the fused count stage
+
 
 def _aligned(src, grid: GeoBox) -> tuple[int, int] | None:
     """(row, col) offset of ``grid``'s origin in the file's pixels, if the file is on the same lattice
@@ -240,8 +252,9 @@ def _aligned(src, grid: GeoBox) -> tuple[int, int] | None:
     return round(dy), round(dx)
 
 
-def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], classes: bool,
-              out: np.ndarray | None = None) -> np.ndarray:
+def read_tile(
+    href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int], classes: bool, out: np.ndarray | None = None
+) -> np.ndarray:
     """DN of band 1 of ``href`` on ``rows`` x ``cols`` of ``grid`` (0 where the file has no pixel):
     uint16 reflectance DN, or with ``classes`` a uint8 class map (SCL; nearest when warped); into
     ``out`` if given (of that shape and type).
@@ -264,22 +277,38 @@ def read_tile(href: str, grid: GeoBox, rows: tuple[int, int], cols: tuple[int, i
             out = np.zeros((r1 - r0, c1 - c0), src.dtypes[0])
         off = _aligned(src, grid)
         if off is None:
-            with WarpedVRT(src, crs=str(grid.crs), transform=grid.affine, width=grid.shape.x,
-                           height=grid.shape.y, nodata=0,
-                           resampling=Resampling.nearest if classes else Resampling.bilinear) as vrt:
+            with WarpedVRT(
+                src,
+                crs=str(grid.crs),
+                transform=grid.affine,
+                width=grid.shape.x,
+                height=grid.shape.y,
+                nodata=0,
+                resampling=Resampling.nearest if classes else Resampling.bilinear,
+            ) as vrt:
                 return vrt.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=out)
         fr0, fc0 = max(r0 + off[0], 0), max(c0 + off[1], 0)
         fr1, fc1 = min(r1 + off[0], src.height), min(c1 + off[1], src.width)
         if (fr1 - fr0, fc1 - fc0) != out.shape:  # the file does not cover the whole window
             out[...] = 0
         if fr1 > fr0 and fc1 > fc0:
-            src.read(1, window=Window(fc0, fr0, fc1 - fc0, fr1 - fr0),
-                     out=out[fr0 - off[0] - r0:fr1 - off[0] - r0, fc0 - off[1] - c0:fc1 - off[1] - c0])
+            src.read(
+                1,
+                window=Window(fc0, fr0, fc1 - fc0, fr1 - fr0),
+                out=out[fr0 - off[0] - r0 : fr1 - off[0] - r0, fc0 - off[1] - c0 : fc1 - off[1] - c0],
+            )
         return out
 
 
-def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: tuple[int, int],
-                  classes: bool = False, halo: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+def read_overpass(
+    hrefs: list[str],
+    grid: GeoBox,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    classes: bool = False,
+    halo: int = 0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """One band of one overpass (the tiles of a solar day, first valid pixel wins, as odc-stac fuses)
     on a block of ``grid``, with ``halo`` pixels more on each side; beyond the grid's edge the edge
     pixels repeat (as the reference upsampling's ``boundary="nearest"``). Into ``out`` if given, of the
@@ -293,7 +322,7 @@ def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: t
         out = np.empty((r1 - r0 + 2 * halo, c1 - c0 + 2 * halo), np.uint8 if classes else np.uint16)
     # the part of the block and its halo inside the grid; the rest repeats its edge pixels
     top, left = rr[0] - (r0 - halo), cc[0] - (c0 - halo)
-    inner = out[top:top + rr[1] - rr[0], left:left + cc[1] - cc[0]]
+    inner = out[top : top + rr[1] - rr[0], left : left + cc[1] - cc[0]]
     for i, href in enumerate(hrefs):
         if i == 0:
             read_tile(href, grid, rr, cc, classes, out=inner)
@@ -304,16 +333,17 @@ def read_overpass(hrefs: list[str], grid: GeoBox, rows: tuple[int, int], cols: t
     bottom, right = top + inner.shape[0], left + inner.shape[1]
     out[:top] = out[top]
     out[bottom:] = out[bottom - 1]
-    out[:, :left] = out[:, left:left + 1]
-    out[:, right:] = out[:, right - 1:right]
+    out[:, :left] = out[:, left : left + 1]
+    out[:, right:] = out[:, right - 1 : right]
     return out
 
 
 class Overpass(NamedTuple):
     """One solar day's tiles as the fused count stage reads them: plain, picklable values."""
-    day: str                                # local solar date, ISO
-    hrefs: dict[str, list[str]]             # band -> the tiles' files, in search order
-    scale_offset: np.ndarray                # float32 [len(bands), 2], in ``bands`` order
+
+    day: str  # local solar date, ISO
+    hrefs: dict[str, list[str]]  # band -> the tiles' files, in search order
+    scale_offset: np.ndarray  # float32 [len(bands), 2], in ``bands`` order
 
 
 def overpasses(items: list[pystac.Item], bands: list[str]) -> list[Overpass]:
@@ -323,6 +353,11 @@ def overpasses(items: list[pystac.Item], bands: list[str]) -> list[Overpass]:
     by_day: dict[str, list[pystac.Item]] = {}
     for it in items:
         by_day.setdefault(solar_day(it), []).append(it)
-    return [Overpass(d, {b: [it.assets[b].get_absolute_href() for it in tiles] for b in [*bands, SCL]},
-                     np.array([day_scale_offset(tiles, b) for b in bands], np.float32))
-            for d, tiles in sorted(by_day.items())]
+    return [
+        Overpass(
+            d,
+            {b: [it.assets[b].get_absolute_href() or it.assets[b].href for it in tiles] for b in [*bands, SCL]},
+            np.array([day_scale_offset(tiles, b) for b in bands], np.float32),
+        )
+        for d, tiles in sorted(by_day.items())
+    ]

@@ -1,4 +1,5 @@
 """A local STAC catalog laid out like Earth Search v1 (contract 3): an offline mirror or the simulator."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,9 @@ class _CurrentItemsIO(DefaultStacIO):
 
     def stac_object_from_dict(self, d, href=None, root=None, preserve_dict: bool = True):
         if d.get("type") == "Feature" and d.get("stac_version") == pystac.get_stac_version():
-            return pystac.Item.from_dict(d, href=None if href is None else str(href), root=root, migrate=False,
-                                         preserve_dict=preserve_dict)
+            return pystac.Item.from_dict(
+                d, href=None if href is None else str(href), root=root, migrate=False, preserve_dict=preserve_dict
+            )
         return super().stac_object_from_dict(d, href, root, preserve_dict)
 
 
@@ -50,7 +52,9 @@ class LocalCatalogSource:
             try:
                 items = list(root.get_items(recursive=True))
             except Exception as e:  # noqa: BLE001
-                raise SourceError(f"catalog {self.path} links an item that cannot be read ({e}): check the catalog") from None
+                raise SourceError(
+                    f"catalog {self.path} links an item that cannot be read ({e}): check the catalog"
+                ) from None
         else:
             raise SourceError(f"{self.path} is a {type(root).__name__}, not a STAC Catalog or Collection")
         for it in items:
@@ -95,10 +99,14 @@ class LocalCatalogSource:
             covers = shapely.union_all(footprints)
             if not covers.intersects(aoi_wgs84):
                 b = ", ".join(f"{v:.3f}" for v in covers.bounds)
-                raise NoScenesError(f"the AOI lies outside every scene of {self.path} (scenes cover lon/lat {b}): "
-                                    "use an AOI inside the catalog or a catalog of that area")
-            raise NoScenesError(f"no scene in {self.path} for {start}..{end} under {max_cloud_cover:.0f}% cloud: "
-                                "widen the period or raise source.max_cloud_cover")
+                raise NoScenesError(
+                    f"the AOI lies outside every scene of {self.path} (scenes cover lon/lat {b}): "
+                    "use an AOI inside the catalog or a catalog of that area"
+                )
+            raise NoScenesError(
+                f"no scene in {self.path} for {start}..{end} under {max_cloud_cover:.0f}% cloud: "
+                "widen the period or raise source.max_cloud_cover"
+            )
         s2, duplicates = deduplicate(s2, aoi_wgs84)
         skipped += duplicates
         log.info("local catalog: %d scenes, %d DEM items, %d skipped", len(s2), len(dem), len(skipped))

@@ -34,6 +34,7 @@ Process API's images are fetched through ``Http``, the urllib3 retry policy of t
 their bytes and retries count in the run's fetch report; the Catalog's few JSON pages go through
 sentinelhub-py's own client, given the same attempts, first wait and timeout.
 """
+
 from __future__ import annotations
 
 import io
@@ -44,6 +45,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pystac
@@ -51,6 +53,7 @@ import rasterio
 import shapely
 from odc.geo.geobox import GeoBox
 
+from pipeline.aoi import grid_crs
 from pipeline.config import DownloadConfig
 from pipeline.errors import ConfigError, NoScenesError, SourceError
 from pipeline.sources.base import (
@@ -61,22 +64,27 @@ from pipeline.sources.base import (
 )
 from pipeline.sources.http import DownloadError, Http, redact
 
+if TYPE_CHECKING:
+    from sentinelhub import SentinelHubSession
+
 log = logging.getLogger(__name__)
 
 CDSE_URL = "https://sh.dataspace.copernicus.eu"
 CDSE_TOKEN_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
 PROCESS_PATH = "/api/v1/process"  # where the scenes' assets point (rendered, not files)
-MAX_PX = 2500           # Process API: at most 2500 x 2500 px per request
-MARGIN_PX = 4           # 20 m pixels around the AOI grid, as the STAC clips keep
-PAGE_SIZE = 100         # Catalog API maximum
-TOKEN_MARGIN_S = 60     # refresh a token this long before it expires
+MAX_PX = 2500  # Process API: at most 2500 x 2500 px per request
+MARGIN_PX = 4  # 20 m pixels around the AOI grid, as the STAC clips keep
+PAGE_SIZE = 100  # Catalog API maximum
+TOKEN_MARGIN_S = 60  # refresh a token this long before it expires
 PASS_WINDOW = timedelta(minutes=5)  # a datatake's tiles over one AOI are sensed within seconds
-MISSING_CREDENTIALS = ("source sentinelhub needs credentials: set SH_CLIENT_ID and SH_CLIENT_SECRET (an OAuth "
-                       "client of your Copernicus Data Space or Sentinel Hub account), or save them in a "
-                       "sentinelhub config profile (sentinelhub.config --sh_client_id ... --sh_client_secret ...)")
+MISSING_CREDENTIALS = (
+    "source sentinelhub needs credentials: set SH_CLIENT_ID and SH_CLIENT_SECRET (an OAuth "
+    "client of your Copernicus Data Space or Sentinel Hub account), or save them in a "
+    "sentinelhub config profile (sentinelhub.config --sh_client_id ... --sh_client_secret ...)"
+)
 
 # what each rendered product holds: asset -> (Sentinel Hub band, 10/20 m)
-PRODUCTS = {
+PRODUCTS: dict[str, dict[str, Any]] = {
     "10m": {"res": 10, "bands": {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}},
     "20m": {"res": 20, "bands": {"swir16": "B11", "scl": "SCL"}},
 }
@@ -115,31 +123,49 @@ def load_credentials() -> tuple[Credentials, str | None, str | None]:
 class SentinelHubSource:
     name = "sentinelhub"
 
-    def __init__(self, base_url: str | None = None, token_url: str | None = None, collection: str = S2_COLLECTION,
-                 dem: bool = True, download: DownloadConfig | None = None, max_px: int | None = None,
-                 creds: Credentials | None = None, grid=None):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token_url: str | None = None,
+        collection: str = S2_COLLECTION,
+        dem: bool = True,
+        download: DownloadConfig | None = None,
+        max_px: int | None = None,
+        creds: Credentials | None = None,
+        grid=None,
+    ):
         from sentinelhub import DataCollection, SHConfig
 
         if creds is None:
             creds, prof_base, prof_token = load_credentials()
             base_url, token_url = base_url or prof_base, token_url or prof_token
         self.base = (base_url or CDSE_URL).rstrip("/")
-        self.token_url = token_url or (CDSE_TOKEN_URL if self.base == CDSE_URL else
-                                       f"{self.base}/auth/realms/main/protocol/openid-connect/token")
+        self.token_url = token_url or (
+            CDSE_TOKEN_URL if self.base == CDSE_URL else f"{self.base}/auth/realms/main/protocol/openid-connect/token"
+        )
         self.collection, self.dem, self.max_px = collection, dem, max_px or MAX_PX
         d = download or DownloadConfig()
-        self.config = SHConfig(use_defaults=True, sh_client_id=creds.client_id, sh_client_secret=creds.client_secret,
-                               sh_base_url=self.base, sh_token_url=self.token_url, max_download_attempts=d.retries + 1,
-                               download_sleep_time=d.backoff_s, download_timeout_seconds=d.timeout_s,
-                               max_retries=d.retries + 1)
+        self.config = SHConfig(
+            use_defaults=True,
+            sh_client_id=creds.client_id,
+            sh_client_secret=creds.client_secret,
+            sh_base_url=self.base,
+            sh_token_url=self.token_url,
+            max_download_attempts=d.retries + 1,
+            download_sleep_time=d.backoff_s,
+            download_timeout_seconds=d.timeout_s,
+            max_retries=d.retries + 1,
+        )
         if collection != DataCollection.SENTINEL2_L2A.api_id:
-            raise ConfigError(f"source.collection '{collection}' is not Sentinel Hub's Sentinel-2 L2A: use "
-                              f"{DataCollection.SENTINEL2_L2A.api_id}")
+            raise ConfigError(
+                f"source.collection '{collection}' is not Sentinel Hub's Sentinel-2 L2A: use "
+                f"{DataCollection.SENTINEL2_L2A.api_id}"
+            )
         # sentinelhub-py ties its collections to services.sentinel-hub.com; these are served by self.base
         self.s2 = DataCollection.SENTINEL2_L2A.define_from(f"{collection} at {self.base}", service_url=self.base)
         self.dem_collection = DataCollection.DEM_COPERNICUS_30.define_from(f"dem at {self.base}", service_url=self.base)
         self.http = Http(d)
-        self._session = None
+        self._session: SentinelHubSession | None = None
         self._lock = threading.Lock()
         self.grid: GeoBox | None = grid  # the AOI grid to render onto; set by find_scenes
 
@@ -170,11 +196,15 @@ class SentinelHubSource:
         except InsecureTransportError:
             raise SourceError(f"the token URL {self.token_url} is not https: check source.sh_token_url") from None
         except OAuth2Error as e:
-            raise SourceError(f"Sentinel Hub refused the credentials ({e.description or e.error}): check "
-                              "SH_CLIENT_ID / SH_CLIENT_SECRET, or the sentinelhub profile") from None
+            raise SourceError(
+                f"Sentinel Hub refused the credentials ({e.description or e.error}): check "
+                "SH_CLIENT_ID / SH_CLIENT_SECRET, or the sentinelhub profile"
+            ) from None
         except (DownloadFailedException, requests.RequestException) as e:
-            raise SourceError(f"the Sentinel Hub token request to {self.token_url} failed ({_cause(e)}): check "
-                              "source.sh_token_url and the network, or retry later") from None
+            raise SourceError(
+                f"the Sentinel Hub token request to {self.token_url} failed ({_cause(e)}): check "
+                "source.sh_token_url and the network, or retry later"
+            ) from None
 
     def _with_token(self, call):
         """``call(session)``; once more with a new token if the service answers 401 (a token revoked early)."""
@@ -204,19 +234,30 @@ class SentinelHubSource:
 
         def pages(session) -> list[dict]:
             catalog.client = SentinelHubDownloadClient(config=self.config, session=session)
-            return list(catalog.search(self.collection, time=(t0, t1), geometry=Geometry(aoi_wgs84, CRS.WGS84),
-                                       filter=f"eo:cloud_cover <= {max_cloud_cover:g}", limit=PAGE_SIZE))
+            return list(
+                catalog.search(
+                    self.collection,
+                    time=(t0, t1),
+                    geometry=Geometry(aoi_wgs84, CRS.WGS84),
+                    filter=f"eo:cloud_cover <= {max_cloud_cover:g}",
+                    limit=PAGE_SIZE,
+                )
+            )
 
         try:
             features = self._with_token(pages)
         except (DownloadFailedException, OutOfRequestsException) as e:
-            raise SourceError(f"Sentinel Hub Catalog search at {self.base} failed ({_cause(e)}): check "
-                              "source.sh_base_url, or retry later") from None
+            raise SourceError(
+                f"Sentinel Hub Catalog search at {self.base} failed ({_cause(e)}): check "
+                "source.sh_base_url, or retry later"
+            ) from None
         scenes, skipped = self._overpasses(features, max_cloud_cover)
         if not scenes:
-            raise NoScenesError(f"sentinelhub at {self.base} has no {self.collection} scene over the AOI for "
-                                f"{start}..{end} under {max_cloud_cover:.0f}% cloud: widen the period or raise "
-                                "source.max_cloud_cover")
+            raise NoScenesError(
+                f"sentinelhub at {self.base} has no {self.collection} scene over the AOI for "
+                f"{start}..{end} under {max_cloud_cover:.0f}% cloud: widen the period or raise "
+                "source.max_cloud_cover"
+            )
         dem = [self._dem_item(aoi_wgs84)] if self.dem else []
         log.info("sentinelhub: %d granules -> %d overpasses", len(features), len(scenes))
         return SceneSearch(scenes=scenes, dem=dem, skipped=skipped)
@@ -240,35 +281,56 @@ class SentinelHubSource:
             orbit = _product_field(first["id"], "R")
             sid = f"{platform.upper()}_{times[0]:%Y%m%dT%H%M%S}_{('R' + orbit) if orbit else 'R000'}_SH"
             baseline = _product_field(first["id"], "N")
-            props = {"datetime": _iso(times[0]), "platform": platform,
-                     "eo:cloud_cover": max(float(f["properties"].get("eo:cloud_cover") or 0) for f in group),
-                     "sentinelhub:granules": sorted(f["id"] for f in group),
-                     "sentinelhub:time_range": [_iso(times[0] - PASS_WINDOW), _iso(times[-1] + PASS_WINDOW)],
-                     "sentinelhub:harmonized": True}
+            props = {
+                "datetime": _iso(times[0]),
+                "platform": platform,
+                "eo:cloud_cover": max(float(f["properties"].get("eo:cloud_cover") or 0) for f in group),
+                "sentinelhub:granules": sorted(f["id"] for f in group),
+                "sentinelhub:time_range": [_iso(times[0] - PASS_WINDOW), _iso(times[-1] + PASS_WINDOW)],
+                "sentinelhub:harmonized": True,
+            }
             if baseline:
                 props["s2:processing_baseline"] = f"{baseline[:2]}.{baseline[2:]}"
             if orbit:
                 props["sat:relative_orbit"] = int(orbit)
-            if self.grid is not None and self.grid.crs.epsg:
+            if self.grid is not None and self.grid.crs is not None and self.grid.crs.epsg:
                 props["proj:epsg"] = self.grid.crs.epsg
-            item = pystac.Item(sid, shapely.geometry.mapping(geom), list(geom.bounds), times[0], props,
-                               collection=S2_COLLECTION)
+            item = pystac.Item(
+                sid, shapely.geometry.mapping(geom), list(geom.bounds), times[0], props, collection=S2_COLLECTION
+            )
             for asset, product in ASSET_PRODUCT.items():
-                rb = {"nodata": 0, "data_type": "uint8"} if asset == "scl" else \
-                    {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": 0.0}  # harmonised: see above
-                item.add_asset(asset, pystac.Asset(f"{self.base}{PROCESS_PATH}#{sid}/{asset}",
-                                                   media_type=pystac.MediaType.GEOTIFF, roles=["data"],
-                                                   extra_fields={"raster:bands": [rb],
-                                                                 "gsd": PRODUCTS[product]["res"]}))
+                rb = (
+                    {"nodata": 0, "data_type": "uint8"}
+                    if asset == "scl"
+                    else {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": 0.0}
+                )  # harmonised: see above
+                item.add_asset(
+                    asset,
+                    pystac.Asset(
+                        f"{self.base}{PROCESS_PATH}#{sid}/{asset}",
+                        media_type=pystac.MediaType.GEOTIFF,
+                        roles=["data"],
+                        extra_fields={"raster:bands": [rb], "gsd": PRODUCTS[product]["res"]},
+                    ),
+                )
             items.append(item)
         return items, skipped
 
     def _dem_item(self, aoi_wgs84) -> pystac.Item:
-        it = pystac.Item("COPERNICUS_30_SH", shapely.geometry.mapping(aoi_wgs84), list(aoi_wgs84.bounds),
-                         datetime(2021, 1, 1, tzinfo=timezone.utc), {"sentinelhub:dem_instance": "COPERNICUS_30"},
-                         collection=DEM_COLLECTION)
-        it.add_asset("data", pystac.Asset(f"{self.base}{PROCESS_PATH}#dem/COPERNICUS_30",
-                                          media_type=pystac.MediaType.GEOTIFF, roles=["data"]))
+        it = pystac.Item(
+            "COPERNICUS_30_SH",
+            shapely.geometry.mapping(aoi_wgs84),
+            list(aoi_wgs84.bounds),
+            datetime(2021, 1, 1, tzinfo=timezone.utc),
+            {"sentinelhub:dem_instance": "COPERNICUS_30"},
+            collection=DEM_COLLECTION,
+        )
+        it.add_asset(
+            "data",
+            pystac.Asset(
+                f"{self.base}{PROCESS_PATH}#dem/COPERNICUS_30", media_type=pystac.MediaType.GEOTIFF, roles=["data"]
+            ),
+        )
         return it
 
     # ------------------------------------------------------------------ Process API
@@ -276,28 +338,32 @@ class SentinelHubSource:
         """Render ``assets`` of ``item`` on the padded AOI grid: {asset: (array, crs, transform, nodata, href)}.
 
         ``http``: the fetch's Http, so bytes and retries count in the run's fetch report."""
-        if self.grid is None:
+        grid = self.grid
+        if grid is None or grid.crs is None:
             raise SourceError("the sentinelhub source needs the AOI grid before rendering (internal error)")
         if http is not None:
             self.http = http
         out = {}
         if item.collection_id == DEM_COLLECTION:
-            data, transform = self._render(_dem_spec(self.dem_collection), 10, "float32", 1)
-            return {"data": (data[0], self.grid.crs, transform, None, item.assets["data"].href)}
+            data, transform = self._render(grid, _dem_spec(self.dem_collection), 10, "float32", 1)
+            return {"data": (data[0], grid.crs, transform, None, item.assets["data"].href)}
         tr = item.properties["sentinelhub:time_range"]
         for product in sorted({ASSET_PRODUCT[a] for a in assets}):
             spec = PRODUCTS[product]
             bands = list(spec["bands"].items())
-            data, transform = self._render(_s2_spec(self.s2, tr, [b for _, b in bands]), spec["res"],
-                                           "uint16", len(bands))
+            data, transform = self._render(
+                grid, _s2_spec(self.s2, tr, [b for _, b in bands]), spec["res"], "uint16", len(bands)
+            )
             for i, (asset, _) in enumerate(bands):
                 if asset in assets:
                     arr = data[i].astype(np.uint8) if asset == "scl" else data[i]
-                    out[asset] = (arr, self.grid.crs, transform, 0, item.assets[asset].href)
+                    out[asset] = (arr, grid.crs, transform, 0, item.assets[asset].href)
         return out
 
-    def _render(self, spec: dict, res: int, dtype: str, nbands: int) -> tuple[np.ndarray, rasterio.Affine]:
-        left, bottom, right, top = self.grid.boundingbox
+    def _render(
+        self, grid: GeoBox, spec: dict, res: int, dtype: str, nbands: int
+    ) -> tuple[np.ndarray, rasterio.Affine]:
+        left, bottom, right, top = grid.boundingbox
         pad = MARGIN_PX * 20
         left, bottom, right, top = left - pad, bottom - pad, right + pad, top + pad
         width, height = round((right - left) / res), round((top - bottom) / res)
@@ -306,20 +372,29 @@ class SentinelHubSource:
         for r0 in range(0, height, step):
             for c0 in range(0, width, step):
                 h, w = min(step, height - r0), min(step, width - c0)
-                bbox = [left + c0 * res, top - (r0 + h) * res, left + (c0 + w) * res, top - r0 * res]
-                mosaic[:, r0:r0 + h, c0:c0 + w] = self._request(spec, bbox, w, h, dtype, nbands)
+                bbox = (left + c0 * res, top - (r0 + h) * res, left + (c0 + w) * res, top - r0 * res)
+                mosaic[:, r0 : r0 + h, c0 : c0 + w] = self._request(grid, spec, bbox, w, h, dtype, nbands)
         return mosaic, rasterio.Affine(res, 0, left, 0, -res, top)
 
-    def _request(self, spec: dict, bbox: list[float], w: int, h: int, dtype: str, nbands: int) -> np.ndarray:
+    def _request(
+        self, grid: GeoBox, spec: dict, bbox: tuple[float, float, float, float], w: int, h: int, dtype: str, nbands: int
+    ) -> np.ndarray:
         from sentinelhub import CRS, BBox, MimeType, SentinelHubRequest
 
-        request = SentinelHubRequest(evalscript=spec["evalscript"], input_data=[spec["input"]], size=(w, h),
-                                     responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
-                                     bbox=BBox(bbox, CRS(self.grid.crs.epsg)), config=self.config)
+        request = SentinelHubRequest(
+            evalscript=spec["evalscript"],
+            input_data=[spec["input"]],
+            size=(w, h),
+            responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
+            bbox=BBox(bbox, CRS(grid_crs(grid).epsg)),
+            config=self.config,
+        )
         dl = request.download_list[0]
 
         def post(session):
-            return self.http.request("POST", dl.url, json=dl.post_values, headers={**dl.headers, **self.headers(session)})
+            return self.http.request(
+                "POST", dl.url, json=dl.post_values, headers={**dl.headers, **self.headers(session)}
+            )
 
         try:
             resp = self._with_token(post)
@@ -331,8 +406,10 @@ class SentinelHubSource:
             with rasterio.MemoryFile(io.BytesIO(resp.content)) as mem, mem.open() as src:
                 data = src.read()
         except rasterio.RasterioIOError:
-            raise SourceError(f"the Process API returned no readable GeoTIFF ({resp.headers.get('Content-Type')}, "
-                              f"{len(resp.content)} bytes)") from None
+            raise SourceError(
+                f"the Process API returned no readable GeoTIFF ({resp.headers.get('Content-Type')}, "
+                f"{len(resp.content)} bytes)"
+            ) from None
         if data.shape != (nbands, h, w):
             raise SourceError(f"the Process API returned {data.shape} for a {nbands} x {h} x {w} request")
         return data.astype(dtype, copy=False)
@@ -352,10 +429,15 @@ function evaluatePixel(s) {{
   return [{outs}];
 }}
 """.replace("'", '"')
-    data = SentinelHubRequest.input_data(collection, time_interval=tuple(time_range), maxcc=1.0,
-                                         mosaicking_order=MosaickingOrder.MOST_RECENT,
-                                         upsampling=ResamplingType.NEAREST, downsampling=ResamplingType.NEAREST,
-                                         other_args={"processing": {"harmonizeValues": True}})
+    data = SentinelHubRequest.input_data(
+        collection,
+        time_interval=(time_range[0], time_range[1]),
+        maxcc=1.0,
+        mosaicking_order=MosaickingOrder.MOST_RECENT,
+        upsampling=ResamplingType.NEAREST,
+        downsampling=ResamplingType.NEAREST,
+        other_args={"processing": {"harmonizeValues": True}},
+    )
     return {"input": data, "evalscript": script}
 
 
@@ -370,15 +452,17 @@ function evaluatePixel(s) {
   return [s.DEM];
 }
 """
-    data = SentinelHubRequest.input_data(collection, upsampling=ResamplingType.BILINEAR,
-                                         downsampling=ResamplingType.BILINEAR)
+    data = SentinelHubRequest.input_data(
+        collection, upsampling=ResamplingType.BILINEAR, downsampling=ResamplingType.BILINEAR
+    )
     return {"input": data, "evalscript": script}
 
 
 def _status(e: BaseException) -> int | None:
     """The HTTP status behind our DownloadError or sentinelhub-py's DownloadFailedException."""
-    if getattr(e, "status", None) is not None:
-        return e.status
+    status = getattr(e, "status", None)
+    if status is not None:
+        return int(status)
     response = getattr(getattr(e, "request_exception", None), "response", None)
     return getattr(response, "status_code", None)
 
@@ -409,7 +493,9 @@ def _platform(f: dict) -> str:
     p = str(f.get("properties", {}).get("platform") or "").lower()
     if p:
         return p
-    return {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c"}.get(f["id"][:3].upper(), f["id"][:3].lower())
+    return {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c"}.get(
+        f["id"][:3].upper(), f["id"][:3].lower()
+    )
 
 
 def _product_field(product_id: str, letter: str) -> str:

@@ -6,6 +6,7 @@ names, so the cache, the loader and every later stage see one layout. Planetary 
 URLs need a short-lived SAS token; items are signed just before their assets are read (``sign``),
 never stored signed.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -31,9 +32,24 @@ PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 DEFAULT_URLS = {"earth-search": EARTH_SEARCH_URL, "planetary-computer": PLANETARY_COMPUTER_URL}
 
 # Planetary Computer (and ESA SAFE) band names -> Earth Search v1 common names (contract 3).
-PC_ASSET_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-                 "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-                 "B11": "swir16", "B12": "swir22", "SCL": "scl", "AOT": "aot", "WVP": "wvp", "visual": "visual"}
+PC_ASSET_KEYS = {
+    "B01": "coastal",
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B05": "rededge1",
+    "B06": "rededge2",
+    "B07": "rededge3",
+    "B08": "nir",
+    "B8A": "nir08",
+    "B09": "nir09",
+    "B11": "swir16",
+    "B12": "swir22",
+    "SCL": "scl",
+    "AOT": "aot",
+    "WVP": "wvp",
+    "visual": "visual",
+}
 
 
 def is_loopback(url: str) -> bool:
@@ -60,9 +76,15 @@ def to_earth_search_keys(item: pystac.Item) -> pystac.Item:
 class StacApiSource:
     """Searches a STAC API; pages through ``next`` links (pystac-client follows them)."""
 
-    def __init__(self, kind: str, url: str | None, collection: str = "sentinel-2-l2a",
-                 dem_collection: str = "cop-dem-glo-30", download: DownloadConfig | None = None,
-                 page_size: int = 100):
+    def __init__(
+        self,
+        kind: str,
+        url: str | None,
+        collection: str = "sentinel-2-l2a",
+        dem_collection: str = "cop-dem-glo-30",
+        download: DownloadConfig | None = None,
+        page_size: int = 100,
+    ):
         self.name = kind
         self.url = (url or DEFAULT_URLS[kind]).rstrip("/")
         self.collection = collection
@@ -74,16 +96,25 @@ class StacApiSource:
     def _client(self) -> Client:
         try:
             d = self.download
-            return Client.open(self.url, stac_io=StacApiIO(max_retries=retry_policy(d), timeout=d.timeout_s),
-                               timeout=d.timeout_s)
+            return Client.open(
+                self.url, stac_io=StacApiIO(max_retries=retry_policy(d), timeout=d.timeout_s), timeout=d.timeout_s
+            )
         except (APIError, OSError, ValueError) as e:
-            raise SourceError(f"cannot open the STAC API at {redact(self.url)} ({_short(e)}): check --stac-url "
-                              "and the network") from None
+            raise SourceError(
+                f"cannot open the STAC API at {redact(self.url)} ({_short(e)}): check --stac-url and the network"
+            ) from None
 
-    def _search(self, client: Client, collection: str, aoi_wgs84, start: date | None, end: date | None,
-                max_cloud_cover: float | None) -> list[pystac.Item]:
+    def _search(
+        self,
+        client: Client,
+        collection: str,
+        aoi_wgs84,
+        start: date | None,
+        end: date | None,
+        max_cloud_cover: float | None,
+    ) -> list[pystac.Item]:
         kw = {"collections": [collection], "intersects": shapely.geometry.mapping(aoi_wgs84), "limit": self.page_size}
-        if start is not None:
+        if start is not None and end is not None:
             t0, t1 = period_bounds(start, end)
             kw["datetime"] = [t0, t1]
         if max_cloud_cover is not None and client.conforms_to("QUERY"):
@@ -91,13 +122,16 @@ class StacApiSource:
         try:
             return list(client.search(**kw).items())
         except (APIError, OSError) as e:
-            raise SourceError(f"search of {collection} at {redact(self.url)} failed ({_short(e)}): retry later "
-                              "or check --stac-url") from None
+            raise SourceError(
+                f"search of {collection} at {redact(self.url)} failed ({_short(e)}): retry later or check --stac-url"
+            ) from None
 
     def search(self, aoi_wgs84, start: date, end: date, max_cloud_cover: float) -> SceneSearch:
         client = self._client()
-        items = [to_earth_search_keys(it) for it in
-                 self._search(client, self.collection, aoi_wgs84, start, end, max_cloud_cover)]
+        items = [
+            to_earth_search_keys(it)
+            for it in self._search(client, self.collection, aoi_wgs84, start, end, max_cloud_cover)
+        ]
         skipped = []
         scenes = []
         for it in items:
@@ -109,10 +143,14 @@ class StacApiSource:
         scenes, duplicates = deduplicate(scenes, aoi_wgs84)
         dem = self._search(client, self.dem_collection, aoi_wgs84, None, None, None) if self.dem_collection else []
         if not scenes:
-            raise NoScenesError(f"{self.name} at {redact(self.url)} has no {self.collection} scene over the AOI for "
-                                f"{start}..{end} under {max_cloud_cover:.0f}% cloud: widen the period or raise "
-                                "source.max_cloud_cover")
-        log.info("%s: %d scenes (%d duplicates dropped), %d DEM tiles", self.name, len(scenes), len(duplicates), len(dem))
+            raise NoScenesError(
+                f"{self.name} at {redact(self.url)} has no {self.collection} scene over the AOI for "
+                f"{start}..{end} under {max_cloud_cover:.0f}% cloud: widen the period or raise "
+                "source.max_cloud_cover"
+            )
+        log.info(
+            "%s: %d scenes (%d duplicates dropped), %d DEM tiles", self.name, len(scenes), len(duplicates), len(dem)
+        )
         return SceneSearch(scenes=scenes, dem=dem, skipped=[*skipped, *duplicates])
 
     def sign(self, item: pystac.Item) -> pystac.Item:
@@ -124,8 +162,9 @@ class StacApiSource:
         try:
             return planetary_computer.sign(item)
         except Exception as e:  # noqa: BLE001 - the token service fails in many ways
-            raise SourceError(f"could not sign {item.id} with the Planetary Computer token service ({_short(e)}): "
-                              "retry later") from None
+            raise SourceError(
+                f"could not sign {item.id} with the Planetary Computer token service ({_short(e)}): retry later"
+            ) from None
 
 
 def _short(e: BaseException) -> str:

@@ -6,13 +6,25 @@
 
 Prints one line per problem and exits 1 if there is any. Needs pystac and rasterio.
 """
+
 import sys
 
 import pystac
 import rasterio
 
-S2 = {"blue": 10, "green": 10, "red": 10, "rededge1": 20, "rededge2": 20, "rededge3": 20,
-      "nir": 10, "nir08": 20, "swir16": 20, "swir22": 20, "scl": 20}
+S2 = {
+    "blue": 10,
+    "green": 10,
+    "red": 10,
+    "rededge1": 20,
+    "rededge2": 20,
+    "rededge3": 20,
+    "nir": 10,
+    "nir08": 20,
+    "swir16": 20,
+    "swir22": 20,
+    "scl": 20,
+}
 
 
 def main(path):

@@ -7,6 +7,7 @@
 Prints one line per problem and exits 1 if there is any; prints a one-line summary and exits 0 otherwise.
 Needs geopandas and pandas (run it with the project's .venv/bin/python).
 """
+
 import json
 import os
 import sys
@@ -19,8 +20,19 @@ LAYERS = {
     "clearings": ["clearing_id", "first_year", "area_m2", "mean_slope_deg", "site_id"],
     "sites": ["site_id", "first_year", "last_year", "n_ponds", "pond_area_m2", "cleared_area_m2", "footprint_m2"],
 }
-SUMMARY = ["aoi", "year", "sites_new", "sites_total", "ponds_new", "ponds_total", "pond_area_m2",
-           "cleared_area_new_m2", "footprint_total_m2", "valid_observations", "provisional"]
+SUMMARY = [
+    "aoi",
+    "year",
+    "sites_new",
+    "sites_total",
+    "ponds_new",
+    "ponds_total",
+    "pond_area_m2",
+    "cleared_area_new_m2",
+    "footprint_total_m2",
+    "valid_observations",
+    "provisional",
+]
 
 
 def main(run):
@@ -49,7 +61,9 @@ def main(run):
             if len(g) and "area_m2" in g and g.crs is not None and g.crs.is_projected:
                 err = (g["area_m2"] - g.geometry.area).abs() / g.geometry.area.clip(lower=1)
                 if (err > 0.01).any():
-                    problems.append(f"{layer}: area_m2 differs from the geometry's area by >1% in {(err > 0.01).sum()} rows")
+                    problems.append(
+                        f"{layer}: area_m2 differs from the geometry's area by >1% in {(err > 0.01).sum()} rows"
+                    )
         if counts.get("sites") and counts.get("ponds") is not None:
             s = gpd.read_file(gpkg, layer="sites")
             p = gpd.read_file(gpkg, layer="ponds")
