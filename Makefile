@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock demo test test-fast lint run bench report reference clean monthly evaluate evaluate-scenarios realdata
+.PHONY: bench-against help setup lock demo test test-fast lint run bench report reference clean monthly evaluate evaluate-scenarios realdata
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ realdata: $(STAMP) ## check the rules, the haze screen and the simulator's spect
 bench: $(STAMP) ## time and memory against a read floor and a notebook baseline, py-spy profile -> reports/bench.md
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[bench]'
 	$(PY) -m pipeline.lab.bench
+
+REV ?= HEAD~1
+bench-against: $(STAMP) ## the bench AOI's run by this checkout and by commit REV, in turns: medians and their ratio
+	$(PY) -m pipeline.lab.bench_against $(REV)
 
 EVAL_SEEDS ?= 100-119
 EVAL_KM    ?= 4
