@@ -414,14 +414,7 @@ def demo(
     sim = simulate_aoi(scenes, seed, reuse=True)
     cfg = load_config(
         demo_config_path(),
-        {
-            "aoi": sim.aoi,
-            "source.kind": "local",
-            "source.catalog": sim.catalog,
-            "period.start": sim.start.isoformat(),
-            "period.end": sim.end.isoformat(),
-            "out": out,
-        },
+        sim.run_settings(out),
     )
     with console.run_log(cfg.out), console.log_above_bars():
         result = run_pipeline(cfg, progress=console.progress_bars(quiet))

@@ -65,16 +65,7 @@ def simulated_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sim")
     sim = simulate(root / "scenes", seed=1, size_km=2.0, start_year=2021, end_year=2023, revisit_days=10)
-    cfg = load_config(
-        None,
-        {
-            "aoi": sim.aoi,
-            "source.catalog": sim.catalog,
-            "period.start": sim.start.isoformat(),
-            "period.end": sim.end.isoformat(),
-            "out": root / "run",
-        },
-    )
+    cfg = load_config(None, sim.run_settings(root / "run"))
     result = run(cfg)
     return sim, cfg, result
 

@@ -705,16 +705,7 @@ def run_seed(
     out = workdir / "runs" / label / f"seed{seed}{sub}"
     cfg = load_config(
         demo_config_path(),
-        {
-            "aoi": sim.aoi,
-            "source.kind": "local",
-            "source.catalog": sim.catalog,
-            "period.start": sim.start.isoformat(),
-            "period.end": sim.end.isoformat(),
-            "out": out,
-            "compute.composite_dir": workdir / "composites" / f"seed{seed}{sub}",
-            **(overrides or {}),
-        },
+        {**sim.run_settings(out, workdir / "composites" / f"seed{seed}{sub}"), **(overrides or {})},
     )
     run_pipeline(cfg)
     return seed_record(out, sim.truth, seed)
@@ -735,15 +726,7 @@ def train_on_seeds(seeds: list[int], workdir: Path, size_km: float) -> Path:
         cfgs.append(
             load_config(
                 demo_config_path(),
-                {
-                    "aoi": sim.aoi,
-                    "source.kind": "local",
-                    "source.catalog": sim.catalog,
-                    "period.start": sim.start.isoformat(),
-                    "period.end": sim.end.isoformat(),
-                    "out": workdir / "runs" / "train" / f"seed{seed}",
-                    "compute.composite_dir": workdir / "composites" / f"seed{seed}",
-                },
+                sim.run_settings(workdir / "runs" / "train" / f"seed{seed}", workdir / "composites" / f"seed{seed}"),
             )
         )
         labels.append(sim.truth)

@@ -319,6 +319,18 @@ class SimulatedAOI:
     start: date  # Jan 1 of start_year
     end: date  # Dec 31 of end_year
 
+    def run_settings(self, out: Path, composite_dir: Path | None = None) -> dict:
+        """The settings (``load_config`` overrides) of a run over this AOI's catalog and whole period."""
+        settings = {
+            "aoi": self.aoi,
+            "source.kind": "local",
+            "source.catalog": self.catalog,
+            "period.start": self.start.isoformat(),
+            "period.end": self.end.isoformat(),
+            "out": out,
+        }
+        return settings if composite_dir is None else {**settings, "compute.composite_dir": composite_dir}
+
 
 def _rng(seed: int, purpose: str, *more: int) -> np.random.Generator:
     return np.random.default_rng([seed, STREAM[purpose], *more])
