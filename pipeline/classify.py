@@ -9,9 +9,14 @@ import math
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+from scipy.spatial.distance import pdist
+from skimage.morphology import skeletonize
 
 from pipeline.rules import ClearingRules, PondRules
+from pipeline.vectorize import link_sites
 
 
 def select_clearings(clearings: gpd.GeoDataFrame, rules: ClearingRules, months=None) -> gpd.GeoDataFrame:
@@ -92,10 +97,6 @@ def in_long_chains(geoms: gpd.GeoSeries, gap_m: float, min_length_m: float) -> n
     """Whether each geometry belongs to a chain (single linkage at ``gap_m``) whose smallest enclosing
     circle is at least ``min_length_m`` across: the pieces of a river too broken for the network rule
     line up along it; lone leach ponds do not (the mapped pools, linked at 100 m, span under 300 m)."""
-    import shapely
-
-    from pipeline.vectorize import link_sites
-
     if len(geoms) == 0:
         return np.zeros(0, bool)
     chain = link_sites(geoms, gap_m)
@@ -135,9 +136,6 @@ def water_network(water: np.ndarray, resolution_m: float, min_length_m: float, g
 def feret_diameter(mask: np.ndarray) -> float:
     """Greatest extent (pixels) of the pixels of ``mask``, taken as squares: the largest distance between
     corners of its outline's pixels, over the vertices of their convex hull."""
-    from scipy.spatial import ConvexHull, QhullError
-    from scipy.spatial.distance import pdist
-
     edge = mask & ~ndimage.binary_erosion(mask)
     rows, cols = np.nonzero(edge)
     corners = np.unique(np.concatenate([np.c_[rows + dr, cols + dc] for dr in (0, 1) for dc in (0, 1)]), axis=0)
@@ -152,8 +150,6 @@ def strip_width_m(labels: np.ndarray, resolution_m: float) -> tuple[np.ndarray, 
     """Mean width and length (m) of each labelled feature (index = label): its area over the length of its
     skeleton. A road cut is a few pixels wide however it winds; the minimum rotated rectangle of a road
     with hairpin bends is nearly square."""
-    from skimage.morphology import skeletonize
-
     labels = np.asarray(labels)
     n = int(labels.max()) + 1
     # holes filled first: ponds inside a clearing would make its skeleton ring each of them
@@ -188,8 +184,6 @@ def floodplain(
     """Flat ground (``setting_slope`` under ``max_slope_deg``) within ``distance_m`` of a river's water: where
     its side channels, bar pools and oxbows lie, which the network rule sees as pieces apart from it. Only
     the pixels of ``where`` (default: all) are judged: the water pixels are all that need it."""
-    from scipy.spatial import cKDTree
-
     out = np.zeros(river.shape, bool)
     candidates = np.asarray(setting_slope) < max_slope_deg
     if where is not None:

@@ -22,11 +22,12 @@ import dask
 import numba
 import numpy as np
 import pandas as pd
+from dask.base import tokenize
 
 from pipeline import store
 from pipeline.config import RunConfig
 from pipeline.scheduler import Progress, Timings, dask_progress
-from pipeline.sources.loading import SCL, overpasses, solar_day, usable_scenes
+from pipeline.sources.loading import SCL, overpasses, read_overpass, solar_day, usable_scenes
 from pipeline.store import COUNT_LAYERS, COUNTS, INDEX_SUMS, Scratch  # noqa: F401 - the layers the stage counts
 
 log = logging.getLogger(__name__)
@@ -261,8 +262,6 @@ def count_month(
     """The counts (int16 [4, h, w]) and sums (float32 [3, h, w]), layers as ``COUNT_LAYERS``, of one
     month's overpasses on one block of ``grid``: the whole count stage for that block in one task. With
     ``scratch``, in the thread's arrays of it (good until the thread's next task)."""
-    from pipeline.sources.loading import SCL, read_overpass
-
     h, w = rows[1] - rows[0], cols[1] - cols[0]
     scratch = scratch or Scratch()
     counts, sums = scratch.array("counts", (4, h, w), np.int16), scratch.array("sums", (3, h, w), np.float32)
@@ -331,9 +330,6 @@ def count_tasks(
     left to the store's zeros. ``chunk_px`` must be a multiple of the store's chunks; ``name`` (the
     store's) keeps the tasks of stores computed together apart. Tasks computed together share one
     ``scratch``."""
-    import dask
-    from dask.base import tokenize
-
     # keyed by their number of overpasses: dask runs independent tasks in the order of their keys,
     # from the last, so the months with the most overpasses go first and the shortest last, not a long
     # one in a thread while the other idles

@@ -7,19 +7,32 @@ a half-written GeoPackage where a good one was.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
+import sqlite3
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
+import pyogrio
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
 
+from pipeline import styles
 from pipeline.errors import OutputError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -45,9 +58,6 @@ UNLISTED = ("run.log", "scores.json", "exports")
 def _rename_exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE): a reader of either name sees
     the old or the new directory, never neither. False where the kernel or filesystem cannot."""
-    import ctypes
-    import sys
-
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -240,7 +250,6 @@ def sha256(path: Path) -> str:
 
 
 def write_footprints(path: Path, layers: dict[str, gpd.GeoDataFrame]) -> None:
-    import pyogrio
 
     # without SQLite's flush to disk at every commit (half the time of the writes): a run dir is flushed
     # whole before it is swapped into place (``staged_run_dir``), and never read half-written
@@ -305,11 +314,6 @@ def read_layers(run_dir: Path, layers=None, year: int | None = None) -> dict[str
 def write_layer_styles(gpkg: Path, years, layers=LAYERS) -> None:
     """Store a default QGIS style (QML, with its SLD) per layer in the GeoPackage's ``layer_styles``
     table, the table QGIS itself writes and reads: dragging the file into QGIS shows styled layers."""
-    import sqlite3
-    from datetime import datetime, timezone
-
-    from pipeline import styles
-
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     con = sqlite3.connect(gpkg)
     try:
@@ -356,7 +360,6 @@ def write_layer_styles(gpkg: Path, years, layers=LAYERS) -> None:
 
 
 def write_sld(path: Path, years, layers=LAYERS) -> None:
-    from pipeline import styles
 
     path.write_text(styles.sld(layers, years))
 
@@ -380,14 +383,6 @@ def write_cog(
     The overviews are built in the in-memory GeoTIFF and copied as they are: left to the COG driver,
     they go through a ZSTD-compressed temporary file beside the output, a new compressor for every
     tile, and the three rasters of a run took 160 ms instead of 90 ms."""
-    import math
-
-    import numpy as np
-    import rasterio
-    import rasterio.shutil
-    from rasterio.enums import Resampling
-    from rasterio.io import MemoryFile
-
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
@@ -428,12 +423,6 @@ def write_cog(
 def write_rasters(out_dir: Path, grid, first_year, classes, valid_per_year, years) -> list[Path]:
     """The per-pixel outputs: first year (0 = none), class map, clear observations per year (a band each),
     written side by side (GDAL compresses each off the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    from pipeline import styles
-
     pond, clear = styles.POND_OUTLINE, "#a0522d"
     cmap = {0: (0, 0, 0, 0), 1: (*styles._hex_to_rgb(clear), 255), 2: (*styles._hex_to_rgb(pond), 255)}
     files: dict[str, tuple[np.ndarray, dict[str, Any]]] = {

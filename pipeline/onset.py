@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dask
 import numpy as np
+import pandas as pd
 
 from pipeline import confidence, count, store, terrain
 from pipeline.change import dip_onset, persistent_onset, share_while_active
@@ -32,8 +33,6 @@ class Mosaic:
 
 def month_years(months) -> np.ndarray:
     """The calendar year of each month (a DatetimeIndex or datetime64 values)."""
-    import pandas as pd
-
     return np.asarray(pd.DatetimeIndex(months).year, dtype=np.int64)
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
+from pyproj import Transformer
 
 from pipeline import charts, export, reference, styles
 from pipeline.charts import FOOTPRINT_PNG, SITES_PNG
@@ -65,8 +67,6 @@ def _aoi_outline(manifest: dict) -> dict:
     """The AOI polygon (WGS84) from the manifest, else the grid's box."""
     if manifest.get("aoi_geometry"):
         return manifest["aoi_geometry"]
-    import shapely
-    from pyproj import Transformer
 
     a, b, c, d, e, f = manifest["grid"]["transform"]
     h, w = manifest["grid"]["shape"]
@@ -77,8 +77,6 @@ def _aoi_outline(manifest: dict) -> dict:
 def _coverage(run_dir: Path, years: list[int], valid=None) -> dict[int, dict]:
     """Per year: share of grid pixels with at least one and at least five clear views, from the run's
     clear views per year (``valid``: (year, y, x), as written to its GeoTIFF; else read from that)."""
-    import rasterio
-
     p = run_dir / export.VALID_TIF
     if valid is not None:
         v = valid
