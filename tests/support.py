@@ -23,6 +23,7 @@ from pyproj import Transformer
 from shapely.geometry import box, mapping
 
 from pipeline import export
+from pipeline.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -289,8 +290,9 @@ def fingerprint(run: Path) -> dict:
     return fp
 
 
-def run_args(f, **kw) -> list[str]:
-    """``run`` arguments for a fixture catalog ``f`` (tiny_catalog's dict), with overrides."""
+def run_args(f, *, quiet: bool = True, **kw) -> list[str]:
+    """``run`` arguments for a fixture catalog ``f`` (tiny_catalog's dict) over 2021-2023, with overrides
+    (``set="compute.chunk_px=64"`` gives ``--set compute.chunk_px=64``)."""
     args = {
         "aoi": f["aoi"],
         "source": "local",
@@ -300,7 +302,27 @@ def run_args(f, **kw) -> list[str]:
         "out": f["root"] / "run",
         **kw,
     }
-    return ["run", "-q", *[x for k, v in args.items() for x in (f"--{k}", v)]]
+    return ["run", *(["-q"] if quiet else []), *[str(x) for k, v in args.items() for x in (f"--{k}", v)]]
+
+
+def pipeline_argv(f, **kw) -> list[str]:
+    """``python -m pipeline run`` over a fixture catalog, for a subprocess (``run_args``' overrides)."""
+    return [sys.executable, "-m", "pipeline", *run_args(f, **kw)]
+
+
+def catalog_config(f, out: Path | None = None, **settings) -> RunConfig:
+    """The run config of a fixture catalog ``f`` over 2021-2023 (dotted ``settings`` override)."""
+    return load_config(
+        None,
+        {
+            "aoi": f["aoi"],
+            "source.catalog": f["catalog"],
+            "period.start": "2021-01-01",
+            "period.end": "2023-12-31",
+            "out": out if out is not None else f["root"] / "run",
+            **settings,
+        },
+    )
 
 
 def assert_one_line_error(code, err, *words):

@@ -14,35 +14,16 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from pipeline.lab.bench import BENCH_DIR, REPO, bench_aoi
+from pipeline.lab.bench import BENCH_DIR, REPO, bench_aoi, pipeline_command
 
 
 def timed_run(code_dir: Path, aoi: Path, catalog: Path, out: Path, extra: list[str]) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "run",
-        "--aoi",
-        str(aoi),
-        "--source",
-        "local",
-        "--catalog",
-        str(catalog),
-        "--start",
-        "2022-01-01",
-        "--end",
-        "2023-12-31",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
+    """``make bench``'s pipeline step (2022-2023), run from ``code_dir``'s code."""
+    cmd = [*pipeline_command(aoi, catalog, "2022-01-01", "2023-12-31", out), *extra]
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=code_dir, env={**os.environ, "PYTHONPATH": str(code_dir)}, check=True)
     return time.perf_counter() - t0

@@ -12,32 +12,18 @@ import pytest
 import rasterio
 
 from pipeline import run as run_module
-from pipeline.config import load_config
 from pipeline.run import run
 from tests.support import (
     FOREST,
     LATERITE,
     assert_one_line_error,
+    catalog_config,
     run_args,
     run_checker,
     uniform,
     write_aoi_file,
     write_catalog,
 )
-
-
-def _cfg(f, out, **kw):
-    return load_config(
-        None,
-        {
-            "aoi": f["aoi"],
-            "source.catalog": f["catalog"],
-            "period.start": "2021-01-01",
-            "period.end": "2023-12-31",
-            "out": out,
-            **kw,
-        },
-    )
 
 
 def _item_json(f, i):
@@ -123,7 +109,7 @@ def test_bad_items_are_skipped_each_with_its_reason(tiny_catalog):
     c["links"].append({"rel": "item", "href": "./copy/" + dup.name, "type": "application/json"})
     col.write_text(json.dumps(c))
 
-    result = run(_cfg(f, f["root"] / "run"))
+    result = run(catalog_config(f, f["root"] / "run"))
     skipped = {s["id"]: s["reason"] for s in result.manifest["scenes_skipped"]}
     ids = [d["id"] for d in docs]
     assert "red: raster:bands data_type float32, want uint16" in skipped[ids[0]]
@@ -167,7 +153,7 @@ def test_scenes_in_two_utm_zones_are_reprojected(tiny_catalog):
                 out.write(dst, 1)
         doc["properties"]["proj:code"] = "EPSG:32646"
         p.write_text(json.dumps(doc))
-    mixed = run(_cfg(f, f["root"] / "mixed"))
+    mixed = run(catalog_config(f, f["root"] / "mixed"))
     assert mixed.manifest["n_scenes_used"] == 36 and mixed.manifest["scenes_skipped"] == []
     assert mixed.manifest["grid"]["crs"] == "EPSG:32647"
     assert mixed.manifest["counts"] == {"sites": 1, "ponds": 1, "clearings": 1}  # as with one zone
@@ -191,7 +177,7 @@ def test_a_year_without_a_clear_view_is_a_gap_not_zero_mining(tmp_path):
     dem = (1500 + 3.0 * np.mgrid[0:100, 0:100][1]).astype(np.float32)
     cat = write_catalog(tmp_path / "cat", scenes, bounds=bounds, dem=dem)
     aoi = write_aoi_file(tmp_path / "aoi.geojson", bounds)
-    result = run(_cfg({"aoi": aoi, "catalog": cat}, tmp_path / "run"))
+    result = run(catalog_config({"aoi": aoi, "catalog": cat}, tmp_path / "run"))
     table = pd.read_csv(tmp_path / "run" / "yearly_summary.csv")
     row = table.set_index("year")
     assert list(row["gap"]) == [False, True, False]
@@ -207,7 +193,7 @@ def test_a_year_without_a_clear_view_is_a_gap_not_zero_mining(tmp_path):
 
 def test_a_huge_aoi_warns_with_the_data_volume(tiny_catalog, monkeypatch, caplog):
     monkeypatch.setattr(run_module, "HUGE_VOLUME_BYTES", 1e5)  # the tiny AOI reads ~0.9 MB a year
-    result = run(_cfg(tiny_catalog, tiny_catalog["root"] / "run", **{"period.end": "2021-12-31"}))
+    result = run(catalog_config(tiny_catalog, tiny_catalog["root"] / "run", **{"period.end": "2021-12-31"}))
     w = [w for w in result.manifest["warnings"] if w.startswith("huge AOI")]
     assert w and "GB of pixels" in w[0] and "36" not in w[0] and "12 scenes" in w[0]
     assert any("huge AOI" in r.message for r in caplog.records)

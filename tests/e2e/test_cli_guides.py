@@ -8,9 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config import load_config
 from pipeline.run import run
-from tests.support import REPO
+from tests.support import REPO, catalog_config, run_args
 
 COMMANDS = ["run", "simulate", "evaluate", "demo", "aois", "export", "report", "reference", "settings"]
 
@@ -30,22 +29,7 @@ def test_make_help_lists_every_target_with_one_line():
 
 
 def _args(f, out, *extra):
-    return [
-        "run",
-        "--aoi",
-        str(f["aoi"]),
-        "--source",
-        "local",
-        "--catalog",
-        str(f["catalog"]),
-        "--start",
-        "2021-01-01",
-        "--end",
-        "2023-12-31",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return [*run_args(f, quiet=False, out=out), *extra]
 
 
 def test_dry_run_lists_scenes_and_volume_and_writes_nothing(tiny_catalog):
@@ -107,16 +91,7 @@ class Recorder:
 
 def test_progress_is_passed_in_and_ticked(tiny_catalog):
     f = tiny_catalog
-    cfg = load_config(
-        None,
-        {
-            "aoi": f["aoi"],
-            "source.catalog": f["catalog"],
-            "period.start": "2021-01-01",
-            "period.end": "2023-12-31",
-            "out": f["root"] / "run",
-        },
-    )
+    cfg = catalog_config(f)
     Recorder.bars = []
     run(cfg, progress=Recorder)
     bars = {b.desc: b for b in Recorder.bars}

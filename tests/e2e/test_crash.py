@@ -15,38 +15,17 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline import export
-from tests.support import fingerprint, subprocess_env
+from tests.support import fingerprint, pipeline_argv, subprocess_env
 
 
 def _argv(f, out: Path, composites: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "run",
-        "-q",
-        "--aoi",
-        str(f["aoi"]),
-        "--source",
-        "local",
-        "--catalog",
-        str(f["catalog"]),
-        "--start",
-        "2021-01-01",
-        "--end",
-        "2023-12-31",
-        "--out",
-        str(out),
-        "--set",
-        f"compute.composite_dir={composites}",
-    ]
+    return pipeline_argv(f, out=out, set=f"compute.composite_dir={composites}")
 
 
 def full_run(f, out: Path, composites: Path) -> float:

@@ -6,24 +6,14 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
 from pipeline.run import run
-from tests.support import run_checker
+from tests.support import catalog_config, run_checker
 
 
 @pytest.fixture
 def tiny_run(tiny_catalog):
     f = tiny_catalog
-    cfg = load_config(
-        None,
-        {
-            "aoi": f["aoi"],
-            "source.catalog": f["catalog"],
-            "period.start": "2021-01-01",
-            "period.end": "2023-12-31",
-            "out": f["root"] / "run",
-        },
-    )
+    cfg = catalog_config(f)
     return run(cfg), f["root"] / "run"
 
 

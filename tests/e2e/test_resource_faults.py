@@ -15,33 +15,14 @@ from pathlib import Path
 import pytest
 
 from pipeline import export
-from tests.support import REPO, fingerprint
+from tests.support import REPO, catalog_config, fingerprint, pipeline_argv
 
 # the long checks (a cluster to start, a 15 s reconnect wait): RELIABILITY_KILL_TRIALS=20 python -m pytest ...
 LONG = bool(os.environ.get("RELIABILITY_KILL_TRIALS"))
 
 
 def _cli(f, out, *extra, composites=None, timeout=300):
-    argv = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "run",
-        "-q",
-        "--aoi",
-        str(f["aoi"]),
-        "--source",
-        "local",
-        "--catalog",
-        str(f["catalog"]),
-        "--start",
-        "2021-01-01",
-        "--end",
-        "2023-12-31",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    argv = [*pipeline_argv(f, out=out), *extra]
     if composites:
         argv += ["--set", f"compute.composite_dir={composites}"]
     return subprocess.run(
@@ -106,21 +87,11 @@ def test_a_failing_writer_at_the_file_layer(tiny_catalog, monkeypatch):
     """Where no filesystem can be mounted: every write of the summary CSV fails with ENOSPC."""
     import errno
 
-    from pipeline.config import load_config
     from pipeline.errors import OutputError
     from pipeline.run import run
 
     f = tiny_catalog
-    cfg = load_config(
-        None,
-        {
-            "aoi": f["aoi"],
-            "source.catalog": f["catalog"],
-            "period.start": "2021-01-01",
-            "period.end": "2023-12-31",
-            "out": f["root"] / "run",
-        },
-    )
+    cfg = catalog_config(f)
     run(cfg)
     before = fingerprint(f["root"] / "run")
 
@@ -172,27 +143,7 @@ def test_a_scheduler_that_dies_mid_run(tiny_catalog):
         env=env,
     )
     try:
-        argv = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            "-q",
-            "--aoi",
-            str(f["aoi"]),
-            "--source",
-            "local",
-            "--catalog",
-            str(f["catalog"]),
-            "--start",
-            "2021-01-01",
-            "--end",
-            "2023-12-31",
-            "--out",
-            str(out),
-            "--scheduler",
-            f"tcp://127.0.0.1:{port}",
-        ]
+        argv = pipeline_argv(f, out=out, scheduler=f"tcp://127.0.0.1:{port}")
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         log = out.parent / f".run.log-{p.pid}"
         t0 = time.time()

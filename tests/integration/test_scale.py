@@ -3,22 +3,9 @@
 import geopandas as gpd
 import pytest
 
-from pipeline.config import ComputeConfig, load_config
+from pipeline.config import ComputeConfig
 from pipeline.run import run
-
-
-def _cfg(f, out, **kw):
-    return load_config(
-        None,
-        {
-            "aoi": f["aoi"],
-            "source.catalog": f["catalog"],
-            "period.start": "2021-01-01",
-            "period.end": "2023-12-31",
-            "out": out,
-            **kw,
-        },
-    )
+from tests.support import catalog_config
 
 
 def test_onset_blocks_line_up_with_stored_chunks_and_shrink_as_the_period_grows():
@@ -34,20 +21,22 @@ def test_onset_blocks_line_up_with_stored_chunks_and_shrink_as_the_period_grows(
 
 def test_composites_are_reused_and_a_broken_store_is_recomputed(tiny_catalog, tmp_path):
     store = tmp_path / "composites"
-    first = run(_cfg(tiny_catalog, tmp_path / "a", **{"compute.composite_dir": store}))
+    first = run(catalog_config(tiny_catalog, tmp_path / "a", **{"compute.composite_dir": store}))
     assert first.manifest["composite_years_reused"] == []
     assert len(list(store.glob("monthly-*.zarr"))) == 3
-    again = run(_cfg(tiny_catalog, tmp_path / "b", **{"compute.composite_dir": store}))
+    again = run(catalog_config(tiny_catalog, tmp_path / "b", **{"compute.composite_dir": store}))
     assert again.manifest["composite_years_reused"] == [2021, 2022, 2023]
     # a store damaged on disk (a chunk file cut short) is detected and recomputed, not trusted
     victim = sorted(store.glob("monthly-2022-*.zarr"))[0]
     for meta in victim.rglob("zarr.json"):
         meta.write_text("{")
         break
-    third = run(_cfg(tiny_catalog, tmp_path / "c", **{"compute.composite_dir": store}))
+    third = run(catalog_config(tiny_catalog, tmp_path / "c", **{"compute.composite_dir": store}))
     assert third.manifest["composite_years_reused"] == [2021, 2023]
     # a different classification setting is a different composite
-    fourth = run(_cfg(tiny_catalog, tmp_path / "d", **{"compute.composite_dir": store, "ponds.mndwi_min": 0.1}))
+    fourth = run(
+        catalog_config(tiny_catalog, tmp_path / "d", **{"compute.composite_dir": store, "ponds.mndwi_min": 0.1})
+    )
     assert fourth.manifest["composite_years_reused"] == []
     for out in "abc":
         assert (tmp_path / out / "yearly_summary.csv").read_bytes() == (
@@ -57,12 +46,14 @@ def test_composites_are_reused_and_a_broken_store_is_recomputed(tiny_catalog, tm
 
 def test_local_cluster_over_tcp_gives_identical_outputs(tiny_catalog, tmp_path):
     distributed = pytest.importorskip("distributed")
-    local = run(_cfg(tiny_catalog, tmp_path / "threads"))
+    local = run(catalog_config(tiny_catalog, tmp_path / "threads"))
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, protocol="tcp"
     ) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        remote = run(_cfg(tiny_catalog, tmp_path / "cluster", **{"compute.scheduler": cluster.scheduler_address}))
+        remote = run(
+            catalog_config(tiny_catalog, tmp_path / "cluster", **{"compute.scheduler": cluster.scheduler_address})
+        )
     a, b = tmp_path / "threads", tmp_path / "cluster"
     assert (a / "yearly_summary.csv").read_bytes() == (b / "yearly_summary.csv").read_bytes()
     for layer in ("ponds", "clearings", "sites"):
@@ -78,7 +69,7 @@ def test_an_unreachable_scheduler_is_one_clear_error(tiny_catalog, tmp_path, mon
 
     monkeypatch.setattr(scheduler, "SCHEDULER_TIMEOUT_S", 2)
     with pytest.raises(PipelineError, match="cannot reach the dask scheduler"):
-        run(_cfg(tiny_catalog, tmp_path / "x", **{"compute.scheduler": "tcp://127.0.0.1:9"}))
+        run(catalog_config(tiny_catalog, tmp_path / "x", **{"compute.scheduler": "tcp://127.0.0.1:9"}))
     assert not (tmp_path / "x").exists()
 
 
