@@ -58,37 +58,6 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _print_plan(plan: dict, verbose: bool) -> None:
-    from collections import Counter
-
-    mb = 1e6
-    typer.echo(
-        f"dry run: {plan['aoi']}, {plan['area_km2']} km2, grid {plan['grid']} ({plan['crs']}), "
-        f"{plan['period'][0]} to {plan['period'][1]}, source {plan['source']}"
-    )
-    found = Counter(s["datetime"][:4] for s in plan["scenes"])
-    typer.echo(f"{'year':>6} {'scenes':>7}")
-    for y in sorted(found):
-        typer.echo(f"{y:>6} {found[y]:>7}")
-    typer.echo(
-        f"scenes found: {len(plan['scenes'])}; set aside: {len(plan['skipped'])} "
-        f"(e.g. over the cloud limit); DEM tiles: {len(plan['dem_items'])}"
-    )
-    typer.echo(
-        f"to fetch: {len(plan['bands'])} bands ({', '.join(plan['bands'])}) x {len(plan['scenes'])} scenes x "
-        f"{plan['bytes_per_scene'] / mb:.1f} MB = {plan['bytes_total'] / mb:,.0f} MB of pixels "
-        "(the AOI window, uncompressed)"
-    )
-    typer.echo(f"would write: {plan['out']}")
-    typer.echo("scenes:")
-    for sc in plan["scenes"]:
-        cc = sc["cloud_cover"]
-        typer.echo(f"  {sc['datetime'][:10]}  {sc['id']}  cloud {cc if cc is not None else '?'}%")
-    if verbose:
-        for sk in plan["skipped"]:
-            typer.echo(f"  set aside {sk.get('id')}: {sk.get('reason')}")
-
-
 def _print_table(table) -> None:
     typer.echo(table.to_string(index=False))
 
@@ -152,7 +121,7 @@ def run(
     }
     cfg = load_config(config, overrides)
     if dry_run:
-        _print_plan(plan(cfg), verbose)
+        console.print_plan(plan(cfg), verbose)
         return
     with console.run_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
         result = run_pipeline(cfg, progress=console.progress_bars(quiet), fetch_progress=fetch_progress)
@@ -330,6 +299,42 @@ def report_cmd(
             typer.echo(f"wrote {p}")
 
 
+@app.command("review")
+def review_cmd(
+    run_dir: Path = typer.Option(..., "--run", help="the run directory whose register (beside it) to edit"),
+    site: Optional[int] = typer.Option(None, "--site", help="register site id"),
+    status: Optional[str] = typer.Option(None, "--status", help="unreviewed, confirmed, rejected or uncertain"),
+    note: Optional[str] = typer.Option(None, "--note", help="why, e.g. 'quarry on high-resolution imagery'"),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="who (default: the login name)"),
+    list_: bool = typer.Option(False, "--list", help="list the register's sites and their verdicts"),
+):
+    """Record an analyst's verdict on a site, kept in the AOI's site register through every later run.
+
+    Rejected sites leave the yearly counts and stay listed. The next run writes the verdict into its
+    layers; verdicts can also be edited in QGIS, in the sites layer of footprints.gpkg or of the register.
+
+    Examples:\n
+      python -m pipeline review --run outputs/chipwe_pangwa --site 14 --status rejected --note "quarry"\n
+      python -m pipeline review --run outputs/chipwe_pangwa --list
+    """
+    import getpass
+    from datetime import date
+
+    from pipeline import register
+
+    console.setup_logging(False, False)
+    path = register.register_path(run_dir)
+    if list_:
+        sites = register.read_sites(path)
+        cols = ["site_id", "status", "review", "review_note", "reviewer", "reviewed_on", "first_year", "n_ponds"]
+        typer.echo(sites[cols].to_string(index=False))
+        return
+    if site is None or status is None:
+        raise ConfigError("review needs --site and --status (or --list): e.g. --site 14 --status rejected")
+    row = register.set_verdict(path, site, status.strip().lower(), note, reviewer or getpass.getuser(), date.today())
+    typer.echo(f"site {site}: {row['review']}" + (f" ({row['review_note']})" if row["review_note"] else ""))
+
+
 @app.command("reference")
 def reference_cmd(
     run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
@@ -429,7 +434,9 @@ def demo(
 @app.command("train")
 def train_cmd(
     labels: list[Path] = typer.Option(
-        ..., help="labelled polygons (contract 5: layers ponds, clearings); repeat once per catalog"
+        ...,
+        help="labelled polygons (contract 5: layers ponds, clearings), or a site register (<out>.register.gpkg: "
+        "its confirmed and rejected sites); repeat once per catalog",
     ),
     catalog: list[Path] = typer.Option(..., help="local catalog.json the labels belong to; repeat, same order"),
     aoi: Optional[list[Path]] = typer.Option(None, help="AOI of each catalog (default: aoi.geojson beside it)"),
@@ -502,6 +509,9 @@ def monthly(
     out: Optional[Path] = typer.Option(None, help="run directory to keep up to date"),
     lookback_days: int = typer.Option(30, help="search this many days before the last run's end too (late ingestion)"),
     today: Optional[str] = typer.Option(None, hidden=True, help="pretend today is YYYY-MM-DD (tests, backfills)"),
+    notify: Optional[str] = typer.Option(
+        None, "--notify", help="command run with the path of changes.csv when something changed (mail, chat)"
+    ),
     set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set compute.workers=2"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
@@ -542,7 +552,7 @@ def monthly(
     day = date.fromisoformat(today) if today else None
     with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
         result = monthly_run(
-            cfg, day, lookback_days, progress=console.progress_bars(quiet), fetch_progress=fetch_progress
+            cfg, day, lookback_days, console.progress_bars(quiet), fetch_progress=fetch_progress, notify=notify
         )
     if not quiet:
         if result.exit_code == 0:

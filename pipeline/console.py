@@ -153,3 +153,34 @@ class fetch_progress:  # noqa: N801 - used as a context manager, like a function
     def __exit__(self, *exc):
         if self.p is not None:
             self.p.close()
+
+
+def print_plan(plan: dict, verbose: bool) -> None:
+    from collections import Counter
+
+    mb = 1e6
+    typer.echo(
+        f"dry run: {plan['aoi']}, {plan['area_km2']} km2, grid {plan['grid']} ({plan['crs']}), "
+        f"{plan['period'][0]} to {plan['period'][1]}, source {plan['source']}"
+    )
+    found = Counter(s["datetime"][:4] for s in plan["scenes"])
+    typer.echo(f"{'year':>6} {'scenes':>7}")
+    for y in sorted(found):
+        typer.echo(f"{y:>6} {found[y]:>7}")
+    typer.echo(
+        f"scenes found: {len(plan['scenes'])}; set aside: {len(plan['skipped'])} "
+        f"(e.g. over the cloud limit); DEM tiles: {len(plan['dem_items'])}"
+    )
+    typer.echo(
+        f"to fetch: {len(plan['bands'])} bands ({', '.join(plan['bands'])}) x {len(plan['scenes'])} scenes x "
+        f"{plan['bytes_per_scene'] / mb:.1f} MB = {plan['bytes_total'] / mb:,.0f} MB of pixels "
+        "(the AOI window, uncompressed)"
+    )
+    typer.echo(f"would write: {plan['out']}")
+    typer.echo("scenes:")
+    for sc in plan["scenes"]:
+        cc = sc["cloud_cover"]
+        typer.echo(f"  {sc['datetime'][:10]}  {sc['id']}  cloud {cc if cc is not None else '?'}%")
+    if verbose:
+        for sk in plan["skipped"]:
+            typer.echo(f"  set aside {sk.get('id')}: {sk.get('reason')}")

@@ -266,6 +266,18 @@ def write_summary(path: Path, table: pd.DataFrame) -> None:
     table.to_csv(path, index=False, lineterminator="\n")
 
 
+CHANGES_CSV = "changes.csv"
+CHANGES_GEOJSON = "changes.geojson"
+
+
+def write_changes(out_dir: Path, changes: gpd.GeoDataFrame) -> list[Path]:
+    """changes.csv (no geometry) and changes.geojson (lon/lat, RFC 7946) of what changed since the last run."""
+    csv, geojson = out_dir / CHANGES_CSV, out_dir / CHANGES_GEOJSON
+    pd.DataFrame(changes.drop(columns="geometry")).to_csv(csv, index=False, lineterminator="\n")
+    changes.to_crs(4326).to_file(geojson, driver="GeoJSON", engine="pyogrio", layer_options={"RFC7946": "YES"})
+    return [csv, geojson]
+
+
 def write_manifest(path: Path, manifest: dict, outputs: list[Path]) -> None:
     manifest = {**manifest, "outputs": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in outputs}}
     path.write_text(json.dumps(manifest, indent=1, default=str, sort_keys=False) + "\n")

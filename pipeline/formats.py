@@ -44,6 +44,8 @@ SHP_NAMES = {
     "n_clear_obs": "n_clear_ob",
     "water_share": "water_shr",
     "provisional": "provisnl",
+    "review_note": "rev_note",
+    "reviewed_on": "rev_on",
 }
 
 

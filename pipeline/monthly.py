@@ -29,6 +29,8 @@ import io
 import json
 import logging
 import os
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -55,6 +57,7 @@ RUNS_CSV_FIELDS = [
     "sites_total",
     "duration_s",
     "out",
+    "changes",
     "message",
 ]
 
@@ -193,70 +196,74 @@ def new_scenes(cfg: RunConfig, aoi, state: dict, since: date, today: date) -> li
 
 
 def monthly(
-    cfg: RunConfig, today: date | None = None, lookback_days: int = LOOKBACK_DAYS, progress=None, fetch_progress=None
+    cfg: RunConfig,
+    today: date | None = None,
+    lookback_days: int = LOOKBACK_DAYS,
+    progress=None,
+    fetch_progress=None,
+    notify: str | None = None,
 ) -> MonthlyResult:
     """One scheduled run; see the module docstring. Raises MonthlyLocked or PipelineError; every
-    outcome (including those) is appended to runs.csv."""
+    outcome (including those) is appended to runs.csv. ``notify``: a command run with the path of the
+    run's changes.csv when something changed (see ``notify_changes``)."""
     from pipeline.aoi import load_aoi
 
     today = today or date.today()
     paths = MonthlyPaths(Path(cfg.out).resolve())
     t0 = time.perf_counter()
-    started = _now()
-    name = cfg.name or Path(cfg.aoi).stem
+    row = {"started": _now(), "aoi": cfg.name or Path(cfg.aoi).stem, "out": paths.out}
     try:
         with Lock(paths.lock):
             result = _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, load_aoi)
-    except MonthlyLocked as e:
-        _append_row(
-            paths.runs_csv,
-            started,
-            name,
-            "locked",
-            e.exit_code,
-            duration=time.perf_counter() - t0,
-            out=paths.out,
-            message=str(e),
-        )
-        raise
-    except PipelineError as e:
-        _append_row(
-            paths.runs_csv,
-            started,
-            name,
-            "failed",
-            e.exit_code,
-            duration=time.perf_counter() - t0,
-            out=paths.out,
-            message=str(e),
-        )
-        raise
     except BaseException as e:
+        if isinstance(e, PipelineError):
+            status, code, message = ("locked" if isinstance(e, MonthlyLocked) else "failed"), e.exit_code, str(e)
+        else:
+            status, code = "failed", 130 if isinstance(e, KeyboardInterrupt) else 1
+            message = f"{type(e).__name__}: {e}"
         _append_row(
             paths.runs_csv,
-            started,
-            name,
-            "failed",
-            130 if isinstance(e, KeyboardInterrupt) else 1,
-            duration=time.perf_counter() - t0,
-            out=paths.out,
-            message=f"{type(e).__name__}: {e}",
+            {**row, "status": status, "exit_code": code, "duration_s": time.perf_counter() - t0, "message": message},
         )
         raise
     result.duration_s = round(time.perf_counter() - t0, 2)
+    changes = paths.out / "changes.csv" if result.exit_code == EXIT_UPDATED else None
+    if notify and changes is not None and result.manifest and result.manifest.get("changes"):
+        notify_changes(notify, changes)
     _append_row(
         paths.runs_csv,
-        started,
-        name,
-        result.status,
-        result.exit_code,
-        len(result.scenes_new),
-        result.sites_new,
-        result.sites_total,
-        result.duration_s,
-        paths.out,
+        {
+            **row,
+            "status": result.status,
+            "exit_code": result.exit_code,
+            "scenes_new": len(result.scenes_new),
+            "sites_new": result.sites_new,
+            "sites_total": result.sites_total,
+            "duration_s": result.duration_s,
+            "changes": changes or "",
+        },
     )
     return result
+
+
+NOTIFY_TIMEOUT_S = 300
+
+
+def notify_changes(command: str, changes: Path) -> bool:
+    """Run ``command`` (split like a shell would, no shell) with the changes file's path as its last
+    argument, e.g. a mail or chat hook. A hook that fails is logged; it never fails the run."""
+    argv = [*shlex.split(command), str(changes)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=NOTIFY_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("notify hook %r failed (%s); the run itself succeeded", command, e)
+        return False
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        log.warning("notify hook %r exited %d (%s); the run itself succeeded", command, done.returncode, tail[0])
+        return False
+    log.info("notify hook %r ran with %s", command, changes)
+    return True
 
 
 def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, load_aoi) -> MonthlyResult:
@@ -279,11 +286,9 @@ def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, 
         log.info("monthly: no previous run at %s: a full run", paths.out)
     else:
         log.info("monthly: settings or year changed since the last run: running again")
-    old_sites = _sites(paths.out)
     result = run(cfg, today=today, progress=progress, fetch_progress=fetch_progress)
     m = result.manifest
-    new_sites = _sites(result.out)
-    n_new = _count_new_sites(old_sites, new_sites)
+    n_new = int(m.get("changes", {}).get("new", 0))
     fetched = (m.get("fetch") or {}).get("new")
     if fetched is not None:  # online: what the cache downloaded now (the DEM is not a scene)
         scenes_new = sorted(set(fetched) - set(m.get("dem_items", [])))
@@ -306,58 +311,29 @@ def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, 
     return MonthlyResult("updated", EXIT_UPDATED, scenes_new, n_new, m["counts"]["sites"], out=result.out, manifest=m)
 
 
-def _sites(out: Path):
-    gpkg = Path(out) / "footprints.gpkg"
-    if not gpkg.is_file():
-        return None
-    import geopandas as gpd
-
-    return gpd.read_file(gpkg, layer="sites")
-
-
-def _count_new_sites(old, new) -> int:
-    """Sites of this run that touch no site of the previous run (a grown site is not new)."""
-    if new is None:
-        return 0
-    if old is None or len(old) == 0:
-        return len(new)
-    before = old.geometry.union_all() if hasattr(old.geometry, "union_all") else old.geometry.unary_union
-    return int((~new.geometry.intersects(before)).sum())
-
-
-def _append_row(
-    path: Path,
-    started: str,
-    aoi: str,
-    status: str,
-    code: int,
-    scenes_new: int | None = None,
-    sites_new: int | None = None,
-    sites_total: int | None = None,
-    duration: float = 0.0,
-    out: Path | None = None,
-    message: str = "",
-) -> None:
-    """One line, written with a single O_APPEND write so rows of concurrent AOIs never interleave."""
+def _append_row(path: Path, row: dict) -> None:
+    """One line, written with a single O_APPEND write so rows of concurrent AOIs never interleave. A
+    runs.csv of an older version, with fewer columns, is first rewritten with today's header."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.stat().st_size:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != RUNS_CSV_FIELDS:
+            with open(path, newline="") as f:
+                old = list(csv.DictReader(f))
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with open(tmp, "w", newline="") as f:
+                upgrade = csv.DictWriter(f, RUNS_CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+                upgrade.writeheader()
+                upgrade.writerows(old)
+            os.replace(tmp, path)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if not path.is_file() or path.stat().st_size == 0:
         w.writerow(RUNS_CSV_FIELDS)
-    w.writerow(
-        [
-            started,
-            aoi,
-            status,
-            code,
-            "" if scenes_new is None else scenes_new,
-            "" if sites_new is None else sites_new,
-            "" if sites_total is None else sites_total,
-            f"{duration:.2f}",
-            str(out or ""),
-            message.replace("\n", " ")[:500],
-        ]
-    )
+    values = {**row, "duration_s": f"{float(row.get('duration_s', 0)):.2f}"}
+    values["message"] = str(row.get("message", "")).replace("\n", " ")[:500]
+    w.writerow(["" if values.get(k) is None else str(values.get(k, "")) for k in RUNS_CSV_FIELDS])
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, buf.getvalue().encode())

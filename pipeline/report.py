@@ -257,6 +257,50 @@ def _headline(last: pd.Series) -> str:
     )
 
 
+CHANGE_TITLES = {
+    "new": "new sites",
+    "split": "split off a site",
+    "grown": "grown",
+    "redetected": "detected again",
+    "merged": "merged into another",
+    "quiet": "gone quiet",
+    "verdict": "verdict changed",
+}
+
+
+def _changes_html(changes: pd.DataFrame | None) -> str:
+    """The section at the top: what changed since the last run, by register id."""
+    if changes is None:
+        return ""
+    if not len(changes):
+        return '<section id="changes"><h2>Since the last run</h2><p>Nothing changed.</p></section>'
+    counts = changes["change"].value_counts()
+    head = " · ".join(f"{int(counts[k])} {t}" for k, t in CHANGE_TITLES.items() if k in counts)
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape('' if pd.isna(r[c]) else str(r[c]))}</td>"
+            for c in (
+                "site_id",
+                "change",
+                "n_ponds",
+                "new_ponds",
+                "footprint_m2",
+                "footprint_change_pct",
+                "review",
+                "note",
+            )
+        )
+        + "</tr>"
+        for r in changes.to_dict("records")
+    )
+    return f"""<section id="changes"><h2>Since the last run</h2><p class="lead">{html.escape(head)}</p>
+<table class="changes"><tr><th>site</th><th>change</th><th>ponds</th><th>new ponds</th><th>footprint m²</th>
+<th>footprint change %</th><th>verdict</th><th>note</th></tr>{rows}</table>
+<p class="note">Site ids are the register's (they last from run to run); also in {export.CHANGES_CSV} and
+{export.CHANGES_GEOJSON}.</p></section>"""
+
+
 def build_html(
     manifest: dict,
     layers: dict[str, dict],
@@ -264,8 +308,10 @@ def build_html(
     svgs: dict[str, str],
     coverage: dict,
     reference: dict | None = None,
+    changes: pd.DataFrame | None = None,
 ) -> str:
-    """The page, from the layers as ``page_layers`` gives them; ``reference``: the run's reference.json."""
+    """The page, from the layers as ``page_layers`` gives them; ``reference``: the run's reference.json;
+    ``changes``: what changed since the last run (changes.csv)."""
     years = [int(y) for y in table["year"]]
     colours = styles.year_colours(years)
     page_data = {
@@ -282,7 +328,7 @@ def build_html(
     p = manifest.get("config", {}).get("period", {})
     counts = {k: len(v["features"]) for k, v in layers.items()}
     summary = _headline(table.iloc[-1])
-    warn = manifest.get("warnings", [])
+    warn = " ".join(html.escape(w) for w in manifest.get("warnings", []))
     start, end = html.escape(str(p.get("start"))), html.escape(str(p.get("end")))
     created, code = html.escape(str(manifest.get("created"))), html.escape(str(manifest.get("code_version")))
     legend = "".join(f'<span class="sw" style="background:{c}"></span>{y}' for y, c in colours.items())
@@ -302,7 +348,7 @@ data-clearings="{counts["clearings"]}">
 <p class="sub">Period {start} to {end} ·
 {manifest.get("n_scenes_used")} scenes · run {created} · code {code}</p>
 <p class="lead">{summary}</p>
-{"<p class='note'>" + " ".join(html.escape(w) for w in warn) + "</p>" if warn else ""}
+{f"<p class='note'>{warn}</p>" if warn else ""}{_changes_html(changes)}
 
 <h2>Map</h2>
 <div class="bar"><label for="year">Show features first seen by the end of</label>
@@ -343,6 +389,7 @@ def write_report(
     svgs: dict[str, str] | None = None,
     layers: dict[str, dict] | None = None,
     valid=None,
+    changes: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write report.html and the chart PNGs into ``run_dir`` (a run dir, or one being staged) from the
     files already there; returns the files written. ``svgs``: the charts if already drawn (``charts.draw``);
@@ -354,7 +401,10 @@ def write_report(
     table = pd.read_csv(run_dir / export.SUMMARY)
     years = [int(y) for y in table["year"]]
     svgs = svgs if svgs is not None else charts.draw(run_dir / export.SUMMARY, str(manifest.get("aoi", "")), run_dir)
-    page = build_html(manifest, layers, table, svgs, _coverage(run_dir, years, valid), _read_reference(run_dir))
+    if changes is None and (run_dir / export.CHANGES_CSV).is_file():
+        changes = pd.read_csv(run_dir / export.CHANGES_CSV)
+    coverage = _coverage(run_dir, years, valid)
+    page = build_html(manifest, layers, table, svgs, coverage, _read_reference(run_dir), changes)
     tmp = run_dir / (REPORT + ".tmp")  # refresh_report rewrites a finished run: never half a page
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(run_dir / REPORT)

@@ -415,6 +415,20 @@ class SitesConfig(SettingsModel):
             "its ponds, a landslide or a field 150 m away is a neighbour"
         ),
     )
+    match_m: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description=(
+            "the site register: how far a feature may lie from where a previous run saw it and keep its id "
+            "(misregistration, a pixel's edge)"
+        ),
+    )
+    grown_pct: float = Field(
+        10.0,
+        ge=0,
+        description="changes.csv: a site whose footprint grew by more than this (%) since the last run is 'grown'",
+    )
 
     @model_validator(mode="after")
     def _ordered(self):

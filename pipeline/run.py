@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline import charts, count, export, report, train
+from pipeline import charts, count, export, register, report, train
 from pipeline.aoi import AOI, load_aoi
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError
@@ -27,7 +27,7 @@ from pipeline.provenance import code_version, package_versions
 from pipeline.scheduler import Progress, Timings, dask_progress, dask_scheduler
 from pipeline.sources import find_scenes, make_source
 from pipeline.sources.loading import BANDS_20M, SCL, solar_day, usable_scenes
-from pipeline.summary import yearly_summary
+from pipeline.summary import site_changes, yearly_summary
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +159,13 @@ def _scenes_to_count(cfg: RunConfig, aoi, fetch_progress, warnings: list[str]):
     return got, scenes, incomplete
 
 
-def _write_run_dir(out, aoi, name, years, table, layers, rasters, manifest: dict, timings: Timings) -> None:
+def _write_run_dir(out, aoi, name, years, table, layers, rasters, manifest: dict, timings: Timings, changes) -> None:
     """The run dir, staged and renamed into place whole: GeoPackage with styles, SLD, CSV, COGs, charts,
-    report and run.json with every file's checksum."""
+    the changes since the last run, report and run.json with every file's checksum."""
     with export.staged_run_dir(out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_summary(csv, table)
+        changed = export.write_changes(tmp, changes)
         # the charts are drawn while GDAL writes the files
         with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
             drawn = pool.submit(charts.draw, csv, name, tmp)
@@ -183,8 +184,25 @@ def _write_run_dir(out, aoi, name, years, table, layers, rasters, manifest: dict
             page = report.page_layers(tmp)  # the page's map, while the rasters are written
             tifs, svgs = written.result(), drawn.result()
         manifest["timings_s"] = timings.seconds
-        pages = report.write_report(tmp, manifest, svgs, page, rasters["valid_per_year"])
-        export.write_manifest(tmp / export.MANIFEST, manifest, [gpkg, csv, tmp / export.STYLES_SLD, *tifs, *pages])
+        pages = report.write_report(tmp, manifest, svgs, page, rasters["valid_per_year"], changes)
+        outputs = [gpkg, csv, *changed, tmp / export.STYLES_SLD, *tifs, *pages]
+        export.write_manifest(tmp / export.MANIFEST, manifest, outputs)
+
+
+def _registered(cfg: RunConfig, aoi: AOI, layers: dict, run_id: str, today: date | None):
+    """The run's layers with the register's ids and verdicts, the register after this run, and what
+    changed since the last one. Edits to verdicts made in the last run's footprints.gpkg are taken up."""
+    path = register.register_path(cfg.out)
+    reg = register.read_register(path, aoi.grid.crs)
+    if reg.empty:
+        reg = register.seed_from_run(cfg.out, aoi.grid.crs) or reg
+    before = reg.sites.copy()
+    register.take_up_edits(reg, register.exported_sites(cfg.out), today or date.today())
+    reg, ponds, clearings, sites = register.update_register(
+        reg, layers["ponds"], layers["clearings"], layers["sites"], run_id, cfg.sites.match_m
+    )
+    changes = site_changes(before, reg.sites, cfg.sites.grown_pct)
+    return {"ponds": ponds, "clearings": clearings, "sites": sites}, reg, changes
 
 
 def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = None, fetch_progress=None) -> RunResult:
@@ -213,9 +231,30 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
     gaps = [y for y in years if valid_per_year.get(y, 0) == 0]
     if gaps:
         warnings.append(f"no clear observation in {gaps}: those years are gaps, not years without mining")
-    table = yearly_summary(name, years, ponds, clearings, sites, valid_per_year, cfg.period.end, today)
     for w in warnings:
         log.warning(w)
+    manifest = _manifest(cfg, aoi, name, started, got, det, [*found.skipped, *incomplete, *det.unreadable], warnings)
+    reg_path = register.register_path(cfg.out)
+    # held from reading the register to writing it, so a ``review`` meanwhile waits instead of being lost
+    with register.register_lock(reg_path):
+        with timings("register"):
+            layers, reg, changes = _registered(
+                cfg, aoi, {"ponds": ponds, "clearings": clearings, "sites": sites}, manifest["created"], today
+            )
+        table = yearly_summary(
+            name, years, layers["ponds"], layers["clearings"], layers["sites"], valid_per_year, cfg.period.end, today
+        )
+        manifest["counts"] = {k: len(v) for k, v in layers.items()}
+        manifest["changes"] = changes["change"].value_counts().to_dict()
+        with timings("export"):
+            _write_run_dir(cfg.out, aoi, name, years, table, layers, rasters, manifest, timings, changes)
+        # after the run dir: a run killed in between leaves the old register, and the next run matches
+        # against it again, giving the same ids
+        register.write_register(reg_path, reg)
+    return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
+
+
+def _manifest(cfg: RunConfig, aoi: AOI, name: str, started: datetime, got, det: Detection, skipped, warnings) -> dict:
     manifest = {
         "aoi": name,
         "created": started.isoformat(timespec="seconds"),
@@ -229,23 +268,17 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         "n_scenes_used": len(det.scene_ids),
         "n_days": det.n_days,
         "composite_years_reused": det.years_reused,
-        "scenes_skipped": [*found.skipped, *incomplete, *det.unreadable],
-        "dem_items": [it.id for it in found.dem],
-        "counts": {"sites": len(sites), "ponds": len(ponds), "clearings": len(clearings)},
+        "scenes_skipped": skipped,
+        "dem_items": [it.id for it in got.search.dem],
         "warnings": warnings,
         "packages": package_versions(),
     }
-    if (
-        cfg.classifier == "model" and cfg.model_path is not None
-    ):  # which model decided, exactly (its training data's hash)
+    if cfg.classifier == "model" and cfg.model_path is not None:  # which model decided, exactly
         b = train.load(cfg.model_path)
         manifest["model"] = {
             k: b[k] for k in ("path", "version", "sklearn", "training_data_sha256", "n_pixels", "features")
         }
-    layers = {"ponds": ponds, "clearings": clearings, "sites": sites}
-    with timings("export"):
-        _write_run_dir(cfg.out, aoi, name, years, table, layers, rasters, manifest, timings)
-    return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
+    return manifest
 
 
 def detect_catalog(cfg):
@@ -260,17 +293,23 @@ def detect_catalog(cfg):
 
 def train_from_catalogs(cfgs: list, label_files: list[Path], out: Path, seed: int = 0) -> dict:
     """Fit the pixel classifier (``train``) on every (config, labels) pair and save it to ``out``; returns
-    the saved bundle (without re-reading)."""
+    the saved bundle (without re-reading). A label file is polygons (contract 5) or a site register,
+    whose confirmed and rejected sites are the positives and negatives."""
     from pipeline.lab.evaluate import read_truth
 
     xs, ys, ids = [], [], []
     rng = np.random.default_rng(seed)
     for cfg, labels in zip(cfgs, label_files):
         det, aoi = detect_catalog(cfg)
-        truth = read_truth(Path(labels), aoi.grid.crs)
+        known = None
+        if register.is_register(labels):  # analysts' verdicts: only the reviewed sites are labelled
+            truth = register.verdict_labels(labels, aoi.grid.crs)
+            known = train.known_mask(aoi.grid, truth["reviewed"])
+        else:
+            truth = read_truth(Path(labels), aoi.grid.crs)
         y = train.label_raster(aoi.grid, truth["ponds"], truth["clearings"])
         x, yy = train.training_pixels(
-            train.pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng
+            train.pixel_features(det.maps.ponds, det.maps.bare, det.maps.slope, cfg.resolution), y, rng, known
         )
         xs.append(x)
         ys.append(yy)

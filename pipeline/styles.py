@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from pipeline.summary import REVIEW_STATUSES
+
 # ColorBrewer YlOrRd without its palest class (invisible on white and on imagery)
 RAMP = ["#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026"]
 POND_OUTLINE = "#08519c"
@@ -95,15 +97,30 @@ def _qml_symbol(name: str, sym: dict) -> str:
     )
 
 
+def _review_form() -> str:
+    """The sites layer's form: ``review`` as a drop-down of the verdicts the register knows, so an
+    analyst editing in QGIS cannot type one it would not."""
+    values = "".join(
+        f'<Option type="Map"><Option type="QString" name="{v}" value="{v}"/></Option>' for v in REVIEW_STATUSES
+    )
+    return (
+        '<fieldConfiguration><field name="review" configurationFlags="None"><editWidget type="ValueMap">'
+        f'<config><Option type="Map"><Option type="List" name="map">{values}</Option></Option></config>'
+        "</editWidget></field></fieldConfiguration>\n"
+    )
+
+
 def qml(layer: str, years) -> str:
-    """A QGIS style (QML) for one layer: categorised on ``first_year``, one legend entry per year."""
+    """A QGIS style (QML) for one layer: categorised on ``first_year``, one legend entry per year; the
+    sites' form offers the verdicts as a drop-down."""
     colours = year_colours(years)
     cats = "".join(f'<category value="{y}" symbol="{i}" label="{y}" render="true"/>' for i, y in enumerate(colours))
     syms = "".join(_qml_symbol(str(i), symbol(layer, c)) for i, c in enumerate(colours.values()))
     source = _qml_symbol("0", symbol(layer, "#999999"))
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.28.0-Firenze" styleCategories="Symbology|Labeling|Fields|Legend">\n'
+        '<qgis version="3.28.0-Firenze" styleCategories="Symbology|Labeling|Fields|Forms|Legend">\n'
+        f"{_review_form() if layer == 'sites' else ''}"
         '<renderer-v2 type="categorizedSymbol" attr="first_year" symbollevels="0" enableorderby="0" '
         'forceraster="0" referencescale="-1">\n'
         f"<categories>{cats}</categories>\n<symbols>{syms}</symbols>\n"

@@ -100,15 +100,30 @@ def label_raster(grid, ponds: gpd.GeoDataFrame, clearings: gpd.GeoDataFrame) -> 
     return out
 
 
-def training_pixels(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Every candidate pixel (pond or bare onset) and a sample of the rest."""
+def training_pixels(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, known: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate pixel (pond or bare onset) and a sample of the rest; only pixels where ``known``
+    (labels from verdicts cover the reviewed sites, not the whole AOI)."""
     flat_x, flat_y = x.reshape(-1, x.shape[-1]), y.reshape(-1)
+    inside = np.ones(len(flat_y), bool) if known is None else np.asarray(known, bool).reshape(-1)
     cand = (flat_x[:, FEATURES.index("pond_candidate")] > 0) | (flat_x[:, FEATURES.index("bare_candidate")] > 0)
-    idx = np.flatnonzero(cand)
-    others = np.flatnonzero(~cand)
+    idx = np.flatnonzero(cand & inside)
+    others = np.flatnonzero(~cand & inside)
     n_other = min(len(others), NEGATIVES_PER_POSITIVE * max(int((flat_y[idx] > 0).sum()), 1))
     idx = np.concatenate([idx, rng.choice(others, n_other, replace=False)]) if n_other else idx
     return flat_x[idx], flat_y[idx]
+
+
+def known_mask(grid, areas: gpd.GeoDataFrame) -> np.ndarray:
+    """Pixels inside ``areas`` (the reviewed sites' surroundings), as a boolean raster on ``grid``."""
+    from rasterio.features import rasterize
+
+    out = np.zeros(grid.shape.yx, np.uint8)
+    if len(areas):
+        geoms = areas.to_crs(grid.crs.to_wkt()).geometry.values
+        rasterize(((g, 1) for g in geoms), out=out, transform=grid.affine)
+    return out.astype(bool)
 
 
 def fit(x: np.ndarray, y: np.ndarray, seed: int = 0, max_iter: int = 200):

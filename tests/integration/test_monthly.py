@@ -16,6 +16,8 @@ import sys
 import time
 from datetime import date
 
+import geopandas as gpd
+import pandas as pd
 import pytest
 from pytest_httpserver import HTTPServer
 
@@ -112,8 +114,6 @@ def test_monthly_fetches_nothing_after_a_full_run_then_only_the_new_month(sim, a
     m1 = json.loads((out / "run.json").read_text())
     assert m1["fetch"]["scenes_new"] == len(served) + 1  # + the DEM tile
     assert m1["config"]["compute"]["composite_dir"] == str(MonthlyPaths(out).composites)
-    import pandas as pd
-
     summary = pd.read_csv(out / "yearly_summary.csv")
     assert summary["provisional"].tolist() == [False, True]  # 2021 final, 2022 provisional
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
@@ -140,7 +140,10 @@ def test_monthly_fetches_nothing_after_a_full_run_then_only_the_new_month(sim, a
     december = sorted(set(served_dec) - set(served))
     assert december
     api.log.clear()
-    third = monthly(cfg_for(sim, api, tmp_path), today=date(2022, 12, 31))
+    sites_nov = gpd.read_file(out / "footprints.gpkg", layer="sites")
+    hook = tmp_path / "notified.txt"
+    notify = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {hook}"
+    third = monthly(cfg_for(sim, api, tmp_path), today=date(2022, 12, 31), notify=notify)
     m3 = third.manifest
     assert third.exit_code == 0 and third.scenes_new == december
     assert m3["fetch"]["scenes_new"] == len(december) and m3["fetch"]["new"] == december
@@ -150,6 +153,15 @@ def test_monthly_fetches_nothing_after_a_full_run_then_only_the_new_month(sim, a
     files = {p for _, p, _ in api.requests_for("/files/")}
     assert files and all(any(d in p for d in december) for p in files)
     assert run_checker("check_run.py", out).returncode == 0
+    # every site of November still there in December kept its register id, grown or not
+    sites_dec = gpd.read_file(out / "footprints.gpkg", layer="sites")
+    pairs = gpd.sjoin(sites_nov, sites_dec, predicate="intersects", lsuffix="nov", rsuffix="dec")
+    assert len(sites_nov) and pairs["site_id_nov"].nunique() == len(sites_nov)
+    assert set(sites_nov["site_id"]) <= set(sites_dec["site_id"])
+    changes = pd.read_csv(out / "changes.csv")
+    assert set(changes["site_id"]) <= set(sites_dec["site_id"]) | set(sites_nov["site_id"])
+    if len(changes):  # the hook ran with the changes file
+        assert hook.read_text() == str(out / "changes.csv")
 
     # the source down: the run fails with its own code, recorded, outputs and state untouched
     before, state_before = (out / "run.json").read_bytes(), MonthlyPaths(out).state.read_text()
@@ -163,6 +175,7 @@ def test_monthly_fetches_nothing_after_a_full_run_then_only_the_new_month(sim, a
 
     rows = runs(tmp_path)
     assert [r["status"] for r in rows] == ["updated", "nothing new", "updated", "failed"]
+    assert [r["changes"] for r in rows] == [str(out / "changes.csv"), "", str(out / "changes.csv"), ""]
     assert [r["exit_code"] for r in rows] == ["0", str(EXIT_NOTHING_NEW), "0", str(e.value.exit_code)]
     assert "127.0.0.1:9" in rows[3]["message"]
     assert [r["scenes_new"] for r in rows] == [str(len(served)), "0", str(len(december)), ""]
@@ -194,3 +207,28 @@ def test_a_second_run_while_one_holds_the_lock_exits_at_once(sim, api, tmp_path)
     assert len(err) == 1 and "in progress" in err[0] and "pid 4242" in err[0], res.stderr
     assert not api.log and not out.exists()  # nothing searched, nothing written
     assert [r["status"] for r in runs(tmp_path)] == ["locked"]
+
+
+def test_a_failing_notify_hook_is_logged_and_does_not_fail(tmp_path, caplog):
+    from pipeline.monthly import notify_changes
+
+    changes = tmp_path / "changes.csv"
+    changes.write_text("site_id,change\n1,new\n")
+    assert notify_changes(f"{sys.executable} -c 'raise SystemExit(3)'", changes) is False
+    assert notify_changes(str(tmp_path / "no-such-hook"), changes) is False
+    assert sum("notify hook" in r.getMessage() for r in caplog.records) == 2
+    got = tmp_path / "got.txt"
+    assert notify_changes(f"{sys.executable} -c \"import sys; open('{got}', 'w').write(sys.argv[1])\"", changes)
+    assert got.read_text() == str(changes)
+
+
+def test_a_runs_csv_of_an_older_version_gets_the_new_columns_and_keeps_its_rows(tmp_path):
+    from pipeline.monthly import RUNS_CSV_FIELDS, _append_row
+
+    old_fields = [f for f in RUNS_CSV_FIELDS if f != "changes"]
+    path = tmp_path / "runs.csv"
+    path.write_text(",".join(old_fields) + "\n" + ",".join(["2026-01-01", "x", "updated", "0"] + [""] * 6) + "\n")
+    _append_row(path, {"started": "2026-02-01", "aoi": "x", "status": "updated", "exit_code": 0, "changes": "c.csv"})
+    rows = list(csv.DictReader(path.open()))
+    assert [r["started"] for r in rows] == ["2026-01-01", "2026-02-01"]
+    assert [r["changes"] for r in rows] == ["", "c.csv"] and list(rows[0]) == RUNS_CSV_FIELDS
