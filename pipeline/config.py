@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 
 from pipeline.errors import ConfigError
-from pipeline.rules import ChangeConfig, ClearingRules, MaskConfig, PondRules, SettingsModel, SitesConfig
+from pipeline.rules import ChangeConfig, ClearingRules, MaskConfig, Month, PondRules, SettingsModel, SitesConfig
 
 SourceKind = Literal["local", "earth-search", "planetary-computer", "sentinelhub"]
 
@@ -189,6 +189,26 @@ class ComputeConfig(SettingsModel):
         return edge
 
 
+class OutputsConfig(SettingsModel):
+    """What a run writes besides the layers, the table and the report."""
+
+    evidence: bool = Field(
+        True,
+        description=(
+            "images to check sites by eye, made in the same pass that counts the scenes: dry-season true- and "
+            "false-colour composites per year (COGs) and before/after chips per site (PNGs in the report's popups)"
+        ),
+    )
+    evidence_months: list[Month] = Field(
+        [1, 2, 3, 4, 11, 12],
+        min_length=1,
+        description="the months of a year's dry-season composite (Kachin's clear season: November to April)",
+    )
+    chip_margin_m: float = Field(
+        150.0, ge=0, le=2000, description="ground shown around a site in its before/after chips"
+    )
+
+
 class RunConfig(SettingsModel):
     """One run: an AOI, a period and every setting."""
 
@@ -208,6 +228,7 @@ class RunConfig(SettingsModel):
     clearings: ClearingRules = ClearingRules()
     change: ChangeConfig = ChangeConfig()
     sites: SitesConfig = SitesConfig()
+    outputs: OutputsConfig = OutputsConfig()
     # See reports/accuracy.md for how the two compare.
     classifier: Literal["rules", "model"] = Field(
         "rules",

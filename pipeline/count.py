@@ -233,6 +233,35 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             near[j] -= hm[i, j]
 
 
+@numba.njit(nogil=True, cache=True)
+def accumulate_reflectance(dn10, scale_offset, swir20, halo, valid, before, refl):
+    """Add the reflectance of one overpass's clear views to ``refl`` (float32 [5, h, w]: blue, green,
+    red, nir, swir16). The clear views are where ``accumulate_scene`` just raised the valid count
+    (``valid`` against ``before``), so the two agree on what a clear view is; swir16 is doubled to
+    10 m as that kernel doubles it."""
+    h, w = dn10.shape[1], dn10.shape[2]
+    q3, q1 = np.float32(0.75), np.float32(0.25)
+    rows = _swir_rows(swir20, scale_offset[4, 0], scale_offset[4, 1], h, halo)
+    for i in range(h):
+        for j in range(w):
+            if valid[i, j] == before[i, j]:
+                continue
+            for k in range(4):
+                refl[k, i, j] += np.float32(dn10[k, i, j]) * scale_offset[k, 0] + scale_offset[k, 1]
+            q = j // 2 + halo
+            refl[4, i, j] += q3 * rows[i, q] + q1 * rows[i, q - 1 if j % 2 == 0 else q + 1]
+
+
+@numba.njit(nogil=True, cache=True)
+def mean_reflectance(refl, valid, scale, out):
+    """``refl`` summed over ``valid`` clear views -> their mean x ``scale`` as uint16 (0: no clear view)."""
+    for k in range(refl.shape[0]):
+        for i in range(refl.shape[1]):
+            for j in range(refl.shape[2]):
+                n = valid[i, j]
+                out[k, i, j] = 0 if n == 0 else min(max(np.rint(refl[k, i, j] / n * scale), 1), 65535)
+
+
 def load_kernel(rules: ObservationRules) -> None:
     """Have numba load ``accumulate_scene`` (from its cache, or compile it) by counting a 2 x 2 block of
     nothing, with the argument types ``count_month`` passes: the first count task need not wait for it."""
@@ -257,16 +286,28 @@ FINE = ("blue", "green", "red", "nir")  # the 10 m bands of ``accumulate_scene``
 
 
 def count_month(
-    days, grid, rows: tuple[int, int], cols: tuple[int, int], rules: ObservationRules, scratch: Scratch | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    days,
+    grid,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    rules: ObservationRules,
+    scratch: Scratch | None = None,
+    evidence: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The counts (int16 [4, h, w]) and sums (float32 [3, h, w]), layers as ``COUNT_LAYERS``, of one
     month's overpasses on one block of ``grid``: the whole count stage for that block in one task. With
-    ``scratch``, in the thread's arrays of it (good until the thread's next task)."""
+    ``evidence``, also the mean reflectance of the clear views (uint16 [5, h, w], ``store.EVIDENCE_LAYERS``)
+    from the same reads; else None. With ``scratch``, in the thread's arrays of it (good until the
+    thread's next task)."""
     h, w = rows[1] - rows[0], cols[1] - cols[0]
     scratch = scratch or Scratch()
     counts, sums = scratch.array("counts", (4, h, w), np.int16), scratch.array("sums", (3, h, w), np.float32)
     counts.fill(0)
     sums.fill(0)
+    refl = before = None
+    if evidence:
+        refl, before = scratch.array("refl", (5, h, w), np.float32), scratch.array("before", (h, w), np.int16)
+        refl.fill(0)
     halo = max(1, (rules.buffer_px + 1) // 2)
     grid20 = grid.zoom_out(2)
     rows20, cols20 = (rows[0] // 2, rows[1] // 2), (cols[0] // 2, cols[1] // 2)
@@ -278,6 +319,8 @@ def count_month(
             read_overpass(day.hrefs[b], grid, rows, cols, out=dn10[k])
         swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo, out=swir20)
         scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo, out=scl20)
+        if before is not None:
+            before[:] = counts[0]
         accumulate_scene(
             dn10,
             day.scale_offset,
@@ -291,7 +334,13 @@ def count_month(
             counts,
             sums,
         )
-    return counts, sums
+        if refl is not None:
+            accumulate_reflectance(dn10, day.scale_offset, swir, halo, counts[0], before, refl)
+    if refl is None:
+        return counts, sums, None
+    mean = scratch.array("refl_mean", (5, h, w), np.uint16)
+    mean_reflectance(refl, counts[0], np.float32(store.REFL_SCALE), mean)
+    return counts, sums, mean
 
 
 def month_blocks(days, grid, start: date, end: date, chunk_px: int):
@@ -309,8 +358,11 @@ def month_blocks(days, grid, start: date, end: date, chunk_px: int):
                 yield i, these, rows, cols
 
 
-def _count_into(write, month: int, days, grid, rows, cols, rules: ObservationRules, scratch: Scratch) -> None:
-    write(month, rows, cols, *count_month(days, grid, rows, cols, rules, scratch), scratch)
+def _count_into(
+    write, month: int, days, grid, rows, cols, rules: ObservationRules, scratch: Scratch, evidence: bool = False
+) -> None:
+    counts, sums, reflectance = count_month(days, grid, rows, cols, rules, scratch, evidence)
+    write(month, rows, cols, counts, sums, scratch, reflectance)
 
 
 def count_tasks(
@@ -323,9 +375,11 @@ def count_tasks(
     chunk_px: int,
     rules: ObservationRules,
     scratch: Scratch | None = None,
+    evidence_months: frozenset[int] = frozenset(),
 ) -> list:
     """``count_stage`` as tasks (dask.delayed, to compute) that hand each block's counts to
-    ``write(month, rows, cols, counts, sums, scratch)`` (``store.write_block`` on a store's layers): each
+    ``write(month, rows, cols, counts, sums, scratch, reflectance)`` (``store.write_block`` on a store's
+    layers; ``reflectance`` in the calendar months ``evidence_months``, else None): each
     task writes its own block, so no month's counts are gathered anywhere, and a month without a scene is
     left to the store's zeros. ``chunk_px`` must be a multiple of the store's chunks; ``name`` (the
     store's) keeps the tasks of stores computed together apart. Tasks computed together share one
@@ -334,6 +388,7 @@ def count_tasks(
     # from the last, so the months with the most overpasses go first and the shortest last, not a long
     # one in a thread while the other idles
     scratch = scratch or Scratch()
+    months = month_starts(start, end)
     return [
         dask.delayed(_count_into, pure=True)(
             write,
@@ -344,6 +399,7 @@ def count_tasks(
             cols,
             rules,
             scratch,
+            months[i].month in evidence_months,
             dask_key_name=f"count-{len(these):03d}-{tokenize(name, i, rows, cols)}",
         )
         for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px)
@@ -358,7 +414,13 @@ def classification_settings(cfg: RunConfig) -> dict:
         "bands": BANDS,
         "pond": {k: getattr(cfg.ponds, k) for k in ("mndwi_min", "ndvi_max", "nir_max")},
         "clearing": {k: getattr(cfg.clearings, k) for k in ("ndvi_max", "bsi_min", "green_ndvi_min")},
+        **({"evidence_months": sorted(evidence_months(cfg))} if evidence_months(cfg) else {}),
     }
+
+
+def evidence_months(cfg: RunConfig) -> frozenset[int]:
+    """The calendar months whose clear views make the evidence composites (none with evidence off)."""
+    return frozenset(cfg.outputs.evidence_months) if cfg.outputs.evidence else frozenset()
 
 
 def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path, scratch: Scratch | None = None) -> list:
@@ -367,7 +429,16 @@ def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path, 
     rules = observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
     write = functools.partial(store.write_block, store.open_layers(path, write=True))
     return count_tasks(
-        write, path.name, overpasses(scenes, BANDS), aoi.grid, start, end, cfg.compute.chunk_px, rules, scratch
+        write,
+        path.name,
+        overpasses(scenes, BANDS),
+        aoi.grid,
+        start,
+        end,
+        cfg.compute.chunk_px,
+        rules,
+        scratch,
+        evidence_months(cfg),
     )
 
 
@@ -426,7 +497,14 @@ def count_years(
                 todo[year] = (
                     key,
                     stores_at.begin(
-                        year, key, month_starts(y0, y1), y, x, cfg.compute.store_chunk_px, cfg.compute.chunk_px
+                        year,
+                        key,
+                        month_starts(y0, y1),
+                        y,
+                        x,
+                        cfg.compute.store_chunk_px,
+                        cfg.compute.chunk_px,
+                        bool(evidence_months(cfg)),
                     ),
                 )
         if not todo:

@@ -235,9 +235,11 @@ def verify_run(run_dir: str | Path) -> dict:
             problems.append(f"{name}: sha256 differs from run.json")
         else:
             ok.append(name)
-    for p in sorted(run_dir.iterdir()):
-        if p.name not in outputs and p.name != MANIFEST and p.name not in UNLISTED:
-            problems.append(f"{p.name}: not listed in {MANIFEST}")
+    for p in sorted(run_dir.rglob("*")):
+        name = p.relative_to(run_dir).as_posix()
+        if p.is_dir() or name in outputs or name == MANIFEST or name.split("/")[0] in UNLISTED:
+            continue
+        problems.append(f"{name}: not listed in {MANIFEST}")
     return {"ok": ok, "problems": problems}
 
 
@@ -279,7 +281,11 @@ def write_changes(out_dir: Path, changes: gpd.GeoDataFrame) -> list[Path]:
 
 
 def write_manifest(path: Path, manifest: dict, outputs: list[Path]) -> None:
-    manifest = {**manifest, "outputs": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in outputs}}
+    root = path.parent
+    manifest = {
+        **manifest,
+        "outputs": {p.relative_to(root).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in outputs},
+    }
     path.write_text(json.dumps(manifest, indent=1, default=str, sort_keys=False) + "\n")
 
 

@@ -46,6 +46,7 @@ SHP_NAMES = {
     "provisional": "provisnl",
     "review_note": "rev_note",
     "reviewed_on": "rev_on",
+    "chip_before": "chip_bef",
 }
 
 

@@ -277,11 +277,10 @@ def _changes_html(changes: pd.DataFrame | None) -> str:
     counts = changes["change"].value_counts()
     head = " · ".join(f"{int(counts[k])} {t}" for k, t in CHANGE_TITLES.items() if k in counts)
     rows = "".join(
-        "<tr>"
+        f'<tr><td><a href="#site={int(r["site_id"])}">{int(r["site_id"])}</a></td>'
         + "".join(
             f"<td>{html.escape('' if pd.isna(r[c]) else str(r[c]))}</td>"
             for c in (
-                "site_id",
                 "change",
                 "n_ponds",
                 "new_ponds",

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline import charts, count, export, register, report, train
+from pipeline import charts, count, evidence, export, register, report, train
 from pipeline.aoi import AOI, load_aoi
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError
@@ -49,6 +49,7 @@ class Detection:
     n_days: int
     years_reused: list[int]
     unreadable: list[dict]
+    pictures: list[evidence.YearPictures]
 
 
 def detect(
@@ -76,6 +77,13 @@ def detect(
             aoi.grid,
             cfg.resolution,
         )
+    pictures = []
+    if cfg.outputs.evidence:
+        with timings("evidence"):
+            years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
+            pictures = evidence.year_pictures(
+                counted.stores, years, lambda y: year_months(cfg, y), count.evidence_months(cfg)
+            )
     return Detection(
         months,
         maps,
@@ -83,7 +91,13 @@ def detect(
         len({solar_day(s) for s in counted.scenes}),
         counted.reused,
         counted.unreadable,
+        pictures,
     )
+
+
+def year_months(cfg: RunConfig, year: int) -> pd.DatetimeIndex:
+    """The month starts of ``year`` within the period: the month axis of the year's store."""
+    return count.month_starts(max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31)))
 
 
 def plan(cfg: RunConfig) -> dict:
@@ -159,13 +173,14 @@ def _scenes_to_count(cfg: RunConfig, aoi, fetch_progress, warnings: list[str]):
     return got, scenes, incomplete
 
 
-def _write_run_dir(out, aoi, name, years, table, layers, rasters, manifest: dict, timings: Timings, changes) -> None:
+def _write_run_dir(cfg, aoi, name, years, table, layers, rasters, manifest: dict, timings, changes, pictures) -> None:
     """The run dir, staged and renamed into place whole: GeoPackage with styles, SLD, CSV, COGs, charts,
-    the changes since the last run, report and run.json with every file's checksum."""
-    with export.staged_run_dir(out) as tmp:
+    the changes since the last run, evidence images, report and run.json with every file's checksum."""
+    with export.staged_run_dir(cfg.out) as tmp:
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_summary(csv, table)
         changed = export.write_changes(tmp, changes)
+        shown = _with_chips(tmp, layers, aoi.grid, pictures, cfg.outputs.chip_margin_m)
         # the charts are drawn while GDAL writes the files
         with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
             drawn = pool.submit(charts.draw, csv, name, tmp)
@@ -178,15 +193,28 @@ def _write_run_dir(out, aoi, name, years, table, layers, rasters, manifest: dict
                 rasters["valid_per_year"],
                 rasters["years"],
             )
+            composites = pool.submit(evidence.write_year_pictures, tmp, aoi.grid, pictures, export.write_cog)
             export.write_footprints(gpkg, layers)
             export.write_layer_styles(gpkg, years)
             export.write_sld(tmp / export.STYLES_SLD, years)
             page = report.page_layers(tmp)  # the page's map, while the rasters are written
-            tifs, svgs = written.result(), drawn.result()
+            tifs, svgs = [*written.result(), *composites.result()], drawn.result()
         manifest["timings_s"] = timings.seconds
         pages = report.write_report(tmp, manifest, svgs, page, rasters["valid_per_year"], changes)
-        outputs = [gpkg, csv, *changed, tmp / export.STYLES_SLD, *tifs, *pages]
+        outputs = [gpkg, csv, *changed, tmp / export.STYLES_SLD, *tifs, *shown, *pages]
         export.write_manifest(tmp / export.MANIFEST, manifest, outputs)
+
+
+def _with_chips(out_dir: Path, layers: dict, grid, pictures, margin_m: float) -> list[Path]:
+    """Write each site's before/after chips and link them from the sites layer (``chip_before``,
+    ``chip_after``: paths in the run dir); returns the files written."""
+    if not pictures:
+        return []
+    links = evidence.write_site_chips(out_dir, layers["sites"], grid, pictures, margin_m)
+    sites = layers["sites"] = layers["sites"].copy()
+    sites["chip_before"] = [links.get(int(s), ("", ""))[0] for s in sites["site_id"]]
+    sites["chip_after"] = [links.get(int(s), ("", ""))[1] for s in sites["site_id"]]
+    return [out_dir / p for pair in links.values() for p in pair if p]
 
 
 def _registered(cfg: RunConfig, aoi: AOI, layers: dict, run_id: str, today: date | None):
@@ -247,7 +275,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         manifest["counts"] = {k: len(v) for k, v in layers.items()}
         manifest["changes"] = changes["change"].value_counts().to_dict()
         with timings("export"):
-            _write_run_dir(cfg.out, aoi, name, years, table, layers, rasters, manifest, timings, changes)
+            _write_run_dir(cfg, aoi, name, years, table, layers, rasters, manifest, timings, changes, det.pictures)
         # after the run dir: a run killed in between leaves the old register, and the next run matches
         # against it again, giving the same ids
         register.write_register(reg_path, reg)

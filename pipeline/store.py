@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 COUNTS = ("valid", "pond", "bare", "green")
 INDEX_SUMS = ("mndwi_sum", "ndvi_sum", "bsi_sum")
 COUNT_LAYERS = (*COUNTS, *INDEX_SUMS)
+# with outputs.evidence, in the dry-season months: the mean reflectance of the month's clear views, x 10000
+# (0: none), of the bands the count reads anyway, for the true- and false-colour composites
+EVIDENCE_BANDS = ("blue", "green", "red", "nir", "swir16")
+EVIDENCE_LAYERS = tuple(f"refl_{b}" for b in EVIDENCE_BANDS)
+REFL_SCALE = 10000
 
 
 class Scratch:
@@ -176,11 +181,11 @@ class CompositeStore:
             raise
         return self.commit(year, key, tmp)
 
-    def begin(self, year: int, key: str, months, y, x, chunk_px: int, shard_px: int) -> Path:
+    def begin(self, year: int, key: str, months, y, x, chunk_px: int, shard_px: int, evidence: bool = False) -> Path:
         """A scratch store for ``year`` with its layers (``create_layers``: zeros) to write blocks into."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{self.path(year, key).name}.{uuid.uuid4().hex[:8]}.tmp"
-        create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year})
+        create_layers(tmp, months, y, x, chunk_px, shard_px, {"key": key, "year": year}, evidence)
         return tmp
 
     @staticmethod
@@ -209,7 +214,7 @@ class CompositeStore:
         return final
 
 
-def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs: dict) -> None:
+def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs: dict, evidence: bool = False) -> None:
     """An empty store of the count layers (``count.COUNT_LAYERS``, dims month, y, x; counts as
     ``STORED_COUNT``, sums as ``STORED_SUM`` thousandths) on the grid of coordinates ``y`` and ``x``:
     metadata only; every chunk reads as zero until ``write_block`` writes it. Chunks of one month x
@@ -243,9 +248,10 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     # a shard no larger than the grid (in whole chunks): zarr fills a shard the grid ends inside
     # with zeros before writing a block into it, and stores its chunks beyond the grid too
     shards = [min(shard_px, -(-n // chunk_px) * chunk_px) for n in (len(y), len(x))]
-    for i, name in enumerate(COUNT_LAYERS):
+    codecs[np.uint16] = codecs[STORED_SUM]
+    for i, name in enumerate(COUNT_LAYERS + (EVIDENCE_LAYERS if evidence else ())):
         # flat file names ("0.1.2"): zarr 3's default nests a directory per index
-        dtype = STORED_COUNT if i < 4 else STORED_SUM
+        dtype = STORED_COUNT if i < 4 else STORED_SUM if i < len(COUNT_LAYERS) else np.uint16
         group.create_array(
             name,
             shape=(len(months), len(y), len(x)),
@@ -256,7 +262,7 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
             fill_value=0,
             chunk_key_encoding={"name": "v2", "separator": "."},
             dimension_names=("month", "y", "x"),
-            attributes={} if i < 4 else {"scale_factor": 1 / SUM_SCALE},
+            attributes={} if i < 4 or dtype == np.uint16 else {"scale_factor": 1 / SUM_SCALE},
         )  # xarray decodes it
 
 
@@ -296,12 +302,13 @@ def open_layers(path: Path, write: bool = False) -> Layers:
     parses the metadata and builds the codec pipeline, which per block had been a third of reading. For
     writing, blocks are encoded in the calling thread: the count stage runs a task per core already, and
     zarrs' own threads beside them only take turns with the other tasks."""
+    names = [*COUNT_LAYERS, *(n for n in EVIDENCE_LAYERS if (Path(path) / n).is_dir())]
     if not write:
-        return {name: zarr.open_array(f"{path}/{name}", mode="r") for name in COUNT_LAYERS}
+        return {name: zarr.open_array(f"{path}/{name}", mode="r") for name in names}
     with zarr.config.set({"threading.max_workers": 1}):
         return {
             name: zarr.open_array(f"{path}/{name}", mode="r+").with_config({"write_empty_chunks": True})
-            for name in COUNT_LAYERS
+            for name in names
         }
 
 
@@ -313,12 +320,17 @@ def write_block(
     counts: np.ndarray,
     sums: np.ndarray,
     scratch: Scratch | None = None,
+    reflectance: np.ndarray | None = None,
 ) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
-    ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``). Blocks must cover whole shards
-    (or reach the grid's edge), so tasks writing different blocks never touch the same file."""
+    ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``), and its mean ``reflectance``
+    (uint16 [5, h, w], ``EVIDENCE_LAYERS``) if given. Blocks must cover whole shards (or reach the grid's
+    edge), so tasks writing different blocks never touch the same file."""
     (r0, r1), (c0, c1) = rows, cols
-    for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)):
+    stored = list(zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)))
+    if reflectance is not None:
+        stored += zip(EVIDENCE_LAYERS, reflectance)
+    for name, layer in stored:
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.

@@ -34,8 +34,13 @@
   function popup(name) {
     return function (f, layer) {
       const p = f.properties;
-      let rows = '';
+      let rows = '', chips = '';
+      for (const [k, caption] of [['chip_before', 'before its first year'], ['chip_after', 'latest dry season']]) {
+        if (p[k]) chips += '<figure class="chip"><img src="' + p[k] + '" alt="' + caption + '"><figcaption>' +
+          caption + '</figcaption></figure>';
+      }
       for (const k in p) {
+        if (k.startsWith('chip_')) continue;
         let v = p[k];
         if (v === null) v = 'n/a';
         else if (typeof v === 'number' && !Number.isInteger(v)) v = v.toLocaleString(undefined, {maximumFractionDigits: 2});
@@ -43,7 +48,8 @@
         rows += '<tr><th>' + (LABELS[k] || k.replace(/_/g, ' ')) + '</th><td>' + v + '</td></tr>';
       }
       layer.bindPopup('<div class="popup"><b>' + RUN.titles[name].split(' (')[0] + '</b><br><i>evidence: ' +
-        evidence(name, p) + '</i><table>' + rows + '</table></div>');
+        evidence(name, p) + '</i>' + (chips ? '<div class="chips">' + chips + '</div>' : '') +
+        '<table>' + rows + '</table></div>');
     };
   }
   const groups = {}, overlays = {};
@@ -73,5 +79,20 @@
   if (wanted) slider.value = wanted[1];
   slider.addEventListener('input', function () { showYear(+slider.value); });
   showYear(+slider.value);
+  // report.html#site=14 zooms to that site (register id) and opens its popup: the changes table links here
+  function openSite(id) {
+    groups.sites.eachLayer(function (l) {
+      if (String(l.feature.properties.site_id) !== id) return;
+      map.fitBounds(l.getBounds(), {maxZoom: 16, animate: false});
+      l.openPopup();
+      document.body.dataset.site = id;
+    });
+  }
+  const site = location.hash.match(/site=(\d+)/);
+  if (site) openSite(site[1]);
+  window.addEventListener('hashchange', function () {
+    const m = location.hash.match(/site=(\d+)/);
+    if (m) openSite(m[1]);
+  });
   document.body.dataset.mapReady = '1';
 })();

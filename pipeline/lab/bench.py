@@ -257,9 +257,11 @@ def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> d
     run_dir = Path(scratch.name) / "run"
     cmd = (
         pipeline_command(aoi_path, catalog, start, end, run_dir)
-        if kind == "pipeline"
+        if kind.startswith("pipeline")
         else [sys.executable, "-m", "pipeline.lab.bench", "--worker", args]
     )
+    if kind == "pipeline_no_evidence":
+        cmd += ["--set", "outputs.evidence=false"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     peak = 0.0
@@ -282,7 +284,7 @@ def measure(kind: str, aoi_path: Path, catalog: Path, start: str, end: str) -> d
             raise SystemExit(
                 f"bench step {kind} failed (exit {proc.returncode}); run it alone to see why: " + " ".join(cmd)
             )
-        result = pipeline_result(run_dir) if kind == "pipeline" else json.loads(out.strip().splitlines()[-1])
+        result = pipeline_result(run_dir) if kind.startswith("pipeline") else json.loads(out.strip().splitlines()[-1])
     px_obs = result["pixels"] * result["scenes"]
     return {
         "kind": kind,
@@ -380,7 +382,7 @@ def write_report(path: Path, head: dict, scaling: list[dict]) -> None:
     fig.savefig(path.with_suffix(".png"), dpi=90)
 
     r, p, b, ps = head["read"], head["pipeline"], head["baseline"], head["pipeline_small"]
-    bkm = head["baseline_km"]
+    bkm, off = head["baseline_km"], head["pipeline_no_evidence"]
     lines = [
         "# Benchmark",
         "",
@@ -397,6 +399,7 @@ def write_report(path: Path, head: dict, scaling: list[dict]) -> None:
     for label, row, size in (
         ("read floor", r, "15 km"),
         ("pipeline", p, "15 km"),
+        ("pipeline, outputs.evidence=false", off, "15 km"),
         ("notebook baseline", b, f"{bkm:g} km"),
         ("pipeline", ps, f"{bkm:g} km"),
     ):
@@ -407,6 +410,8 @@ def write_report(path: Path, head: dict, scaling: list[dict]) -> None:
     lines += [
         "",
         f"- pipeline / read floor: **{p['seconds'] / r['seconds']:.2f}x** (target <= 2x)",
+        f"- evidence (composites and chips) on / off: **{p['seconds'] / off['seconds']:.2f}x** "
+        f"(target <= 1.10x); memory {p['peak_rss_mb']} MB vs {off['peak_rss_mb']} MB",
         f"- baseline / pipeline, same {bkm:g} km AOI (the largest whose notebook cube fits in half the memory): "
         f"**{b['seconds'] / ps['seconds']:.2f}x** faster "
         f"(target >= 3x); memory {b['peak_rss_mb']} MB vs {ps['peak_rss_mb']} MB",
@@ -467,10 +472,15 @@ def main() -> None:
     head.update(
         best_of(
             REPEATS,
-            {"read": ("read", full, sim.catalog, start, end), "pipeline": ("pipeline", full, sim.catalog, start, end)},
+            {
+                "read": ("read", full, sim.catalog, start, end),
+                "pipeline": ("pipeline", full, sim.catalog, start, end),
+                "pipeline_no_evidence": ("pipeline_no_evidence", full, sim.catalog, start, end),
+            },
         )
     )
     print("read floor", head["read"], "\npipeline", head["pipeline"], flush=True)
+    print("pipeline without evidence", head["pipeline_no_evidence"], flush=True)
     head["baseline_km"] = baseline_km(head["read"]["scenes"])
     small = sub_aoi(sim, head["baseline_km"])
     head.update(

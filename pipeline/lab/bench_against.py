@@ -1,6 +1,6 @@
 """``make bench-against REV=<commit>``: the bench AOI's run by this checkout and by another commit, in turns.
 
-    python -m pipeline.lab.bench_against 0e01d8e [--turns 5] [--zarr]
+    python -m pipeline.lab.bench_against 0e01d8e [--turns 5] [--zarr] [--set outputs.evidence=false]
 
 The other commit is checked out in a temporary git worktree and run with this checkout's interpreter and
 packages, so only the code differs. Each turn runs both, in alternating order; the report is the median of
@@ -39,6 +39,14 @@ def main(argv=None) -> None:
         help="the other commit keeps its composites (a fresh compute.composite_dir each run): before issue 20, "
         "the way to make it count into Zarr stores rather than raw records",
     )
+    ap.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of this checkout's runs only, e.g. outputs.evidence=false against a commit without it",
+    )
     args = ap.parse_args(argv)
     sim = bench_aoi()
     aoi = BENCH_DIR / "aoi-15km.geojson"
@@ -53,6 +61,8 @@ def main(argv=None) -> None:
                 for name, code, zarr in order if turn % 2 == 0 else order[::-1]:
                     out = Path(tmp) / f"out-{turn}-{name.replace(' ', '-')}"
                     more = ["--set", f"compute.composite_dir={out}.composites"] if zarr else []
+                    if code == REPO:
+                        more += [a for kv in args.settings for a in ("--set", kv)]
                     times[name].append(timed_run(code, aoi, sim.catalog, out, more))
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other)], check=False)

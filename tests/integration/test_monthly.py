@@ -116,7 +116,7 @@ def test_monthly_fetches_nothing_after_a_full_run_then_only_the_new_month(sim, a
     assert m1["config"]["compute"]["composite_dir"] == str(MonthlyPaths(out).composites)
     summary = pd.read_csv(out / "yearly_summary.csv")
     assert summary["provisional"].tolist() == [False, True]  # 2021 final, 2022 provisional
-    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
 
     # right after: the command line, as cron calls it; nothing new, outputs untouched, seconds
     api.log.clear()
@@ -133,7 +133,7 @@ def test_monthly_fetches_nothing_after_a_full_run_then_only_the_new_month(sim, a
     assert seconds < 20, seconds
     print(f"\nmonthly right after a full run: nothing new in {seconds:.1f} s (whole command)")
     assert not api.requests_for("/files/")  # searched, nothing downloaded
-    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
 
     # a month later the archive holds December's scenes: only those are fetched, only 2022 recounted
     served_dec = publish_until(api, "2022-12-31")

@@ -111,3 +111,21 @@ def test_year_slider_hides_later_features(run_dir, tmp_path):
         tags = _paths(dom, name)
         assert len(tags) == len(gdf)
         assert sum(map(bool, map(_visible, tags))) == (gdf["first_year"] <= year).sum(), name
+
+
+def test_a_site_link_opens_its_popup_with_the_before_and_after_chips(run_dir, tmp_path):
+    sites = export.read_layers(run_dir, ["sites"])["sites"]
+    with_before = sites[sites["chip_before"] != ""]
+    assert len(with_before), "no site has a composite before its first year"
+    site = int(with_before["site_id"].iloc[0])
+    page = (run_dir / report.REPORT).resolve().as_uri() + f"#site={site}"
+    dom = chromium(page, tmp_path / "profile", "--dump-dom").stdout
+    assert f'data-site="{site}"' in dom
+    popup = re.search(r'<div class="leaflet-popup-content"[^>]*>(.*?)</table>', dom, re.S)
+    assert popup, "no popup open"
+    chips = re.findall(r'<img src="([^"]+)"', popup.group(1))
+    assert chips == [f"evidence/site_{site}_before.png", f"evidence/site_{site}_after.png"]
+    assert all((run_dir / c).is_file() for c in chips)
+    # the section of changes since the last run heads the page, its ids linking into the map
+    assert '<section id="changes">' in dom and dom.index('id="changes"') < dom.index('id="map"')
+    assert re.search(r'<a href="#site=\d+">', dom)

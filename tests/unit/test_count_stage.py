@@ -16,6 +16,7 @@ from pipeline.lab.simulate import simulate
 from pipeline.rules import ClearingRules, MaskConfig, PondRules
 from pipeline.sources.loading import load_reflectance, overpasses
 from pipeline.sources.local_stac import LocalCatalogSource
+from pipeline.store import EVIDENCE_BANDS, REFL_SCALE
 from tests.support import FOREST, uniform, write_aoi_file, write_catalog
 
 INVALID = [0, 1, 3, 8, 9, 10]
@@ -337,3 +338,32 @@ def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():
     assert out[w][0].any()
     np.testing.assert_array_equal(out[w - 1][0], out[w][0][:, :, : w - 1])
     np.testing.assert_array_equal(out[w - 1][1], out[w][1][:, :, : w - 1])
+
+
+def test_evidence_means_are_the_clear_views_reflectance_and_leave_the_counts_alone(simulated):
+    """With evidence on, each month's mean reflectance of exactly the views the count calls clear (the
+    reference's clear mask), from the same reads; the counts and sums do not change."""
+    aoi, scenes = simulated
+    cube = load_reflectance(scenes, aoi.grid, count.BANDS, 128).compute()
+    clear = xr_ref.clear_mask(cube, INVALID, 3, count.BANDS).compute()
+    rules = count.observation_rules(MaskConfig(invalid_scl=INVALID, cloud_buffer_px=3), PondRules(), ClearingRules())
+    months = count.month_starts(date(2021, 1, 1), date(2021, 12, 31))
+    checked = 0
+    for i, these, rows, cols in count.month_blocks(overpasses(scenes, count.BANDS), aoi.grid, *months[[0, -1]], 1024):
+        if not these:
+            continue
+        counts, sums, none = count.count_month(these, aoi.grid, rows, cols, rules)
+        counts, sums = counts.copy(), sums.copy()
+        counts_e, sums_e, refl = count.count_month(these, aoi.grid, rows, cols, rules, evidence=True)
+        assert none is None
+        np.testing.assert_array_equal(counts, counts_e)
+        np.testing.assert_array_equal(sums, sums_e)
+        in_month = (cube.time.dt.year == months[i].year) & (cube.time.dt.month == months[i].month)
+        views = clear.sel(time=in_month)
+        n = views.sum("time").values
+        for k, band in enumerate(EVIDENCE_BANDS):
+            mean = (cube[band].sel(time=in_month).where(views).sum("time").values / np.maximum(n, 1)) * REFL_SCALE
+            expected = np.where(n > 0, np.clip(np.rint(mean), 1, 65535), 0)
+            np.testing.assert_allclose(refl[k], expected, atol=1, err_msg=f"{band}, month {i}")
+        checked += int((n > 0).sum())
+    assert checked > 1000

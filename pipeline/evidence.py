@@ -1,0 +1,183 @@
+"""Images an analyst checks sites with: dry-season composites per year and before/after chips per site.
+
+The count stage keeps, for the dry-season months (``outputs.evidence_months``), the mean reflectance of
+each month's clear views in the yearly stores (``store.EVIDENCE_LAYERS``), from the reads it makes
+anyway. Here a year's months become one composite, the mean over all its dry-season clear views, drawn
+in true colour (red, green, blue) and false colour (SWIR 1.6 um, NIR, red: bare laterite shows orange,
+water black, forest green), with one fixed stretch for every year so that years compare. Written as
+COGs with overviews for a QGIS basemap, and cut into chips around each site: the year before its first
+year, and the latest year.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import shapely
+from rasterio.features import rasterize
+from rasterio.io import MemoryFile
+
+from pipeline.store import EVIDENCE_BANDS, EVIDENCE_LAYERS, REFL_SCALE, open_layers
+
+DIR = "evidence"  # in the run dir
+# band order of each picture, and the reflectance shown as white: a fixed stretch, the same every year
+PICTURES = {
+    "truecolour": (("red", "green", "blue"), 0.22),
+    "falsecolour": (("swir16", "nir", "red"), 0.45),
+}
+GAMMA = 1 / 1.6  # lifts the dark forest of a hillside out of black
+CHIP_SCALE = 4  # a 10 m pixel drawn 4 x 4 screen pixels: a one-pixel pond is visible
+OUTLINE = (255, 40, 200)  # magenta: seen against laterite, forest and water alike
+
+
+@dataclass
+class YearPictures:
+    """A year's dry-season composite drawn as pictures: name -> uint8 [3, y, x], 0 where no clear view."""
+
+    year: int
+    images: dict[str, np.ndarray]
+    clear_views: np.ndarray  # int [y, x]: the dry-season clear views behind each pixel
+
+
+def dry_season_mean(store_path: Path, months, evidence_months) -> tuple[np.ndarray, np.ndarray]:
+    """Mean reflectance (float32 [5, y, x], ``EVIDENCE_BANDS``, NaN without a clear view) of a year's
+    clear views in ``evidence_months``, from the monthly means in its store, weighted by their views;
+    and the number of views. ``months``: the store's month starts."""
+    layers = open_layers(store_path)
+    shape = tuple(layers["valid"].shape[1:])
+    total = np.zeros((len(EVIDENCE_BANDS), *shape), np.float32)
+    views = np.zeros(shape, np.int32)
+    for i, m in enumerate(months):
+        if m.month not in evidence_months:
+            continue
+        n = np.asarray(layers["valid"][i], np.int32)
+        if not n.any():
+            continue
+        for k, name in enumerate(EVIDENCE_LAYERS):
+            total[k] += np.asarray(layers[name][i], np.float32) * n
+        views += n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / (views * np.float32(REFL_SCALE))
+    mean[:, views == 0] = np.nan
+    return mean, views
+
+
+def draw(mean: np.ndarray, bands: tuple[str, ...], white: float) -> np.ndarray:
+    """Reflectance (``EVIDENCE_BANDS`` order) as uint8 [3, y, x]: 0..``white`` stretched to 1..255
+    with ``GAMMA``; 0 where there was no clear view (nodata)."""
+    picked = np.stack([mean[EVIDENCE_BANDS.index(b)] for b in bands])
+    scaled = np.clip(np.nan_to_num(picked, nan=0.0) / white, 0, 1) ** GAMMA
+    out = (1 + np.rint(scaled * 254)).astype(np.uint8)
+    out[:, np.isnan(picked).any(axis=0)] = 0
+    return out
+
+
+def year_pictures(stores, years: list[int], month_starts_of, evidence_months) -> list[YearPictures]:
+    """Each year's pictures from its store (``stores``: path or None per year, as the count stage
+    left them); a year without a store or a clear dry-season view has none."""
+    out = []
+    for (path, _), year in zip(stores, years):
+        if path is None or not (Path(path) / EVIDENCE_LAYERS[0]).is_dir():
+            continue
+        mean, views = dry_season_mean(path, month_starts_of(year), evidence_months)
+        if not views.any():
+            continue
+        out.append(YearPictures(year, {k: draw(mean, *v) for k, v in PICTURES.items()}, views))
+    return out
+
+
+def picture_path(name: str, year: int) -> str:
+    return f"{DIR}/{name}_{year}.tif"
+
+
+def write_year_pictures(out_dir: Path, grid, pictures: list[YearPictures], write_cog) -> list[Path]:
+    """The composites as RGB COGs (``write_cog``: ``export.write_cog``), 0 = no data."""
+    (out_dir / DIR).mkdir(exist_ok=True)
+    written = []
+    for p in pictures:
+        for name, image in p.images.items():
+            path = out_dir / picture_path(name, p.year)
+            bands = PICTURES[name][0]
+            write_cog(
+                path,
+                image,
+                grid,
+                nodata=0,
+                descriptions=list(bands),
+                resampling="AVERAGE",
+                tags={
+                    "meaning": f"dry-season {name} composite of {p.year}: mean of the clear views in the "
+                    f"months configured (outputs.evidence_months); {bands} reflectance 0-{PICTURES[name][1]} "
+                    f"as 1-255 (gamma {GAMMA:.3g}), 0 = no clear view"
+                },
+            )
+            written.append(path)
+    return written
+
+
+def chip_window(geom, grid, margin_m: float) -> tuple[slice, slice]:
+    """Rows and columns of ``grid`` around ``geom`` (grid CRS) with ``margin_m`` on every side."""
+    x0, y0, x1, y1 = geom.bounds
+    inv = ~grid.affine
+    c0, r0 = inv * (x0 - margin_m, y1 + margin_m)
+    c1, r1 = inv * (x1 + margin_m, y0 - margin_m)
+    h, w = grid.shape.yx
+    rows = slice(max(0, int(np.floor(r0))), min(h, int(np.ceil(r1))))
+    cols = slice(max(0, int(np.floor(c0))), min(w, int(np.ceil(c1))))
+    return rows, cols
+
+
+def chip(image: np.ndarray, geom, grid, window: tuple[slice, slice]) -> np.ndarray:
+    """The ``window`` of a picture, enlarged ``CHIP_SCALE`` times, with ``geom``'s outline drawn on it:
+    uint8 [h, w, 3] for a PNG."""
+    rows, cols = window
+    part = image[:, rows, cols].repeat(CHIP_SCALE, axis=1).repeat(CHIP_SCALE, axis=2)
+    transform = grid.affine * grid.affine.translation(cols.start, rows.start) * grid.affine.scale(1 / CHIP_SCALE)
+    edge = rasterize(
+        [(shapely.boundary(geom).buffer(grid.affine.a / CHIP_SCALE), 1)],
+        out_shape=part.shape[1:],
+        transform=transform,
+        dtype=np.uint8,
+    )
+    rgb = np.moveaxis(part, 0, -1).copy()
+    rgb[edge > 0] = OUTLINE
+    return rgb
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB array (h, w, 3) as PNG."""
+    with MemoryFile() as mem:
+        with mem.open(driver="PNG", width=rgb.shape[1], height=rgb.shape[0], count=3, dtype="uint8") as ds:
+            ds.write(np.moveaxis(rgb, -1, 0))
+        return mem.read()
+
+
+def chip_paths(site_id: int) -> tuple[str, str]:
+    return f"{DIR}/site_{site_id}_before.png", f"{DIR}/site_{site_id}_after.png"
+
+
+def write_site_chips(out_dir: Path, sites, grid, pictures: list[YearPictures], margin_m: float) -> dict[int, tuple]:
+    """Before and after chips of each site (true colour): the latest composite of a year before its
+    first year, and the latest composite. Returns ``site_id -> (before or "", after)``, paths relative
+    to ``out_dir``; a site without a composite on either side has "" there."""
+    by_year = {p.year: p.images["truecolour"] for p in pictures}
+    links: dict[int, tuple] = {}
+    if not by_year:
+        return links
+    (out_dir / DIR).mkdir(exist_ok=True)
+    latest = max(by_year)
+    for sid, first, geom in zip(sites["site_id"], sites["first_year"], sites.geometry.values):
+        window = chip_window(geom, grid, margin_m)
+        before_years = [y for y in by_year if y < int(first)]
+        names = chip_paths(int(sid))
+        paths = []
+        for name, year in zip(names, (max(before_years) if before_years else None, latest)):
+            if year is None:
+                paths.append("")
+                continue
+            (out_dir / name).write_bytes(png_bytes(chip(by_year[year], geom, grid, window)))
+            paths.append(name)
+        links[int(sid)] = tuple(paths)
+    return links

@@ -1,0 +1,67 @@
+"""Evidence pictures on small arrays: the stretch, the dry-season mean, chips around a site."""
+
+from __future__ import annotations
+
+import io
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from PIL import Image
+from rasterio.crs import CRS
+
+from pipeline import evidence, store
+from pipeline.aoi import snapped_grid
+from pipeline.store import EVIDENCE_BANDS, EVIDENCE_LAYERS, REFL_SCALE
+
+
+def test_draw_stretches_reflectance_the_same_way_every_year_and_keeps_nodata_apart():
+    mean = np.full((5, 2, 3), 0.11, np.float32)
+    mean[:, 0, 0] = np.nan
+    mean[EVIDENCE_BANDS.index("red"), 1, 2] = 0.5  # brighter than white: clipped
+    image = evidence.draw(mean, ("red", "green", "blue"), 0.22)
+    assert image.dtype == np.uint8 and image.shape == (3, 2, 3)
+    assert (image[:, 0, 0] == 0).all() and (image[:, 1:, :] > 0).all()
+    assert image[0, 1, 2] == 255
+    assert image[1, 1, 1] == 1 + round(254 * 0.5**evidence.GAMMA)
+
+
+def test_the_dry_season_mean_weights_each_month_by_its_clear_views(tmp_path):
+    months = pd.date_range("2021-01-01", "2021-12-01", freq="MS")
+    path = tmp_path / "s.zarr"
+    store.create_layers(path, months, np.arange(4.0), np.arange(4.0), 4, 4, {}, evidence=True)
+    layers = store.open_layers(path, write=True)
+    zero_sums = np.zeros((3, 4, 4), np.float32)
+    for month, views, value in ((0, 1, 0.10), (2, 3, 0.30), (6, 5, 0.90)):  # July is not dry season
+        counts = np.zeros((4, 4, 4), np.int16)
+        counts[0] = views
+        refl = np.full((5, 4, 4), round(value * REFL_SCALE), np.uint16)
+        store.write_block(layers, month, (0, 4), (0, 4), counts, zero_sums, reflectance=refl)
+    mean, views = evidence.dry_season_mean(path, months, {1, 2, 3, 4, 11, 12})
+    np.testing.assert_allclose(mean, (0.10 * 1 + 0.30 * 3) / 4, rtol=1e-6)
+    assert (views == 4).all() and set(store.open_layers(path)) >= set(EVIDENCE_LAYERS)
+
+
+def test_chips_show_the_site_with_its_outline_before_and_after(tmp_path):
+    grid = snapped_grid((400_000, 2_850_000, 401_000, 2_851_000), CRS.from_epsg(32647), 10.0)
+    h, w = grid.shape.yx
+    forest = np.zeros((3, h, w), np.uint8) + np.array([40, 90, 40], np.uint8)[:, None, None]
+    mined = forest.copy()
+    mined[:, 40:60, 40:60] = np.array([230, 150, 110], np.uint8)[:, None, None]
+    pictures = [
+        evidence.YearPictures(2020, {"truecolour": forest}, np.ones((h, w))),
+        evidence.YearPictures(2023, {"truecolour": mined}, np.ones((h, w))),
+    ]
+    x0, y1 = grid.affine * (40, 40)
+    site = shapely.box(x0, y1 - 200, x0 + 200, y1)
+    sites = gpd.GeoDataFrame({"site_id": [7, 8], "first_year": [2022, 2020]}, geometry=[site, site], crs=grid.crs)
+    links = evidence.write_site_chips(tmp_path, sites, grid, pictures, margin_m=100)
+    assert links == {7: evidence.chip_paths(7), 8: ("", evidence.chip_paths(8)[1])}  # nothing before 2020
+    before = np.asarray(Image.open(io.BytesIO((tmp_path / links[7][0]).read_bytes())).convert("RGB"))
+    after = np.asarray(Image.open(tmp_path / links[7][1]).convert("RGB"))
+    side = (200 + 2 * 100) // 10 * evidence.CHIP_SCALE
+    assert before.shape == after.shape == (side, side, 3)
+    assert (after == evidence.OUTLINE).all(axis=-1).sum() >= 4 * side // 2  # round the site, 200 m of 400
+    centre = after[side // 2, side // 2]
+    assert tuple(centre) == (230, 150, 110) and tuple(before[side // 2, side // 2]) == (40, 90, 40)
