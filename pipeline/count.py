@@ -253,13 +253,14 @@ def accumulate_reflectance(dn10, scale_offset, swir20, halo, valid, before, refl
 
 
 @numba.njit(nogil=True, cache=True)
-def mean_reflectance(refl, valid, scale, out):
-    """``refl`` summed over ``valid`` clear views -> their mean x ``scale`` as uint16 (0: no clear view)."""
+def mean_reflectance(refl, valid, codes, out):
+    """``refl`` summed over ``valid`` clear views -> their mean as a byte, 1 + mean x ``codes`` (clipped
+    to 1..255; ``store.REFL_CODES``), 0 where there was no clear view."""
     for k in range(refl.shape[0]):
         for i in range(refl.shape[1]):
             for j in range(refl.shape[2]):
                 n = valid[i, j]
-                out[k, i, j] = 0 if n == 0 else min(max(np.rint(refl[k, i, j] / n * scale), 1), 65535)
+                out[k, i, j] = 0 if n == 0 else 1 + min(max(np.rint(refl[k, i, j] / n * codes), 0), 254)
 
 
 def load_kernel(rules: ObservationRules) -> None:
@@ -296,7 +297,7 @@ def count_month(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The counts (int16 [4, h, w]) and sums (float32 [3, h, w]), layers as ``COUNT_LAYERS``, of one
     month's overpasses on one block of ``grid``: the whole count stage for that block in one task. With
-    ``evidence``, also the mean reflectance of the clear views (uint16 [5, h, w], ``store.EVIDENCE_LAYERS``)
+    ``evidence``, also the mean reflectance of the clear views (uint8 codes [5, h, w], ``store.EVIDENCE_LAYERS``)
     from the same reads; else None. With ``scratch``, in the thread's arrays of it (good until the
     thread's next task)."""
     h, w = rows[1] - rows[0], cols[1] - cols[0]
@@ -338,8 +339,8 @@ def count_month(
             accumulate_reflectance(dn10, day.scale_offset, swir, halo, counts[0], before, refl)
     if refl is None:
         return counts, sums, None
-    mean = scratch.array("refl_mean", (5, h, w), np.uint16)
-    mean_reflectance(refl, counts[0], np.float32(store.REFL_SCALE), mean)
+    mean = scratch.array("refl_mean", (5, h, w), np.uint8)
+    mean_reflectance(refl, counts[0], np.float32(store.REFL_CODES), mean)
     return counts, sums, mean
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import shapely
+from PIL import Image
 from rasterio.features import rasterize
-from rasterio.io import MemoryFile
 
-from pipeline.store import EVIDENCE_BANDS, EVIDENCE_LAYERS, REFL_SCALE, open_layers
+from pipeline.store import EVIDENCE_BANDS, EVIDENCE_LAYERS, REFL_CODES, open_layers
 
 DIR = "evidence"  # in the run dir
 # band order of each picture, and the reflectance shown as white: a fixed stretch, the same every year
@@ -41,6 +42,19 @@ class YearPictures:
     clear_views: np.ndarray  # int [y, x]: the dry-season clear views behind each pixel
 
 
+@numba.njit(nogil=True, cache=True)
+def _add_month(valid, codes, total, views):
+    """Add a month's mean reflectance codes, weighted by its clear views, to a year's ``total``."""
+    for i in range(valid.shape[0]):
+        for j in range(valid.shape[1]):
+            n = valid[i, j]
+            if n == 0 or codes[0, i, j] == 0:
+                continue
+            views[i, j] += n
+            for k in range(codes.shape[0]):
+                total[k, i, j] += np.float32(codes[k, i, j] - 1) * n
+
+
 def dry_season_mean(store_path: Path, months, evidence_months) -> tuple[np.ndarray, np.ndarray]:
     """Mean reflectance (float32 [5, y, x], ``EVIDENCE_BANDS``, NaN without a clear view) of a year's
     clear views in ``evidence_months``, from the monthly means in its store, weighted by their views;
@@ -50,27 +64,28 @@ def dry_season_mean(store_path: Path, months, evidence_months) -> tuple[np.ndarr
     total = np.zeros((len(EVIDENCE_BANDS), *shape), np.float32)
     views = np.zeros(shape, np.int32)
     for i, m in enumerate(months):
-        if m.month not in evidence_months:
-            continue
-        n = np.asarray(layers["valid"][i], np.int32)
-        if not n.any():
-            continue
-        for k, name in enumerate(EVIDENCE_LAYERS):
-            total[k] += np.asarray(layers[name][i], np.float32) * n
-        views += n
+        if m.month in evidence_months:
+            codes = np.stack([np.asarray(layers[name][i]) for name in EVIDENCE_LAYERS])
+            _add_month(np.asarray(layers["valid"][i]), codes, total, views)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / (views * np.float32(REFL_SCALE))
-    mean[:, views == 0] = np.nan
-    return mean, views
+        total /= views * np.float32(REFL_CODES)
+    total[:, views == 0] = np.nan
+    return total, views
 
 
 def draw(mean: np.ndarray, bands: tuple[str, ...], white: float) -> np.ndarray:
     """Reflectance (``EVIDENCE_BANDS`` order) as uint8 [3, y, x]: 0..``white`` stretched to 1..255
-    with ``GAMMA``; 0 where there was no clear view (nodata)."""
-    picked = np.stack([mean[EVIDENCE_BANDS.index(b)] for b in bands])
-    scaled = np.clip(np.nan_to_num(picked, nan=0.0) / white, 0, 1) ** GAMMA
-    out = (1 + np.rint(scaled * 254)).astype(np.uint8)
-    out[:, np.isnan(picked).any(axis=0)] = 0
+    with ``GAMMA``; 0 where there was no clear view (nodata). Through a table over the stored codes'
+    steps: the power of every pixel had cost more than all the rest of the evidence."""
+    steps = np.arange(256, dtype=np.float32) / REFL_CODES
+    table = (1 + np.rint(np.clip(steps / white, 0, 1) ** GAMMA * 254)).astype(np.uint8)
+    table[255] = 0  # the index of no data
+    out = np.empty((len(bands), *mean.shape[1:]), np.uint8)
+    for k, b in enumerate(bands):
+        code = mean[EVIDENCE_BANDS.index(b)] * REFL_CODES
+        index = np.where(np.isnan(code), 255, np.clip(np.rint(code), 0, 254)).astype(np.uint8)
+        out[k] = table[index]
+    out[:, (out == 0).any(axis=0)] = 0
     return out
 
 
@@ -146,12 +161,9 @@ def chip(image: np.ndarray, geom, grid, window: tuple[slice, slice]) -> np.ndarr
     return rgb
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """An RGB array (h, w, 3) as PNG."""
-    with MemoryFile() as mem:
-        with mem.open(driver="PNG", width=rgb.shape[1], height=rgb.shape[0], count=3, dtype="uint8") as ds:
-            ds.write(np.moveaxis(rgb, -1, 0))
-        return mem.read()
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """An RGB array (h, w, 3) as a PNG file."""
+    Image.fromarray(rgb, "RGB").save(path, optimize=False, compress_level=3)
 
 
 def chip_paths(site_id: int) -> tuple[str, str]:
@@ -177,7 +189,7 @@ def write_site_chips(out_dir: Path, sites, grid, pictures: list[YearPictures], m
             if year is None:
                 paths.append("")
                 continue
-            (out_dir / name).write_bytes(png_bytes(chip(by_year[year], geom, grid, window)))
+            write_png(out_dir / name, chip(by_year[year], geom, grid, window))
             paths.append(name)
         links[int(sid)] = tuple(paths)
     return links

@@ -37,11 +37,12 @@ log = logging.getLogger(__name__)
 COUNTS = ("valid", "pond", "bare", "green")
 INDEX_SUMS = ("mndwi_sum", "ndvi_sum", "bsi_sum")
 COUNT_LAYERS = (*COUNTS, *INDEX_SUMS)
-# with outputs.evidence, in the dry-season months: the mean reflectance of the month's clear views, x 10000
-# (0: none), of the bands the count reads anyway, for the true- and false-colour composites
+# with outputs.evidence, in the dry-season months: the mean reflectance of the month's clear views of the
+# bands the count reads anyway, for the true- and false-colour composites, as a byte: 1 + reflectance x
+# REFL_CODES (0 to 0.5 in steps of 0.002, finer than a picture shows), 0 for no clear view
 EVIDENCE_BANDS = ("blue", "green", "red", "nir", "swir16")
 EVIDENCE_LAYERS = tuple(f"refl_{b}" for b in EVIDENCE_BANDS)
-REFL_SCALE = 10000
+REFL_CODES = 508
 
 
 class Scratch:
@@ -262,7 +263,7 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
             fill_value=0,
             chunk_key_encoding={"name": "v2", "separator": "."},
             dimension_names=("month", "y", "x"),
-            attributes={} if i < 4 or dtype == np.uint16 else {"scale_factor": 1 / SUM_SCALE},
+            attributes={"scale_factor": 1 / SUM_SCALE} if dtype == STORED_SUM else {},
         )  # xarray decodes it
 
 
@@ -324,7 +325,7 @@ def write_block(
 ) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
     ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``), and its mean ``reflectance``
-    (uint16 [5, h, w], ``EVIDENCE_LAYERS``) if given. Blocks must cover whole shards (or reach the grid's
+    (uint8 codes [5, h, w], ``EVIDENCE_LAYERS``) if given. Blocks must cover whole shards (or reach the grid's
     edge), so tasks writing different blocks never touch the same file."""
     (r0, r1), (c0, c1) = rows, cols
     stored = list(zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)))

@@ -16,7 +16,7 @@ from pipeline.lab.simulate import simulate
 from pipeline.rules import ClearingRules, MaskConfig, PondRules
 from pipeline.sources.loading import load_reflectance, overpasses
 from pipeline.sources.local_stac import LocalCatalogSource
-from pipeline.store import EVIDENCE_BANDS, REFL_SCALE
+from pipeline.store import EVIDENCE_BANDS, REFL_CODES
 from tests.support import FOREST, uniform, write_aoi_file, write_catalog
 
 INVALID = [0, 1, 3, 8, 9, 10]
@@ -362,8 +362,8 @@ def test_evidence_means_are_the_clear_views_reflectance_and_leave_the_counts_alo
         views = clear.sel(time=in_month)
         n = views.sum("time").values
         for k, band in enumerate(EVIDENCE_BANDS):
-            mean = (cube[band].sel(time=in_month).where(views).sum("time").values / np.maximum(n, 1)) * REFL_SCALE
-            expected = np.where(n > 0, np.clip(np.rint(mean), 1, 65535), 0)
+            mean = (cube[band].sel(time=in_month).where(views).sum("time").values / np.maximum(n, 1)) * REFL_CODES
+            expected = np.where(n > 0, 1 + np.clip(np.rint(mean), 0, 254), 0)
             np.testing.assert_allclose(refl[k], expected, atol=1, err_msg=f"{band}, month {i}")
         checked += int((n > 0).sum())
     assert checked > 1000

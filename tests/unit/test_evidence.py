@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 
 from pipeline import evidence, store
 from pipeline.aoi import snapped_grid
-from pipeline.store import EVIDENCE_BANDS, EVIDENCE_LAYERS, REFL_SCALE
+from pipeline.store import EVIDENCE_BANDS, EVIDENCE_LAYERS, REFL_CODES
 
 
 def test_draw_stretches_reflectance_the_same_way_every_year_and_keeps_nodata_apart():
@@ -24,7 +24,7 @@ def test_draw_stretches_reflectance_the_same_way_every_year_and_keeps_nodata_apa
     assert image.dtype == np.uint8 and image.shape == (3, 2, 3)
     assert (image[:, 0, 0] == 0).all() and (image[:, 1:, :] > 0).all()
     assert image[0, 1, 2] == 255
-    assert image[1, 1, 1] == 1 + round(254 * 0.5**evidence.GAMMA)
+    assert image[1, 1, 1] == 1 + round(254 * (round(0.11 * REFL_CODES) / REFL_CODES / 0.22) ** evidence.GAMMA)
 
 
 def test_the_dry_season_mean_weights_each_month_by_its_clear_views(tmp_path):
@@ -33,13 +33,13 @@ def test_the_dry_season_mean_weights_each_month_by_its_clear_views(tmp_path):
     store.create_layers(path, months, np.arange(4.0), np.arange(4.0), 4, 4, {}, evidence=True)
     layers = store.open_layers(path, write=True)
     zero_sums = np.zeros((3, 4, 4), np.float32)
-    for month, views, value in ((0, 1, 0.10), (2, 3, 0.30), (6, 5, 0.90)):  # July is not dry season
+    for month, views, value in ((0, 1, 0.10), (2, 3, 0.30), (6, 5, 0.45)):  # July is not dry season
         counts = np.zeros((4, 4, 4), np.int16)
         counts[0] = views
-        refl = np.full((5, 4, 4), round(value * REFL_SCALE), np.uint16)
+        refl = np.full((5, 4, 4), 1 + round(value * REFL_CODES), np.uint8)
         store.write_block(layers, month, (0, 4), (0, 4), counts, zero_sums, reflectance=refl)
     mean, views = evidence.dry_season_mean(path, months, {1, 2, 3, 4, 11, 12})
-    np.testing.assert_allclose(mean, (0.10 * 1 + 0.30 * 3) / 4, rtol=1e-6)
+    np.testing.assert_allclose(mean, (0.10 * 1 + 0.30 * 3) / 4, atol=0.5 / REFL_CODES)
     assert (views == 4).all() and set(store.open_layers(path)) >= set(EVIDENCE_LAYERS)
 
 
