@@ -293,22 +293,19 @@ def count_month(
     cols: tuple[int, int],
     rules: ObservationRules,
     scratch: Scratch | None = None,
-    evidence: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    reflectance: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The counts (int16 [4, h, w]) and sums (float32 [3, h, w]), layers as ``COUNT_LAYERS``, of one
     month's overpasses on one block of ``grid``: the whole count stage for that block in one task. With
-    ``evidence``, also the mean reflectance of the clear views (uint8 codes [5, h, w], ``store.EVIDENCE_LAYERS``)
-    from the same reads; else None. With ``scratch``, in the thread's arrays of it (good until the
+    ``reflectance`` (float32 [5, h, w], ``store.EVIDENCE_BANDS``), also adds to it the reflectance of
+    the clear views, from the same reads. With ``scratch``, in the thread's arrays of it (good until the
     thread's next task)."""
     h, w = rows[1] - rows[0], cols[1] - cols[0]
     scratch = scratch or Scratch()
     counts, sums = scratch.array("counts", (4, h, w), np.int16), scratch.array("sums", (3, h, w), np.float32)
     counts.fill(0)
     sums.fill(0)
-    refl = before = None
-    if evidence:
-        refl, before = scratch.array("refl", (5, h, w), np.float32), scratch.array("before", (h, w), np.int16)
-        refl.fill(0)
+    before = None if reflectance is None else scratch.array("before", (h, w), np.int16)
     halo = max(1, (rules.buffer_px + 1) // 2)
     grid20 = grid.zoom_out(2)
     rows20, cols20 = (rows[0] // 2, rows[1] // 2), (cols[0] // 2, cols[1] // 2)
@@ -335,13 +332,9 @@ def count_month(
             counts,
             sums,
         )
-        if refl is not None:
-            accumulate_reflectance(dn10, day.scale_offset, swir, halo, counts[0], before, refl)
-    if refl is None:
-        return counts, sums, None
-    mean = scratch.array("refl_mean", (5, h, w), np.uint8)
-    mean_reflectance(refl, counts[0], np.float32(store.REFL_CODES), mean)
-    return counts, sums, mean
+        if reflectance is not None:
+            accumulate_reflectance(dn10, day.scale_offset, swir, halo, counts[0], before, reflectance)
+    return counts, sums
 
 
 def month_blocks(days, grid, start: date, end: date, chunk_px: int):
@@ -359,11 +352,25 @@ def month_blocks(days, grid, start: date, end: date, chunk_px: int):
                 yield i, these, rows, cols
 
 
-def _count_into(
-    write, month: int, days, grid, rows, cols, rules: ObservationRules, scratch: Scratch, evidence: bool = False
-) -> None:
-    counts, sums, reflectance = count_month(days, grid, rows, cols, rules, scratch, evidence)
-    write(month, rows, cols, counts, sums, scratch, reflectance)
+def _count_into(write, months: list, grid, rows, cols, rules: ObservationRules, scratch: Scratch, evidence=None):
+    """Count one block for each of ``months`` (month index, its overpasses) in turn and ``write`` each
+    month's counts. With ``evidence`` (a writer), the months are a dry season: the mean reflectance of
+    all their clear views is written too, once."""
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    reflectance = views = None
+    if evidence is not None:
+        reflectance, views = scratch.array("refl", (5, h, w), np.float32), scratch.array("views", (h, w), np.int32)
+        reflectance.fill(0)
+        views.fill(0)
+    for month, days in months:
+        counts, sums = count_month(days, grid, rows, cols, rules, scratch, reflectance)
+        if views is not None:
+            views += counts[0]
+        write(month, rows, cols, counts, sums, scratch)
+    if evidence is not None:
+        codes = scratch.array("refl_codes", (5, h, w), np.uint8)
+        mean_reflectance(reflectance, views, np.float32(store.REFL_CODES), codes)
+        evidence(rows, cols, codes)
 
 
 def count_tasks(
@@ -377,34 +384,40 @@ def count_tasks(
     rules: ObservationRules,
     scratch: Scratch | None = None,
     evidence_months: frozenset[int] = frozenset(),
+    write_evidence=None,
 ) -> list:
     """``count_stage`` as tasks (dask.delayed, to compute) that hand each block's counts to
-    ``write(month, rows, cols, counts, sums, scratch, reflectance)`` (``store.write_block`` on a store's
-    layers; ``reflectance`` in the calendar months ``evidence_months``, else None): each
+    ``write(month, rows, cols, counts, sums, scratch)`` (``store.write_block`` on a store's layers): each
     task writes its own block, so no month's counts are gathered anywhere, and a month without a scene is
     left to the store's zeros. ``chunk_px`` must be a multiple of the store's chunks; ``name`` (the
     store's) keeps the tasks of stores computed together apart. Tasks computed together share one
-    ``scratch``."""
+    ``scratch``. With ``write_evidence`` (``store.write_evidence`` on the store), the months of
+    ``evidence_months`` of each block are one task, which also hands their mean reflectance to it:
+    one accumulation in memory and one write for a year's dry season, not one per month."""
     # keyed by their number of overpasses: dask runs independent tasks in the order of their keys,
     # from the last, so the months with the most overpasses go first and the shortest last, not a long
     # one in a thread while the other idles
     scratch = scratch or Scratch()
     months = month_starts(start, end)
+    groups: dict[tuple, list] = {}
+    for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px):
+        if not these:
+            continue
+        dry = write_evidence is not None and months[i].month in evidence_months
+        groups.setdefault(("dry", rows, cols) if dry else (i, rows, cols), []).append((i, these))
     return [
         dask.delayed(_count_into, pure=True)(
             write,
-            i,
-            these,
+            group,
             grid,
             rows,
             cols,
             rules,
             scratch,
-            months[i].month in evidence_months,
-            dask_key_name=f"count-{len(these):03d}-{tokenize(name, i, rows, cols)}",
+            write_evidence if kind == "dry" else None,
+            dask_key_name=f"count-{sum(len(t) for _, t in group):03d}-{tokenize(name, kind, rows, cols)}",
         )
-        for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px)
-        if these
+        for (kind, rows, cols), group in groups.items()
     ]
 
 
@@ -428,7 +441,9 @@ def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path, 
     """Tasks (dask.delayed) that count the clear, pond-like, bare and green views of ``scenes`` in
     [start, end], and sum their indices, per month, into the store layers at ``path``."""
     rules = observation_rules(cfg.mask, cfg.ponds, cfg.clearings)
-    write = functools.partial(store.write_block, store.open_layers(path, write=True))
+    layers = store.open_layers(path, write=True)
+    write = functools.partial(store.write_block, layers)
+    evidence = functools.partial(store.write_evidence, layers) if evidence_months(cfg) else None
     return count_tasks(
         write,
         path.name,
@@ -440,6 +455,7 @@ def year_tasks(cfg: RunConfig, aoi, scenes, start: date, end: date, path: Path, 
         rules,
         scratch,
         evidence_months(cfg),
+        evidence,
     )
 
 

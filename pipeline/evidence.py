@@ -1,12 +1,11 @@
 """Images an analyst checks sites with: dry-season composites per year and before/after chips per site.
 
-The count stage keeps, for the dry-season months (``outputs.evidence_months``), the mean reflectance of
-each month's clear views in the yearly stores (``store.EVIDENCE_LAYERS``), from the reads it makes
-anyway. Here a year's months become one composite, the mean over all its dry-season clear views, drawn
-in true colour (red, green, blue) and false colour (SWIR 1.6 um, NIR, red: bare laterite shows orange,
-water black, forest green), with one fixed stretch for every year so that years compare. Written as
-COGs with overviews for a QGIS basemap, and cut into chips around each site: the year before its first
-year, and the latest year.
+The count stage keeps, in each yearly store (``store.EVIDENCE_LAYERS``), the mean reflectance of the clear
+views of the year's dry-season months (``outputs.evidence_months``), from the reads it makes anyway. Here
+that composite is drawn in true colour (red, green, blue) and false colour (SWIR 1.6 um, NIR, red: bare
+laterite shows orange, water black, forest green), with one fixed stretch for every year so that years
+compare. Written as COGs with overviews for a QGIS basemap, and cut into chips around each site: the year
+before its first year, and the latest year.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import shapely
 from PIL import Image
@@ -39,38 +37,16 @@ class YearPictures:
 
     year: int
     images: dict[str, np.ndarray]
-    clear_views: np.ndarray  # int [y, x]: the dry-season clear views behind each pixel
 
 
-@numba.njit(nogil=True, cache=True)
-def _add_month(valid, codes, total, views):
-    """Add a month's mean reflectance codes, weighted by its clear views, to a year's ``total``."""
-    for i in range(valid.shape[0]):
-        for j in range(valid.shape[1]):
-            n = valid[i, j]
-            if n == 0 or codes[0, i, j] == 0:
-                continue
-            views[i, j] += n
-            for k in range(codes.shape[0]):
-                total[k, i, j] += np.float32(codes[k, i, j] - 1) * n
-
-
-def dry_season_mean(store_path: Path, months, evidence_months) -> tuple[np.ndarray, np.ndarray]:
+def dry_season_mean(store_path: Path) -> np.ndarray:
     """Mean reflectance (float32 [5, y, x], ``EVIDENCE_BANDS``, NaN without a clear view) of a year's
-    clear views in ``evidence_months``, from the monthly means in its store, weighted by their views;
-    and the number of views. ``months``: the store's month starts."""
+    dry-season clear views, from its store."""
     layers = open_layers(store_path)
-    shape = tuple(layers["valid"].shape[1:])
-    total = np.zeros((len(EVIDENCE_BANDS), *shape), np.float32)
-    views = np.zeros(shape, np.int32)
-    for i, m in enumerate(months):
-        if m.month in evidence_months:
-            codes = np.stack([np.asarray(layers[name][i]) for name in EVIDENCE_LAYERS])
-            _add_month(np.asarray(layers["valid"][i]), codes, total, views)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        total /= views * np.float32(REFL_CODES)
-    total[:, views == 0] = np.nan
-    return total, views
+    codes = np.stack([np.asarray(layers[name][0]) for name in EVIDENCE_LAYERS])
+    mean = (codes.astype(np.float32) - 1) / np.float32(REFL_CODES)
+    mean[:, codes[0] == 0] = np.nan
+    return mean
 
 
 def draw(mean: np.ndarray, bands: tuple[str, ...], white: float) -> np.ndarray:
@@ -89,17 +65,17 @@ def draw(mean: np.ndarray, bands: tuple[str, ...], white: float) -> np.ndarray:
     return out
 
 
-def year_pictures(stores, years: list[int], month_starts_of, evidence_months) -> list[YearPictures]:
+def year_pictures(stores, years: list[int]) -> list[YearPictures]:
     """Each year's pictures from its store (``stores``: path or None per year, as the count stage
     left them); a year without a store or a clear dry-season view has none."""
     out = []
     for (path, _), year in zip(stores, years):
         if path is None or not (Path(path) / EVIDENCE_LAYERS[0]).is_dir():
             continue
-        mean, views = dry_season_mean(path, month_starts_of(year), evidence_months)
-        if not views.any():
+        mean = dry_season_mean(path)
+        if np.isnan(mean[0]).all():
             continue
-        out.append(YearPictures(year, {k: draw(mean, *v) for k, v in PICTURES.items()}, views))
+        out.append(YearPictures(year, {k: draw(mean, *v) for k, v in PICTURES.items()}))
     return out
 
 

@@ -81,9 +81,7 @@ def detect(
     if cfg.outputs.evidence:
         with timings("evidence"):
             years = list(range(cfg.period.start.year, cfg.period.end.year + 1))
-            pictures = evidence.year_pictures(
-                counted.stores, years, lambda y: year_months(cfg, y), count.evidence_months(cfg)
-            )
+            pictures = evidence.year_pictures(counted.stores, years)
     return Detection(
         months,
         maps,
@@ -93,11 +91,6 @@ def detect(
         counted.unreadable,
         pictures,
     )
-
-
-def year_months(cfg: RunConfig, year: int) -> pd.DatetimeIndex:
-    """The month starts of ``year`` within the period: the month axis of the year's store."""
-    return count.month_starts(max(cfg.period.start, date(year, 1, 1)), min(cfg.period.end, date(year, 12, 31)))
 
 
 def plan(cfg: RunConfig) -> dict:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 COUNTS = ("valid", "pond", "bare", "green")
 INDEX_SUMS = ("mndwi_sum", "ndvi_sum", "bsi_sum")
 COUNT_LAYERS = (*COUNTS, *INDEX_SUMS)
-# with outputs.evidence, in the dry-season months: the mean reflectance of the month's clear views of the
+# with outputs.evidence: the mean reflectance of the clear views of the year's dry-season months, of the
 # bands the count reads anyway, for the true- and false-colour composites, as a byte: 1 + reflectance x
 # REFL_CODES (0 to 0.5 in steps of 0.002, finer than a picture shows), 0 for no clear view
 EVIDENCE_BANDS = ("blue", "green", "red", "nir", "swir16")
@@ -249,20 +249,20 @@ def create_layers(path: Path, months, y, x, chunk_px: int, shard_px: int, attrs:
     # a shard no larger than the grid (in whole chunks): zarr fills a shard the grid ends inside
     # with zeros before writing a block into it, and stores its chunks beyond the grid too
     shards = [min(shard_px, -(-n // chunk_px) * chunk_px) for n in (len(y), len(x))]
-    codecs[np.uint16] = codecs[STORED_SUM]
-    for i, name in enumerate(COUNT_LAYERS + (EVIDENCE_LAYERS if evidence else ())):
+    for name in COUNT_LAYERS + (EVIDENCE_LAYERS if evidence else ()):
         # flat file names ("0.1.2"): zarr 3's default nests a directory per index
-        dtype = STORED_COUNT if i < 4 else STORED_SUM if i < len(COUNT_LAYERS) else np.uint16
+        dtype = STORED_SUM if name in INDEX_SUMS else STORED_COUNT
         group.create_array(
             name,
-            shape=(len(months), len(y), len(x)),
+            # the evidence: one dry season a year, not a month axis
+            shape=(1 if name in EVIDENCE_LAYERS else len(months), len(y), len(x)),
             chunks=(1, chunk_px, chunk_px),
             shards=(1, *shards),
             dtype=dtype,
             compressors=[codecs[dtype]],
             fill_value=0,
             chunk_key_encoding={"name": "v2", "separator": "."},
-            dimension_names=("month", "y", "x"),
+            dimension_names=("season" if name in EVIDENCE_LAYERS else "month", "y", "x"),
             attributes={"scale_factor": 1 / SUM_SCALE} if dtype == STORED_SUM else {},
         )  # xarray decodes it
 
@@ -321,21 +321,23 @@ def write_block(
     counts: np.ndarray,
     sums: np.ndarray,
     scratch: Scratch | None = None,
-    reflectance: np.ndarray | None = None,
 ) -> None:
     """Write one month's ``counts`` (int16 [4, h, w]) and ``sums`` (float32 [3, h, w]) on ``rows`` x
-    ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``), and its mean ``reflectance``
-    (uint8 codes [5, h, w], ``EVIDENCE_LAYERS``) if given. Blocks must cover whole shards (or reach the grid's
-    edge), so tasks writing different blocks never touch the same file."""
+    ``cols`` into a store's ``layers`` (``open_layers(path, write=True)``). Blocks must cover whole shards
+    (or reach the grid's edge), so tasks writing different blocks never touch the same file."""
     (r0, r1), (c0, c1) = rows, cols
-    stored = list(zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)))
-    if reflectance is not None:
-        stored += zip(EVIDENCE_LAYERS, reflectance)
-    for name, layer in stored:
+    for name, layer in zip(COUNT_LAYERS, stored_layers(counts, sums, scratch)):
         # every chunk is written: testing each for all-zero first (zarr's default) cost more than
         # compressing it, which shrinks an all-zero chunk to a few bytes anyway. A slice of one month,
         # not an integer index, which zarrs would hand back to zarr's slower Python pipeline.
         layers[name][month : month + 1, r0:r1, c0:c1] = layer[None]
+
+
+def write_evidence(layers: Layers, rows: tuple[int, int], cols: tuple[int, int], codes: np.ndarray) -> None:
+    """Write a block's dry-season mean reflectance (uint8 codes [5, h, w], ``EVIDENCE_LAYERS``)."""
+    (r0, r1), (c0, c1) = rows, cols
+    for name, layer in zip(EVIDENCE_LAYERS, codes):
+        layers[name][0:1, r0:r1, c0:c1] = layer[None]
 
 
 def read_layers(

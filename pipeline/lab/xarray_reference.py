@@ -190,7 +190,7 @@ def count_stage(days, grid, start: date, end: date, chunk_px: int, rules: Observ
     cells: dict[int, dict[int, list]] = {}  # month -> first row -> the row's blocks, (counts, sums) each
     for i, these, rows, cols in month_blocks(days, grid, start, end, chunk_px):
         hw = (1, rows[1] - rows[0], cols[1] - cols[0])
-        task = dask.delayed(count_month, pure=True, nout=3)(these, grid, rows, cols, rules) if these else None
+        task = dask.delayed(count_month, pure=True, nout=2)(these, grid, rows, cols, rules) if these else None
         cells.setdefault(i, {}).setdefault(rows[0], []).append(
             [
                 da.from_delayed(task[out], shape=(n, *hw[1:]), dtype=dtype)[:, None]

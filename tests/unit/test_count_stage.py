@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline import count
+from pipeline import count, store
 from pipeline.aoi import load_aoi
 from pipeline.lab import xarray_reference as xr_ref
 from pipeline.lab.simulate import simulate
@@ -218,7 +218,7 @@ def test_months_with_the_most_overpasses_are_counted_first(simulated, tmp_path, 
     aoi, scenes = simulated
     days = overpasses(scenes, count.BANDS)
     done = []
-    monkeypatch.setattr(count, "_count_into", lambda write, i, these, *a: done.append(len(these)))
+    monkeypatch.setattr(count, "_count_into", lambda write, months, *a: done.append(sum(len(t) for _, t in months)))
     tasks = count.count_tasks(
         None,
         "store",
@@ -340,30 +340,46 @@ def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():
     np.testing.assert_array_equal(out[w - 1][1], out[w][1][:, :, : w - 1])
 
 
-def test_evidence_means_are_the_clear_views_reflectance_and_leave_the_counts_alone(simulated):
-    """With evidence on, each month's mean reflectance of exactly the views the count calls clear (the
-    reference's clear mask), from the same reads; the counts and sums do not change."""
+def test_the_dry_season_evidence_is_the_mean_of_its_clear_views_and_leaves_the_counts_alone(simulated, tmp_path):
+    """With evidence on, a year's store holds the mean reflectance of exactly the views the count calls
+    clear (the reference's clear mask) in the dry-season months, from the same reads; the monthly
+    counts and sums are those of a count without it."""
     aoi, scenes = simulated
     cube = load_reflectance(scenes, aoi.grid, count.BANDS, 128).compute()
     clear = xr_ref.clear_mask(cube, INVALID, 3, count.BANDS).compute()
     rules = count.observation_rules(MaskConfig(invalid_scl=INVALID, cloud_buffer_px=3), PondRules(), ClearingRules())
-    months = count.month_starts(date(2021, 1, 1), date(2021, 12, 31))
-    checked = 0
-    for i, these, rows, cols in count.month_blocks(overpasses(scenes, count.BANDS), aoi.grid, *months[[0, -1]], 1024):
-        if not these:
-            continue
-        counts, sums, none = count.count_month(these, aoi.grid, rows, cols, rules)
-        counts, sums = counts.copy(), sums.copy()
-        counts_e, sums_e, refl = count.count_month(these, aoi.grid, rows, cols, rules, evidence=True)
-        assert none is None
-        np.testing.assert_array_equal(counts, counts_e)
-        np.testing.assert_array_equal(sums, sums_e)
-        in_month = (cube.time.dt.year == months[i].year) & (cube.time.dt.month == months[i].month)
-        views = clear.sel(time=in_month)
-        n = views.sum("time").values
-        for k, band in enumerate(EVIDENCE_BANDS):
-            mean = (cube[band].sel(time=in_month).where(views).sum("time").values / np.maximum(n, 1)) * REFL_CODES
-            expected = np.where(n > 0, 1 + np.clip(np.rint(mean), 0, 254), 0)
-            np.testing.assert_allclose(refl[k], expected, atol=1, err_msg=f"{band}, month {i}")
-        checked += int((n > 0).sum())
-    assert checked > 1000
+    start, end = date(2021, 1, 1), date(2021, 12, 31)
+    months = count.month_starts(start, end)
+    y, x = aoi.grid.coords["y"].values, aoi.grid.coords["x"].values
+    dry = frozenset({1, 2, 3, 11, 12})
+    stores = {}
+    for name, evidence in (("plain", False), ("evidence", True)):
+        path = tmp_path / f"{name}.zarr"
+        store.create_layers(path, months, y, x, 64, 128, {}, evidence=evidence)
+        layers = store.open_layers(path, write=True)
+        write_evidence = functools.partial(store.write_evidence, layers) if evidence else None
+        tasks = count.count_tasks(
+            functools.partial(store.write_block, layers),
+            name,
+            overpasses(scenes, count.BANDS),
+            aoi.grid,
+            start,
+            end,
+            128,
+            rules,
+            evidence_months=dry,
+            write_evidence=write_evidence,
+        )
+        dask.compute(tasks, scheduler="threads", num_workers=2)
+        stores[name] = store.open_layers(path)
+    for name in count.COUNT_LAYERS:
+        np.testing.assert_array_equal(stores["plain"][name][:], stores["evidence"][name][:], err_msg=name)
+    in_dry = np.isin(cube.time.dt.month, sorted(dry))
+    views = clear.isel(time=in_dry)
+    n = views.sum("time").values
+    for band, layer in zip(EVIDENCE_BANDS, store.EVIDENCE_LAYERS):
+        mean = cube[band].isel(time=in_dry).where(views).sum("time").values / np.maximum(n, 1) * REFL_CODES
+        expected = np.where(n > 0, 1 + np.clip(np.rint(mean), 0, 254), 0)
+        got = stores["evidence"][layer][0]
+        assert (np.abs(got.astype(int) - expected) > 1).mean() < 1e-4, band  # float32 sums, rounding
+    assert (n > 0).sum() > 1000
