@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
+from affine import Affine
 from PIL import Image
 from rasterio.features import rasterize
 
@@ -125,7 +126,7 @@ def chip(image: np.ndarray, geom, grid, window: tuple[slice, slice]) -> np.ndarr
     uint8 [h, w, 3] for a PNG."""
     rows, cols = window
     part = image[:, rows, cols].repeat(CHIP_SCALE, axis=1).repeat(CHIP_SCALE, axis=2)
-    transform = grid.affine * grid.affine.translation(cols.start, rows.start) * grid.affine.scale(1 / CHIP_SCALE)
+    transform = grid.affine * Affine.translation(cols.start, rows.start) * Affine.scale(1 / CHIP_SCALE)
     edge = rasterize(
         [(shapely.boundary(geom).buffer(grid.affine.a / CHIP_SCALE), 1)],
         out_shape=part.shape[1:],

@@ -145,7 +145,7 @@ def staged_run_dir(out: str | Path):
                 os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         hint = "free disk space" if disk_full(e) else "check the path and permissions"
@@ -188,7 +188,7 @@ def disk_full(e: BaseException, where: Path | None = None) -> bool:
     return False
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -208,7 +208,7 @@ def _fsync_tree(root: Path) -> None:
         if p.is_file():
             with open(p, "rb+") as f:
                 os.fsync(f.fileno())
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def verify_run(run_dir: str | Path) -> dict:

@@ -32,7 +32,7 @@ import pyogrio
 import shapely
 
 from pipeline.errors import ConfigError, OutputError
-from pipeline.export import pid_alive
+from pipeline.export import fsync_dir, pid_alive
 from pipeline.summary import REVIEW_STATUSES
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,7 @@ def write_register(path: str | Path, reg: Register) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 @contextmanager
@@ -314,12 +310,9 @@ def _feature_rows(registered: gpd.GeoDataFrame, layer: gpd.GeoDataFrame, id_col:
 def _inherited_verdict(reg_sites: pd.DataFrame, parents: tuple[int, ...]) -> dict:
     """A site split off others takes their verdict when they agree on one (a rejected area stays
     rejected when it breaks in two)."""
-    rows = reg_sites[reg_sites["site_id"].isin(parents)]
-    verdicts = {tuple(r) for r in rows[["review", "review_note", "reviewer", "reviewed_on"]].itertuples(index=False)}
-    if len(verdicts) == 1:
-        review, note, reviewer, on = verdicts.pop()
-        if review != "unreviewed":
-            return {"review": review, "review_note": note, "reviewer": reviewer, "reviewed_on": on}
+    verdicts = reg_sites.loc[reg_sites["site_id"].isin(parents), list(VERDICT)].drop_duplicates()
+    if len(verdicts) == 1 and verdicts["review"].iat[0] != "unreviewed":
+        return verdicts.iloc[0].to_dict()
     return {}
 
 
@@ -449,8 +442,7 @@ def set_verdict(
     if review not in REVIEW_STATUSES:
         raise ConfigError(f"--status {review!r} is not a verdict: use one of {', '.join(REVIEW_STATUSES)}")
     path = Path(path)
-    if not path.is_file():
-        raise OutputError(f"no site register at {path}: run the AOI first (the register is written beside its run dir)")
+    _require(path)
     with register_lock(path):
         reg = read_register(path, crs or pyogrio.read_info(path, layer="sites")["crs"])
         hit = reg.sites.index[reg.sites["site_id"] == site_id]
@@ -477,11 +469,15 @@ def set_verdict(
     return reg.sites.loc[i].drop("geometry").to_dict()
 
 
+def _require(path: Path) -> None:
+    if not path.is_file():
+        raise OutputError(f"no site register at {path}: run the AOI first (the register is written beside its run dir)")
+
+
 def read_sites(path: str | Path) -> pd.DataFrame:
     """The register's sites, without geometry (for listing)."""
     path = Path(path)
-    if not path.is_file():
-        raise OutputError(f"no site register at {path}: run the AOI first (the register is written beside its run dir)")
+    _require(path)
     return pyogrio.read_dataframe(path, layer="sites", read_geometry=False)
 
 
