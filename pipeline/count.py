@@ -157,9 +157,11 @@ def _cloud_within_columns(scl20, cloud, h, w, b, halo):
 # error_model="numpy": a division by zero gives inf or NaN instead of raising, so the per-pixel loop has
 # no exception branch and LLVM vectorises it (the one zero denominator that matters is tested in _nd)
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buffer_px, thresholds, counts, sums):
+def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buffer_px, thresholds, counts, sums, refl):
     """Add one overpass of a block to a month's ``counts`` (int16 [4, h, w]: valid, pond, bare, green)
-    and ``sums`` (float32 [3, h, w]: MNDWI, NDVI, BSI over clear views).
+    and ``sums`` (float32 [3, h, w]: MNDWI, NDVI, BSI over clear views), and, unless ``refl`` is empty
+    (shape (5, 0, 0)), the clear views' reflectance to ``refl`` (float32 [5, h, w]: blue, green, red,
+    nir, swir16), the dry-season evidence.
 
     ``dn10``: uint16 [4, h, w] DN of blue, green, red, nir on the block (0: no data); ``scale_offset``:
     float32 [5, 2] of those and swir16; ``swir20`` (uint16) and ``scl20`` (uint8): the block's 20 m
@@ -189,7 +191,9 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     (sb, ob), (sg, og), (sr, or_), (sn, on) = scale_offset[0], scale_offset[1], scale_offset[2], scale_offset[3]
     sw_row = np.empty(w, np.float32)
     masked = np.empty(w, np.bool_)
+    clear_row = np.empty(w, np.bool_)
     zero = np.float32(0)
+    evidence = refl.shape[1] > 0
     for i in range(h):
         p = i // 2 + halo
         # the row's table lookups (SCL classes, the doubled swir16) in loops of their own, so that the
@@ -229,27 +233,17 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             sums[0, i, j] += mndwi if clear & ~np.isnan(mndwi) else zero
             sums[1, i, j] += ndvi if clear & ~np.isnan(ndvi) else zero
             sums[2, i, j] += bsi if clear & ~np.isnan(bsi) else zero
+            clear_row[j] = clear
+        if evidence:  # a loop of its own: a branch in the one above would keep LLVM from vectorising it
+            for j in range(w):
+                if clear_row[j]:
+                    refl[0, i, j] += np.float32(dn10[0, i, j]) * sb + ob
+                    refl[1, i, j] += np.float32(dn10[1, i, j]) * sg + og
+                    refl[2, i, j] += np.float32(dn10[2, i, j]) * sr + or_
+                    refl[3, i, j] += np.float32(dn10[3, i, j]) * sn + on
+                    refl[4, i, j] += sw_row[j]
         for j in range(w):
             near[j] -= hm[i, j]
-
-
-@numba.njit(nogil=True, cache=True)
-def accumulate_reflectance(dn10, scale_offset, swir20, halo, valid, before, refl):
-    """Add the reflectance of one overpass's clear views to ``refl`` (float32 [5, h, w]: blue, green,
-    red, nir, swir16). The clear views are where ``accumulate_scene`` just raised the valid count
-    (``valid`` against ``before``), so the two agree on what a clear view is; swir16 is doubled to
-    10 m as that kernel doubles it."""
-    h, w = dn10.shape[1], dn10.shape[2]
-    q3, q1 = np.float32(0.75), np.float32(0.25)
-    rows = _swir_rows(swir20, scale_offset[4, 0], scale_offset[4, 1], h, halo)
-    for i in range(h):
-        for j in range(w):
-            if valid[i, j] == before[i, j]:
-                continue
-            for k in range(4):
-                refl[k, i, j] += np.float32(dn10[k, i, j]) * scale_offset[k, 0] + scale_offset[k, 1]
-            q = j // 2 + halo
-            refl[4, i, j] += q3 * rows[i, q] + q1 * rows[i, q - 1 if j % 2 == 0 else q + 1]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -261,6 +255,9 @@ def mean_reflectance(refl, valid, codes, out):
             for j in range(refl.shape[2]):
                 n = valid[i, j]
                 out[k, i, j] = 0 if n == 0 else 1 + min(max(np.rint(refl[k, i, j] / n * codes), 0), 254)
+
+
+NO_EVIDENCE = np.zeros((5, 0, 0), np.float32)  # ``accumulate_scene``'s ``refl`` when evidence is off
 
 
 def load_kernel(rules: ObservationRules) -> None:
@@ -280,6 +277,7 @@ def load_kernel(rules: ObservationRules) -> None:
         rules.thresholds,
         np.zeros((4, 2, 2), np.int16),
         np.zeros((3, 2, 2), np.float32),
+        NO_EVIDENCE,
     )
 
 
@@ -305,7 +303,6 @@ def count_month(
     counts, sums = scratch.array("counts", (4, h, w), np.int16), scratch.array("sums", (3, h, w), np.float32)
     counts.fill(0)
     sums.fill(0)
-    before = None if reflectance is None else scratch.array("before", (h, w), np.int16)
     halo = max(1, (rules.buffer_px + 1) // 2)
     grid20 = grid.zoom_out(2)
     rows20, cols20 = (rows[0] // 2, rows[1] // 2), (cols[0] // 2, cols[1] // 2)
@@ -317,8 +314,6 @@ def count_month(
             read_overpass(day.hrefs[b], grid, rows, cols, out=dn10[k])
         swir = read_overpass(day.hrefs["swir16"], grid20, rows20, cols20, halo=halo, out=swir20)
         scl = read_overpass(day.hrefs[SCL], grid20, rows20, cols20, classes=True, halo=halo, out=scl20)
-        if before is not None:
-            before[:] = counts[0]
         accumulate_scene(
             dn10,
             day.scale_offset,
@@ -331,9 +326,8 @@ def count_month(
             rules.thresholds,
             counts,
             sums,
+            NO_EVIDENCE if reflectance is None else reflectance,
         )
-        if reflectance is not None:
-            accumulate_reflectance(dn10, day.scale_offset, swir, halo, counts[0], before, reflectance)
     return counts, sums
 
 

@@ -40,28 +40,27 @@ class YearPictures:
     images: dict[str, np.ndarray]
 
 
-def dry_season_mean(store_path: Path) -> np.ndarray:
-    """Mean reflectance (float32 [5, y, x], ``EVIDENCE_BANDS``, NaN without a clear view) of a year's
-    dry-season clear views, from its store."""
+def dry_season_codes(store_path: Path) -> np.ndarray:
+    """A year's dry-season composite as its store keeps it: uint8 [5, y, x] (``EVIDENCE_BANDS``), the
+    mean reflectance of the clear views as 1 + mean x ``REFL_CODES``, 0 where there was none."""
     layers = open_layers(store_path)
-    codes = np.stack([np.asarray(layers[name][0]) for name in EVIDENCE_LAYERS])
-    mean = (codes.astype(np.float32) - 1) / np.float32(REFL_CODES)
-    mean[:, codes[0] == 0] = np.nan
-    return mean
+    return np.stack([np.asarray(layers[name][0]) for name in EVIDENCE_LAYERS])
 
 
-def draw(mean: np.ndarray, bands: tuple[str, ...], white: float) -> np.ndarray:
-    """Reflectance (``EVIDENCE_BANDS`` order) as uint8 [3, y, x]: 0..``white`` stretched to 1..255
-    with ``GAMMA``; 0 where there was no clear view (nodata). Through a table over the stored codes'
-    steps: the power of every pixel had cost more than all the rest of the evidence."""
-    steps = np.arange(256, dtype=np.float32) / REFL_CODES
-    table = (1 + np.rint(np.clip(steps / white, 0, 1) ** GAMMA * 254)).astype(np.uint8)
-    table[255] = 0  # the index of no data
-    out = np.empty((len(bands), *mean.shape[1:]), np.uint8)
-    for k, b in enumerate(bands):
-        code = mean[EVIDENCE_BANDS.index(b)] * REFL_CODES
-        index = np.where(np.isnan(code), 255, np.clip(np.rint(code), 0, 254)).astype(np.uint8)
-        out[k] = table[index]
+def stretch(white: float) -> np.ndarray:
+    """The picture value (uint8) of each stored code: reflectance 0..``white`` as 1..255 with ``GAMMA``,
+    code 0 (no clear view) as 0, the nodata value."""
+    reflectance = (np.arange(256, dtype=np.float32) - 1) / REFL_CODES
+    table = (1 + np.rint(np.clip(reflectance / white, 0, 1) ** GAMMA * 254)).astype(np.uint8)
+    table[0] = 0
+    return table
+
+
+def draw(codes: np.ndarray, bands: tuple[str, ...], white: float) -> np.ndarray:
+    """A composite (``dry_season_codes``) as uint8 [3, y, x] of ``bands``, stretched by ``stretch``; 0
+    wherever a band has no clear view."""
+    table = stretch(white)
+    out = np.stack([table[codes[EVIDENCE_BANDS.index(b)]] for b in bands])
     out[:, (out == 0).any(axis=0)] = 0
     return out
 
@@ -73,10 +72,10 @@ def year_pictures(stores, years: list[int]) -> list[YearPictures]:
     for (path, _), year in zip(stores, years):
         if path is None or not (Path(path) / EVIDENCE_LAYERS[0]).is_dir():
             continue
-        mean = dry_season_mean(path)
-        if np.isnan(mean[0]).all():
+        codes = dry_season_codes(path)
+        if not codes[0].any():
             continue
-        out.append(YearPictures(year, {k: draw(mean, *v) for k, v in PICTURES.items()}))
+        out.append(YearPictures(year, {k: draw(codes, *v) for k, v in PICTURES.items()}))
     return out
 
 
@@ -139,34 +138,45 @@ def chip(image: np.ndarray, geom, grid, window: tuple[slice, slice]) -> np.ndarr
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    """An RGB array (h, w, 3) as a PNG file."""
-    Image.fromarray(rgb, "RGB").save(path, optimize=False, compress_level=3)
+    """An RGB array (h, w, 3) as a PNG file (zlib's fastest level: chips are small and many)."""
+    Image.fromarray(rgb, "RGB").save(path, optimize=False, compress_level=1)
 
 
 def chip_paths(site_id: int) -> tuple[str, str]:
     return f"{DIR}/site_{site_id}_before.png", f"{DIR}/site_{site_id}_after.png"
 
 
-def write_site_chips(out_dir: Path, sites, grid, pictures: list[YearPictures], margin_m: float) -> dict[int, tuple]:
-    """Before and after chips of each site (true colour): the latest composite of a year before its
-    first year, and the latest composite. Returns ``site_id -> (before or "", after)``, paths relative
-    to ``out_dir``; a site without a composite on either side has "" there."""
+def chip_years(sites, years) -> dict[int, tuple]:
+    """The years of each site's before and after chips: the latest composite year before its first
+    year (None without one) and the latest composite year. Empty without composites."""
+    if not years:
+        return {}
+    latest = max(years)
+    before = lambda first: max((y for y in years if y < first), default=None)  # noqa: E731
+    return {int(s): (before(int(f)), latest) for s, f in zip(sites["site_id"], sites["first_year"])}
+
+
+def chip_links(sites, years) -> dict[int, tuple]:
+    """``site_id -> (before, after)``: the chips' paths relative to the run dir, "" where
+    ``chip_years`` has no year."""
+    return {
+        sid: tuple("" if y is None else p for p, y in zip(chip_paths(sid), pair))
+        for sid, pair in chip_years(sites, years).items()
+    }
+
+
+def write_site_chips(out_dir: Path, sites, grid, pictures: list[YearPictures], margin_m: float) -> list[Path]:
+    """Before and after chips of each site (true colour, ``chip_years``), with its outline, at the
+    paths of ``chip_links``; returns the files written."""
     by_year = {p.year: p.images["truecolour"] for p in pictures}
-    links: dict[int, tuple] = {}
-    if not by_year:
-        return links
-    (out_dir / DIR).mkdir(exist_ok=True)
-    latest = max(by_year)
-    for sid, first, geom in zip(sites["site_id"], sites["first_year"], sites.geometry.values):
+    years = chip_years(sites, list(by_year))
+    if years:
+        (out_dir / DIR).mkdir(exist_ok=True)
+    written = []
+    for geom, sid in zip(sites.geometry.values, sites["site_id"]):
         window = chip_window(geom, grid, margin_m)
-        before_years = [y for y in by_year if y < int(first)]
-        names = chip_paths(int(sid))
-        paths = []
-        for name, year in zip(names, (max(before_years) if before_years else None, latest)):
-            if year is None:
-                paths.append("")
-                continue
-            write_png(out_dir / name, chip(by_year[year], geom, grid, window))
-            paths.append(name)
-        links[int(sid)] = tuple(paths)
-    return links
+        for name, year in zip(chip_paths(int(sid)), years.get(int(sid), ())):
+            if year is not None:
+                write_png(out_dir / name, chip(by_year[year], geom, grid, window))
+                written.append(out_dir / name)
+    return written

@@ -173,9 +173,12 @@ def _write_run_dir(cfg, aoi, name, years, table, layers, rasters, manifest: dict
         gpkg, csv = tmp / export.GPKG, tmp / export.SUMMARY
         export.write_summary(csv, table)
         changed = export.write_changes(tmp, changes)
-        shown = _with_chips(tmp, layers, aoi.grid, pictures, cfg.outputs.chip_margin_m)
-        # the charts are drawn while GDAL writes the files
-        with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
+        _link_chips(layers, pictures)
+        # the charts are drawn, the chips and pictures written, while GDAL writes the files
+        with ThreadPoolExecutor(3, thread_name_prefix="export") as pool:
+            chips = pool.submit(
+                evidence.write_site_chips, tmp, layers["sites"], aoi.grid, pictures, cfg.outputs.chip_margin_m
+            )
             drawn = pool.submit(charts.draw, csv, name, tmp)
             written = pool.submit(
                 export.write_rasters,
@@ -191,23 +194,21 @@ def _write_run_dir(cfg, aoi, name, years, table, layers, rasters, manifest: dict
             export.write_layer_styles(gpkg, years)
             export.write_sld(tmp / export.STYLES_SLD, years)
             page = report.page_layers(tmp)  # the page's map, while the rasters are written
-            tifs, svgs = [*written.result(), *composites.result()], drawn.result()
+            tifs, svgs, shown = [*written.result(), *composites.result()], drawn.result(), chips.result()
         manifest["timings_s"] = timings.seconds
         pages = report.write_report(tmp, manifest, svgs, page, rasters["valid_per_year"], changes)
         outputs = [gpkg, csv, *changed, tmp / export.STYLES_SLD, *tifs, *shown, *pages]
         export.write_manifest(tmp / export.MANIFEST, manifest, outputs)
 
 
-def _with_chips(out_dir: Path, layers: dict, grid, pictures, margin_m: float) -> list[Path]:
-    """Write each site's before/after chips and link them from the sites layer (``chip_before``,
-    ``chip_after``: paths in the run dir); returns the files written."""
+def _link_chips(layers: dict, pictures) -> None:
+    """Link each site to its before/after chips (``chip_before``, ``chip_after``: paths in the run dir)."""
     if not pictures:
-        return []
-    links = evidence.write_site_chips(out_dir, layers["sites"], grid, pictures, margin_m)
+        return
+    links = evidence.chip_links(layers["sites"], [p.year for p in pictures])
     sites = layers["sites"] = layers["sites"].copy()
     sites["chip_before"] = [links.get(int(s), ("", ""))[0] for s in sites["site_id"]]
     sites["chip_after"] = [links.get(int(s), ("", ""))[1] for s in sites["site_id"]]
-    return [out_dir / p for pair in links.values() for p in pair if p]
 
 
 def _registered(cfg: RunConfig, aoi: AOI, layers: dict, run_id: str, today: date | None):

@@ -333,6 +333,7 @@ def test_the_count_kernel_on_a_block_of_odd_width_is_the_even_block_cut():
             rules.thresholds,
             counts,
             sums,
+            count.NO_EVIDENCE,
         )
         out[width] = counts, sums
     assert out[w][0].any()
