@@ -154,6 +154,38 @@ def _cloud_within_columns(scl20, cloud, h, w, b, halo):
     return hm
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _row_lookups(swir_rows, scl_row, other, near, halo, sw_row, masked):
+    """One 10 m row's table lookups, in loops of their own so that the per-pixel rules are straight
+    arithmetic that LLVM turns into SIMD: swir16 doubled along the row into ``sw_row``, and ``masked``
+    where SCL is a masked class or a cloud lies near. A 20 m pixel (two 10 m columns) at a time, without
+    the branch on the column's parity."""
+    q3, q1 = np.float32(0.75), np.float32(0.25)
+    w = sw_row.shape[0]
+    for k in range(w // 2):
+        q = k + halo
+        centre = q3 * swir_rows[q]
+        sw_row[2 * k] = centre + q1 * swir_rows[q - 1]
+        sw_row[2 * k + 1] = centre + q1 * swir_rows[q + 1]
+        masked[2 * k] = masked[2 * k + 1] = other[scl_row[q]]
+    if w % 2:  # a block of odd width (not one the count stage makes)
+        q = w // 2 + halo
+        sw_row[w - 1] = q3 * swir_rows[q] + q1 * swir_rows[q - 1]
+        masked[w - 1] = other[scl_row[q]]
+    for j in range(w):
+        masked[j] = masked[j] | (near[j] > 0)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_reflectance(dn10, i, scale_offset, sw_row, clear_row, refl):
+    """Row ``i``'s clear views' reflectance (blue, green, red, nir, swir16) added to ``refl``."""
+    for j in range(sw_row.shape[0]):
+        if clear_row[j]:
+            for band in range(4):
+                refl[band, i, j] += np.float32(dn10[band, i, j]) * scale_offset[band, 0] + scale_offset[band, 1]
+            refl[4, i, j] += sw_row[j]
+
+
 # error_model="numpy": a division by zero gives inf or NaN instead of raising, so the per-pixel loop has
 # no exception branch and LLVM vectorises it (the one zero denominator that matters is tested in _nd)
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -171,7 +203,6 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     Views the optional haze screen flags (``lab.xarray_reference.haze_mask``) are not clear views.
     """
     h, w = dn10.shape[1], dn10.shape[2]
-    q3, q1 = np.float32(0.75), np.float32(0.25)
     rows = _swir_rows(swir20, scale_offset[4, 0], scale_offset[4, 1], h, halo)
     b = buffer_px
     hm = _cloud_within_columns(scl20, cloud, h, w, b, halo)
@@ -179,14 +210,7 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     for a in range(2 * b):
         for j in range(w):
             near[j] += hm[a, j]
-    t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green = (
-        thresholds[0],
-        thresholds[1],
-        thresholds[2],
-        thresholds[3],
-        thresholds[4],
-    )
-    hot_max, blue_max, t_nir = thresholds[5], thresholds[6], thresholds[7]
+    t_mndwi, t_pond_ndvi, t_bare_ndvi, t_bsi, t_green, hot_max, blue_max, t_nir = thresholds[:8]
     hot_slope, hot_offset = np.float32(HOT_SLOPE), np.float32(HOT_OFFSET)
     (sb, ob), (sg, og), (sr, or_), (sn, on) = scale_offset[0], scale_offset[1], scale_offset[2], scale_offset[3]
     sw_row = np.empty(w, np.float32)
@@ -196,23 +220,9 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
     evidence = refl.shape[1] > 0
     for i in range(h):
         p = i // 2 + halo
-        # the row's table lookups (SCL classes, the doubled swir16) in loops of their own, so that the
-        # per-pixel rules are straight arithmetic that LLVM turns into SIMD; the lookups go a 20 m pixel
-        # (two 10 m columns) at a time, without the branch on the column's parity (the kernel 25% faster)
         for j in range(w):
             near[j] += hm[i + 2 * b, j]
-        for k in range(w // 2):
-            q = k + halo
-            centre = q3 * rows[i, q]
-            sw_row[2 * k] = centre + q1 * rows[i, q - 1]
-            sw_row[2 * k + 1] = centre + q1 * rows[i, q + 1]
-            masked[2 * k] = masked[2 * k + 1] = other[scl20[p, q]]
-        if w % 2:  # a block of odd width (not one the count stage makes)
-            q = w // 2 + halo
-            sw_row[w - 1] = q3 * rows[i, q] + q1 * rows[i, q - 1]
-            masked[w - 1] = other[scl20[p, q]]
-        for j in range(w):
-            masked[j] = masked[j] | (near[j] > 0)
+        _row_lookups(rows[i], scl20[p], other, near, halo, sw_row, masked)
         for j in range(w):
             d0, d1, d2, d3 = dn10[0, i, j], dn10[1, i, j], dn10[2, i, j], dn10[3, i, j]
             sw = sw_row[j]
@@ -235,13 +245,7 @@ def accumulate_scene(dn10, scale_offset, swir20, scl20, halo, cloud, other, buff
             sums[2, i, j] += bsi if clear & ~np.isnan(bsi) else zero
             clear_row[j] = clear
         if evidence:  # a loop of its own: a branch in the one above would keep LLVM from vectorising it
-            for j in range(w):
-                if clear_row[j]:
-                    refl[0, i, j] += np.float32(dn10[0, i, j]) * sb + ob
-                    refl[1, i, j] += np.float32(dn10[1, i, j]) * sg + og
-                    refl[2, i, j] += np.float32(dn10[2, i, j]) * sr + or_
-                    refl[3, i, j] += np.float32(dn10[3, i, j]) * sn + on
-                    refl[4, i, j] += sw_row[j]
+            _add_reflectance(dn10, i, scale_offset, sw_row, clear_row, refl)
         for j in range(w):
             near[j] -= hm[i, j]
 

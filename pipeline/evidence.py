@@ -28,7 +28,7 @@ PICTURES = {
     "falsecolour": (("swir16", "nir", "red"), 0.45),
 }
 GAMMA = 1 / 1.6  # lifts the dark forest of a hillside out of black
-CHIP_SCALE = 4  # a 10 m pixel drawn 4 x 4 screen pixels: a one-pixel pond is visible
+CHIP_SCALE = 2  # a 10 m pixel drawn 2 x 2: room for a thin outline; the report enlarges chips, pixelated
 OUTLINE = (255, 40, 200)  # magenta: seen against laterite, forest and water alike
 
 
@@ -120,20 +120,22 @@ def chip_window(geom, grid, margin_m: float) -> tuple[slice, slice]:
     return rows, cols
 
 
-def chip(image: np.ndarray, geom, grid, window: tuple[slice, slice]) -> np.ndarray:
-    """The ``window`` of a picture, enlarged ``CHIP_SCALE`` times, with ``geom``'s outline drawn on it:
-    uint8 [h, w, 3] for a PNG."""
+def outline(geom, grid, window: tuple[slice, slice]) -> np.ndarray:
+    """``geom``'s outline on the chip of ``window``: bool [h, w] at ``CHIP_SCALE`` pixels per grid pixel."""
+    rows, cols = window
+    shape = ((rows.stop - rows.start) * CHIP_SCALE, (cols.stop - cols.start) * CHIP_SCALE)
+    transform = grid.affine * Affine.translation(cols.start, rows.start) * Affine.scale(1 / CHIP_SCALE)
+    edge = shapely.boundary(geom).buffer(grid.affine.a / CHIP_SCALE)
+    return rasterize([(edge, 1)], out_shape=shape, transform=transform, dtype=np.uint8) > 0
+
+
+def chip(image: np.ndarray, window: tuple[slice, slice], edge: np.ndarray) -> np.ndarray:
+    """The ``window`` of a picture, enlarged ``CHIP_SCALE`` times, with the ``edge`` (``outline``)
+    drawn on it: uint8 [h, w, 3] for a PNG."""
     rows, cols = window
     part = image[:, rows, cols].repeat(CHIP_SCALE, axis=1).repeat(CHIP_SCALE, axis=2)
-    transform = grid.affine * Affine.translation(cols.start, rows.start) * Affine.scale(1 / CHIP_SCALE)
-    edge = rasterize(
-        [(shapely.boundary(geom).buffer(grid.affine.a / CHIP_SCALE), 1)],
-        out_shape=part.shape[1:],
-        transform=transform,
-        dtype=np.uint8,
-    )
     rgb = np.moveaxis(part, 0, -1).copy()
-    rgb[edge > 0] = OUTLINE
+    rgb[edge] = OUTLINE
     return rgb
 
 
@@ -175,8 +177,9 @@ def write_site_chips(out_dir: Path, sites, grid, pictures: list[YearPictures], m
     written = []
     for geom, sid in zip(sites.geometry.values, sites["site_id"]):
         window = chip_window(geom, grid, margin_m)
+        edge = outline(geom, grid, window)
         for name, year in zip(chip_paths(int(sid)), years.get(int(sid), ())):
             if year is not None:
-                write_png(out_dir / name, chip(by_year[year], geom, grid, window))
+                write_png(out_dir / name, chip(by_year[year], window, edge))
                 written.append(out_dir / name)
     return written
