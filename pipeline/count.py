@@ -178,12 +178,15 @@ def _row_lookups(swir_rows, scl_row, other, near, halo, sw_row, masked):
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _add_reflectance(dn10, i, scale_offset, sw_row, clear_row, refl):
-    """Row ``i``'s clear views' reflectance (blue, green, red, nir, swir16) added to ``refl``."""
+    """Row ``i``'s clear views' reflectance (blue, green, red, nir, swir16) added to ``refl``: a band at a
+    time and a select rather than a branch, so each loop is one SIMD pass along the row."""
+    zero = np.float32(0)
+    for band in range(4):
+        s, o = scale_offset[band, 0], scale_offset[band, 1]
+        for j in range(sw_row.shape[0]):
+            refl[band, i, j] += np.float32(dn10[band, i, j]) * s + o if clear_row[j] else zero
     for j in range(sw_row.shape[0]):
-        if clear_row[j]:
-            for band in range(4):
-                refl[band, i, j] += np.float32(dn10[band, i, j]) * scale_offset[band, 0] + scale_offset[band, 1]
-            refl[4, i, j] += sw_row[j]
+        refl[4, i, j] += sw_row[j] if clear_row[j] else zero
 
 
 # error_model="numpy": a division by zero gives inf or NaN instead of raising, so the per-pixel loop has
