@@ -482,7 +482,8 @@ def train_cmd(
 
 @app.command("aois")
 def list_aois():
-    """List the configured AOIs (aois/*.geojson) with their areas and analysis grids.
+    """List the configured AOIs (aois/*.geojson) with their areas, analysis grids and how approximate
+    their outlines are (each file's ``source`` and ``note`` say more).
 
     Example: python -m pipeline aois     # then: make run AOI=<name>
     """
@@ -490,8 +491,10 @@ def list_aois():
 
     for f in sorted((REPO / "aois").glob("*.geojson")):
         a = load_aoi(f)
+        outline = "approximate" if a.properties.get("approximate", True) else "mapped"
         typer.echo(
             f"{f.stem:16s} {a.area_km2:8.1f} km2  {a.crs.to_string()}  grid {a.grid.shape.x}x{a.grid.shape.y} px"
+            f"  {outline}"
         )
 
 
