@@ -5,7 +5,7 @@ AOI     ?= chipwe_pangwa
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: bench-against help setup lock demo test test-fast lint run bench report reference clean monthly evaluate evaluate-scenarios realdata
+.PHONY: bench-against help setup lock demo test test-fast lint run run-all monthly-all bench report reference clean monthly evaluate evaluate-scenarios realdata
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ run: $(STAMP) ## run one configured AOI: make run AOI=chipwe_pangwa -> outputs/$
 
 monthly: $(STAMP) ## what a scheduler calls: fetch new scenes, update outputs/$(AOI)/ (exit 0 also when nothing is new)
 	@$(PY) -m pipeline monthly --config configs/$(AOI).yaml; rc=$$?; test $$rc -eq 10 && exit 0; exit $$rc
+
+run-all: $(STAMP) ## run every configured AOI (configs/*.yaml but the demo) -> outputs/<aoi>/, outputs/summary/ (exit: how many failed)
+	$(PY) -m pipeline run --all
+
+monthly-all: $(STAMP) ## the monthly run of every configured AOI, then outputs/summary/ (exit: how many failed)
+	$(PY) -m pipeline monthly --all
 
 report: $(STAMP) ## (re)write a run's report.html and chart PNGs: make report AOI=demo (runs the AOI first if needed)
 	@test -f outputs/$(AOI)/run.json || $(MAKE) --no-print-directory $(if $(filter demo,$(AOI)),demo,run AOI=$(AOI))

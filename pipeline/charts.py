@@ -124,3 +124,33 @@ def draw(summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
         svg = buf.getvalue()
         svgs[key] = svg[svg.index("<svg") :]
     return svgs
+
+
+BELTS_PNG = "sites_per_belt.png"
+
+
+def draw_belts(table, out_dir: Path) -> str:
+    """Sites by the end of each year, a line per AOI (``table``: rows of ``yearly_summary_all.csv``), as
+    ``BELTS_PNG`` in ``out_dir``; returns it as inline SVG."""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
+    fig = Figure(figsize=(6.0, 3.2), dpi=100)
+    ax = fig.subplots()
+    for aoi, rows in table.groupby("aoi", sort=True):
+        line = ax.plot(rows["year"], rows["sites_total"], marker="o", label=aoi)[0]
+        line.set_gid(f"belt-{aoi}")
+    ax.set_ylabel("sites (cumulative)")
+    ax.set_title("mining sites by the end of each year, per AOI", fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(table):
+        ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / BELTS_PNG, dpi=150, metadata={"Software": None}, format="png")
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    svg = buf.getvalue()
+    return svg[svg.index("<svg") :]

@@ -20,7 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer  # noqa: E402
 
-from pipeline import console  # noqa: E402
+from pipeline import console, run_commands  # noqa: E402
 from pipeline.errors import ConfigError, PipelineError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCENARIO_HELP = (
     "harder variant: single_pixel_ponds, wet, haze, villages, regrowth, pre_period, two_orbits, "
     "dense, swidden_heavy, landslide_heavy, steep, flat, valley, misregistered or all"
+)
+ALL_HELP = (
+    "every configured AOI (--config-dir's *.yaml, the demo's aside), one after another; exit code: how many failed"
 )
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +61,22 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _run_all(config: Path | None, config_dir: Path, overrides: dict, run_one, verbose: bool) -> None:
+    """``--all``: ``run_one`` on every AOI of ``config_dir`` (exit code: how many failed), or with
+    ``run_one`` None (``--dry-run``), each AOI's plan."""
+    from pipeline import belts
+    from pipeline.config import load_config
+    from pipeline.run import plan
+
+    if config is not None:
+        raise ConfigError("--all runs every AOI config of --config-dir: drop --config (or --all)")
+    if run_one is None:
+        for path in belts.belt_configs(config_dir):
+            console.print_plan(plan(load_config(path, overrides)), verbose)
+        return
+    raise SystemExit(belts.run_all(config_dir, overrides, run_one))
+
+
 def _print_table(table) -> None:
     typer.echo(table.to_string(index=False))
 
@@ -86,10 +105,12 @@ def run(
         "--dry-run",
         help="search only: list the scenes found and the data volume to fetch; read no pixels, write nothing",
     ),
+    all_: bool = typer.Option(False, "--all", help=ALL_HELP),
+    config_dir: Path = typer.Option(REPO / "configs", help="with --all: the AOIs' configs"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
-    """Detect ponds, clearings and sites for one AOI and period; write a run directory.
+    """Detect ponds, clearings and sites for one AOI (or every configured one) and period; write a run directory.
 
     The run dir holds footprints.gpkg, yearly_summary.csv, rasters, report.html, run.json and run.log.
     The thresholds and every other setting, with defaults, bounds and reasons: python -m pipeline settings.
@@ -97,6 +118,7 @@ def run(
     Examples:\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml --dry-run      # what would be read\n
+      python -m pipeline run --all --start 2024-01-01       # every belt; then outputs/summary/index.html\n
       python -m pipeline run --config configs/chipwe_pangwa.yaml --start 2023-01-01 --set ponds.mndwi_min=0.05\n
       python -m pipeline run --aoi x.geojson --source local --catalog c/catalog.json --start 2018-01-01 --end 2024-12-31
     """
@@ -119,12 +141,18 @@ def run(
         "compute.scheduler": scheduler,
         **_overrides(set_),
     }
+
+    def run_one(cfg):
+        with console.run_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
+            return run_pipeline(cfg, progress=console.progress_bars(quiet), fetch_progress=fetch_progress)
+
+    if all_:
+        return _run_all(config, config_dir, overrides, run_one if not dry_run else None, verbose)
     cfg = load_config(config, overrides)
     if dry_run:
         console.print_plan(plan(cfg), verbose)
         return
-    with console.run_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
-        result = run_pipeline(cfg, progress=console.progress_bars(quiet), fetch_progress=fetch_progress)
+    result = run_one(cfg)
     if not quiet:
         _print_table(result.summary)
         typer.echo(f"wrote {result.out} (open {result.out}/report.html in a browser)")
@@ -244,147 +272,12 @@ def evaluate(
     typer.echo(json.dumps(evaluate_run(run_dir, truth), indent=1))
 
 
-@app.command("export")
-def export_cmd(
-    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
-    fmt: str = typer.Option(
-        "gpkg",
-        "--format",
-        "-f",
-        help="gpkg | geojson (WGS84, RFC 7946) | fgb (FlatGeobuf) | kml | kmz (Google Earth, "
-        "with time stamps) | parquet (GeoParquet) | shp (Shapefile)",
-    ),
-    year: Optional[int] = typer.Option(None, help="keep only features first seen in or before this year"),
-    layer: list[str] = typer.Option([], "--layer", "-l", help="sites, ponds or clearings (repeatable; default all)"),
-    out: Optional[Path] = typer.Option(
-        None, help="file (with the format's extension) or directory; default RUN/exports/"
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-):
-    """Write a run's sites, ponds and clearings for QGIS, ArcGIS, Google Earth or a web map.
-
-    GeoJSON and KML are in WGS84 lon/lat; the other formats keep the AOI's UTM zone (areas in m2).
-    Single-layer formats (geojson, fgb, parquet, shp) write one file per layer.
-
-    Examples:\n
-      python -m pipeline export --run outputs/demo --format kmz                 # Google Earth, time slider\n
-      python -m pipeline export --run outputs/demo --format geojson --layer sites --year 2022\n
-      python -m pipeline export --run outputs/demo --format shp --out ~/arcgis/kachin/
-    """
-    from pipeline.formats import export_layers
-
-    console.setup_logging(False, quiet)
-    paths = export_layers(run_dir, fmt, out, layer or None, year)
-    if not quiet:
-        for p in paths:
-            typer.echo(f"wrote {p}")
-
-
-@app.command("report")
-def report_cmd(
-    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-):
-    """(Re)write a run's report.html and chart PNGs, e.g. after an update of the report code.
-
-    Every run writes its report already; this refreshes it and the checksums in run.json.
-
-    Example: python -m pipeline report --run outputs/demo
-    """
-    from pipeline.report import refresh_report
-
-    console.setup_logging(False, quiet)
-    for p in refresh_report(run_dir):
-        if not quiet:
-            typer.echo(f"wrote {p}")
-
-
-@app.command("review")
-def review_cmd(
-    run_dir: Path = typer.Option(..., "--run", help="the run directory whose register (beside it) to edit"),
-    site: Optional[int] = typer.Option(None, "--site", help="register site id"),
-    status: Optional[str] = typer.Option(None, "--status", help="unreviewed, confirmed, rejected or uncertain"),
-    note: Optional[str] = typer.Option(None, "--note", help="why, e.g. 'quarry on high-resolution imagery'"),
-    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="who (default: the login name)"),
-    list_: bool = typer.Option(False, "--list", help="list the register's sites and their verdicts"),
-):
-    """Record an analyst's verdict on a site, kept in the AOI's site register through every later run.
-
-    Rejected sites leave the yearly counts and stay listed. The next run writes the verdict into its
-    layers; verdicts can also be edited in QGIS, in the sites layer of footprints.gpkg or of the register.
-
-    Examples:\n
-      python -m pipeline review --run outputs/chipwe_pangwa --site 14 --status rejected --note "quarry"\n
-      python -m pipeline review --run outputs/chipwe_pangwa --list
-    """
-    import getpass
-    from datetime import date
-
-    from pipeline import register
-
-    console.setup_logging(False, False)
-    path = register.register_path(run_dir)
-    if list_:
-        sites = register.read_sites(path)
-        cols = ["site_id", "status", "review", "review_note", "reviewer", "reviewed_on", "first_year", "n_ponds"]
-        typer.echo(sites[cols].to_string(index=False))
-        return
-    if site is None or status is None:
-        raise ConfigError("review needs --site and --status (or --list): e.g. --site 14 --status rejected")
-    row = register.set_verdict(path, site, status.strip().lower(), note, reviewer or getpass.getuser(), date.today())
-    typer.echo(f"site {site}: {row['review']}" + (f" ({row['review_note']})" if row["review_note"] else ""))
-
-
-@app.command("reference")
-def reference_cmd(
-    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
-    labels: Optional[Path] = typer.Option(
-        None, "--labels", help="folder of label files with the names of pipeline/data's (default: the packaged ones)"
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-):
-    """Score a run against the real labels inside its AOI: Earth Genome's mapped pools, mine, non-mine and
-    river points, and CNN detections of 2022 and 2024-25 (pipeline/data/README.md).
-
-    Writes reference.md and reference.json into the run dir, adds the section "Check against real labels"
-    to its report.html and lists both files in run.json (verify checks them). Only labels inside the AOI
-    count; an AOI without any says so.
-
-    Example: python -m pipeline reference --run outputs/demo
-    """
-    from pipeline.reference import check_run, summary_lines, write_reference
-    from pipeline.report import refresh_report
-
-    console.setup_logging(False, True)  # the summary below is this command's output; the log only warns
-    result = check_run(run_dir, labels)
-    refresh_report(run_dir, add=write_reference(run_dir, result))
-    if not quiet:
-        for line in summary_lines(result):
-            typer.echo(line)
-
-
-@app.command("verify")
-def verify_cmd(
-    run_dir: Path = typer.Option(..., "--run", help="a finished run directory"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-):
-    """Check a run dir's files against the checksums in its run.json; exit 1 if any differs.
-
-    Example: python -m pipeline verify --run outputs/chipwe_pangwa
-    """
-    from pipeline.errors import OutputError
-    from pipeline.export import verify_run
-
-    console.setup_logging(False, quiet)
-    result = verify_run(run_dir)
-    if result["problems"]:
-        more = f" (and {len(result['problems']) - 1} more)" if len(result["problems"]) > 1 else ""
-        raise OutputError(
-            f"{run_dir} does not match its run.json: {result['problems'][0]}{more}: "
-            "rerun the pipeline for this AOI (or restore the files from a backup)"
-        )
-    if not quiet:
-        typer.echo(f"ok: {len(result['ok'])} outputs of {run_dir} match run.json")
+# the commands on a finished run dir
+app.command("export")(run_commands.export_cmd)
+app.command("report")(run_commands.report_cmd)
+app.command("review")(run_commands.review_cmd)
+app.command("reference")(run_commands.reference_cmd)
+app.command("verify")(run_commands.verify_cmd)
 
 
 def demo_config_path() -> Path | None:
@@ -516,6 +409,8 @@ def monthly(
         None, "--notify", help="command run with the path of changes.csv when something changed (mail, chat)"
     ),
     set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set compute.workers=2"),
+    all_: bool = typer.Option(False, "--all", help=ALL_HELP),
+    config_dir: Path = typer.Option(REPO / "configs", help="with --all: the AOIs' configs"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
@@ -532,6 +427,7 @@ def monthly(
     from datetime import date
 
     from pipeline.config import load_config
+    from pipeline.monthly import EXIT_NOTHING_NEW
     from pipeline.monthly import monthly as monthly_run
 
     console.setup_logging(verbose, quiet)
@@ -545,6 +441,19 @@ def monthly(
         "out": out,
         **_overrides(set_),
     }
+    day = date.fromisoformat(today) if today else None
+
+    def monthly_one(cfg):
+        with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
+            done = monthly_run(cfg, day, lookback_days, console.progress_bars(quiet), fetch_progress, notify=notify)
+        if all_ and done.exit_code not in (0, EXIT_NOTHING_NEW):
+            raise PipelineError(
+                f"the monthly run ended with exit code {done.exit_code} (75: another run holds the lock)"
+            )
+        return done
+
+    if all_:
+        return _run_all(config, config_dir, overrides, monthly_one, verbose)
     if config is None and start is None:
         raise ConfigError(
             "monthly needs --config, or --start with --aoi and --out: the period runs from start to today"
@@ -552,11 +461,7 @@ def monthly(
     if config is None:
         overrides["period.end"] = start  # replaced by today; the period must validate first
     cfg = load_config(config, overrides)
-    day = date.fromisoformat(today) if today else None
-    with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
-        result = monthly_run(
-            cfg, day, lookback_days, console.progress_bars(quiet), fetch_progress=fetch_progress, notify=notify
-        )
+    result = monthly_one(cfg)
     if not quiet:
         if result.exit_code == 0:
             typer.echo(
