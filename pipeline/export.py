@@ -51,8 +51,9 @@ def is_run_dir(path: Path) -> bool:
 
 PREVIOUS_SUFFIX = ".previous"  # ``<out>.previous``: the last good run, while a new one is moved in
 # Files a finished run dir may hold that run.json does not checksum: the log (moved in after the run
-# dir is in place), evaluate's scores (written after the run), and what ``export`` adds on request.
-UNLISTED = ("run.log", "scores.json", "exports")
+# dir is in place), evaluate's scores (written after the run), what ``export`` adds on request, and the
+# STAC Item (``stac.ITEM``), which is made from run.json and carries its checksums.
+UNLISTED = ("run.log", "scores.json", "exports", "item.json")
 
 
 def _rename_exchange(a: Path, b: Path) -> bool:

@@ -24,7 +24,7 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-from pipeline import charts, export, reference, styles
+from pipeline import charts, export, reference, stac, styles
 from pipeline.charts import FOOTPRINT_PNG, SITES_PNG
 
 log = logging.getLogger(__name__)
@@ -423,4 +423,5 @@ def refresh_report(run_dir: Path, add: Sequence[Path] = ()) -> list[Path]:
     tmp = run_dir / (export.MANIFEST + ".tmp")
     export.write_manifest(tmp, manifest, files)
     tmp.replace(run_dir / export.MANIFEST)
+    stac.write_item(run_dir)
     return written

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline import charts, count, evidence, export, register, report, train
+from pipeline import charts, count, evidence, export, register, report, stac, train
 from pipeline.aoi import AOI, load_aoi
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError
@@ -199,6 +199,7 @@ def _write_run_dir(cfg, aoi, name, years, table, layers, rasters, manifest: dict
         pages = report.write_report(tmp, manifest, svgs, page, rasters["valid_per_year"], changes)
         outputs = [gpkg, csv, *changed, tmp / export.STYLES_SLD, *tifs, *shown, *pages]
         export.write_manifest(tmp / export.MANIFEST, manifest, outputs)
+        stac.write_item(tmp, Path(cfg.out).name)
 
 
 def _link_chips(layers: dict, pictures) -> None:
@@ -273,6 +274,7 @@ def run(cfg: RunConfig, today: date | None = None, progress: Progress | None = N
         # after the run dir: a run killed in between leaves the old register, and the next run matches
         # against it again, giving the same ids
         register.write_register(reg_path, reg)
+        stac.write_collection(cfg.out)
     return RunResult(out=Path(cfg.out), summary=table, manifest=manifest)
 
 
