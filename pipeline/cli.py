@@ -6,6 +6,7 @@ one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -75,6 +76,23 @@ def _run_all(config: Path | None, config_dir: Path, overrides: dict, run_one, ve
             console.print_plan(plan(load_config(path, overrides)), verbose)
         return
     raise SystemExit(belts.run_all(config_dir, overrides, run_one))
+
+
+def _monthly_one(day, lookback_days: int, notify, postgis_dsn, strict: bool, quiet: bool, cfg):
+    """One AOI's monthly run, then its PostGIS export (also when nothing is new: a retry of a failed
+    one). ``strict`` (``--all``): a run that did not finish (a held lock) raises, to count as failed."""
+    from pipeline.monthly import EXIT_NOTHING_NEW
+    from pipeline.monthly import monthly as monthly_run
+
+    with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
+        done = monthly_run(cfg, day, lookback_days, console.progress_bars(quiet), fetch_progress, notify=notify)
+    if strict and done.exit_code not in (0, EXIT_NOTHING_NEW):
+        raise PipelineError(f"the monthly run ended with exit code {done.exit_code} (75: another run holds the lock)")
+    if postgis_dsn and done.exit_code in (0, EXIT_NOTHING_NEW):
+        from pipeline.postgis import export_run
+
+        export_run(cfg.out, postgis_dsn)
+    return done
 
 
 def _print_table(table) -> None:
@@ -411,6 +429,9 @@ def monthly(
     set_: list[str] = typer.Option([], "--set", help="override any setting, e.g. --set compute.workers=2"),
     all_: bool = typer.Option(False, "--all", help=ALL_HELP),
     config_dir: Path = typer.Option(REPO / "configs", help="with --all: the AOIs' configs"),
+    postgis_dsn: Optional[str] = typer.Option(
+        None, "--postgis", help="then upsert the outputs into this PostGIS database (export --to postgis)"
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging (and tracebacks on errors)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
@@ -427,8 +448,6 @@ def monthly(
     from datetime import date
 
     from pipeline.config import load_config
-    from pipeline.monthly import EXIT_NOTHING_NEW
-    from pipeline.monthly import monthly as monthly_run
 
     console.setup_logging(verbose, quiet)
     overrides = {
@@ -442,16 +461,7 @@ def monthly(
         **_overrides(set_),
     }
     day = date.fromisoformat(today) if today else None
-
-    def monthly_one(cfg):
-        with console.monthly_log(cfg.out), console.log_above_bars(), console.fetch_progress(quiet) as fetch_progress:
-            done = monthly_run(cfg, day, lookback_days, console.progress_bars(quiet), fetch_progress, notify=notify)
-        if all_ and done.exit_code not in (0, EXIT_NOTHING_NEW):
-            raise PipelineError(
-                f"the monthly run ended with exit code {done.exit_code} (75: another run holds the lock)"
-            )
-        return done
-
+    monthly_one = functools.partial(_monthly_one, day, lookback_days, notify, postgis_dsn, all_, quiet)
     if all_:
         return _run_all(config, config_dir, overrides, monthly_one, verbose)
     if config is None and start is None:

@@ -26,9 +26,15 @@ def export_cmd(
     out: Optional[Path] = typer.Option(
         None, help="file (with the format's extension) or directory; default RUN/exports/"
     ),
+    to: str = typer.Option("files", "--to", help="files (see --format) or postgis (with --dsn)"),
+    dsn: Optional[str] = typer.Option(
+        None, "--dsn", help="with --to postgis: postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass)"
+    ),
+    schema: str = typer.Option("kachin", "--schema", help="with --to postgis: the schema of the tables"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Write a run's sites, ponds and clearings for QGIS, ArcGIS, Google Earth or a web map.
+    """Write a run's sites, ponds and clearings for QGIS, ArcGIS, Google Earth or a web map, or upsert
+    them and the yearly summary into a PostGIS database (one transaction; keyed by AOI and register id).
 
     GeoJSON and KML are in WGS84 lon/lat; the other formats keep the AOI's UTM zone (areas in m2).
     Single-layer formats (geojson, fgb, parquet, shp) write one file per layer.
@@ -36,11 +42,23 @@ def export_cmd(
     Examples:\n
       python -m pipeline export --run outputs/demo --format kmz                 # Google Earth, time slider\n
       python -m pipeline export --run outputs/demo --format geojson --layer sites --year 2022\n
-      python -m pipeline export --run outputs/demo --format shp --out ~/arcgis/kachin/
+      python -m pipeline export --run outputs/demo --format shp --out ~/arcgis/kachin/\n
+      python -m pipeline export --run outputs/demo --to postgis --dsn postgresql://gis@db.example.org/mining
     """
     from pipeline.formats import export_layers
 
     console.setup_logging(False, quiet)
+    if to == "postgis" or dsn is not None:
+        from pipeline.postgis import export_run
+
+        if to != "postgis" or not dsn:
+            raise ConfigError("a PostGIS export needs both --to postgis and --dsn postgresql://user@host/db")
+        for table, n in export_run(run_dir, dsn, schema).items():
+            if not quiet:
+                typer.echo(f"{schema}.{table}: {n} rows upserted")
+        return
+    if to != "files":
+        raise ConfigError(f"--to {to!r}: write files or postgis")
     paths = export_layers(run_dir, fmt, out, layer or None, year)
     if not quiet:
         for p in paths:

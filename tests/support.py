@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ import numpy as np
 import pyogrio
 import pystac
 import rasterio
+import shapely
 from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import box, mapping
@@ -331,3 +333,21 @@ def assert_one_line_error(code, err, *words):
     assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
     for w in words:
         assert w in lines[0], lines[0]
+
+
+def _bounds(blob) -> tuple:
+    """Bounds of a GeoPackage geometry blob: an 8-byte header, an envelope of 0, 4, 6 or 8 doubles, WKB."""
+    doubles = {0: 0, 1: 4, 2: 6, 3: 6, 4: 8}[(blob[3] >> 1) & 7]
+    return shapely.from_wkb(bytes(blob[8 + 8 * doubles :])).bounds
+
+
+def edit_attributes(gpkg, sql: str, *params) -> None:
+    """An attribute edit as QGIS makes it: SQLite with the GeoPackage functions that the spatial index's
+    triggers call."""
+    con = sqlite3.connect(gpkg)
+    con.create_function("ST_IsEmpty", 1, lambda blob: 0 if blob else 1)
+    for i, name in enumerate(("ST_MinX", "ST_MinY", "ST_MaxX", "ST_MaxY")):
+        con.create_function(name, 1, lambda blob, i=i: _bounds(blob)[i])
+    with con:
+        con.execute(sql, params)
+    con.close()

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import geopandas as gpd
 import pandas as pd
 import pytest
-import shapely
 
 from pipeline import register
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.run import run, train_from_catalogs
+from tests.support import edit_attributes
 
 
 def settings(sim, out, end: str) -> dict:
     return {**sim.run_settings(out), "period.end": end, "compute.workers": 2}
-
-
-def _bounds(blob) -> tuple:
-    """Bounds of a GeoPackage geometry blob: an 8-byte header, an envelope of 0, 4, 6 or 8 doubles, WKB."""
-    doubles = {0: 0, 1: 4, 2: 6, 3: 6, 4: 8}[(blob[3] >> 1) & 7]
-    return shapely.from_wkb(bytes(blob[8 + 8 * doubles :])).bounds
-
-
-def edit_attributes(gpkg, sql: str, *params) -> None:
-    """An attribute edit as QGIS makes it: SQLite with the GeoPackage functions that the spatial index's
-    triggers call."""
-    con = sqlite3.connect(gpkg)
-    con.create_function("ST_IsEmpty", 1, lambda blob: 0 if blob else 1)
-    for i, name in enumerate(("ST_MinX", "ST_MinY", "ST_MaxX", "ST_MaxY")):
-        con.create_function(name, 1, lambda blob, i=i: _bounds(blob)[i])
-    with con:
-        con.execute(sql, params)
-    con.close()
 
 
 def test_ids_and_verdicts_last_through_the_next_months_run(simulated_run, tmp_path, cli):
