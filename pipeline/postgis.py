@@ -47,6 +47,11 @@ def safe_dsn(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(**{k: v for k, v in parts.items() if v is not None})
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def sql_type(dtype) -> str:
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
@@ -157,10 +162,14 @@ def export_run(run_dir: Path, dsn: str, schema: str = "kachin") -> dict[str, int
             written[SUMMARY_TABLE] = upsert(cur, schema, SUMMARY_TABLE, summary, ["aoi", "year"], None)
             write_styles(cur, schema, _styles(gpkg))
     except psycopg.OperationalError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise OutputError(
-            f"cannot export to PostGIS at {safe_dsn(dsn)} ({reason}): check the DSN, the server and the "
+            f"cannot export to PostGIS at {safe_dsn(dsn)} ({_first_line(e)}): check the DSN, the server and the "
             "credentials (PGPASSWORD or ~/.pgpass); the database was left as it was"
+        ) from None
+    except psycopg.Error as e:  # refused by the database (rights, a table of another layout): nothing written
+        raise OutputError(
+            f"the PostGIS export to {safe_dsn(dsn)}, schema {schema}, was refused ({_first_line(e)}); "
+            "the database was left as it was"
         ) from None
     log.info("exported %s to PostGIS %s, schema %s: %s", aoi, safe_dsn(dsn), schema, written)
     return written

@@ -166,3 +166,14 @@ def test_the_command_line_exports_and_monthly_runs_publish(simulated_run, tmp_pa
             for name in ("t_cli", "kachin"):
                 conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
                 conn.execute("DELETE FROM public.layer_styles WHERE f_table_schema = %s", (name,))
+
+
+def test_a_table_of_another_layout_is_refused_in_one_line(simulated_run, schema):
+    _, _, result = simulated_run
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.ponds (aoi text, pond_id bigint)")  # no key to upsert on
+    with pytest.raises(OutputError) as e:
+        postgis.export_run(result.out, DSN, schema)
+    assert "was refused" in str(e.value) and "\n" not in str(e.value)
+    assert state(schema)["sites"] is None  # the sites, upserted before the ponds, were rolled back
