@@ -112,8 +112,8 @@ class DownloadConfig(SettingsModel):
         ge=1,
         le=32,
         description=(
-            "parallel scene downloads; Earth Search and Planetary Computer throttle (429) above a few dozen "
-            "requests per second"
+            "parallel scene downloads, each with its bands side by side; Earth Search and Planetary Computer "
+            "throttle (429) above a few dozen requests per second"
         ),
     )
 

@@ -284,6 +284,8 @@ if __name__ == "__main__":  # pragma: no cover - a manual tool
     ap.add_argument("catalog")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--flavour", default="earth-search", choices=["earth-search", "planetary-computer"])
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="added to every asset request")
     a = ap.parse_args()
     double = StacApiDouble(a.catalog, f"http://127.0.0.1:{a.port}", a.flavour)
+    double.file_delay_s = a.latency_ms / 1000
     run_simple("127.0.0.1", a.port, Request.application(double), threaded=True)

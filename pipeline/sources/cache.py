@@ -263,9 +263,10 @@ class SceneCache:
 
     # ------------------------------------------------------------------ fetching
     def fetch_item(
-        self, item: pystac.Item, assets: list[str], http: Http, sign=None, render=None
+        self, item: pystac.Item, assets: list[str], http: Http, sign=None, render=None, clip_pool=None
     ) -> tuple[bool, list[str]]:
         """Bring one item's ``assets`` into the cache. Returns (downloaded anything, entries repaired).
+        With ``clip_pool`` (an executor), its assets are clipped side by side in it.
 
         ``render(item, assets, http)``, for sources that make rasters rather than serve files (Sentinel
         Hub's Process API), returns ``{asset: (array, crs, transform, nodata, source)}`` already on
@@ -298,8 +299,11 @@ class SceneCache:
             self._write_item(item, assets, d, clips)
             return bool(todo), repaired
         signed = sign(item) if (sign and todo) else item
-        for a in todo:
-            clips[a] = self.clip(signed.assets[a].href, d / f"{a}.tif", http)
+        if clip_pool is None:
+            clips.update((a, self.clip(signed.assets[a].href, d / f"{a}.tif", http)) for a in todo)
+        else:
+            futures = [(a, clip_pool.submit(self.clip, signed.assets[a].href, d / f"{a}.tif", http)) for a in todo]
+            clips.update((a, f.result()) for a, f in futures)
         self._write_item(item, assets, d, clips)
         return bool(todo), repaired
 
@@ -348,7 +352,7 @@ class SceneCache:
         def one(job):
             item, assets = job
             try:
-                got, repaired = self.fetch_item(item, assets, http, sign, render)
+                got, repaired = self.fetch_item(item, assets, http, sign, render, clip_pool)
                 return item, got, repaired, None
             except CacheMiss as e:
                 return item, False, [], str(e)
@@ -364,7 +368,13 @@ class SceneCache:
             finally:
                 progress.scene_done()
 
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        # a scene's bands are clipped side by side, in threads that last the whole fetch (GDAL keeps its
+        # HTTP connections per thread): a distant archive's round trips, not its bandwidth, bound a clip
+        # (a header read, then the tiles), so a scene then takes one clip's round trips, not one per band
+        with (
+            ThreadPoolExecutor(max_workers=concurrency) as pool,
+            ThreadPoolExecutor(max_workers=concurrency * len(bands), thread_name_prefix="clip") as clip_pool,
+        ):
             for item, got, repaired, err in pool.map(one, jobs):
                 if err:
                     log.warning("skipping %s: %s", item.id, err)
