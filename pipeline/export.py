@@ -281,6 +281,23 @@ def write_changes(out_dir: Path, changes: gpd.GeoDataFrame) -> list[Path]:
     return [csv, geojson]
 
 
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``path`` through a temporary file renamed over it: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({e.strerror or e}): check the permissions and free space") from None
+    return path
+
+
+def write_json(path: Path, doc: dict) -> Path:
+    """``doc`` as indented JSON, written as ``write_atomic`` writes."""
+    return write_atomic(path, json.dumps(doc, indent=1) + "\n")
+
+
 def write_manifest(path: Path, manifest: dict, outputs: list[Path]) -> None:
     root = path.parent
     manifest = {

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from pipeline import export
 from pipeline.config import RunConfig
 from pipeline.errors import NoScenesError, PipelineError
 
@@ -280,7 +281,7 @@ def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, 
         log.info("monthly: %d new scenes in %s..%s", len(fresh), since, today)
         if not fresh:
             state.update(checked=_now(), searched_to=max(state["searched_to"], today.isoformat()))
-            _write_json(paths.state, state)
+            export.write_json(paths.state, state)
             return MonthlyResult("nothing new", EXIT_NOTHING_NEW, sites_total=state.get("sites_total"), out=paths.out)
     elif state is None or not previous.is_file():
         log.info("monthly: no previous run at %s: a full run", paths.out)
@@ -294,7 +295,7 @@ def _monthly_locked(cfg, today, lookback_days, paths, progress, fetch_progress, 
         scenes_new = sorted(set(fetched) - set(m.get("dem_items", [])))
     else:  # local catalog: what the last run did not know
         scenes_new = sorted(set(m["scenes_used"]) - set(state.get("scenes_known", []) if state else []))
-    _write_json(
+    export.write_json(
         paths.state,
         {
             "aoi": m["aoi"],
@@ -339,12 +340,6 @@ def _append_row(path: Path, row: dict) -> None:
         os.write(fd, buf.getvalue().encode())
     finally:
         os.close(fd)
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _now() -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -576,23 +575,11 @@ def to_markdown(result: dict) -> str:
     return "\n".join(parts)
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write ``path`` through a temporary file renamed over it: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path} ({e.strerror or e}): check the permissions and free space") from None
-    return path
-
-
 def write_reference(run_dir: Path, result: dict) -> list[Path]:
     """Write reference.json and reference.md into the run dir (``report.refresh_report`` then adds the
     section to the page and lists both in run.json). Returns the files written."""
     run_dir = Path(run_dir)
     return [
-        _write_atomic(run_dir / export.REFERENCE_JSON, json.dumps(result, indent=1) + "\n"),
-        _write_atomic(run_dir / export.REFERENCE_MD, to_markdown(result)),
+        export.write_atomic(run_dir / export.REFERENCE_JSON, json.dumps(result, indent=1) + "\n"),
+        export.write_atomic(run_dir / export.REFERENCE_MD, to_markdown(result)),
     ]

@@ -6,7 +6,6 @@ from run.json, so they never disagree with it, and are rewritten whenever it is.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -67,7 +66,7 @@ def run_item(manifest: dict, run_dir_name: str) -> pystac.Item:
     for name, digest in manifest["outputs"].items():
         suffix = Path(name).suffix
         item.add_asset(
-            name.replace("/", "_").rsplit(".", 1)[0] + suffix.replace(".", "_"),
+            name.replace("/", "_").replace(".", "_"),
             pystac.Asset(
                 href=f"./{name}",
                 media_type=MEDIA_TYPES.get(suffix),
@@ -101,23 +100,16 @@ def aoi_collection(item: pystac.Item, run_dir_name: str) -> pystac.Collection:
     return collection
 
 
-def _write_json(path: Path, doc: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def write_item(run_dir: Path, name: str | None = None) -> Path:
     """``item.json`` into ``run_dir`` (a run dir, or its staged copy, whose final name is ``name``),
     from its run.json."""
     run_dir = Path(run_dir)
     item = run_item(export.read_manifest(run_dir), name or run_dir.name)
-    return _write_json(run_dir / ITEM, item.to_dict(transform_hrefs=False))
+    return export.write_json(run_dir / ITEM, item.to_dict(transform_hrefs=False))
 
 
 def write_collection(out: Path) -> Path:
     """The AOI's Collection beside the run dir ``out``, from its Item."""
     out = Path(out)
     item = pystac.Item.from_dict(json.loads((out / ITEM).read_text()))
-    return _write_json(collection_path(out), aoi_collection(item, out.name).to_dict(transform_hrefs=False))
+    return export.write_json(collection_path(out), aoi_collection(item, out.name).to_dict(transform_hrefs=False))
