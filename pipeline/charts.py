@@ -60,14 +60,9 @@ def _figure(
     colours,
     new_column: str | None = None,
 ):
-    import matplotlib
-    from matplotlib.figure import Figure  # not pyplot: no GUI state, and a quarter of a second less to import
-
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
     years = table["year"]
     values = [v / scale for v in table[column]]
-    fig = Figure(figsize=(6.0, 3.2), dpi=100)
-    ax = fig.subplots()
+    fig, ax = _new_figure()
     x = list(range(len(years)))
     bars = ax.bar(x, values, color=[colours[y] for y in years], edgecolor="#444444", linewidth=0.6)
     ax.set_xticks(x, [str(y) for y in years])
@@ -116,14 +111,28 @@ def draw(summary_csv: Path, aoi: str, out_dir: Path) -> dict[str, str]:
     svgs = {}
     for key, (png, column, scale, ylabel, title, new_column) in CHARTS.items():
         fig = _figure(table, column, scale, ylabel, f"{aoi}: {title}", key, colours, new_column)
-        tmp = Path(out_dir) / (png + ".tmp")
-        fig.savefig(tmp, dpi=150, metadata={"Software": None}, format="png")
-        tmp.replace(Path(out_dir) / png)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-        svg = buf.getvalue()
-        svgs[key] = svg[svg.index("<svg") :]
+        svgs[key] = _save(fig, Path(out_dir) / png)
     return svgs
+
+
+def _new_figure():
+    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no GUI state, and a quarter of a second less to import
+
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
+    fig = Figure(figsize=(6.0, 3.2), dpi=100)
+    return fig, fig.subplots()
+
+
+def _save(fig, png: Path) -> str:
+    """Write ``fig`` as the PNG ``png`` (renamed into place) and return it as inline SVG."""
+    tmp = png.with_name(png.name + ".tmp")
+    fig.savefig(tmp, dpi=150, metadata={"Software": None}, format="png")
+    tmp.replace(png)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    svg = buf.getvalue()
+    return svg[svg.index("<svg") :]
 
 
 BELTS_PNG = "sites_per_belt.png"
@@ -132,13 +141,9 @@ BELTS_PNG = "sites_per_belt.png"
 def draw_belts(table, out_dir: Path) -> str:
     """Sites by the end of each year, a line per AOI (``table``: rows of ``yearly_summary_all.csv``), as
     ``BELTS_PNG`` in ``out_dir``; returns it as inline SVG."""
-    import matplotlib
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kachin", "font.size": 10})
-    fig = Figure(figsize=(6.0, 3.2), dpi=100)
-    ax = fig.subplots()
+    fig, ax = _new_figure()
     for aoi, rows in table.groupby("aoi", sort=True):
         line = ax.plot(rows["year"], rows["sites_total"], marker="o", label=aoi)[0]
         line.set_gid(f"belt-{aoi}")
@@ -149,8 +154,4 @@ def draw_belts(table, out_dir: Path) -> str:
     if len(table):
         ax.legend(frameon=False, fontsize=9)
     fig.tight_layout()
-    fig.savefig(Path(out_dir) / BELTS_PNG, dpi=150, metadata={"Software": None}, format="png")
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    svg = buf.getvalue()
-    return svg[svg.index("<svg") :]
+    return _save(fig, Path(out_dir) / BELTS_PNG)
